@@ -1,0 +1,95 @@
+import datasets
+import numpy as np
+import pytest
+
+import utils
+from utils import train
+
+WORDS = {0: ["awful", "terrible", "hate"], 1: ["table", "monday", "report"],
+         2: ["lovely", "great", "love"]}
+
+
+def toy_dataset(n_train=192, n_val=48, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        labels = rng.integers(0, 3, size=n)
+        texts = [" ".join(rng.choice(WORDS[y], size=3)) + " the tweet" for y in labels]
+        return datasets.Dataset.from_dict({"text": texts, "label": labels.tolist()})
+    return datasets.DatasetDict(train=split(n_train), validation=split(n_val),
+                                test=split(n_val))
+
+
+def tiny_model(tokenizer, seed=0):
+    import keras
+    keras.utils.set_random_seed(seed)
+    return utils.model.build_classifier(utils.model.tiny_config(tokenizer.vocab_size))
+
+
+def test_training_lowers_the_loss(tokenizer):
+    data = toy_dataset()
+    model = tiny_model(tokenizer)
+    config = train.TrainConfig(learning_rate=3e-3, epochs=3, batch_size=16, max_length=16,
+                               patience=5, warmup_fraction=0.0)
+    before = train.evaluate(model, tokenizer, data["validation"], max_length=16)
+    state = train.fine_tune(model, tokenizer, data, config, progress=False)
+    losses = [r["train_loss"] for r in state["history"]]
+    assert losses[-1] < losses[0]
+    after = train.evaluate(model, tokenizer, data["validation"], max_length=16)
+    assert after["macro_f1"] > max(before["macro_f1"], 0.8)
+    assert state["best_epoch"] >= 1 and state["train_seconds"] > 0
+
+
+def test_resume_refuses_a_different_config(tokenizer, tmp_path):
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=2, batch_size=16, max_length=16,
+                               patience=5)
+    # an interrupted run: only the first epoch finished
+    first = train.fine_tune(tiny_model(tokenizer), tokenizer, data,
+                            train.TrainConfig(**{**config.__dict__, "epochs": 1}),
+                            checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "last" / "optimizer.npz").exists()
+    assert first["epoch"] == 1
+    # config must match to resume
+    with pytest.raises(ValueError, match="delete it or pass the same config"):
+        train.fine_tune(tiny_model(tokenizer), tokenizer, data, config,
+                        checkpoint_dir=tmp_path, progress=False)
+
+
+def test_resume_restores_weights_and_optimizer(tokenizer, tmp_path):
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    trained = tiny_model(tokenizer)
+    train.fine_tune(trained, tokenizer, data, config, checkpoint_dir=tmp_path, progress=False)
+    fresh = tiny_model(tokenizer, seed=1)
+    state = train.fine_tune(fresh, tokenizer, data, config, checkpoint_dir=tmp_path,
+                            progress=False)
+    assert state["epoch"] == 1  # nothing left to train: it resumed, it did not restart
+    for a, b in zip(trained.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.optimizer.iterations.numpy()) == 4  # 64 examples / 16 per batch
+
+
+def test_nan_loss_stops_with_message(tokenizer):
+    data = toy_dataset(n_train=32, n_val=16)
+    model = tiny_model(tokenizer)
+    kernel = model.trainable_weights[-2]
+    kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+        train.fine_tune(model, tokenizer, data, train.TrainConfig(epochs=1, batch_size=16,
+                                                                  max_length=16),
+                        progress=False)
+
+
+@pytest.mark.parametrize("field,value", [("learning_rate", -1.0), ("epochs", 0),
+                                         ("warmup_fraction", 1.5), ("weight_decay", -0.1),
+                                         ("batch_size", 2.5), ("max_length", 2)])
+def test_invalid_train_config(field, value):
+    with pytest.raises(ValueError, match=field):
+        train.TrainConfig(**{field: value})
+
+
+def test_warmup_linear_decay_schedule():
+    schedule = train.WarmupLinearDecay(1.0, warmup_steps=10, total_steps=110)
+    values = [float(schedule(s)) for s in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-6)

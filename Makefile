@@ -22,7 +22,7 @@ run: install notebooks
 notebooks: install
 	@for nb in $(NOTEBOOKS); do \
 	  echo "=== $$nb"; \
-	  $(VENV)/bin/papermill --cwd notebooks $$nb $$nb $(PARAMS) || exit 1; \
+	  $(VENV)/bin/papermill --log-output --cwd notebooks $$nb $$nb $(PARAMS) || exit 1; \
 	done
 
 data: install

@@ -1,4 +1,4 @@
-"""Notebooks 01-02 end to end under papermill in SMOKE mode (tiny random encoder)."""
+"""Notebooks 01-04 end to end under papermill in SMOKE mode (tiny random encoder)."""
 import json
 from pathlib import Path
 
@@ -50,3 +50,38 @@ def test_02_baseline_smoke(smoke_dirs):
     for fig in ("02_training_curves.png", "02_confusion_matrix.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
     assert (smoke_dirs["checkpoints"] / "baseline" / "best" / "model.weights.h5").exists()
+
+
+def test_03_block_pruning_smoke(smoke_dirs):
+    if not (smoke_dirs["checkpoints"] / "baseline" / "best").exists():
+        pytest.skip("needs the baseline from notebook 02")
+    run_notebook("03_block_pruning.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
+                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
+                 CHECKPOINT_DIR=str(smoke_dirs["checkpoints"] / "block_pruning"), EPOCHS=1)
+    record = json.loads((smoke_dirs["results"] / "block_pruning.json").read_text())
+    assert record["step_cost"]["ratio"] > 0
+    assert len(record["lambda_k_sweep"]["rows"]) == 2 * 2 * 2  # K x lambda1 x two sparsities
+    for fig in ("03_loss_terms.png", "03_group_norm_histograms.png", "03_lambda_k_sweep.png"):
+        assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
+
+
+def test_04_thresholding_smoke(smoke_dirs):
+    if not (smoke_dirs["checkpoints"] / "block_pruning" / "best").exists():
+        pytest.skip("needs the regularised model from notebook 03")
+    run_notebook("04_thresholding.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
+                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
+                 REGULARIZED_DIR=str(smoke_dirs["checkpoints"] / "block_pruning"),
+                 PRUNED_DIR=str(smoke_dirs["checkpoints"] / "pruned"))
+    import pandas as pd
+    curve = pd.read_csv(smoke_dirs["results"] / "sparsity_sweep.csv")
+    from utils.sweep import SWEEP_COLUMNS
+    assert list(curve.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
+    block = curve[curve.method == "block"]
+    # SMOKE targets 0, 0.5, 0.9: thresholded sparsity reaches each target
+    for target in (0.5, 0.9):
+        reached = block[(block.target_sparsity == target)].sparsity_encoder_linear
+        assert (reached >= target - 1e-9).all() and len(reached) == 2  # before + after retrain
+    for fig in ("04_sparsity_vs_f1.png", "04_sparsity_heatmap.png"):
+        assert (smoke_dirs["figures"] / fig).stat().st_size > 1000

@@ -10,7 +10,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_SUBMODULES = ("data", "model", "batching", "train", "evaluation", "plots", "io")
+_SUBMODULES = ("data", "model", "batching", "train", "evaluation", "plots", "io", "pruning",
+               "sweep")
 
 
 def __getattr__(name):

@@ -88,11 +88,16 @@ class TweetBatches:
     iterable for prediction.
     """
 
-    def __init__(self, encoded, labels, batch_size, pad_token_id, shuffle, seed=0):
+    def __init__(self, encoded, labels, batch_size, pad_token_id, shuffle, seed=0,
+                 teacher_logits=None):
         if labels is not None and len(labels) != len(encoded):
             raise ValueError(f"{len(encoded)} texts but {len(labels)} labels")
+        if teacher_logits is not None and (labels is None or len(teacher_logits) != len(encoded)):
+            raise ValueError("teacher_logits need labels and one row per text")
         self.encoded = encoded
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int32)
+        self.teacher_logits = None if teacher_logits is None else np.asarray(teacher_logits,
+                                                                             np.float32)
         self.batch_size = batch_size
         self.pad_token_id = pad_token_id
         self.shuffle = shuffle
@@ -118,6 +123,8 @@ class TweetBatches:
         inputs = pad_batch([self.encoded[j] for j in idx], self.pad_token_id)
         if self.labels is None:
             return inputs
+        if self.teacher_logits is not None:
+            return inputs, {"label": self.labels[idx], "teacher": self.teacher_logits[idx]}
         return inputs, self.labels[idx]
 
     def __iter__(self):
@@ -134,8 +141,9 @@ class TweetBatches:
 
 
 def make_batches(tokenizer, texts, labels=None, max_length=64, batch_size=32, shuffle=False,
-                 seed=0):
+                 seed=0, teacher_logits=None):
     """Tokenise `texts` and return (TweetBatches, number of truncated texts)."""
     encoded, truncated = encode_texts(tokenizer, texts, max_length)
-    batches = TweetBatches(encoded, labels, batch_size, tokenizer.pad_token_id, shuffle, seed)
+    batches = TweetBatches(encoded, labels, batch_size, tokenizer.pad_token_id, shuffle, seed,
+                           teacher_logits)
     return batches, truncated

@@ -53,3 +53,86 @@ def plot_confusion_matrix(matrix, labels, path=None, title="Confusion matrix (te
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_loss_terms(records, lambdas, path=None):
+    """Task loss and the two penalties (raw, before multiplying by lambda) over steps."""
+    steps = [r["step"] for r in records]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, label in zip(axes, ("task_loss", "group_lasso", "polarization"),
+                              ("task loss (nats)", "group lasso  sum ||g||_2",
+                               "polarisation  sum n(1-n)")):
+        ax.plot(steps, [r[key] for r in records], "-")
+        ax.set(xlabel="optimizer step", ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[1].set_title(f"lambda1 = {lambdas[0]:g}")
+    axes[2].set_title(f"lambda2 = {lambdas[1]:g}")
+    axes[0].set_title("running mean per epoch")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_group_norm_histograms(norms_before, norms_after, path=None, bins=80):
+    """log10 group norms before and after regularised training, one panel per group kind."""
+    kinds = list(norms_before)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        both = np.concatenate([norms_before[kind], norms_after[kind]])
+        edges = np.linspace(np.log10(max(both.min(), 1e-8)), np.log10(both.max()), bins)
+        ax.hist(np.log10(np.maximum(norms_before[kind], 1e-8)), bins=edges, alpha=0.6,
+                label="fine-tuned baseline")
+        ax.hist(np.log10(np.maximum(norms_after[kind], 1e-8)), bins=edges, alpha=0.6,
+                label="after regularised training")
+        ax.set(xlabel=f"log10 L2 norm of {kind} group", ylabel="groups",
+               title=f"{kind} groups")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_sparsity_curves(frame, baseline, path=None, x="sparsity_encoder_linear"):
+    """macro-F1 and accuracy against sparsity, before and after retraining, per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric, name in zip(axes, ("macro_f1", "accuracy"), ("macro-F1", "accuracy")):
+        for (method, retrained), part in frame.groupby(["method", "retrained"]):
+            part = part.sort_values(x)
+            ax.plot(100 * part[x], 100 * part[metric], "o-" if retrained else "s--",
+                    label=f"{method}, {'retrained' if retrained else 'not retrained'}")
+        ax.axhline(100 * baseline[metric], color="k", lw=1, ls=":", label="dense baseline")
+        xlabel = {"sparsity_encoder_linear": "sparsity of encoder linear weights (%)",
+                  "sparsity_total": "sparsity of all model parameters (%)"}[x]
+        ax.set(xlabel=xlabel, ylabel=f"test {name} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_sparsity_heatmap(per_matrix, num_layers, path=None, title="Sparsity per matrix"):
+    """Share of zero weights (%) per layer (rows) and matrix (columns)."""
+    matrices = ["attention/query", "attention/key", "attention/value", "attention/output",
+                "ffn/input", "ffn/output"]
+    grid = np.full((num_layers, len(matrices)), np.nan)
+    for i in range(num_layers):
+        for j, m in enumerate(matrices):
+            grid[i, j] = 100 * per_matrix.get(f"layer_{i}/{m}", np.nan)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * num_layers + 1.6))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i in range(num_layers):
+        for j in range(len(matrices)):
+            ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center",
+                    color="white" if grid[i, j] < 60 else "black", fontsize=8)
+    ax.set_xticks(range(len(matrices)), matrices, rotation=30, ha="right")
+    ax.set_yticks(range(num_layers), [f"layer {i}" for i in range(num_layers)])
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="zero weights (%)")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

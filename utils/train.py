@@ -95,17 +95,22 @@ class _KerasBatches(keras.utils.PyDataset):
         self.batches.next_epoch()
 
 
-def compile_for_training(model, config, steps_per_epoch):
+def compile_for_training(model, config, steps_per_epoch, masks_by_path=None):
+    """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots."""
+    from .pruning import MaskedAdamW
     total_steps = steps_per_epoch * config.epochs
     schedule = WarmupLinearDecay(config.learning_rate,
                                  round(config.warmup_fraction * total_steps), total_steps)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
-                                       global_clipnorm=config.max_grad_norm)
+    options = dict(learning_rate=schedule, weight_decay=config.weight_decay,
+                   global_clipnorm=config.max_grad_norm)
+    optimizer = (MaskedAdamW(masks_by_path, **options) if masks_by_path
+                 else keras.optimizers.AdamW(**options))
     # Decaying LayerNorm scales and biases towards zero only hurts (BERT's recipe).
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=config.jit_compile)
+    # A model that defines compute_loss (the pruning wrapper) brings its own loss.
+    loss = None if hasattr(model, "pruning_config") else \
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile)
     optimizer.build(model.trainable_variables)
     return optimizer
 
@@ -162,8 +167,10 @@ def _restore_checkpoint(model, optimizer, directory):
 class _EpochMonitor(keras.callbacks.Callback):
     """Progress bar, NaN guard, validation macro-F1, checkpoints and early stopping."""
 
-    def __init__(self, fit_state, val_batches, val_labels, checkpoint_dir, progress):
+    def __init__(self, classifier, fit_state, val_batches, val_labels, checkpoint_dir,
+                 progress):
         super().__init__()
+        self.classifier = classifier
         self.state = fit_state
         self.val_batches = val_batches
         self.val_labels = np.asarray(val_labels)
@@ -189,7 +196,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         if self.bad_loss:
             return
         train_seconds = time.perf_counter() - self.epoch_start
-        logits = predict_logits(self.model, self.val_batches)
+        logits = predict_logits(self.classifier, self.val_batches)
         val = evaluation.classification_metrics(self.val_labels, logits.argmax(-1))
         record = {"epoch": epoch + 1, "train_loss": float(logs["loss"]),
                   "train_seconds": train_seconds,
@@ -204,7 +211,7 @@ class _EpochMonitor(keras.callbacks.Callback):
             state["best_val_macro_f1"] = val["macro_f1"]
             state["best_epoch"] = epoch + 1
             state["epochs_without_improvement"] = 0
-            self.best_weights = [np.asarray(w) for w in self.model.get_weights()]
+            self.best_weights = [np.asarray(w) for w in self.classifier.get_weights()]
         else:
             state["epochs_without_improvement"] += 1
         if state["epochs_without_improvement"] > state["patience"]:
@@ -217,50 +224,77 @@ class _EpochMonitor(keras.callbacks.Callback):
                   + ("  *best*" if improved else ""))
         if self.checkpoint_dir is not None:
             if improved:
-                model_lib.save_model(self.model, Path(self.checkpoint_dir) / "best")
-            _save_checkpoint(self.model, self.model.optimizer, state,
+                model_lib.save_model(self.classifier, Path(self.checkpoint_dir) / "best")
+            _save_checkpoint(self.classifier, self.model.optimizer, state,
                              Path(self.checkpoint_dir) / "last")
 
 
-def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True):
+def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True,
+              pruning=None, teacher_logits=None, masks=None, callbacks=()):
     """Fine-tune every weight of `model` on dataset["train"], early-stopping on validation.
 
+    pruning: a `pruning.PruningConfig` to add its group-lasso and polarisation terms (and
+    distillation towards `teacher_logits`, one row per training example) to the loss.
+    masks: {kernel name: 0/1 array}; masked weights and their gradients stay exactly 0.
     If `checkpoint_dir` holds a checkpoint of an interrupted run, training resumes from it.
     On return the model holds the weights of the best validation epoch. Returns the
-    training state: per-epoch history, best epoch, total train seconds.
+    training state: per-epoch history, best epoch, total train seconds (and the loss-term
+    log when pruning).
     """
+    from . import pruning as pruning_lib
     config = config or TrainConfig()
+    if pruning is not None and pruning.distill_alpha > 0 and teacher_logits is None:
+        raise ValueError("PruningConfig.distill_alpha > 0 needs teacher_logits (the dense "
+                         "model's logits on the training split)")
     keras.utils.set_random_seed(config.seed)
     train_batches, truncated = batching.make_batches(
         tokenizer, dataset["train"]["text"], dataset["train"]["label"],
         max_length=config.max_length, batch_size=config.batch_size, shuffle=True,
-        seed=config.seed)
+        seed=config.seed, teacher_logits=teacher_logits if pruning is not None else None)
     val_batches, _ = batching.make_batches(
         tokenizer, dataset["validation"]["text"], max_length=config.max_length,
         batch_size=config.eval_batch_size)
-    optimizer = compile_for_training(model, config, len(train_batches))
+    steps = len(train_batches) * config.epochs
+    fit_model = model if pruning is None else \
+        pruning_lib.PenalizedClassifier(model, pruning, total_steps=steps)
+    if masks is not None:
+        pruning_lib.apply_masks(model, masks)
+    optimizer = compile_for_training(
+        fit_model, config, len(train_batches),
+        pruning_lib.masks_by_variable_path(model, masks) if masks is not None else None)
 
+    run_config = {**dataclasses.asdict(config),
+                  "pruning": None if pruning is None else dataclasses.asdict(pruning),
+                  "masked": masks is not None}
     state = {"epoch": 0, "history": [], "best_val_macro_f1": -1.0, "best_epoch": 0,
              "epochs_without_improvement": 0, "patience": config.patience,
              "stopped_early": False, "train_examples": len(train_batches.encoded),
-             "train_truncated": truncated, "config": dataclasses.asdict(config)}
+             "train_truncated": truncated, "config": run_config}
     last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
     if last is not None and (last / "state.json").exists():
-        state = _restore_checkpoint(model, optimizer, last)
-        if state["config"] != dataclasses.asdict(config):
+        saved = _restore_checkpoint(model, optimizer, last)
+        if saved["config"] != run_config:
             raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "
-                             f"{state['config']}, not {dataclasses.asdict(config)}; "
+                             f"{saved['config']}, not {run_config}; "
                              "delete it or pass the same config to resume")
+        state = saved
         for _ in range(state["epoch"]):
             train_batches.next_epoch()
         print(f"resuming from {last} after epoch {state['epoch']}")
 
-    monitor = _EpochMonitor(state, val_batches, dataset["validation"]["label"], checkpoint_dir,
-                            progress)
+    monitor = _EpochMonitor(model, state, val_batches, dataset["validation"]["label"],
+                            checkpoint_dir, progress)
+    all_callbacks = [monitor, *callbacks]
+    loss_log = None
+    if pruning is not None:
+        loss_log = pruning_lib.LossTermLogger(every=max(1, len(train_batches) // 20))
+        all_callbacks.append(loss_log)
+        if pruning.reweight:
+            all_callbacks.append(pruning_lib.ReweightCallback(pruning.reweight_every_steps))
     done = state["stopped_early"] or state["epoch"] >= config.epochs
     if not done:
-        model.fit(_KerasBatches(train_batches), epochs=config.epochs,
-                  initial_epoch=state["epoch"], verbose=0, callbacks=[monitor])
+        fit_model.fit(_KerasBatches(train_batches), epochs=config.epochs,
+                      initial_epoch=state["epoch"], verbose=0, callbacks=all_callbacks)
     if monitor.bad_loss:
         epoch, batch, loss = monitor.bad_loss
         if last is not None and (last / "state.json").exists():
@@ -275,4 +309,13 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     elif checkpoint_dir is not None and (Path(checkpoint_dir) / "best").exists():
         model.load_weights(Path(checkpoint_dir) / "best" / "model.weights.h5")
     state["train_seconds"] = sum(r["train_seconds"] for r in state["history"])
+    if loss_log is not None:
+        state["loss_terms"] = loss_log.records
     return state
+
+
+def predict_texts(model, tokenizer, texts, max_length=64, batch_size=128):
+    """Logits for a list of texts, in their order."""
+    batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
+                                       batch_size=batch_size)
+    return predict_logits(model, batches)

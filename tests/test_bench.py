@@ -1,0 +1,69 @@
+"""utils.bench: analytic FLOPs, default pruned-directory choice, and `python -m utils.bench
+--smoke` end to end (tiny random models) writing well-formed JSON and markdown."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import utils  # noqa: F401
+from utils import bench as B
+from utils import model as M
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_flops_per_token():
+    dense = M.EncoderConfig(vocab_size=10, hidden_size=384, num_heads=[12] * 6,
+                            intermediate_sizes=[1536] * 6, head_size=32)
+    per_layer = 4 * 2 * 384 * 384 + 2 * 2 * 20 * 384 + 2 * 2 * 384 * 1536
+    assert B.flops_per_token(dense, 20) == pytest.approx(
+        6 * per_layer + (2 * 384 * 384 + 2 * 384 * 3) / 20)
+    pruned = M.EncoderConfig(vocab_size=10, hidden_size=384, num_heads=[6, 0, 12, 3, 1, 0],
+                             intermediate_sizes=[700, 0, 1536, 10, 5, 0], head_size=32)
+    assert B.flops_per_token(pruned, 20) < B.flops_per_token(dense, 20)
+    assert B.flops_per_token(dense, 20, first_token=True) < B.flops_per_token(dense, 20)
+
+
+def test_default_pruned_dir(tmp_path):
+    for n in (50, 65, 80):
+        (tmp_path / "sweep" / f"sparsity_{n}").mkdir(parents=True)
+        (tmp_path / "sweep" / f"sparsity_{n}" / "config.json").write_text("{}")
+    assert B.default_pruned_dir(tmp_path).name == "sparsity_65"
+    with pytest.raises(FileNotFoundError, match="--pruned"):
+        B.default_pruned_dir(tmp_path / "nothing")
+
+
+def test_smoke_run_writes_benchmark(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.bench", "--smoke", "--out-dir", str(tmp_path),
+         "--memory-variants", "dense", "compact+vocab"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "[bench" in result.stdout                      # progress output
+    output = json.loads((tmp_path / "benchmark.json").read_text())
+    assert set(output) == {"meta", "compaction", "variants"}
+    variants = output["variants"]
+    assert set(variants) == set(B.VARIANTS)
+    for name, row in variants.items():
+        for key in ("parameters", "nonzero_parameters", "disk_bytes", "disk_bytes_gzip",
+                    "weight_bytes", "latency_ms_median", "throughput_ex_per_s",
+                    "flops_per_token", "accuracy", "macro_f1", "macro_recall",
+                    "latency_speedup_vs_dense", "flop_reduction_vs_dense"):
+            assert isinstance(row[key], (int, float)), (name, key)
+    for name in ("dense", "compact+vocab"):
+        assert isinstance(variants[name]["rss_growth_predict_mb"], float)
+    assert "rss_growth_predict_mb" not in variants["masked"]
+    # the derived variants predict what they should
+    assert variants["compact"]["logits_vs"]["max_abs_diff"] < 1e-5
+    assert variants["compact+vocab"]["logits_vs"]["max_abs_diff"] < 1e-6
+    assert variants["compact+vocab+first"]["logits_vs"]["max_abs_diff"] < 1e-5
+    assert variants["compact"]["parameters"] < variants["masked"]["parameters"]
+    assert variants["compact+vocab"]["parameters"] < variants["compact"]["parameters"] / 10
+    assert variants["dense+int8"]["weight_bytes"] < variants["dense"]["weight_bytes"] / 3
+    assert variants["compact"]["parameters"] == output["compaction"]["parameters_after"]
+    table = (tmp_path / "benchmark.md").read_text()
+    assert table.count("\n| ") == 1 + len(B.VARIANTS)

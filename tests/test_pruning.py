@@ -1,0 +1,338 @@
+"""Block pruning against independent numpy references (explicit loops over blocks/groups)."""
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from utils import pruning
+from utils.pruning import PruningConfig
+
+# ------------------------------------------------------------------ numpy references
+
+
+def ref_groups(kernel, k, kind):
+    """Every group of `kernel` as a flat array, by explicit slicing."""
+    n_in, n_out = kernel.shape
+    groups = []
+    if kind == "row":     # K column blocks; each row of each block
+        width = n_out // k
+        for b in range(k):
+            for r in range(n_in):
+                groups.append(kernel[r, b * width:(b + 1) * width])
+    else:                 # K row blocks; each column of each block
+        height = n_in // k
+        for b in range(k):
+            for c in range(n_out):
+                groups.append(kernel[b * height:(b + 1) * height, c])
+    return groups
+
+
+def ref_penalties(kernels, k, mode, polarization="normalized"):
+    kinds = ("row", "column") if mode == "row+column" else (mode,)
+    lasso = polar = 0.0
+    for w in kernels.values():
+        w = np.asarray(w, np.float64)
+        if polarization == "elementwise":
+            polar += np.sum(w * (1 - w))
+        for kind in kinds:
+            norms = np.array([np.sqrt(np.sum(g ** 2)) for g in ref_groups(w, k, kind)])
+            lasso += norms.sum()
+            if polarization == "normalized":
+                n = norms / norms.max()
+                polar += np.sum(n * (1 - n))
+    return lasso, polar
+
+
+def random_kernels(seed=0, shapes=((8, 12), (12, 8), (8, 4))):
+    rng = np.random.default_rng(seed)
+    return {f"m{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
+
+
+# ------------------------------------------------------------------ norms and penalties
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("kind", ["row", "column"])
+def test_group_norms_match_reference(k, kind):
+    w = random_kernels()["m0"]
+    expected = [np.linalg.norm(g) for g in ref_groups(w, k, kind)]
+    got_np = pruning.group_norms(w, k, kind, xp=np)
+    got_keras = np.asarray(pruning.group_norms(keras.ops.convert_to_tensor(w), k, kind))
+    # layout: row -> (n_in, K) listed block-major in the reference; column -> (K, n_out)
+    order = got_np.T.ravel() if kind == "row" else got_np.ravel()
+    np.testing.assert_allclose(order, expected, rtol=1e-6)
+    np.testing.assert_allclose(got_keras, got_np, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["row", "column", "row+column"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_penalties_match_reference(mode, k):
+    kernels = random_kernels(seed=k)
+    config = PruningConfig(num_blocks=k, mode=mode)
+    lasso, polar = ref_penalties(kernels, k, mode)
+    tensors = {n: keras.ops.convert_to_tensor(w) for n, w in kernels.items()}
+    assert float(pruning.group_lasso_penalty(tensors, config)) == pytest.approx(lasso, rel=1e-5)
+    assert float(pruning.polarization_penalty(tensors, config)) == pytest.approx(polar, rel=1e-5)
+
+
+def test_elementwise_polarization_is_the_literal_form_and_unbounded_below():
+    kernels = random_kernels()
+    config = PruningConfig(polarization="elementwise")
+    tensors = {n: keras.ops.convert_to_tensor(w) for n, w in kernels.items()}
+    _, polar = ref_penalties(kernels, 1, "row+column", "elementwise")
+    value = float(pruning.polarization_penalty(tensors, config))
+    assert value == pytest.approx(polar, rel=1e-5)
+    # sum theta(1-theta) = sum theta - sum theta^2: growing every weight lowers it without bound
+    grown = {n: 10 * t for n, t in tensors.items()}
+    assert float(pruning.polarization_penalty(grown, config)) < 50 * value < 0
+
+
+def test_normalized_polarization_is_zero_at_the_poles():
+    w = np.zeros((4, 6), np.float32)
+    w[0], w[2] = 1.0, 1.0      # rows either fully on (same norm) or off
+    config = PruningConfig(mode="row", polarization="normalized")
+    value = float(pruning.polarization_penalty({"w": keras.ops.convert_to_tensor(w)}, config))
+    assert value == pytest.approx(0.0, abs=1e-5)
+
+
+def test_reweighted_lasso_uses_inverse_norms():
+    kernels = random_kernels()
+    config = PruningConfig(mode="row", num_blocks=2, reweight=True)
+    factors = pruning.reweighting_factors(kernels, config)
+    tensors = {n: keras.ops.convert_to_tensor(w) for n, w in kernels.items()}
+    weighted = float(pruning.group_lasso_penalty(tensors, config, factors))
+    expected = sum(np.sum(pruning.group_norms(w, 2, "row", xp=np)
+                          / (pruning.group_norms(w, 2, "row", xp=np) + 1e-3))
+                   for w in kernels.values())
+    assert weighted == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("polarization", ["normalized", "elementwise"])
+def test_penalty_gradient_matches_finite_differences(polarization):
+    w0 = random_kernels(seed=3, shapes=((4, 6),))["m0"].astype(np.float64)
+    config = PruningConfig(num_blocks=2, mode="row+column", polarization=polarization)
+
+    def numpy_penalty(w):
+        lasso, polar = ref_penalties({"w": w}, 2, "row+column", polarization)
+        return lasso + 0.5 * polar
+
+    variable = tf.Variable(w0.astype(np.float32))
+    with tf.GradientTape() as tape:
+        value = (pruning.group_lasso_penalty({"w": variable}, config)
+                 + 0.5 * pruning.polarization_penalty({"w": variable}, config))
+    grad = tape.gradient(value, variable).numpy()
+    h = 1e-5
+    numeric = np.zeros_like(w0)
+    for idx in np.ndindex(w0.shape):
+        plus, minus = w0.copy(), w0.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        if polarization == "normalized":
+            # the max norm is a stop-gradient reference point: hold it fixed, as the code does
+            numeric[idx] = (fixed_scale_penalty(plus, w0) - fixed_scale_penalty(minus, w0)) / (2 * h)
+        else:
+            numeric[idx] = (numpy_penalty(plus) - numpy_penalty(minus)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=2e-3, atol=2e-4)
+
+
+def fixed_scale_penalty(w, w_ref):
+    total = 0.0
+    for kind in ("row", "column"):
+        norms = np.array([np.linalg.norm(g) for g in ref_groups(w, 2, kind)])
+        scale = max(np.linalg.norm(g) for g in ref_groups(w_ref, 2, kind))
+        n = norms / scale
+        total += norms.sum() + 0.5 * np.sum(n * (1 - n))
+    return total
+
+
+# ------------------------------------------------------------------ thresholding
+
+def test_threshold_gives_exactly_the_predicted_sparsity():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 12)).astype(np.float32)
+    eps = np.median(pruning.group_norms(w, 1, "row", xp=np))
+    masks, _ = pruning.threshold_masks({"w": w}, 1, "row+column", epsilon=eps)
+    rows_off = sum(np.linalg.norm(g) <= eps for g in ref_groups(w, 1, "row"))
+    cols_off = sum(np.linalg.norm(g) <= eps for g in ref_groups(w, 1, "column"))
+    predicted = rows_off * 12 + cols_off * 8 - rows_off * cols_off
+    assert int((masks["w"] == 0).sum()) == predicted
+    assert rows_off > 0 and cols_off >= 0
+
+
+@pytest.mark.parametrize("k,mode", [(1, "row"), (2, "column"), (4, "row+column")])
+def test_target_sparsity_is_reached_with_the_smallest_threshold(k, mode):
+    kernels = random_kernels(seed=7)
+    masks, eps = pruning.threshold_masks(kernels, k, mode, target_sparsity=0.5)
+    total = sum(w.size for w in kernels.values())
+    zeros = sum(int((m == 0).sum()) for m in masks.values())
+    assert zeros / total >= 0.5
+    # one group norm less and the target is missed
+    kinds = ("row", "column") if mode == "row+column" else (mode,)
+    norms = np.unique(np.concatenate([pruning.group_norms(w, k, kind, xp=np).ravel()
+                                      for w in kernels.values() for kind in kinds]))
+    below = norms[norms < eps["m0"]].max()
+    fewer, _ = pruning.threshold_masks(kernels, k, mode, epsilon=below)
+    assert sum(int((m == 0).sum()) for m in fewer.values()) / total < 0.5
+
+
+def test_per_matrix_target_sparsity():
+    kernels = random_kernels(seed=1)
+    masks, eps = pruning.threshold_masks(kernels, 1, "column", target_sparsity=0.3,
+                                         scope="per_matrix")
+    for name, m in masks.items():
+        assert (m == 0).mean() >= 0.3
+    assert len(set(eps.values())) == len(kernels)
+
+
+def test_block_mask_zeroes_whole_block_groups():
+    w = np.ones((4, 6), np.float32)
+    w[1, 3:] = 0.0   # row 1 of the second of K=2 column blocks
+    masks, _ = pruning.threshold_masks({"w": w}, 2, "row", epsilon=0.0)
+    expected = np.ones_like(w)
+    expected[1, 3:] = 0
+    np.testing.assert_array_equal(masks["w"], expected)
+
+
+# ------------------------------------------------------------------ invalid configs
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_blocks": 0}, "num_blocks"), ({"num_blocks": 2.0}, "num_blocks"),
+    ({"mode": "diagonal"}, "mode"), ({"polarization": "bimodal"}, "polarization"),
+    ({"lambda_group": -1e-4}, "lambda_group"), ({"lambda_polar": float("nan")}, "lambda_polar"),
+    ({"lambda_warmup_fraction": 2.0}, "lambda_warmup_fraction"),
+    ({"distill_alpha": 1.5}, "distill_alpha"), ({"temperature": 0}, "temperature"),
+    ({"reweight_every_steps": 0}, "reweight_every_steps"),
+])
+def test_invalid_pruning_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PruningConfig(**kwargs)
+
+
+def test_k_must_divide_the_split_dimension():
+    with pytest.raises(ValueError, match="K=5 does not divide the output dimension \\(12\\)"):
+        pruning.threshold_masks({"w": np.ones((8, 12))}, 5, "row", epsilon=0.1)
+    with pytest.raises(ValueError, match="K=3 does not divide the input dimension \\(8\\)"):
+        pruning.check_divisible((8, 12), 3, "column")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epsilon": -0.1}, "epsilon"), ({"target_sparsity": 1.0}, "target_sparsity"),
+    ({}, "exactly one"), ({"epsilon": 0.1, "target_sparsity": 0.5}, "exactly one"),
+    ({"epsilon": 0.1, "scope": "layer"}, "scope"),
+])
+def test_invalid_threshold_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pruning.threshold_masks({"w": np.ones((4, 4))}, 1, "row", **kwargs)
+
+
+# ------------------------------------------------------------------ distillation, removability
+
+def test_distillation_loss_matches_numpy():
+    rng = np.random.default_rng(0)
+    teacher, student = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    t = 2.0
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    p, q = softmax(teacher / t), softmax(student / t)
+    expected = t * t * np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1))
+    got = float(pruning.distillation_loss(teacher.astype(np.float32),
+                                          student.astype(np.float32), t))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_removable_heads_and_neurons():
+    from utils.model import EncoderConfig
+    config = EncoderConfig(vocab_size=10, hidden_size=4, num_heads=[2], intermediate_sizes=[3],
+                           head_size=2)
+    ones = np.ones
+    kernels = {"layer_0/attention/value": ones((4, 4)), "layer_0/attention/output": ones((4, 4)),
+               "layer_0/ffn/input": ones((4, 3)), "layer_0/ffn/output": ones((3, 4))}
+    kernels["layer_0/attention/value"][:, 2:] = 0     # head 1: value columns empty
+    kernels["layer_0/ffn/output"][0] = 0              # neuron 0: output row empty
+    kernels["layer_0/ffn/input"][:, 2] = 0            # neuron 2: input column empty
+    kernels["layer_0/ffn/input"][1, 1] = 0            # a single zero does not free neuron 1
+    heads, neurons = pruning.removable_heads_and_neurons(kernels, config)
+    assert heads == {0: [1]} and neurons == {0: [0, 2]}
+
+
+# ------------------------------------------------------------------ training with the model
+
+def tiny_setup(tokenizer, seed=0):
+    import datasets
+    import utils
+    keras.utils.set_random_seed(seed)
+    model = utils.model.build_classifier(utils.model.tiny_config(tokenizer.vocab_size))
+    rng = np.random.default_rng(seed)
+    words = {0: "awful hate", 1: "table monday", 2: "lovely great"}
+
+    def split(n):
+        labels = rng.integers(0, 3, size=n)
+        return datasets.Dataset.from_dict({"text": [f"{words[y]} tweet {rng.integers(50)}"
+                                                    for y in labels], "label": labels.tolist()})
+    return model, datasets.DatasetDict(train=split(96), validation=split(32), test=split(32))
+
+
+def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
+    from utils import train
+    model, data = tiny_setup(tokenizer)
+    kernels = pruning.prunable_kernels(model)
+    masks, _ = pruning.threshold_masks({n: np.asarray(k) for n, k in kernels.items()}, 1,
+                                       "row+column", target_sparsity=0.5)
+    before = {n: np.asarray(k).copy() for n, k in kernels.items()}
+    config = train.TrainConfig(learning_rate=1e-2, epochs=4, batch_size=8, max_length=16,
+                               patience=10, warmup_fraction=0.0)
+    train.fine_tune(model, tokenizer, data, config, masks=masks, progress=False)
+    assert int(model.optimizer.iterations) == 48  # many steps at a large learning rate
+    changed = 0
+    for name, kernel in pruning.prunable_kernels(model).items():
+        w = np.asarray(kernel)
+        assert np.all(w[masks[name] == 0] == 0), name
+        changed += np.sum(w[masks[name] == 1] != before[name][masks[name] == 1])
+    assert changed > 0
+    # Adam moments of pruned weights never moved
+    paths = pruning.masks_by_variable_path(model, masks)
+    for var in model.optimizer.variables:
+        for path, mask in paths.items():
+            if var.path.endswith(path.replace("/", "_")) and var.shape == mask.shape:
+                assert np.all(np.asarray(var)[np.asarray(mask) == 0] == 0)
+
+
+def test_regularized_training_shrinks_group_norms_and_logs_terms(tokenizer):
+    from utils import train
+    model, data = tiny_setup(tokenizer)
+    config = PruningConfig(lambda_group=1e-2, lambda_polar=1e-3, lambda_warmup_fraction=0.0)
+    kernels = pruning.prunable_kernels(model)
+    start = float(pruning.group_lasso_penalty(kernels, config))
+    state = train.fine_tune(model, tokenizer, data,
+                            train.TrainConfig(learning_rate=3e-3, epochs=3, batch_size=8,
+                                              max_length=16, patience=10, warmup_fraction=0),
+                            pruning=config, progress=False)
+    end = float(pruning.group_lasso_penalty(pruning.prunable_kernels(model), config))
+    assert end < 0.9 * start
+    terms = state["loss_terms"]
+    assert terms and {"task_loss", "group_lasso", "polarization"} <= set(terms[0])
+    assert state["config"]["pruning"] == dataclasses.asdict(config)
+
+
+def test_distillation_needs_teacher_logits(tokenizer):
+    from utils import train
+    model, data = tiny_setup(tokenizer)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        train.fine_tune(model, tokenizer, data, train.TrainConfig(epochs=1),
+                        pruning=PruningConfig(distill_alpha=0.5), progress=False)
+
+
+def test_sparsity_summary_counts_zeros(tokenizer):
+    model, _ = tiny_setup(tokenizer)
+    kernels = pruning.prunable_kernels(model)
+    masks, _ = pruning.threshold_masks({n: np.asarray(k) for n, k in kernels.items()}, 1,
+                                       "column", target_sparsity=0.4)
+    pruning.apply_masks(model, masks)
+    summary = pruning.sparsity_summary(model)
+    zeros = sum(int((m == 0).sum()) for m in masks.values())
+    assert summary["sparsity_encoder_linear"] == pytest.approx(
+        zeros / sum(m.size for m in masks.values()))
+    assert 0 < summary["sparsity_total"] < summary["sparsity_encoder_linear"]

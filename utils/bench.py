@@ -1,0 +1,492 @@
+"""Benchmark: is the pruned model genuinely smaller and faster? `python -m utils.bench --help`
+
+Variants (each a saved model directory, rebuilt from its own files):
+  dense                 the fine-tuned baseline (--dense)
+  masked                the pruned model: zeros in pruned groups, same shapes (--pruned)
+  compact               heads / FFN neurons physically removed (utils.compact)
+  compact+vocab         + word-embedding rows of tokens never seen in training removed
+  compact+vocab+first   same model, last layer computed at position 0 only (speed only)
+  compact+vocab+int8    + Keras int8 weights (utils.quantize)
+  dense+int8            the baseline with Keras int8 weights
+
+Per variant: parameters, non-zero parameters, bytes on disk (raw and gzipped), bytes of weights
+in memory, resident-memory growth when loading and predicting (psutil RSS, in a fresh
+subprocess per variant, measured against the same process before loading), CPU latency at batch
+1 (median over test tweets) and throughput at batch 32 -- all variants timed in ONE process,
+round-robin over several rounds, ratios vs dense from that run -- analytic FLOPs per token, and
+test accuracy / macro-F1 / macro-recall. Writes results/benchmark.json and .md atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .io import REPO_ROOT, git_commit, write_json, write_text
+
+VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
+            "compact+vocab+int8", "dense+int8")
+MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json")
+TARGET_SPARSITY = 70
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def default_pruned_dir(root="checkpoints/pruned", target=TARGET_SPARSITY):
+    """The `sparsity_XX` model directory under `root` whose XX is closest to `target`."""
+    candidates = []
+    for path in sorted(Path(root).rglob("sparsity_*")):
+        match = re.fullmatch(r"sparsity_(\d+(?:\.\d+)?)", path.name)
+        if match and (path / "config.json").exists():
+            candidates.append((abs(float(match.group(1)) - target), str(path)))
+    if not candidates:
+        raise FileNotFoundError(f"no pruned model directory {root}/**/sparsity_XX with a "
+                                f"config.json; pass --pruned DIR")
+    return Path(min(candidates)[1])
+
+
+SMOKE_WORDS = ("good bad happy sad love hate great awful okay fine flight delay crew seat "
+               "thanks never again best worst service late early nice rude bag lost").split()
+
+
+def smoke_dataset(n_train=48, n_test=24, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        texts = [" ".join(rng.choice(SMOKE_WORDS, size=rng.integers(3, 12))) + " @united"
+                 for _ in range(n)]
+        return {"text": texts, "label": rng.integers(0, 3, size=n).tolist()}
+    return {"train": split(n_train), "validation": split(8), "test": split(n_test)}
+
+
+def make_smoke_models(directory, tokenizer, seed=0):
+    """A tiny random dense model and a masked copy of it (heads, neurons and block rows zeroed,
+    including a value-zero head and input-zero neurons whose constants get bias-folded)."""
+    from . import model as model_lib
+    directory = Path(directory)
+    config = model_lib.EncoderConfig(vocab_size=len(tokenizer), hidden_size=32,
+                                     num_heads=[4, 4], intermediate_sizes=[64, 64],
+                                     head_size=8, num_labels=3)
+    dense = model_lib.build_classifier(config)
+    rng = np.random.default_rng(seed)
+    for w in dense.weights:
+        if "layer_norm" not in w.path:
+            w.assign(rng.normal(0, 0.2, size=w.shape).astype("float32"))
+    model_lib.save_model(dense, directory / "dense")
+    kernels = model_lib.prunable_kernels(dense)
+
+    def zero(name, rows=slice(None), cols=slice(None)):
+        value = np.asarray(kernels[name]).copy()
+        value[rows, cols] = 0
+        kernels[name].assign(value)
+    zero("layer_0/attention/value", cols=slice(0, 8))       # head 0: bias-folded
+    zero("layer_0/attention/output", rows=slice(8, 16))     # head 1
+    zero("layer_1/attention/output")                        # every head of layer 1
+    zero("layer_0/ffn/input", cols=slice(0, 24))            # neurons 0-23: bias-folded
+    zero("layer_1/ffn/output", rows=slice(0, 40))
+    zero("layer_0/attention/query", rows=slice(0, 16))      # zeros that stay (block rows)
+    model_lib.save_model(dense, directory / "masked")
+    return directory / "dense", directory / "masked"
+
+
+# ------------------------------------------------------------------------------ prediction
+
+def serving_fn(model):
+    """One tf.function for all batch shapes (no retracing per padded length)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
+    def predict(input_ids, attention_mask):
+        return model({"input_ids": input_ids, "attention_mask": attention_mask},
+                     training=False)
+    return predict
+
+
+def predict_texts(fn, tokenizer, texts, max_length=64, batch_size=128):
+    from . import batching
+    batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
+                                       batch_size=batch_size)
+    parts = [fn(b["input_ids"], b["attention_mask"]).numpy() for b in batches]
+    logits = np.concatenate(parts)
+    out = np.empty_like(logits)
+    out[batches.order()] = logits
+    return out
+
+
+def load_variant(directory, base_tokenizer, first_token=False):
+    from . import compact, vocab
+    model, tokenizer = vocab.load_pruned(directory, base_tokenizer)
+    if first_token:
+        model = compact.first_token_classifier(model)
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------ sizes, FLOPs
+
+def disk_bytes(directory):
+    files = [Path(directory) / name for name in MODEL_FILES if (Path(directory) / name).exists()]
+    raw = sum(f.stat().st_size for f in files)
+    zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in files)
+    return int(raw), int(zipped)
+
+
+def flops_per_token(config, mean_length, first_token=False):
+    """Analytic FLOPs (multiply-add = 2) per token of the encoder + pooler/classifier.
+
+    Per layer and token: Q/K/V projections 3 * 2*H*A, attention output 2*A*H, scores QK^T and
+    probs @ V 2 * 2*T*A, FFN 2 * 2*H*I (A = heads * head_size, T = mean length). With
+    first_token the last layer computes K and V for every token but the query, scores,
+    output and FFN for position 0 only. Pooler + classifier run once per sequence.
+    """
+    hidden, size, t = config.hidden_size, config.head_size, float(mean_length)
+    total = 0.0
+    for i, (heads, width) in enumerate(zip(config.num_heads, config.intermediate_sizes)):
+        a = heads * size
+        kv = 2 * 2 * hidden * a
+        rest = 2 * hidden * a + 2 * a * hidden + 2 * 2 * t * a + 2 * 2 * hidden * width
+        if first_token and i == config.num_layers - 1:
+            rest /= t
+        total += kv + rest
+    total += (2 * hidden * hidden + 2 * hidden * config.num_labels) / t
+    return total
+
+
+# ------------------------------------------------------------------------------ memory
+
+def memory_child(spec):
+    """Runs in a fresh process: RSS before loading, after loading, after predicting."""
+    import psutil
+    import keras
+    from keras import ops
+    from . import model as model_lib
+    process = psutil.Process()
+    base_tokenizer = model_lib.load_tokenizer(spec["tokenizer"])
+    texts = spec["texts"]
+    base_tokenizer(texts[:4])
+    ops.convert_to_numpy(ops.matmul(ops.ones((4, 4)), ops.ones((4, 4))))  # start the runtime
+    keras.backend.clear_session()
+    gc.collect()
+    before = process.memory_info().rss
+    model, tokenizer = load_variant(spec["directory"], base_tokenizer, spec["first_token"])
+    gc.collect()
+    loaded = process.memory_info().rss
+    fn = serving_fn(model)
+    predict_texts(fn, tokenizer, texts, spec["max_length"], batch_size=32)
+    predicting = process.memory_info().rss
+    return {"rss_before_mb": before / 2**20,
+            "rss_growth_load_mb": (loaded - before) / 2**20,
+            "rss_growth_predict_mb": (predicting - before) / 2**20}
+
+
+def measure_memory(directory, first_token, texts, tokenizer_name, max_length):
+    spec = {"directory": str(Path(directory).resolve()), "first_token": first_token,
+            "texts": list(texts), "tokenizer": tokenizer_name, "max_length": max_length}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "KERAS_BACKEND": "tensorflow",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "utils.bench", "--memory-child"],
+                            input=json.dumps(spec), capture_output=True, text=True, env=env,
+                            cwd=REPO_ROOT, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory measurement of {directory} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ timing
+
+def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_size=32):
+    """Latency at batch 1 and throughput at `batch_size`, round-robin over variants.
+
+    loaded: {name: (serving fn, tokenizer)}. Returns {name: {"latency_ms_median",
+    "latency_ms_p90", "throughput_ex_per_s", per-round lists}}.
+    """
+    from . import batching
+    inputs = {}
+    for name, (fn, tokenizer) in loaded.items():
+        encoded, _ = batching.encode_texts(tokenizer, texts, max_length)
+        singles = [batching.pad_batch([ids], tokenizer.pad_token_id) for ids in encoded]
+        batches, _ = batching.make_batches(tokenizer, throughput_texts, max_length=max_length,
+                                           batch_size=batch_size)
+        batches = [batches[i] for i in range(len(batches))]
+        inputs[name] = (singles, batches)
+        for x in singles[:3] + batches[:1]:                       # warm-up
+            fn(x["input_ids"], x["attention_mask"]).numpy()
+    names = list(loaded)
+    latencies = {n: [] for n in names}
+    round_medians = {n: [] for n in names}
+    throughputs = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]   # rotate the order
+        for name in order:
+            fn = loaded[name][0]
+            singles, batches = inputs[name]
+            times = []
+            for x in singles:
+                start = time.perf_counter()
+                fn(x["input_ids"], x["attention_mask"]).numpy()
+                times.append(time.perf_counter() - start)
+            latencies[name].extend(times)
+            round_medians[name].append(1000 * statistics.median(times))
+            start = time.perf_counter()
+            for x in batches:
+                fn(x["input_ids"], x["attention_mask"]).numpy()
+            throughputs[name].append(len(throughput_texts) / (time.perf_counter() - start))
+        log(f"timing round {r + 1}/{rounds}: " + ", ".join(
+            f"{n} {round_medians[n][-1]:.2f} ms" for n in names))
+    return {n: {"latency_ms_median": 1000 * statistics.median(latencies[n]),
+                "latency_ms_p90": 1000 * float(np.percentile(latencies[n], 90)),
+                "latency_ms_round_medians": round_medians[n],
+                "throughput_ex_per_s": statistics.median(throughputs[n]),
+                "throughput_rounds": throughputs[n]} for n in names}
+
+
+# ------------------------------------------------------------------------------ main
+
+def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
+    """Save the derived variants under work_dir; returns {name: (directory, first_token)} and
+    the compaction report."""
+    from . import compact, model as model_lib, quantize, vocab
+    work_dir = Path(work_dir)
+    log(f"compacting {pruned_dir}")
+    masked = model_lib.load_model(pruned_dir)
+    report = compact.compaction_report(masked)
+    log(compact.format_report(report))
+    compacted = compact.compact_model(masked)
+    model_lib.save_model(compacted, work_dir / "compact")
+    log("pruning the vocabulary to the training corpus")
+    small, remapped = vocab.prune_vocabulary(compacted, tokenizer, train_texts)
+    log(f"vocabulary {len(tokenizer)} -> {len(remapped)} ids")
+    vocab.save_pruned(small, remapped, work_dir / "compact_vocab")
+    vocab.save_pruned(quantize.quantized_copy(small), remapped, work_dir / "compact_vocab_int8")
+    log("quantizing the dense model to int8")
+    quantize.save_model(quantize.quantized_copy(model_lib.load_model(dense_dir)),
+                        work_dir / "dense_int8")
+    del masked, compacted, small
+    dirs = {"dense": (Path(dense_dir), False), "masked": (Path(pruned_dir), False),
+            "compact": (work_dir / "compact", False),
+            "compact+vocab": (work_dir / "compact_vocab", False),
+            "compact+vocab+first": (work_dir / "compact_vocab", True),
+            "compact+vocab+int8": (work_dir / "compact_vocab_int8", False),
+            "dense+int8": (work_dir / "dense_int8", False)}
+    return dirs, report
+
+
+def run(args):
+    import keras
+    import tensorflow as tf
+    from . import evaluation, model as model_lib, quantize
+    tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
+    started = time.time()
+    out_dir = Path(args.out_dir)
+    tokenizer = model_lib.load_tokenizer(args.tokenizer)
+    if args.smoke:
+        dataset = smoke_dataset()
+        work_dir = Path(args.work_dir or out_dir / "bench_models")
+        if args.dense is None or args.pruned is None:
+            log("smoke: building tiny random dense + masked models")
+            dense_dir, pruned_dir = make_smoke_models(work_dir / "smoke", tokenizer)
+        else:
+            dense_dir, pruned_dir = Path(args.dense), Path(args.pruned)
+    else:
+        from . import data as data_lib
+        dataset = data_lib.load_splits(args.data)
+        work_dir = Path(args.work_dir or "checkpoints/bench")
+        dense_dir = Path(args.dense)
+        pruned_dir = Path(args.pruned) if args.pruned else default_pruned_dir()
+    log(f"dense {dense_dir}, pruned {pruned_dir}, work dir {work_dir}")
+    train_texts = list(dataset["train"]["text"])
+    test_texts, test_labels = list(dataset["test"]["text"]), list(dataset["test"]["label"])
+    dirs, report = build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts)
+    variants = [v for v in VARIANTS if v in (args.variants or VARIANTS)]
+
+    results = {}
+    loaded = {}
+    logits = {}
+    lengths = [len(ids) for ids in tokenizer(test_texts, add_special_tokens=True,
+                                             truncation=False)["input_ids"]]
+    mean_length = float(np.mean(np.minimum(lengths, args.max_length)))
+    for name in variants:
+        directory, first_token = dirs[name]
+        log(f"{name}: loading {directory} and evaluating on {len(test_texts)} test tweets")
+        model, tok = load_variant(directory, tokenizer, first_token)
+        base = model.base if first_token else model
+        # int8 scales are storage overhead, not parameters (they do count in weight_bytes)
+        weights = [np.asarray(w) for w in base.weights if not w.path.endswith("_scale")]
+        raw, zipped = disk_bytes(directory)
+        fn = serving_fn(model)
+        logits[name] = predict_texts(fn, tok, test_texts, args.max_length)
+        metrics = evaluation.classification_metrics(test_labels, logits[name].argmax(-1))
+        config = base.encoder_config
+        results[name] = {
+            "directory": str(directory), "first_token_last_layer": first_token,
+            "quantization": quantize.quantization_mode(base) or "float32",
+            "num_heads": config.num_heads, "intermediate_sizes": config.intermediate_sizes,
+            "vocab_size": config.vocab_size,
+            "parameters": int(sum(w.size for w in weights)),
+            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights)),
+            "disk_bytes": raw, "disk_bytes_gzip": zipped,
+            "weight_bytes": quantize.weight_bytes(base),
+            "flops_per_token": flops_per_token(config, mean_length, first_token),
+            **{k: metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
+        }
+        loaded[name] = (fn, tok)
+    reference = {"masked": "dense", "compact": "masked", "compact+vocab": "compact",
+                 "compact+vocab+first": "compact+vocab", "compact+vocab+int8": "compact+vocab",
+                 "dense+int8": "dense"}
+    for name, ref in reference.items():
+        if name in logits and ref in logits:
+            diff = np.abs(logits[name] - logits[ref])
+            results[name]["logits_vs"] = {
+                "reference": ref, "max_abs_diff": float(diff.max()),
+                "prediction_agreement": float((logits[name].argmax(-1)
+                                               == logits[ref].argmax(-1)).mean())}
+
+    log(f"timing {len(variants)} variants in this process: {args.rounds} rounds x "
+        f"{args.latency_examples} tweets at batch 1 + {args.throughput_examples} at batch 32")
+    timings = time_variants(loaded, test_texts[:args.latency_examples], args.max_length,
+                            args.rounds, test_texts[:args.throughput_examples])
+    for name in variants:
+        results[name].update(timings[name])
+
+    memory_texts = test_texts[:args.memory_examples]
+    memory_variants = variants if args.memory_variants is None else args.memory_variants
+    for name in variants:
+        if name in memory_variants:
+            log(f"{name}: resident memory in a fresh process")
+            directory, first_token = dirs[name]
+            results[name].update(measure_memory(directory, first_token, memory_texts,
+                                                args.tokenizer, args.max_length))
+
+    if "dense" in results:
+        dense = results["dense"]
+        for r in results.values():
+            r["latency_speedup_vs_dense"] = dense["latency_ms_median"] / r["latency_ms_median"]
+            r["throughput_speedup_vs_dense"] = r["throughput_ex_per_s"] / dense["throughput_ex_per_s"]
+            r["flop_reduction_vs_dense"] = dense["flops_per_token"] / r["flops_per_token"]
+            r["throughput_speedup_over_flop_reduction"] = (
+                r["throughput_speedup_vs_dense"] / r["flop_reduction_vs_dense"])
+            r["size_ratio_vs_dense"] = r["disk_bytes"] / dense["disk_bytes"]
+
+    output = {
+        "meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
+                 "smoke": bool(args.smoke), "dense_dir": str(dense_dir),
+                 "pruned_dir": str(pruned_dir), "tokenizer": args.tokenizer,
+                 "test_examples": len(test_texts), "mean_test_length": mean_length,
+                 "max_length": args.max_length, "rounds": args.rounds,
+                 "latency_examples": min(args.latency_examples, len(test_texts)),
+                 "throughput_examples": min(args.throughput_examples, len(test_texts)),
+                 "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                 "processor": platform.processor(), "tensorflow": tf.__version__,
+                 "keras": keras.__version__,
+                 "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                 "seconds": time.time() - started},
+        "compaction": report,
+        "variants": results,
+    }
+    write_json(out_dir / "benchmark.json", output)
+    write_text(out_dir / "benchmark.md", markdown_table(output))
+    log(f"wrote {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'} "
+        f"({time.time() - started:.0f} s)")
+    print(markdown_table(output), flush=True)
+    return output
+
+
+def markdown_table(output):
+    meta, rows = output["meta"], output["variants"]
+
+    def mb(x):
+        return f"{x / 2**20:.1f}" if x is not None else "–"
+
+    def opt(r, key, fmt):
+        return fmt.format(r[key]) if r.get(key) is not None else "–"
+    lines = [
+        f"Benchmark ({'SMOKE, tiny random models' if meta['smoke'] else 'test split'}; "
+        f"{meta['cpu_count']} CPUs, TF {meta['tensorflow']}, Keras {meta['keras']}; mean "
+        f"length {meta['mean_test_length']:.1f} tokens; latency = median over "
+        f"{meta['latency_examples']} tweets x {meta['rounds']} rounds at batch 1, throughput at "
+        f"batch 32; all variants timed round-robin in one process; RSS = growth of resident "
+        f"memory over a fresh process before loading, after predicting).",
+        "",
+        "| Variant | Params | Non-zero | Disk MB | gzip MB | Weights MB | RSS +MB | "
+        "Latency ms (x) | Throughput ex/s (x) | MFLOPs/token (x fewer) | Speedup / FLOP cut | "
+        "Accuracy | Macro-F1 | Macro-recall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['parameters']:,} | {r['nonzero_parameters']:,} | "
+            f"{mb(r['disk_bytes'])} | {mb(r['disk_bytes_gzip'])} | {mb(r['weight_bytes'])} | "
+            f"{opt(r, 'rss_growth_predict_mb', '{:.0f}')} | "
+            f"{r['latency_ms_median']:.2f} ({opt(r, 'latency_speedup_vs_dense', '{:.2f}')}) | "
+            f"{r['throughput_ex_per_s']:.0f} ({opt(r, 'throughput_speedup_vs_dense', '{:.2f}')})"
+            f" | {r['flops_per_token'] / 1e6:.2f} ({opt(r, 'flop_reduction_vs_dense', '{:.2f}')})"
+            f" | {opt(r, 'throughput_speedup_over_flop_reduction', '{:.2f}')} | "
+            f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['macro_recall']:.4f} |")
+    t = output["compaction"]["residual_totals"]
+    lines += ["", f"Compaction removed {output['compaction']['heads_removed']} heads and "
+              f"{output['compaction']['neurons_removed']} FFN neurons; {t['zeros']:,} zeros "
+              f"remain inside kept weights (block-sparse storage would save "
+              f"{t['sparse_saves_bytes'] / 2**20:.2f} MB of {t['linear_dense_bytes'] / 2**20:.2f}"
+              f" MB of linear weights)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dense", default="checkpoints/baseline/best",
+                        help="dense baseline model directory (utils.model.save_model)")
+    parser.add_argument("--pruned", default=None,
+                        help="masked pruned model directory (default: the "
+                             "checkpoints/pruned/**/sparsity_XX closest to 70)")
+    parser.add_argument("--data", default="data", help="directory of the CSV splits")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer (default: MiniLM)")
+    parser.add_argument("--out-dir", default="results")
+    parser.add_argument("--work-dir", default=None,
+                        help="where derived variants are saved (default checkpoints/bench)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
+    parser.add_argument("--memory-variants", nargs="*", choices=VARIANTS, default=None,
+                        help="variants to measure RSS for (default all; none: skip)")
+    parser.add_argument("--latency-examples", type=int, default=200)
+    parser.add_argument("--throughput-examples", type=int, default=1024)
+    parser.add_argument("--memory-examples", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny random models (unless --dense/--pruned are given explicitly) "
+                             "and a few synthetic tweets")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(sys.stdin.read()))), flush=True)
+        return
+    from . import model as model_lib
+    args.tokenizer = args.tokenizer or model_lib.DEFAULT_MODEL
+    if args.smoke:
+        if "--dense" not in (argv if argv is not None else sys.argv):
+            args.dense = None
+        args.latency_examples = min(args.latency_examples, 8)
+        args.throughput_examples = min(args.throughput_examples, 16)
+        args.memory_examples = min(args.memory_examples, 8)
+        args.rounds = min(args.rounds, 2)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

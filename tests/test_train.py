@@ -93,3 +93,17 @@ def test_warmup_linear_decay_schedule():
     schedule = train.WarmupLinearDecay(1.0, warmup_steps=10, total_steps=110)
     values = [float(schedule(s)) for s in (0, 5, 10, 60, 110, 200)]
     np.testing.assert_allclose(values, [0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+
+
+def test_batches_of_any_length_after_equal_first_batches(tokenizer):
+    # unshuffled batches go shortest first: two of width 8, then one of width 40.
+    # Keras guesses a PyDataset's shapes from its first two batches; fit must accept all.
+    from utils import batching
+    texts = [f"good {i}" for i in range(32)] + ["this one is a much longer tweet " * 4] * 16
+    batches, _ = batching.make_batches(tokenizer, texts, [0] * 32 + [1] * 16, max_length=64,
+                                       batch_size=16, shuffle=False)
+    assert [b[0]["input_ids"].shape[1] for b in batches] == [8, 8, 40]
+    model = tiny_model(tokenizer)
+    train.compile_for_training(model, train.TrainConfig(epochs=2), len(batches))
+    model.fit(train._fit_input(batches), epochs=2, steps_per_epoch=len(batches), verbose=0)
+    assert int(model.optimizer.iterations) == 6

@@ -95,6 +95,35 @@ class _KerasBatches(keras.utils.PyDataset):
         self.batches.next_epoch()
 
 
+def _fit_input(batches):
+    """What model.fit iterates over.
+
+    On TensorFlow, a PyDataset's tensor shapes are guessed from its first two batches, and
+    when both have the same padded length every longer batch is then rejected; a generator
+    with an explicit (batch, length) = (None, None) signature avoids that and lets one
+    traced step serve every length.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return _KerasBatches(batches)
+    import tensorflow as tf
+    ids = tf.TensorSpec((None, None), tf.int32)
+    x_spec = {"input_ids": ids, "attention_mask": ids}
+    y_spec = tf.TensorSpec((None,), tf.int32)
+    if batches.teacher_logits is not None:
+        y_spec = {"label": y_spec, "teacher": tf.TensorSpec(
+            (None, batches.teacher_logits.shape[1]), tf.float32)}
+    calls = []
+
+    def generate():
+        if calls:  # every pass after the first is a new epoch: re-bucket
+            batches.next_epoch()
+        calls.append(1)
+        for i in range(len(batches)):
+            yield batches[i]
+    # repeat() re-enters the generator at each epoch; fit's steps_per_epoch ends the epochs
+    return tf.data.Dataset.from_generator(generate, output_signature=(x_spec, y_spec)).repeat()
+
+
 def compile_for_training(model, config, steps_per_epoch, masks_by_path=None):
     """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots."""
     from .pruning import MaskedAdamW
@@ -293,8 +322,9 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
             all_callbacks.append(pruning_lib.ReweightCallback(pruning.reweight_every_steps))
     done = state["stopped_early"] or state["epoch"] >= config.epochs
     if not done:
-        fit_model.fit(_KerasBatches(train_batches), epochs=config.epochs,
-                      initial_epoch=state["epoch"], verbose=0, callbacks=all_callbacks)
+        fit_model.fit(_fit_input(train_batches), epochs=config.epochs,
+                      steps_per_epoch=len(train_batches), initial_epoch=state["epoch"],
+                      verbose=0, callbacks=all_callbacks)
     if monitor.bad_loss:
         epoch, batch, loss = monitor.bad_loss
         if last is not None and (last / "state.json").exists():

@@ -85,3 +85,37 @@ def test_04_thresholding_smoke(smoke_dirs):
         assert (reached >= target - 1e-9).all() and len(reached) == 2  # before + after retrain
     for fig in ("04_sparsity_vs_f1.png", "04_sparsity_heatmap.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
+
+
+def test_05_results_smoke(smoke_dirs):
+    if not (smoke_dirs["results"] / "thresholding.json").exists():
+        pytest.skip("needs the sweep from notebook 04")
+    run_notebook("05_results.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
+                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
+                 PRUNED_DIR=str(smoke_dirs["checkpoints"] / "pruned"),
+                 BASELINES_DIR=str(smoke_dirs["checkpoints"] / "baselines"))
+    import pandas as pd
+    from utils.sweep import SWEEP_COLUMNS
+    rows = pd.read_csv(smoke_dirs["results"] / "baselines_sweep.csv")
+    assert list(rows.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
+    # SMOKE grid [0.5]: every method reaches it on the tiny model (heads and FFN are each half
+    # of its linear weights); gradual magnitude has only a retrained row
+    retrained = rows[rows.retrained]
+    assert set(retrained.method) == {"magnitude_global", "magnitude_per_matrix",
+                                     "magnitude_gradual", "heads", "layers", "ffn_neurons"}
+    assert (retrained.sparsity_encoder_linear >= 0.5 - 1e-9).all()
+    assert len(rows[~rows.retrained]) == 5
+    record = json.loads((smoke_dirs["results"] / "baselines.json").read_text())
+    assert record["retrain"]["examples"] == 96          # notebook 04's SMOKE budget
+    latency = pd.read_csv(smoke_dirs["results"] / "latency_pareto.csv")
+    assert {"dense", "block", "magnitude_global", "heads"} <= set(latency.method)
+    assert (latency.latency_ms_median > 0).all()
+    # unstructured zeros leave the shapes alone: the compacted model keeps every parameter
+    dense_params = latency[latency.method == "dense"].parameters.iloc[0]
+    assert (latency[latency.method == "magnitude_global"].parameters == dense_params).all()
+    assert (latency[latency.method == "layers"].parameters < dense_params).all()
+    table = pd.read_csv(smoke_dirs["results"] / "comparison.csv")
+    assert set(table.level) == {0.5, 0.7, 0.9} and table[table.level == 0.5].reached.all()
+    for fig in ("05_methods_sparsity_vs_f1.png", "05_pareto_latency_vs_f1.png"):
+        assert (smoke_dirs["figures"] / fig).stat().st_size > 1000

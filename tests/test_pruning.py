@@ -29,10 +29,17 @@ def ref_groups(kernel, k, kind):
     return groups
 
 
+def ref_kinds(mode, name):
+    if mode == "inner":
+        return ("column",) if name.split("/")[-1] in ("query", "key", "value", "input") \
+            else ("row",)
+    return ("row", "column") if mode == "row+column" else (mode,)
+
+
 def ref_penalties(kernels, k, mode, polarization="normalized"):
-    kinds = ("row", "column") if mode == "row+column" else (mode,)
     lasso = polar = 0.0
-    for w in kernels.values():
+    for name, w in kernels.items():
+        kinds = ref_kinds(mode, name)
         w = np.asarray(w, np.float64)
         if polarization == "elementwise":
             polar += np.sum(w * (1 - w))
@@ -50,6 +57,15 @@ def random_kernels(seed=0, shapes=((8, 12), (12, 8), (8, 4))):
     return {f"m{i}": rng.normal(size=s).astype(np.float32) for i, s in enumerate(shapes)}
 
 
+def layer_kernels(seed=0, hidden=8, inner=12):
+    """One layer's six kernels, named as the model names them."""
+    rng = np.random.default_rng(seed)
+    shapes = {"attention/query": (hidden, hidden), "attention/key": (hidden, hidden),
+              "attention/value": (hidden, hidden), "attention/output": (hidden, hidden),
+              "ffn/input": (hidden, inner), "ffn/output": (inner, hidden)}
+    return {f"layer_0/{n}": rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+
+
 # ------------------------------------------------------------------ norms and penalties
 
 @pytest.mark.parametrize("k", [1, 2, 4])
@@ -65,10 +81,10 @@ def test_group_norms_match_reference(k, kind):
     np.testing.assert_allclose(got_keras, got_np, rtol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["row", "column", "row+column"])
+@pytest.mark.parametrize("mode", ["row", "column", "row+column", "inner"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_penalties_match_reference(mode, k):
-    kernels = random_kernels(seed=k)
+    kernels = layer_kernels(seed=k)
     config = PruningConfig(num_blocks=k, mode=mode)
     lasso, polar = ref_penalties(kernels, k, mode)
     tensors = {n: keras.ops.convert_to_tensor(w) for n, w in kernels.items()}
@@ -160,7 +176,7 @@ def test_threshold_gives_exactly_the_predicted_sparsity():
     assert rows_off > 0 and cols_off >= 0
 
 
-@pytest.mark.parametrize("k,mode", [(1, "row"), (2, "column"), (4, "row+column")])
+@pytest.mark.parametrize("k,mode", [(1, "row"), (2, "column"), (4, "row+column"), (1, "inner")])
 def test_target_sparsity_is_reached_with_the_smallest_threshold(k, mode):
     kernels = random_kernels(seed=7)
     masks, eps = pruning.threshold_masks(kernels, k, mode, target_sparsity=0.5)
@@ -168,12 +184,29 @@ def test_target_sparsity_is_reached_with_the_smallest_threshold(k, mode):
     zeros = sum(int((m == 0).sum()) for m in masks.values())
     assert zeros / total >= 0.5
     # one group norm less and the target is missed
-    kinds = ("row", "column") if mode == "row+column" else (mode,)
     norms = np.unique(np.concatenate([pruning.group_norms(w, k, kind, xp=np).ravel()
-                                      for w in kernels.values() for kind in kinds]))
+                                      for n, w in kernels.items()
+                                      for kind in ref_kinds(mode, n)]))
     below = norms[norms < eps["m0"]].max()
     fewer, _ = pruning.threshold_masks(kernels, k, mode, epsilon=below)
     assert sum(int((m == 0).sum()) for m in fewer.values()) / total < 0.5
+
+
+def test_inner_mode_zeroes_only_heads_and_neurons():
+    from utils.model import EncoderConfig
+    kernels = layer_kernels(seed=2)
+    masks, _ = pruning.threshold_masks(kernels, 1, "inner", target_sparsity=0.4)
+    for name, mask in masks.items():
+        whole = mask.all(axis=0) | ~mask.any(axis=0) if ref_kinds("inner", name) == ("column",) \
+            else mask.all(axis=1) | ~mask.any(axis=1)
+        assert whole.all(), name  # every column (or row) is either kept or gone entirely
+    pruned = {n: k * masks[n] for n, k in kernels.items()}
+    config = EncoderConfig(vocab_size=10, hidden_size=8, num_heads=[4], intermediate_sizes=[12],
+                           head_size=2)
+    heads, neurons = pruning.removable_heads_and_neurons(pruned, config)
+    zero_ffn_in = int((~masks["layer_0/ffn/input"].any(axis=0)).sum())
+    zero_ffn_out = int((~masks["layer_0/ffn/output"].any(axis=1)).sum())
+    assert len(neurons[0]) >= max(zero_ffn_in, zero_ffn_out) > 0
 
 
 def test_per_matrix_target_sparsity():

@@ -8,8 +8,11 @@ For every prunable kernel W of the encoder (Keras layout: shape (n_in, n_out), y
   inputs x one output unit) is a group -> norms of shape (K, n_out). K=1: whole rows/columns.
   Note the layout: a Keras *column* is an output unit (a Hugging Face / PyTorch *row*). FFN
   neurons and attention heads are columns of the query/key/value/FFN-input kernels and rows of
-  the attention-output/FFN-output kernels, so "row+column" with K=1 is what frees whole
-  neurons and heads for physical removal.
+  the attention-output/FFN-output kernels; "row+column" penalises them together with the
+  hidden-dimension groups. "inner" (the default) groups only the removable direction: columns of the kernels that expand from the
+  hidden size (query/key/value, FFN input) and rows of those that project back (attention
+  output, FFN output). Row/column groups in the other direction are hidden dimensions of the
+  residual stream: zeroing them hurts every layer that reads them and frees nothing.
 * Group lasso: lambda_1 * sum over kernels and groups of ||group||_2 (optionally re-weighted by
   1 / (||group|| + 1e-3), Li et al. 2020).
 * Polarisation: lambda_2 * sum of n(1-n) with n = ||group|| / max ||group|| of its kernel, which
@@ -29,7 +32,9 @@ from keras import ops
 
 from . import model as model_lib
 
-MODES = ("row", "column", "row+column")
+MODES = ("row", "column", "row+column", "inner")
+# kernels whose columns are heads/neurons; the others (attention/output, ffn/output) have them as rows
+EXPANDING_KERNELS = ("attention/query", "attention/key", "attention/value", "ffn/input")
 POLARIZATIONS = ("normalized", "elementwise", "none")
 REWEIGHT_EPS = 1e-3
 _SQRT_EPS = 1e-12  # keeps d||g||/dg finite at g = 0
@@ -38,7 +43,7 @@ _SQRT_EPS = 1e-12  # keeps d||g||/dg finite at g = 0
 @dataclasses.dataclass
 class PruningConfig:
     num_blocks: int = 1              # K
-    mode: str = "row+column"
+    mode: str = "inner"
     lambda_group: float = 1e-4       # lambda_1
     lambda_polar: float = 1e-4       # lambda_2
     polarization: str = "normalized"
@@ -76,14 +81,27 @@ class PruningConfig:
             raise ValueError(f"PruningConfig.reweight_every_steps = "
                              f"{self.reweight_every_steps!r}: must be a positive int")
 
-    def group_kinds(self):
-        return ("row", "column") if self.mode == "row+column" else (self.mode,)
+    def group_kinds(self, name):
+        return group_kinds(self.mode, name)
+
+
+def group_kinds(mode, name):
+    """Which groups a kernel called `name` (e.g. "layer_0/ffn/input") has under `mode`."""
+    if mode == "row+column":
+        return ("row", "column")
+    if mode == "inner":
+        if name.endswith(EXPANDING_KERNELS):
+            return ("column",)
+        if name.endswith(("attention/output", "ffn/output")):
+            return ("row",)
+        return ("row", "column")  # e.g. the pooler: hidden -> hidden
+    return (mode,)
 
 
 def check_divisible(shape, num_blocks, mode, name="kernel"):
     """K must divide the dimension that is cut into blocks."""
     n_in, n_out = shape
-    for kind in ("row", "column") if mode == "row+column" else (mode,):
+    for kind in group_kinds(mode, name):
         dim, dim_name = (n_out, "output") if kind == "row" else (n_in, "input")
         if dim % num_blocks:
             divisors = [k for k in range(1, min(dim, 64) + 1) if dim % k == 0]
@@ -122,7 +140,7 @@ def group_lasso_penalty(kernels, config, group_weights=None):
     """sum over kernels, kinds and groups of w_g * ||g||_2 (w_g = 1 without re-weighting)."""
     total = 0.0
     for name, kernel in kernels.items():
-        for kind in config.group_kinds():
+        for kind in config.group_kinds(name):
             norms = group_norms(kernel, config.num_blocks, kind)
             if group_weights is not None:
                 norms = norms * group_weights[name][kind]
@@ -135,11 +153,11 @@ def polarization_penalty(kernels, config):
     total = 0.0
     if config.polarization == "none":
         return total
-    for kernel in kernels.values():
+    for name, kernel in kernels.items():
         if config.polarization == "elementwise":
             total = total + ops.sum(kernel * (1.0 - kernel))
             continue
-        for kind in config.group_kinds():
+        for kind in config.group_kinds(name):
             norms = group_norms(kernel, config.num_blocks, kind)
             # The scale is a reference point, not something to optimise: without the
             # stop-gradient the cheapest way to lower n(1-n) would be to grow the largest group.
@@ -152,7 +170,7 @@ def reweighting_factors(kernels, config):
     """1 / (||g|| + 1e-3) for every group (numpy), recomputed every few hundred steps."""
     return {name: {kind: 1.0 / (group_norms(np.asarray(k), config.num_blocks, kind, xp=np)
                                 + REWEIGHT_EPS)
-                   for kind in config.group_kinds()}
+                   for kind in config.group_kinds(name)}
             for name, k in kernels.items()}
 
 
@@ -260,13 +278,12 @@ class LossTermLogger(keras.callbacks.Callback):
 
 # ------------------------------------------------------------------ thresholding
 
-def group_masks(kernel, num_blocks, mode, epsilon):
+def group_masks(kernel, num_blocks, mode, epsilon, name=""):
     """0/1 mask zeroing every group of `kernel` (numpy) whose L2 norm is <= epsilon."""
     kernel = np.asarray(kernel)
     n_in, n_out = kernel.shape
     mask = np.ones(kernel.shape, dtype=np.float32)
-    kinds = ("row", "column") if mode == "row+column" else (mode,)
-    for kind in kinds:
+    for kind in group_kinds(mode, name):
         off = group_norms(kernel, num_blocks, kind, xp=np) <= epsilon
         if kind == "row":   # off: (n_in, K) -> expand each block over its n_out/K columns
             mask *= ~np.repeat(off, n_out // num_blocks, axis=1)
@@ -295,16 +312,16 @@ def threshold_masks(kernels, num_blocks, mode, epsilon=None, target_sparsity=Non
     for name, k in kernels.items():
         check_divisible(k.shape, num_blocks, mode, name)
     if epsilon is not None:
-        return ({n: group_masks(k, num_blocks, mode, epsilon) for n, k in kernels.items()},
+        return ({n: group_masks(k, num_blocks, mode, epsilon, n) for n, k in kernels.items()},
                 {n: float(epsilon) for n in kernels})
     if scope == "per_matrix":
         masks, epsilons = {}, {}
         for name, k in kernels.items():
             eps = _epsilon_for_sparsity({name: k}, num_blocks, mode, target_sparsity)
-            masks[name], epsilons[name] = group_masks(k, num_blocks, mode, eps), eps
+            masks[name], epsilons[name] = group_masks(k, num_blocks, mode, eps, name), eps
         return masks, epsilons
     eps = _epsilon_for_sparsity(kernels, num_blocks, mode, target_sparsity)
-    return ({n: group_masks(k, num_blocks, mode, eps) for n, k in kernels.items()},
+    return ({n: group_masks(k, num_blocks, mode, eps, n) for n, k in kernels.items()},
             {n: eps for n in kernels})
 
 
@@ -314,15 +331,14 @@ def _epsilon_for_sparsity(kernels, num_blocks, mode, target):
     Sparsity is monotone in epsilon, so bisect over the sorted distinct group norms; with
     row+column groups overlapping, counting the real masks is simpler than predicting them.
     """
-    kinds = ("row", "column") if mode == "row+column" else (mode,)
     candidates = np.unique(np.concatenate(
-        [group_norms(k, num_blocks, kind, xp=np).ravel() for k in kernels.values()
-         for kind in kinds]))
+        [group_norms(k, num_blocks, kind, xp=np).ravel() for name, k in kernels.items()
+         for kind in group_kinds(mode, name)]))
     total = sum(k.size for k in kernels.values())
 
     def sparsity(eps):
-        return sum(int((group_masks(k, num_blocks, mode, eps) == 0).sum())
-                   for k in kernels.values()) / total
+        return sum(int((group_masks(k, num_blocks, mode, eps, n) == 0).sum())
+                   for n, k in kernels.items()) / total
     if target <= 0:
         return -1.0
     lo, hi = 0, len(candidates) - 1

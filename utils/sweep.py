@@ -20,17 +20,37 @@ SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
                  "macro_recall", "retrained"]
 
 
-def sweep_row(model, tokenizer, split, pruning_config, method, epsilon, target, retrained,
-              max_length=64):
-    summary = pruning.sparsity_summary(model, pruning_config.include_pooler)
+def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
+                include_pooler=False):
+    """One sweep row for any pruning method: `fields` (method, K, mode, lambda1, lambda2,
+    epsilon; missing ones are NaN), the target, the measured sparsity and removable units
+    (`pruning.sparsity_summary`: encoder linear weights) and the metrics on `split`."""
+    summary = pruning.sparsity_summary(model, include_pooler)
     metrics = train.evaluate(model, tokenizer, split, max_length=max_length)
-    return {"method": method, "K": pruning_config.num_blocks, "mode": pruning_config.mode,
-            "lambda1": pruning_config.lambda_group, "lambda2": pruning_config.lambda_polar,
-            "epsilon": epsilon, "target_sparsity": target,
+    descriptor = {k: fields.get(k, np.nan)
+                  for k in ("method", "K", "mode", "lambda1", "lambda2", "epsilon")}
+    return {**descriptor, "target_sparsity": target,
             **{k: summary[k] for k in ("sparsity_encoder_linear", "sparsity_total",
                                        "fully_removable_heads", "fully_removable_neurons")},
             **{k: metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
             "retrained": retrained}
+
+
+def sweep_row(model, tokenizer, split, pruning_config, method, epsilon, target, retrained,
+              max_length=64):
+    fields = {"method": method, "K": pruning_config.num_blocks, "mode": pruning_config.mode,
+              "lambda1": pruning_config.lambda_group, "lambda2": pruning_config.lambda_polar,
+              "epsilon": epsilon}
+    return metrics_row(model, tokenizer, split, fields, target, retrained, max_length,
+                       pruning_config.include_pooler)
+
+
+def retrain_sample(dataset, retrain_examples=None, seed=42):
+    """`dataset` with its train split cut to a stratified sample of `retrain_examples` tweets
+    (the same sample for every point and every method, given the seed)."""
+    if retrain_examples is not None and retrain_examples < len(dataset["train"]):
+        return data_lib.subsample(dataset, {"train": retrain_examples}, seed=seed)
+    return dataset
 
 
 def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_config=None,
@@ -48,9 +68,7 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
     start_weights = model.get_weights()
     kernels = {n: np.asarray(k) for n, k in
                pruning.prunable_kernels(model, pruning_config.include_pooler).items()}
-    retrain_data = dataset
-    if retrain_examples is not None and retrain_examples < len(dataset["train"]):
-        retrain_data = data_lib.subsample(dataset, {"train": retrain_examples}, seed=seed)
+    retrain_data = retrain_sample(dataset, retrain_examples, seed)
     max_length = retrain_config.max_length if retrain_config else 64
     rows = []
     for target in tqdm(targets, desc="threshold sweep", disable=not progress):

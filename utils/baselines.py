@@ -1,0 +1,598 @@
+"""The methods block pruning has to beat, in the same masks format as `utils.pruning`.
+
+Every method returns masks {kernel name ("layer_0/attention/value", ...): 0/1 float32 array of
+the kernel's Keras shape (in, out)} over the encoder's linear kernels (the pooler is not
+pruned, as in block pruning), so applying, retraining with masks fixed (`MaskedAdamW`),
+compaction (`utils.compact`) and the benchmark reuse one code path. Sparsity targets are shares
+of the encoder's linear weights, as for block pruning; a structured method reaches at least the
+target with whole units (the smallest number of lowest-scoring units), or raises
+`UnreachableSparsity` when even all its units are not enough (heads are only the attention
+third of the encoder's linear weights, FFN neurons two thirds).
+
+1. Unstructured magnitude pruning: the smallest |w|, over all kernels together ("global") or
+   within each kernel ("per_matrix"); one-shot, or gradual with the cubic schedule of Zhu &
+   Gupta (2017), s_t = s_f (1 - (1 - t/T)^3), t = 1..T (as in Chen et al. 2020, lottery
+   tickets for BERT) -- see `mask_sweep(gradual_steps=T)`.
+2. Attention heads by importance (Michel et al. 2019): I_h = E_batches |dL/d gate_h|. Our model
+   has no gates, but a gate g_h multiplying head h's context equals scaling the rows of the
+   attention-output kernel W_o that belong to h (the bias is added once, after the sum over
+   heads), so dL/dg_h at g = 1 is <W_o[rows of h], dL/dW_o[rows of h]>. Importances are
+   normalised per layer by their L2 norm (as Michel et al.), the least important heads are
+   pruned globally, 10% of all heads at a time, and importance is recomputed with the pruned
+   heads masked. A pruned head has its query/key/value columns and output rows zeroed.
+3. Encoder layers, ranked by the increase in training loss when the layer alone is removed
+   (optionally greedily, re-ranking after each removal). A removed layer has all six kernels
+   masked. NOTE: this is not the same as skipping the layer: the layer still computes
+   LayerNorm(LayerNorm(x + b_attention_output) + b_ffn_output) with its (retrained) biases and
+   LayerNorm parameters, which is also what compaction keeps (widths 0).
+4. FFN neurons by magnitude: score_j = sqrt(||W_in[:, j]||^2 + ||W_out[j, :]||^2) (the input
+   column and output row together), lowest first, over all layers; comparable with K=1 block
+   pruning, which removes the same units.
+
+`mask_sweep` runs any masks function over a grid of targets with the retraining of
+`utils.sweep.threshold_sweep` and writes rows with `utils.sweep.SWEEP_COLUMNS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import data as data_lib
+from . import model as model_lib
+from . import pruning, sweep, train
+
+MAGNITUDE_SCOPES = ("global", "per_matrix")
+ATTENTION = ("query", "key", "value", "output")
+_LAYER = re.compile(r"layer_(\d+)/")
+
+
+class UnreachableSparsity(ValueError):
+    """Even pruning every unit of a structured method leaves the target out of reach."""
+
+
+def numpy_kernels(model, include_pooler=False):
+    """The prunable kernels of `model` as numpy arrays (the pooler excluded by default)."""
+    return {n: np.asarray(k) for n, k in pruning.prunable_kernels(model, include_pooler).items()}
+
+
+def masks_sparsity(masks):
+    """Share of zeros in `masks` (over all their entries)."""
+    return sum(float((m == 0).sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+
+
+def _count_for(share, size):
+    """Smallest count of `size` items that is at least `share` of them (float-safe)."""
+    return min(size, max(0, math.ceil(share * size - 1e-9)))
+
+
+# ------------------------------------------------------------------ 1. magnitude
+
+def magnitude_masks(kernels, sparsity, scope="global"):
+    """Zero the `sparsity` share of weights with the smallest |w|: over all `kernels`
+    together (scope="global") or in each kernel separately ("per_matrix"). Ties are broken by
+    position, so exactly ceil(sparsity * n) weights are zeroed."""
+    if scope not in MAGNITUDE_SCOPES:
+        raise ValueError(f"scope = {scope!r}: must be one of {MAGNITUDE_SCOPES}")
+    if not 0 <= sparsity <= 1:
+        raise ValueError(f"sparsity = {sparsity!r}: must be in [0, 1]")
+    kernels = {n: np.asarray(k) for n, k in kernels.items()}
+
+    def off_smallest(values):
+        off = np.zeros(values.size, dtype=bool)
+        count = _count_for(sparsity, values.size)
+        if count:
+            off[np.argsort(np.abs(values), kind="stable")[:count]] = True
+        return off
+    if scope == "per_matrix":
+        return {n: (~off_smallest(k.ravel())).reshape(k.shape).astype(np.float32)
+                for n, k in kernels.items()}
+    off = off_smallest(np.concatenate([k.ravel() for k in kernels.values()]))
+    masks, start = {}, 0
+    for name, k in kernels.items():
+        masks[name] = (~off[start:start + k.size]).reshape(k.shape).astype(np.float32)
+        start += k.size
+    return masks
+
+
+def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):
+    """Zhu & Gupta's s_t = s_f + (s_i - s_f)(1 - t/T)^3 for t = 1..T (the last is s_f)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps = {steps!r}: must be a positive int")
+    return [final_sparsity + (initial_sparsity - final_sparsity) * (1 - t / steps) ** 3
+            for t in range(1, steps + 1)]
+
+
+# ------------------------------------------------------------------ structured units
+
+@dataclasses.dataclass
+class Unit:
+    """A structured unit: the parts of kernels it zeroes, as (kernel, axis, indices) with axis
+    1 = columns (outputs) and 0 = rows (inputs)."""
+    key: tuple
+    parts: list
+
+    def size(self, kernels):
+        total = 0
+        for name, axis, index in self.parts:
+            n_in, n_out = kernels[name].shape
+            total += len(np.arange(n_out if axis == 1 else n_in)[index]) * \
+                (n_in if axis == 1 else n_out)
+        return total
+
+
+def units_masks(kernels, units):
+    """Masks (ones everywhere) with every part of every unit zeroed."""
+    masks = {n: np.ones(np.shape(k), dtype=np.float32) for n, k in kernels.items()}
+    for unit in units:
+        for name, axis, index in unit.parts:
+            if axis == 1:
+                masks[name][:, index] = 0
+            else:
+                masks[name][index, :] = 0
+    return masks
+
+
+def select_for_target(units, kernels, target, what="units"):
+    """The shortest prefix of `units` (already in pruning order) whose weights reach `target`
+    (share of all weights in `kernels`); raises UnreachableSparsity when all are too few."""
+    if target <= 0:
+        return []
+    total = sum(np.size(k) for k in kernels.values())
+    cumulative = np.cumsum([u.size(kernels) for u in units])
+    need = target * total - 1e-6
+    if not len(units) or cumulative[-1] < need:
+        reachable = (cumulative[-1] if len(units) else 0) / total
+        raise UnreachableSparsity(f"target {target:.0%} cannot be reached by pruning {what}: "
+                                  f"all of them are {reachable:.1%} of the weights")
+    return list(units[:int(np.searchsorted(cumulative, need)) + 1])
+
+
+def _layer_ids(kernels):
+    return sorted({int(_LAYER.match(n).group(1)) for n in kernels if _LAYER.match(n)})
+
+
+def head_units(kernels, head_size):
+    """One unit per attention head: query/key/value columns and attention-output rows."""
+    units = []
+    for i in _layer_ids(kernels):
+        if f"layer_{i}/attention/value" not in kernels:
+            continue
+        for h in range(kernels[f"layer_{i}/attention/value"].shape[1] // head_size):
+            cols = slice(h * head_size, (h + 1) * head_size)
+            units.append(Unit((i, h), [(f"layer_{i}/attention/{m}", 1, cols)
+                                       for m in ("query", "key", "value")]
+                              + [(f"layer_{i}/attention/output", 0, cols)]))
+    return units
+
+
+def head_masks(kernels, heads, head_size):
+    """Masks pruning `heads` (iterable of (layer, head))."""
+    by_key = {u.key: u for u in head_units(kernels, head_size)}
+    return units_masks(kernels, [by_key[tuple(h)] for h in heads])
+
+
+def neuron_units(kernels):
+    """One unit per FFN neuron j of each layer: column j of ffn/input and row j of ffn/output."""
+    units = []
+    for i in _layer_ids(kernels):
+        if f"layer_{i}/ffn/input" not in kernels:
+            continue
+        for j in range(kernels[f"layer_{i}/ffn/input"].shape[1]):
+            units.append(Unit((i, j), [(f"layer_{i}/ffn/input", 1, [j]),
+                                       (f"layer_{i}/ffn/output", 0, [j])]))
+    return units
+
+
+def layer_units(kernels):
+    """One unit per encoder layer: all of its kernels, whole."""
+    return [Unit((i,), [(n, 0, slice(None)) for n in kernels if n.startswith(f"layer_{i}/")])
+            for i in _layer_ids(kernels)]
+
+
+def layer_masks(kernels, layers):
+    """Masks removing the encoder layers `layers` (every kernel of each masked)."""
+    by_key = {u.key[0]: u for u in layer_units(kernels)}
+    return units_masks(kernels, [by_key[i] for i in layers])
+
+
+# ------------------------------------------------------------------ 4. FFN neurons
+
+def ffn_neuron_scores(kernels):
+    """{layer: L2 norm of each neuron's input column and output row together}."""
+    return {i: np.sqrt((np.asarray(kernels[f"layer_{i}/ffn/input"], np.float64) ** 2).sum(0)
+                       + (np.asarray(kernels[f"layer_{i}/ffn/output"], np.float64) ** 2).sum(1))
+            for i in _layer_ids(kernels) if f"layer_{i}/ffn/input" in kernels}
+
+
+def ffn_neuron_masks(kernels, sparsity):
+    """Prune whole FFN neurons, lowest score (`ffn_neuron_scores`) first over all layers,
+    until `sparsity` of all weights in `kernels` are zero."""
+    kernels = {n: np.asarray(k) for n, k in kernels.items()}
+    scores = ffn_neuron_scores(kernels)
+    units = sorted(neuron_units(kernels), key=lambda u: (scores[u.key[0]][u.key[1]], u.key))
+    return units_masks(kernels, select_for_target(units, kernels, sparsity, "FFN neurons"))
+
+
+# ------------------------------------------------------------------ 2. head importance
+
+def _serving_batches(batches):
+    return [batches[i] for i in range(len(batches))]
+
+
+def _loss_fn(model):
+    import tensorflow as tf
+    from keras import ops
+    ids = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
+    def loss(input_ids, attention_mask, labels):
+        logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                       training=False)
+        return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    return loss
+
+
+def head_gate_gradients_fn(model):
+    """A tf.function (input_ids, attention_mask, labels) -> [per layer: dL/dg_h for each head]
+    at gates g = 1, L = mean cross-entropy of the batch, dropout off."""
+    import tensorflow as tf
+    from keras import ops
+    config = model.encoder_config
+    layers = [layer.attention for layer in model_lib.transformer_layers(model)]
+    kernels = [a.output_dense.kernel for a in layers if a.num_heads > 0]
+    shapes = [(a.num_heads, config.head_size) for a in layers if a.num_heads > 0]
+    ids = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
+    def gate_gradients(input_ids, attention_mask, labels):
+        with tf.GradientTape() as tape:
+            logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                           training=False)
+            loss = ops.mean(ops.sparse_categorical_crossentropy(labels, logits,
+                                                                from_logits=True))
+        grads = tape.gradient(loss, kernels)
+        out = []
+        for kernel, grad, (heads, size) in zip(kernels, grads, shapes):
+            product = ops.reshape(ops.convert_to_tensor(kernel) * grad, (heads, size, -1))
+            out.append(ops.sum(product, axis=(1, 2)))
+        return out
+    return gate_gradients
+
+
+def head_importance(model, batches, normalize=True, gate_fn=None):
+    """Michel et al.'s I_h = sum over batches of n_b |dL_b/dg_h| / N, per layer
+    ({layer: array of heads}); with `normalize`, divided by the layer's L2 norm.
+    `batches`: a labelled `utils.batching.TweetBatches` (or list of (inputs, labels))."""
+    gate_fn = gate_fn or head_gate_gradients_fn(model)
+    layer_ids = [i for i, layer in enumerate(model_lib.transformer_layers(model))
+                 if layer.attention.num_heads > 0]
+    totals, count = None, 0
+    for x, y in (batches if isinstance(batches, list) else _serving_batches(batches)):
+        grads = gate_fn(x["input_ids"], x["attention_mask"], np.asarray(y, np.int32))
+        values = [len(y) * np.abs(np.asarray(g, np.float64)) for g in grads]
+        totals = values if totals is None else [t + v for t, v in zip(totals, values)]
+        count += len(y)
+    importance = {i: t / count for i, t in zip(layer_ids, totals)}
+    if normalize:
+        importance = {i: v / (np.linalg.norm(v) + 1e-20) for i, v in importance.items()}
+    return importance
+
+
+class HeadImportancePruner:
+    """masks_fn(model, target) for Michel et al.'s iterative head pruning.
+
+    The pruning order is computed on the model as it is at the first call (the sweep calls
+    it with the dense start weights every time) and extended as larger targets need more
+    heads: each step masks the heads pruned so far, recomputes the normalised importances on
+    `batches` and prunes the `step_fraction` share of all heads with the lowest importance
+    (the last step only as many as the target needs). `history` records each step.
+    """
+
+    def __init__(self, batches, step_fraction=0.1, normalize=True, progress=False):
+        self.batches = batches if isinstance(batches, list) else _serving_batches(batches)
+        self.step_fraction = step_fraction
+        self.normalize = normalize
+        self.progress = progress
+        self.order, self.history = [], []
+        self._gate_fn = None
+
+    def extend(self, model, num_heads):
+        config = model.encoder_config
+        kernels = numpy_kernels(model)
+        all_heads = [u.key for u in head_units(kernels, config.head_size)]
+        num_heads = min(num_heads, len(all_heads))
+        if len(self.order) >= num_heads:
+            return
+        step = max(1, round(self.step_fraction * len(all_heads)))
+        start = model.get_weights()
+        self._gate_fn = self._gate_fn or head_gate_gradients_fn(model)
+        try:
+            while len(self.order) < num_heads:
+                model.set_weights(start)
+                pruning.apply_masks(model, head_masks(kernels, self.order, config.head_size))
+                importance = head_importance(model, self.batches, self.normalize,
+                                             self._gate_fn)
+                pruned = set(self.order)
+                ranked = sorted((float(importance[i][h]), (i, h)) for i, h in all_heads
+                                if (i, h) not in pruned)
+                chosen = [key for _, key in ranked[:min(step, num_heads - len(self.order))]]
+                self.order += chosen
+                self.history.append({"pruned_before": len(pruned), "pruned_now": chosen,
+                                     "importance": {i: v.tolist()
+                                                    for i, v in importance.items()}})
+                if self.progress:
+                    print(f"head importance step {len(self.history)}: pruned "
+                          f"{len(self.order)}/{len(all_heads)} heads", flush=True)
+        finally:
+            model.set_weights(start)
+
+    def __call__(self, model, target):
+        kernels = numpy_kernels(model)
+        size = model.encoder_config.head_size
+        units = head_units(kernels, size)
+        needed = len(select_for_target(units, kernels, target, "attention heads"))
+        self.extend(model, needed)
+        return head_masks(kernels, self.order[:needed], size)
+
+
+# ------------------------------------------------------------------ 3. layer dropping
+
+def mean_loss(model, batches, loss_fn=None):
+    """Mean cross-entropy of `model` (dropout off) over labelled `batches`."""
+    loss_fn = loss_fn or _loss_fn(model)
+    total, count = 0.0, 0
+    for x, y in (batches if isinstance(batches, list) else _serving_batches(batches)):
+        total += len(y) * float(loss_fn(x["input_ids"], x["attention_mask"],
+                                        np.asarray(y, np.int32)))
+        count += len(y)
+    return total / count
+
+
+def layer_removal_increases(model, batches, removed=(), loss_fn=None):
+    """{layer: training-loss increase when that layer (too) is removed}, relative to the model
+    with the layers `removed` already removed. The model's weights are restored."""
+    loss_fn = loss_fn or _loss_fn(model)
+    kernels = numpy_kernels(model)
+    start = model.get_weights()
+    try:
+        pruning.apply_masks(model, layer_masks(kernels, removed))
+        base = mean_loss(model, batches, loss_fn)
+        increases = {}
+        for i in _layer_ids(kernels):
+            if i in removed:
+                continue
+            model.set_weights(start)
+            pruning.apply_masks(model, layer_masks(kernels, [*removed, i]))
+            increases[i] = mean_loss(model, batches, loss_fn) - base
+    finally:
+        model.set_weights(start)
+    return increases
+
+
+class LayerDropper:
+    """masks_fn(model, target) removing whole encoder layers, the smallest training-loss
+    increase first. greedy=False ranks once on the full model (the criterion as stated);
+    greedy=True re-ranks the remaining layers after each removal. The order is computed at
+    the first call (dense start weights) and reused."""
+
+    def __init__(self, batches, greedy=False):
+        self.batches = batches if isinstance(batches, list) else _serving_batches(batches)
+        self.greedy = greedy
+        self.order, self.increases = None, []
+
+    def compute_order(self, model):
+        loss_fn = _loss_fn(model)
+        increases = layer_removal_increases(model, self.batches, (), loss_fn)
+        self.increases = [increases]
+        if not self.greedy:
+            self.order = sorted(increases, key=lambda i: (increases[i], i))
+            return self.order
+        order = []
+        while increases:
+            order.append(min(increases, key=lambda i: (increases[i], i)))
+            increases = layer_removal_increases(model, self.batches, order, loss_fn)
+            if increases:
+                self.increases.append(increases)
+        self.order = order
+        return order
+
+    def __call__(self, model, target):
+        kernels = numpy_kernels(model)
+        if self.order is None:
+            self.compute_order(model)
+        by_key = {u.key[0]: u for u in layer_units(kernels)}
+        units = [by_key[i] for i in self.order]
+        return units_masks(kernels, select_for_target(units, kernels, target, "layers"))
+
+
+# ------------------------------------------------------------------ the methods, by name
+
+@dataclasses.dataclass
+class Method:
+    name: str
+    masks_fn: object          # (model, target sparsity) -> masks
+    mode: str                 # granularity, written to the sweep CSV's "mode" column
+    gradual_steps: int = 1    # > 1: prune -> retrain steps on the cubic schedule
+    K: float = float("nan")   # comparable block count, where one exists
+
+
+METHODS = ("magnitude_global", "magnitude_per_matrix", "magnitude_gradual", "heads",
+           "layers", "ffn_neurons")
+
+
+def make_methods(names, tokenizer, importance_split, importance_examples=1024,
+                 head_step_fraction=0.1, gradual_steps=4, greedy_layers=False, max_length=64,
+                 batch_size=32, seed=42, progress=False):
+    """The baselines `names` (from METHODS) as `Method`s. Head importance and layer losses are
+    computed on `importance_examples` tweets of `importance_split` (the training split)."""
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}: choose among {METHODS}")
+    batches = None
+    if {"heads", "layers"} & set(names):
+        split = importance_split
+        if importance_examples is not None and importance_examples < len(split):
+            split = data_lib.subsample({"train": split}, importance_examples, seed=seed)["train"]
+        from . import batching
+        batches, _ = batching.make_batches(tokenizer, split["text"], split["label"],
+                                           max_length=max_length, batch_size=batch_size)
+        batches = _serving_batches(batches)
+
+    def magnitude(scope):
+        return lambda model, target: magnitude_masks(numpy_kernels(model), target, scope)
+    factories = {
+        "magnitude_global": lambda: Method("magnitude_global", magnitude("global"),
+                                           "unstructured"),
+        "magnitude_per_matrix": lambda: Method("magnitude_per_matrix", magnitude("per_matrix"),
+                                               "unstructured"),
+        "magnitude_gradual": lambda: Method("magnitude_gradual", magnitude("global"),
+                                            "unstructured", gradual_steps),
+        "heads": lambda: Method("heads", HeadImportancePruner(batches, head_step_fraction,
+                                                              progress=progress), "head"),
+        "layers": lambda: Method("layers", LayerDropper(batches, greedy_layers), "layer"),
+        "ffn_neurons": lambda: Method("ffn_neurons", lambda model, target: ffn_neuron_masks(
+            numpy_kernels(model), target), "neuron", K=1),
+    }
+    return {name: factories[name]() for name in names}
+
+
+def method_records(methods):
+    """What the data-driven methods decided, for the run record: the head pruning order and
+    importance steps, the layer order and loss increases ({name: {...}})."""
+    records = {}
+    for name, method in methods.items():
+        fn = method.masks_fn
+        if isinstance(fn, HeadImportancePruner):
+            records[name] = {"order": [list(k) for k in fn.order], "steps": fn.history}
+        elif isinstance(fn, LayerDropper):
+            records[name] = {"order": fn.order, "loss_increases": fn.increases}
+    return records
+
+
+# ------------------------------------------------------------------ the sweep
+
+def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
+               retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
+               seed=42, eval_split="test", progress=True):
+    """For each target: masks_fn(model, target) on the start weights, evaluate, retrain with the
+    masks fixed (same budget as `sweep.threshold_sweep`: retrain_config on a fixed stratified
+    sample of retrain_examples training tweets), evaluate again.
+
+    gradual_steps = T > 1: no one-shot point; instead T prune -> retrain steps with targets
+    `cubic_schedule(target, T)`, masks_fn applied to the current weights (masks only grow),
+    each step retraining on its own 1/T of the same sample -- the same budget in total (each
+    step restarts the learning-rate warm-up/decay). Only the final, retrained row is written.
+    Unreachable targets (`UnreachableSparsity`) are skipped with a message; a target whose
+    masks equal an earlier target's (e.g. 70% and 80% both mean 5 of 6 layers) copies its rows
+    (column same_masks_as_target) without retraining or saving again. `model` is
+    restored to its start weights at the end. save_dir: retrained models are saved to
+    save_dir/sparsity_XX. Returns a DataFrame with SWEEP_COLUMNS (+ seconds, gradual_steps).
+    """
+    start_weights = model.get_weights()
+    retrain_data = sweep.retrain_sample(dataset, retrain_examples, seed)
+    max_length = retrain_config.max_length if retrain_config else 64
+    fields = {"method": method, "K": K, "mode": mode}
+    rows = []
+
+    def row(target, retrained):
+        return sweep.metrics_row(model, tokenizer, dataset[eval_split], fields, target,
+                                 retrained, max_length)
+    seen = {}   # masks digest -> target: structured methods give the same masks to several
+    for target in tqdm(targets, desc=f"{method} sweep", disable=not progress):
+        started = time.perf_counter()
+        model.set_weights(start_weights)
+        try:
+            if gradual_steps > 1 and retrain_config is not None and target > 0:
+                _gradual(model, tokenizer, retrain_data, masks_fn, target, gradual_steps,
+                         retrain_config)
+                rows.append(row(target, True))
+            else:
+                masks = masks_fn(model, target)
+                digest = _digest(masks)
+                if digest in seen:   # same masks, same (deterministic) retraining: same rows
+                    copies = [{**r, "target_sparsity": target, "seconds": 0.0,
+                               "same_masks_as_target": seen[digest]}
+                              for r in rows if r["target_sparsity"] == seen[digest]]
+                    print(f"{method}: target {target:.0%} gives the same masks as "
+                          f"{seen[digest]:.0%}; rows copied, no model saved", flush=True)
+                    rows.extend(copies)
+                    continue
+                seen[digest] = target
+                pruning.apply_masks(model, masks)
+                rows.append(row(target, False))
+                if retrain_config is not None and target > 0:
+                    train.fine_tune(model, tokenizer, retrain_data, retrain_config,
+                                    masks=masks, progress=False)
+                    rows.append(row(target, True))
+        except UnreachableSparsity as error:
+            print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
+            continue
+        if save_dir is not None and rows[-1]["retrained"]:
+            model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
+        rows[-1]["seconds"] = time.perf_counter() - started
+        rows[-1]["gradual_steps"] = gradual_steps
+    model.set_weights(start_weights)
+    frame = pd.DataFrame(rows)
+    return frame if len(frame) else pd.DataFrame(columns=sweep.SWEEP_COLUMNS)
+
+
+def _digest(masks):
+    import hashlib
+    digest = hashlib.sha1()
+    for name in sorted(masks):
+        digest.update(name.encode())
+        digest.update(np.packbits(np.asarray(masks[name]) != 0).tobytes())
+    return digest.hexdigest()
+
+
+def _gradual(model, tokenizer, retrain_data, masks_fn, target, steps, retrain_config):
+    masks = None
+    train_split = retrain_data["train"]
+    for t, sparsity in enumerate(cubic_schedule(target, steps)):
+        step_masks = masks_fn(model, sparsity)
+        masks = step_masks if masks is None else \
+            {n: m * masks[n] if n in masks else m for n, m in step_masks.items()}
+        chunk = dict(retrain_data)
+        chunk["train"] = train_split.shard(num_shards=steps, index=t, contiguous=False)
+        train.fine_tune(model, tokenizer, chunk, retrain_config, masks=masks, progress=False)
+    return masks
+
+
+def sparsity_dir_name(target):
+    return f"sparsity_{round(target * 100):02d}"
+
+
+def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
+                  retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
+                  progress=True):
+    """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`; the CSV at
+    `csv_path` is rewritten after each method, so a crash loses at most one method. With
+    `resume`, methods already in that CSV are not run again. Returns the rows of all methods.
+    """
+    frames, done = [], set()
+    if resume and csv_path is not None and Path(csv_path).exists():
+        previous = pd.read_csv(csv_path)
+        previous = previous[previous.method.isin(list(methods))]
+        frames.append(previous)
+        done = set(previous.method)
+        print(f"resuming: {sorted(done)} already in {csv_path}")
+    for name, method in methods.items():
+        if name in done:
+            continue
+        started = time.perf_counter()
+        frame = mask_sweep(model, tokenizer, dataset, name, method.masks_fn, targets,
+                           retrain_config, retrain_examples, method.gradual_steps, method.mode,
+                           method.K, None if save_root is None else Path(save_root) / name,
+                           seed, progress=progress)
+        frames.append(frame)
+        print(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s", flush=True)
+        if csv_path is not None:
+            sweep.write_sweep_csv(pd.concat(frames, ignore_index=True), csv_path)
+    return pd.concat(frames, ignore_index=True)

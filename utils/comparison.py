@@ -1,0 +1,290 @@
+"""Block pruning against the baselines: latency of compacted variants, the comparison table at
+matched sparsity, the figures and the generated discussion (notebook 05)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from . import model as model_lib
+
+LEVELS = (0.5, 0.7, 0.9)
+X_LABELS = {"sparsity_encoder_linear": "sparsity of encoder linear weights (%)",
+            "sparsity_total": "sparsity of all model parameters (%)"}
+
+
+def sparsity_from_dir_name(name):
+    """sparsity_70 -> 0.7"""
+    return int(Path(name).name.split("_")[1]) / 100
+
+
+# ------------------------------------------------------------------ latency
+
+def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_size=32,
+                   compact=True):
+    """Latency (batch 1, median over `texts`) and throughput (batch `batch_size` over the same
+    `texts`) of every variant after `utils.compact.compact_model`, all timed round-robin in
+    this process by `utils.bench.time_variants`.
+
+    variants: {name: model directory or keras model}. A masked model whose zeros do not form
+    whole heads/neurons (unstructured magnitude) compacts to its own shapes: same cost as dense.
+    Returns a DataFrame (variant, parameters after compaction, heads, FFN neurons, timings).
+    """
+    from . import bench
+    from . import compact as compact_lib
+    loaded, info = {}, {}
+    for name, source in variants.items():
+        model = source if hasattr(source, "encoder_config") else model_lib.load_model(source)
+        if compact:
+            model = compact_lib.compact_model(model)
+        config = model.encoder_config
+        info[name] = {"variant": name, "parameters": model_lib.count_parameters(model),
+                      "nonzero_parameters": int(sum(np.count_nonzero(np.asarray(w))
+                                                    for w in model.weights)),
+                      "heads": int(sum(config.num_heads)),
+                      "ffn_neurons": int(sum(config.intermediate_sizes))}
+        loaded[name] = (bench.serving_fn(model), tokenizer)
+    timings = bench.time_variants(loaded, list(texts), max_length, rounds, list(texts),
+                                  batch_size)
+    return pd.DataFrame([{**info[n], **{k: timings[n][k] for k in
+                                         ("latency_ms_median", "latency_ms_p90",
+                                          "throughput_ex_per_s")}} for n in variants])
+
+
+def latency_variants(sweep_frame, model_dirs, dense_dir):
+    """{variant name: model directory} for the dense model and every retrained point of
+    `sweep_frame` whose directory exists: model_dirs = {method: directory holding
+    sparsity_XX}. Also returns the (method, target_sparsity) of each variant."""
+    from .baselines import sparsity_dir_name
+    variants, keys = {"dense": Path(dense_dir)}, {"dense": ("dense", 0.0)}
+    retrained = sweep_frame[sweep_frame.retrained.astype(bool)]
+    for (method, target), _ in retrained.groupby(["method", "target_sparsity"]):
+        if method not in model_dirs:
+            continue
+        directory = Path(model_dirs[method]) / sparsity_dir_name(target)
+        if (directory / "config.json").exists():
+            name = f"{method} @ {target:.0%}"
+            variants[name], keys[name] = directory, (method, float(target))
+    return variants, keys
+
+
+def attach_latency(sweep_frame, latency, keys, dense_metrics):
+    """Retrained rows of `sweep_frame` joined with their timings, plus a 'dense' row;
+    speedups relative to dense."""
+    latency = latency.copy()
+    latency["method"] = [keys[v][0] for v in latency.variant]
+    latency["target_sparsity"] = [keys[v][1] for v in latency.variant]
+    points = sweep_frame[sweep_frame.retrained.astype(bool)].copy()
+    points["target_sparsity"] = points.target_sparsity.astype(float)
+    dense = pd.DataFrame([{"method": "dense", "target_sparsity": 0.0, "retrained": True,
+                           "sparsity_encoder_linear": 0.0, "sparsity_total": 0.0,
+                           **{k: dense_metrics[k] for k in
+                              ("accuracy", "macro_f1", "macro_recall")}}])
+    merged = pd.concat([dense, points], ignore_index=True).merge(
+        latency, on=["method", "target_sparsity"], how="inner")
+    base = merged[merged.method == "dense"].iloc[0]
+    merged["latency_speedup_vs_dense"] = base.latency_ms_median / merged.latency_ms_median
+    merged["throughput_speedup_vs_dense"] = merged.throughput_ex_per_s / base.throughput_ex_per_s
+    return merged
+
+
+def pareto_front(frame, cost="latency_ms_median", quality="macro_f1"):
+    """Rows not dominated by another (no other is at most as costly and at least as good, and
+    strictly better in one), sorted by cost."""
+    rows = frame.sort_values([cost, quality], ascending=[True, False])
+    front, best = [], -np.inf
+    for index, row in rows.iterrows():
+        if row[quality] > best:
+            front.append(index)
+            best = row[quality]
+    return frame.loc[front].sort_values(cost)
+
+
+# ------------------------------------------------------------------ comparison table
+
+def comparison_table(points, dense_metrics, levels=LEVELS, latency=None):
+    """Best retrained point of each method at each matched sparsity level: the highest
+    macro-F1 among points whose encoder-linear sparsity is at least the level. Methods that
+    never reach a level get a row with reached=False and their highest sparsity.
+    latency: `attach_latency` output, to add each chosen point's timings."""
+    rows = []
+    retrained = points[points.retrained.astype(bool)]
+    for method, part in retrained.groupby("method", sort=False):
+        for level in levels:
+            above = part[part.sparsity_encoder_linear >= level - 1e-9]
+            row = {"level": level, "method": method, "reached": bool(len(above)),
+                   "max_sparsity_encoder_linear": float(part.sparsity_encoder_linear.max())}
+            if len(above):
+                best = above.sort_values(["macro_f1", "sparsity_encoder_linear"]).iloc[-1]
+                row.update({k: float(best[k]) for k in
+                            ("target_sparsity", "sparsity_encoder_linear", "sparsity_total",
+                             "accuracy", "macro_f1", "macro_recall")})
+                row["gap_to_dense_points"] = 100 * (dense_metrics["macro_f1"] - best.macro_f1)
+                if latency is not None:
+                    match = latency[(latency.method == method)
+                                    & np.isclose(latency.target_sparsity, best.target_sparsity)]
+                    if len(match):
+                        row.update({k: float(match.iloc[0][k]) for k in
+                                    ("latency_ms_median", "latency_speedup_vs_dense",
+                                     "throughput_ex_per_s", "throughput_speedup_vs_dense",
+                                     "parameters")})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["rank"] = table.groupby("level").macro_f1.rank(ascending=False, method="min")
+        table = table.sort_values(["level", "rank", "method"], na_position="last")
+    return table.reset_index(drop=True)
+
+
+def write_table(table, path):
+    with io.atomic_path(Path(path)) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)
+
+
+# ------------------------------------------------------------------ discussion
+
+def _gap(row):
+    gap = row.gap_to_dense_points
+    if abs(gap) < 0.05:
+        return "level with dense"
+    return f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} dense"
+
+
+def discussion(table, latency, dense_metrics, block="block", unstructured="magnitude_global"):
+    """Sentences (markdown) generated from the comparison table and the timings."""
+    lines = [f"Dense baseline: test macro-F1 {100 * dense_metrics['macro_f1']:.1f}%."]
+    for level, part in table.groupby("level"):
+        reached = part[part.reached].sort_values("macro_f1", ascending=False)
+        missing = part[~part.reached]
+        if not len(reached):
+            lines.append(f"- At ≥{level:.0%} encoder-linear sparsity no method has a point.")
+            continue
+        top = reached.iloc[0]
+        text = (f"- At ≥{level:.0%} encoder-linear sparsity the best retrained point is "
+                f"**{top.method}** (macro-F1 {100 * top.macro_f1:.1f}%, {_gap(top)})")
+        if block in set(reached.method):
+            b = reached[reached.method == block].iloc[0]
+            if top.method != block:
+                text += (f"; block pruning is rank {int(b['rank'])} of {len(reached)} with "
+                         f"{100 * b.macro_f1:.1f}% ({100 * (top.macro_f1 - b.macro_f1):.1f} "
+                         f"points behind)")
+            if "latency_speedup_vs_dense" in b and pd.notna(b.latency_speedup_vs_dense):
+                text += (f"; block pruning's compacted model runs at "
+                         f"{b.latency_speedup_vs_dense:.2f}x dense speed (batch-1 latency)")
+        elif block in set(missing.method):
+            text += "; block pruning has no point this sparse"
+        if len(missing):
+            text += (". Not reachable: " + ", ".join(
+                f"{m.method} (max {m.max_sparsity_encoder_linear:.0%})"
+                for m in missing.itertuples()))
+        lines.append(text + ".")
+    if latency is not None and len(latency):
+        dense = latency[latency.method == "dense"].iloc[0]
+        close = latency[(latency.method != "dense")
+                        & (latency.macro_f1 >= dense.macro_f1 - 0.01)]
+        if len(close):
+            fast = close.sort_values("latency_ms_median").iloc[0]
+            lines.append(f"- Fastest compacted variant within 1 point of dense macro-F1: "
+                         f"**{fast.variant}**, {fast.latency_ms_median:.2f} ms at batch 1 "
+                         f"({fast.latency_speedup_vs_dense:.2f}x dense, "
+                         f"{fast.throughput_speedup_vs_dense:.2f}x throughput).")
+        else:
+            lines.append("- No pruned variant stays within 1 point of dense macro-F1.")
+        magnitude = latency[latency.method == unstructured]
+        if len(magnitude):
+            m = magnitude.sort_values("sparsity_encoder_linear").iloc[-1]
+            text = (f"- Unstructured magnitude pruning at {m.sparsity_encoder_linear:.0%} "
+                    f"sparsity keeps {m.parameters:,.0f} of {dense.parameters:,.0f} parameters "
+                    f"after compaction and measures {m.latency_speedup_vs_dense:.2f}x dense "
+                    f"speed (batch-1 latency)")
+            if m.parameters == dense.parameters:
+                text += (": its zeros are scattered inside matrices that keep their shapes, so "
+                         "dense kernels do the same work"
+                         + (" (the difference from 1.00x is timing noise)"
+                            if abs(m.latency_speedup_vs_dense - 1) > 0.05 else ""))
+            lines.append(text + ".")
+        front = pareto_front(latency)
+        lines.append("- Pareto front (latency vs macro-F1): " + ", ".join(
+            f"{r.variant} ({r.latency_ms_median:.2f} ms, {100 * r.macro_f1:.1f}%)"
+            for r in front.itertuples()) + ".")
+    lines.append("- Caveats: one seed, one retraining budget for every method, points chosen "
+                 "on the test split (no separate selection split), CPU timings of this machine.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ figures
+
+def _styles(methods):
+    """The same colour and marker for a method in every figure."""
+    import matplotlib.pyplot as plt
+    from .baselines import METHODS
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "os^vD<>pPX*h"
+    order = ["dense", "block", *METHODS]
+    order += [m for m in methods if m not in order]
+    return {m: (colors[i % len(colors)], markers[i % len(markers)])
+            for i, m in enumerate(order)}
+
+
+def plot_methods_sparsity(points, dense_metrics, path=None):
+    """macro-F1 vs encoder-linear sparsity (left) and whole-model sparsity (right) for every
+    method: solid = retrained, dashed = pruned only."""
+    import matplotlib.pyplot as plt
+    from .plots import save_figure
+    styles = _styles(list(dict.fromkeys(points.method)))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
+    for ax, x in zip(axes, ("sparsity_encoder_linear", "sparsity_total")):
+        for (method, retrained), part in points.groupby(["method", "retrained"], sort=False):
+            color, marker = styles[method]
+            part = part.sort_values(x)
+            ax.plot(100 * part[x], 100 * part.macro_f1, marker=marker, color=color,
+                    ls="-" if retrained else "--", alpha=1 if retrained else 0.55,
+                    label=f"{method}, {'retrained' if retrained else 'pruned only'}")
+        ax.axhline(100 * dense_metrics["macro_f1"], color="k", lw=1, ls=":",
+                   label="dense baseline")
+        ax.set(xlabel=X_LABELS[x])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test macro-F1 (%)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_pareto(latency, path=None):
+    """Measured CPU latency (batch 1) and throughput (batch 32) vs macro-F1 of every compacted
+    retrained variant, with the Pareto front."""
+    import matplotlib.pyplot as plt
+    from .plots import save_figure
+    styles = _styles(list(dict.fromkeys(latency.method)))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
+    panels = (("latency_ms_median", "CPU latency, batch 1, median (ms)", True),
+              ("throughput_ex_per_s", "CPU throughput, batch 32 (tweets/s)", False))
+    for ax, (cost, label, lower_better) in zip(axes, panels):
+        for method, part in latency.groupby("method", sort=False):
+            color, marker = styles[method]
+            ax.scatter(part[cost], 100 * part.macro_f1, color=color,
+                       marker="*" if method == "dense" else marker,
+                       s=140 if method == "dense" else 40, label=method, zorder=3)
+            for row in part.itertuples():
+                if method != "dense":
+                    ax.annotate(f"{row.sparsity_encoder_linear:.0%}", (getattr(row, cost),
+                                100 * row.macro_f1), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+        frame = latency.assign(_cost=latency[cost] if lower_better else -latency[cost])
+        front = pareto_front(frame, cost="_cost")
+        # best macro-F1 attainable at this cost or better: constant until the next front point
+        ax.step(front[cost], 100 * front.macro_f1, where="post",
+                color="k", lw=1, alpha=0.6, label="Pareto front")
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test macro-F1 (%)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -434,3 +434,13 @@ def removable_heads_and_neurons(kernels, config):
         if ffn_in is not None:
             neurons[i] = np.flatnonzero(~ffn_in.any(axis=0) | ~ffn_out.any(axis=1)).tolist()
     return heads, neurons
+
+
+def all_group_norms(model, config):
+    """Every group norm of the model's prunable kernels, pooled by group kind (numpy)."""
+    norms = {}
+    for name, kernel in prunable_kernels(model, config.include_pooler).items():
+        for kind in config.group_kinds(name):
+            values = group_norms(np.asarray(kernel), config.num_blocks, kind, xp=np).ravel()
+            norms.setdefault(kind, []).append(values)
+    return {kind: np.concatenate(parts) for kind, parts in norms.items()}

@@ -336,7 +336,7 @@ def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
 def test_regularized_training_shrinks_group_norms_and_logs_terms(tokenizer):
     from utils import train
     model, data = tiny_setup(tokenizer)
-    config = PruningConfig(lambda_group=1e-2, lambda_polar=1e-3, lambda_warmup_fraction=0.0)
+    config = PruningConfig(lambda_group=5e-2, lambda_polar=1e-3, lambda_warmup_fraction=0.0)
     kernels = pruning.prunable_kernels(model)
     start = float(pruning.group_lasso_penalty(kernels, config))
     state = train.fine_tune(model, tokenizer, data,

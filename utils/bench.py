@@ -8,6 +8,11 @@ Variants (each a saved model directory, rebuilt from its own files):
   compact+vocab+first   same model, last layer computed at position 0 only (speed only)
   compact+vocab+int8    + Keras int8 weights (utils.quantize)
   dense+int8            the baseline with Keras int8 weights
+  dense+tflite-int8     the baseline exported to TFLite with dynamic-range int8 weights
+  compact+vocab+tflite  compact+vocab exported to TFLite, float32 (utils.tflite)
+  compact+vocab+tflite-int8   the same with dynamic-range int8 weights
+TFLite variants run in tf.lite.Interpreter with num_threads = os.cpu_count() (TF's default
+intra-op thread count here); their "weights" bytes are the .tflite file's size.
 
 Per variant: parameters, non-zero parameters, bytes on disk (raw and gzipped), bytes of weights
 in memory, resident-memory growth when loading and predicting (psutil RSS, in a fresh
@@ -36,8 +41,11 @@ import numpy as np
 from .io import REPO_ROOT, git_commit, write_json, write_text
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
-            "compact+vocab+int8", "dense+int8")
-MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json")
+            "compact+vocab+int8", "dense+int8", "dense+tflite-int8", "compact+vocab+tflite",
+            "compact+vocab+tflite-int8")
+MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json",
+               "model.tflite", "tflite.json")
+TFLITE_THREADS = os.cpu_count()
 TARGET_SPARSITY = 70
 
 
@@ -107,8 +115,15 @@ def make_smoke_models(directory, tokenizer, seed=0):
 # ------------------------------------------------------------------------------ prediction
 
 def serving_fn(model):
-    """One tf.function for all batch shapes (no retracing per padded length)."""
+    """One tf.function for all batch shapes (no retracing per padded length); for a
+    TFLiteClassifier its interpreter (which resizes its inputs per batch shape)."""
     import tensorflow as tf
+    from .tflite import TFLiteClassifier
+    if isinstance(model, TFLiteClassifier):
+        def predict_tflite(input_ids, attention_mask):
+            return model.predict_on_batch({"input_ids": input_ids,
+                                           "attention_mask": attention_mask})
+        return predict_tflite
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
     def predict(input_ids, attention_mask):
@@ -121,7 +136,7 @@ def predict_texts(fn, tokenizer, texts, max_length=64, batch_size=128):
     from . import batching
     batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
                                        batch_size=batch_size)
-    parts = [fn(b["input_ids"], b["attention_mask"]).numpy() for b in batches]
+    parts = [np.asarray(fn(b["input_ids"], b["attention_mask"])) for b in batches]
     logits = np.concatenate(parts)
     out = np.empty_like(logits)
     out[batches.order()] = logits
@@ -129,7 +144,11 @@ def predict_texts(fn, tokenizer, texts, max_length=64, batch_size=128):
 
 
 def load_variant(directory, base_tokenizer, first_token=False):
-    from . import compact, vocab
+    from . import compact, tflite, vocab
+    if tflite.is_tflite_dir(directory):
+        if first_token:
+            raise ValueError("first_token applies to Keras models, not to TFLite exports")
+        return tflite.load_tflite(directory, base_tokenizer, num_threads=TFLITE_THREADS)
     model, tokenizer = vocab.load_pruned(directory, base_tokenizer)
     if first_token:
         model = compact.first_token_classifier(model)
@@ -224,7 +243,7 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
         batches = [batches[i] for i in range(len(batches))]
         inputs[name] = (singles, batches)
         for x in singles[:3] + batches[:1]:                       # warm-up
-            fn(x["input_ids"], x["attention_mask"]).numpy()
+            np.asarray(fn(x["input_ids"], x["attention_mask"]))
     names = list(loaded)
     latencies = {n: [] for n in names}
     round_medians = {n: [] for n in names}
@@ -237,13 +256,13 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
             times = []
             for x in singles:
                 start = time.perf_counter()
-                fn(x["input_ids"], x["attention_mask"]).numpy()
+                np.asarray(fn(x["input_ids"], x["attention_mask"]))
                 times.append(time.perf_counter() - start)
             latencies[name].extend(times)
             round_medians[name].append(1000 * statistics.median(times))
             start = time.perf_counter()
             for x in batches:
-                fn(x["input_ids"], x["attention_mask"]).numpy()
+                np.asarray(fn(x["input_ids"], x["attention_mask"]))
             throughputs[name].append(len(throughput_texts) / (time.perf_counter() - start))
         log(f"timing round {r + 1}/{rounds}: " + ", ".join(
             f"{n} {round_medians[n][-1]:.2f} ms" for n in names))
@@ -259,7 +278,7 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
 def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
     """Save the derived variants under work_dir; returns {name: (directory, first_token)} and
     the compaction report."""
-    from . import compact, model as model_lib, quantize, vocab
+    from . import compact, model as model_lib, quantize, tflite, vocab
     work_dir = Path(work_dir)
     log(f"compacting {pruned_dir}")
     masked = model_lib.load_model(pruned_dir)
@@ -272,23 +291,31 @@ def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
     log(f"vocabulary {len(tokenizer)} -> {len(remapped)} ids")
     vocab.save_pruned(small, remapped, work_dir / "compact_vocab")
     vocab.save_pruned(quantize.quantized_copy(small), remapped, work_dir / "compact_vocab_int8")
-    log("quantizing the dense model to int8")
-    quantize.save_model(quantize.quantized_copy(model_lib.load_model(dense_dir)),
-                        work_dir / "dense_int8")
-    del masked, compacted, small
+    log("exporting compact+vocab to TFLite (float32 and dynamic-range int8)")
+    tflite.save_tflite(small, work_dir / "compact_vocab_tflite", remapped, quantize=None)
+    tflite.save_tflite(small, work_dir / "compact_vocab_tflite_int8", remapped,
+                       quantize="dynamic_range")
+    log("quantizing the dense model to int8 (Keras, and TFLite dynamic range)")
+    dense = model_lib.load_model(dense_dir)
+    quantize.save_model(quantize.quantized_copy(dense), work_dir / "dense_int8")
+    tflite.save_tflite(dense, work_dir / "dense_tflite_int8", tokenizer, quantize="dynamic_range")
+    del masked, compacted, small, dense
     dirs = {"dense": (Path(dense_dir), False), "masked": (Path(pruned_dir), False),
             "compact": (work_dir / "compact", False),
             "compact+vocab": (work_dir / "compact_vocab", False),
             "compact+vocab+first": (work_dir / "compact_vocab", True),
             "compact+vocab+int8": (work_dir / "compact_vocab_int8", False),
-            "dense+int8": (work_dir / "dense_int8", False)}
+            "dense+int8": (work_dir / "dense_int8", False),
+            "dense+tflite-int8": (work_dir / "dense_tflite_int8", False),
+            "compact+vocab+tflite": (work_dir / "compact_vocab_tflite", False),
+            "compact+vocab+tflite-int8": (work_dir / "compact_vocab_tflite_int8", False)}
     return dirs, report
 
 
 def run(args):
     import keras
     import tensorflow as tf
-    from . import evaluation, model as model_lib, quantize
+    from . import evaluation, model as model_lib, quantize, tflite
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
     out_dir = Path(args.out_dir)
@@ -324,8 +351,19 @@ def run(args):
         log(f"{name}: loading {directory} and evaluating on {len(test_texts)} test tweets")
         model, tok = load_variant(directory, tokenizer, first_token)
         base = model.base if first_token else model
-        # int8 scales are storage overhead, not parameters (they do count in weight_bytes)
-        weights = [np.asarray(w) for w in base.weights if not w.path.endswith("_scale")]
+        if isinstance(base, tflite.TFLiteClassifier):
+            # counted on the float model at export; the flatbuffer holds the weights
+            parameters = base.metadata["parameters"]
+            nonzero = base.metadata["nonzero_parameters"]
+            weight_bytes = base.file_bytes
+            mode = f"tflite-{base.metadata['quantize'] or 'float32'}"
+        else:
+            # int8 scales are storage overhead, not parameters (they do count in weight_bytes)
+            weights = [np.asarray(w) for w in base.weights if not w.path.endswith("_scale")]
+            parameters = int(sum(w.size for w in weights))
+            nonzero = int(sum(np.count_nonzero(w) for w in weights))
+            weight_bytes = quantize.weight_bytes(base)
+            mode = quantize.quantization_mode(base) or "float32"
         raw, zipped = disk_bytes(directory)
         fn = serving_fn(model)
         logits[name] = predict_texts(fn, tok, test_texts, args.max_length)
@@ -333,20 +371,20 @@ def run(args):
         config = base.encoder_config
         results[name] = {
             "directory": str(directory), "first_token_last_layer": first_token,
-            "quantization": quantize.quantization_mode(base) or "float32",
+            "quantization": mode,
             "num_heads": config.num_heads, "intermediate_sizes": config.intermediate_sizes,
             "vocab_size": config.vocab_size,
-            "parameters": int(sum(w.size for w in weights)),
-            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights)),
-            "disk_bytes": raw, "disk_bytes_gzip": zipped,
-            "weight_bytes": quantize.weight_bytes(base),
+            "parameters": parameters, "nonzero_parameters": nonzero,
+            "disk_bytes": raw, "disk_bytes_gzip": zipped, "weight_bytes": weight_bytes,
             "flops_per_token": flops_per_token(config, mean_length, first_token),
             **{k: metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
         }
         loaded[name] = (fn, tok)
     reference = {"masked": "dense", "compact": "masked", "compact+vocab": "compact",
                  "compact+vocab+first": "compact+vocab", "compact+vocab+int8": "compact+vocab",
-                 "dense+int8": "dense"}
+                 "dense+int8": "dense", "dense+tflite-int8": "dense",
+                 "compact+vocab+tflite": "compact+vocab",
+                 "compact+vocab+tflite-int8": "compact+vocab"}
     for name, ref in reference.items():
         if name in logits and ref in logits:
             diff = np.abs(logits[name] - logits[ref])
@@ -394,6 +432,7 @@ def run(args):
                  "keras": keras.__version__,
                  "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                 "tflite_threads": TFLITE_THREADS,
                  "seconds": time.time() - started},
         "compaction": report,
         "variants": results,

@@ -1,0 +1,263 @@
+"""TensorFlow Lite export of a `build_classifier` model: float32 or dynamic-range int8.
+
+Why: Keras 3's `model.quantize("int8")` (utils.quantize) makes the weights 4x smaller but runs
+2-4x *slower* than float on CPU (activations are quantized on the fly by ordinary TF ops and
+TF's int8 matmul is slow). TFLite's dynamic-range quantization stores the same kind of weights
+and runs them with its own hybrid kernels.
+
+`export_tflite(model, path, quantize)` traces the model once for inputs of shape [batch, length]
+(both dynamic), freezes the weights into constants and converts with builtin TFLite ops only
+(the exact-erf GELU maps to TFLite's GELU builtin). quantize="dynamic_range" sets
+`optimizations = [tf.lite.Optimize.DEFAULT]` with no representative dataset: fully connected
+kernels become int8 with one scale per output unit, the word and position embedding tables
+int8 with one scale per table (GATHER reads int8 rows, DEQUANTIZE converts only those rows);
+activations, LayerNorms and biases stay float32. MiniLM: 91.0 MB -> 23.2 MB.
+
+`TFLiteClassifier(path, num_threads)` runs the flatbuffer with `tf.lite.Interpreter`, resizing
+its inputs when a batch's shape changes, and offers `predict_on_batch({"input_ids",
+"attention_mask"}) -> logits` so utils.train's `evaluate` / `predict_logits` accept it.
+
+A model directory (`save_tflite` / `load_tflite`): model.tflite, config.json (the
+EncoderConfig, for FLOP counts), tflite.json (mode, parameter counts, TF version) and, for a
+vocabulary-pruned model, vocab_map.json in utils.vocab's format.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import model as model_lib
+from . import vocab as vocab_lib
+from .io import atomic_path, read_json, write_json
+
+TFLITE_FILE = "model.tflite"
+METADATA_FILE = "tflite.json"
+QUANTIZE_MODES = (None, "dynamic_range")
+INPUT_NAMES = ("input_ids", "attention_mask")
+# Measured on tiny random models (tests/test_tflite.py) and MiniLM: float TFLite matches Keras
+# to ~1e-6; dynamic-range int8 moves logits by a few percent of their largest magnitude.
+FLOAT_TOLERANCE = 1e-4
+DYNAMIC_RANGE_RELATIVE_TOLERANCE = 0.1
+
+
+# ------------------------------------------------------------------------------ export
+
+@contextlib.contextmanager
+def _new_axes_as_expand_dims():
+    """While tracing, index tensors like `x[:, None, None, :]` with ExpandDims ops.
+
+    TF lowers such an index to one StridedSlice with new_axis_mask, which TFLite can only
+    rewrite into builtins when at most one dimension is dynamic; with dynamic batch *and*
+    length (the attention mask in utils.model.SelfAttention) the converter would need the
+    Select-TF-ops (Flex) runtime, which tf.lite.Interpreter here lacks. Same values, other ops.
+    """
+    import tensorflow as tf
+    original = tf.Tensor.__getitem__
+
+    def getitem(tensor, index):
+        if not (isinstance(index, tuple) and any(i is None for i in index)) \
+                or any(i is Ellipsis for i in index):
+            return original(tensor, index)
+        new_axes, axis = [], 0
+        for item in index:
+            if item is None:
+                new_axes.append(axis)
+                axis += 1
+            elif isinstance(item, slice):
+                axis += 1           # an integer index removes its axis
+        rest = tuple(i for i in index if i is not None)
+        out = tensor if all(i == slice(None) for i in rest) else original(tensor, rest)
+        for position in new_axes:   # ascending output positions: each counts earlier ones
+            out = tf.expand_dims(out, position)
+        return out
+
+    tf.Tensor.__getitem__ = getitem
+    try:
+        yield
+    finally:
+        tf.Tensor.__getitem__ = original
+
+
+def _frozen_function(model):
+    """(the model as a concrete function of (input_ids, attention_mask) int32 [None, None]
+    with its weights folded into constants, the tf.function it came from)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    spec = [tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES]
+
+    @tf.function(input_signature=spec)
+    def serve(input_ids, attention_mask):
+        return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
+
+    with _new_axes_as_expand_dims():
+        concrete = serve.get_concrete_function()
+    # Keras 3 variables are not picked up by the converter's own freezing (they would stay
+    # resource variables and read as uninitialised), so fold them here.
+    return convert_variables_to_constants_v2(concrete), serve
+
+
+def convert(model, quantize="dynamic_range"):
+    """The TFLite flatbuffer (bytes) of a float `build_classifier` model."""
+    import tensorflow as tf
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize={quantize!r}: supported modes are {QUANTIZE_MODES}")
+    if any(str(w.dtype) == "int8" for w in model.weights):
+        raise ValueError("export the float model: TFLite quantizes it itself (Keras int8 "
+                         "layers' int8 x int8 matmuls have no TFLite builtin)")
+    frozen, serve = _frozen_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], serve)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]   # no representative dataset
+    return converter.convert()
+
+
+def export_tflite(model, path, quantize="dynamic_range"):
+    """Write `model` as a .tflite file at `path` (atomically); returns the path."""
+    flatbuffer = convert(model, quantize)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(flatbuffer)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------ inference
+
+class TFLiteClassifier:
+    """A .tflite classifier with the Keras-model methods the project's evaluation uses.
+
+    `predict_on_batch(inputs)` (inputs: dict with int input_ids / attention_mask of shape
+    [batch, length]) -> float32 logits [batch, num_labels]; calling the object does the same.
+    Input tensors are resized (and the interpreter's buffers re-allocated) only when the
+    batch shape changes.
+    """
+
+    def __init__(self, path, num_threads=None):
+        import tensorflow as tf
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path} does not exist")
+        self.num_threads = num_threads
+        with warnings.catch_warnings():   # "deprecated, use ai_edge_litert": still works
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            self.interpreter = tf.lite.Interpreter(model_path=str(self.path),
+                                                   num_threads=num_threads)
+        details = self.interpreter.get_input_details()
+        self._inputs = {}
+        for name in INPUT_NAMES:
+            matches = [d["index"] for d in details if name in d["name"]]
+            if len(matches) != 1:
+                raise ValueError(f"{self.path}: expected one input named like {name!r}, "
+                                 f"found {[d['name'] for d in details]}")
+            self._inputs[name] = matches[0]
+        outputs = self.interpreter.get_output_details()
+        if len(outputs) != 1:
+            raise ValueError(f"{self.path}: expected one output (logits), found {len(outputs)}")
+        self._output = outputs[0]["index"]
+        self._shape = None
+        self.encoder_config = None          # load_tflite sets these from the directory's
+        self.metadata = {}                  # config.json and tflite.json
+
+    def predict_on_batch(self, inputs):
+        arrays = {name: np.ascontiguousarray(np.asarray(inputs[name]), dtype=np.int32)
+                  for name in INPUT_NAMES}
+        shape = arrays["input_ids"].shape
+        if arrays["attention_mask"].shape != shape or len(shape) != 2:
+            raise ValueError(f"input_ids {shape} and attention_mask "
+                             f"{arrays['attention_mask'].shape} must be equal [batch, length]")
+        if shape != self._shape:
+            for name in INPUT_NAMES:
+                self.interpreter.resize_tensor_input(self._inputs[name], shape, strict=True)
+            self.interpreter.allocate_tensors()
+            self._shape = shape
+        for name in INPUT_NAMES:
+            self.interpreter.set_tensor(self._inputs[name], arrays[name])
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output).copy()
+
+    __call__ = predict_on_batch
+
+    @property
+    def file_bytes(self):
+        return self.path.stat().st_size
+
+    def __repr__(self):
+        return f"TFLiteClassifier({str(self.path)!r}, num_threads={self.num_threads})"
+
+
+# ------------------------------------------------------------------------------ directories
+
+def is_tflite_dir(directory):
+    return (Path(directory) / TFLITE_FILE).exists()
+
+
+def save_tflite(model, directory, tokenizer=None, quantize="dynamic_range"):
+    """A model directory holding the .tflite export of the float `model`, its config.json,
+    tflite.json and, if `tokenizer` is a utils.vocab RemappedTokenizer, the vocab map
+    (utils.vocab's vocab_map.json format). All-or-nothing."""
+    import tensorflow as tf
+    flatbuffer = convert(model, quantize)
+    weights = [np.asarray(w) for w in model.weights]
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        (tmp / TFLITE_FILE).write_bytes(flatbuffer)
+        model.encoder_config.save(tmp / model_lib.CONFIG_FILE)
+        write_json(tmp / METADATA_FILE, {
+            "quantize": quantize, "tensorflow": tf.__version__,
+            "parameters": int(sum(w.size for w in weights)),
+            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))})
+        if isinstance(tokenizer, vocab_lib.RemappedTokenizer):
+            _write_vocab_map(tokenizer, tmp)
+
+
+def load_tflite(directory, base_tokenizer=None, num_threads=None):
+    """(TFLiteClassifier, tokenizer) from a `save_tflite` directory: the tokenizer is the
+    RemappedTokenizer of its vocab map if it has one, else `base_tokenizer`."""
+    directory = Path(directory)
+    classifier = TFLiteClassifier(directory / TFLITE_FILE, num_threads=num_threads)
+    if (directory / model_lib.CONFIG_FILE).exists():
+        classifier.encoder_config = model_lib.EncoderConfig.load(
+            directory / model_lib.CONFIG_FILE)
+    if (directory / METADATA_FILE).exists():
+        classifier.metadata = read_json(directory / METADATA_FILE)
+    tokenizer = base_tokenizer
+    if (directory / vocab_lib.VOCAB_MAP_FILE).exists():
+        if base_tokenizer is None:
+            raise ValueError(f"{directory} has a pruned vocabulary: pass the base tokenizer")
+        vocab_size = classifier.encoder_config.vocab_size if classifier.encoder_config else None
+        tokenizer = _read_vocab_map(directory, base_tokenizer, vocab_size)
+    return classifier, tokenizer
+
+
+# utils.vocab.save_pruned / load_pruned write and check vocab_map.json inline, next to the Keras
+# weights; these two do the same for a directory without Keras weights. TODO: move them into
+# utils.vocab (save_vocab_map / load_vocab_map) and have save_pruned / load_pruned call them.
+
+def _write_vocab_map(tokenizer, directory):
+    write_json(Path(directory) / vocab_lib.VOCAB_MAP_FILE, {
+        "kept_ids": tokenizer.kept_ids.tolist(),
+        "base_vocab_size": tokenizer.base_vocab_size,
+        "base_name_or_path": str(tokenizer.name_or_path),
+        "tokens_sha256": tokenizer.fingerprint(),
+    })
+
+
+def _read_vocab_map(directory, base_tokenizer, vocab_size=None):
+    vocab_map = read_json(Path(directory) / vocab_lib.VOCAB_MAP_FILE)
+    if len(base_tokenizer) != vocab_map["base_vocab_size"]:
+        raise ValueError(f"{directory} was pruned from a tokenizer with "
+                         f"{vocab_map['base_vocab_size']} ids ({vocab_map['base_name_or_path']}),"
+                         f" but the given one has {len(base_tokenizer)}")
+    if vocab_lib.tokens_fingerprint(base_tokenizer, vocab_map["kept_ids"]) \
+            != vocab_map["tokens_sha256"]:
+        raise ValueError(f"{directory}: the given tokenizer's tokens differ from those of "
+                         f"{vocab_map['base_name_or_path']}, the tokenizer it was pruned with")
+    tokenizer = vocab_lib.RemappedTokenizer(base_tokenizer, vocab_map["kept_ids"])
+    if vocab_size is not None and len(tokenizer) != vocab_size:
+        raise ValueError(f"{directory}: vocab map has {len(tokenizer)} ids, the model "
+                         f"{vocab_size} embedding rows")
+    return tokenizer

@@ -255,3 +255,18 @@ def test_training_step_reduces_loss_and_stays_finite():
     history = model.fit(inputs, labels, batch_size=8, epochs=5, verbose=0)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_saved_model_holds_no_optimizer_state(tmp_path, tokenizer):
+    from utils import train
+    model = M.build_classifier(M.tiny_config(tokenizer.vocab_size))
+    train.compile_for_training(model, train.TrainConfig(), steps_per_epoch=1)
+    M.save_model(model, tmp_path / "compiled")
+    M.save_model(M.build_classifier(M.tiny_config(tokenizer.vocab_size)), tmp_path / "plain")
+    compiled, plain = ((tmp_path / d / "model.weights.h5").stat().st_size
+                       for d in ("compiled", "plain"))
+    assert compiled < 1.1 * plain
+    reloaded = M.load_model(tmp_path / "compiled")
+    for a, b in zip(model.get_weights(), reloaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(reloaded, keras.Model)

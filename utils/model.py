@@ -429,6 +429,12 @@ def count_parameters(model, trainable_only=False):
 def save_model(model, directory):
     """Write `config.json` (the EncoderConfig, including per-layer widths) and `model.weights.h5`
     into `directory`, replacing it atomically."""
+    if getattr(model, "optimizer", None) is not None:
+        # Keras writes a compiled model's optimizer slots into .weights.h5 too (3x the size
+        # with Adam); a saved model is the weights alone, so save an optimizer-free copy.
+        clean = build_classifier(model.encoder_config)
+        clean.set_weights(model.get_weights())
+        model = clean
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         model.encoder_config.save(tmp / CONFIG_FILE)

@@ -211,7 +211,7 @@ def save_tflite(model, directory, tokenizer=None, quantize="dynamic_range"):
             "parameters": int(sum(w.size for w in weights)),
             "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))})
         if isinstance(tokenizer, vocab_lib.RemappedTokenizer):
-            _write_vocab_map(tokenizer, tmp)
+            vocab_lib.write_vocab_map(tokenizer, tmp)
 
 
 def load_tflite(directory, base_tokenizer=None, num_threads=None):
@@ -229,35 +229,5 @@ def load_tflite(directory, base_tokenizer=None, num_threads=None):
         if base_tokenizer is None:
             raise ValueError(f"{directory} has a pruned vocabulary: pass the base tokenizer")
         vocab_size = classifier.encoder_config.vocab_size if classifier.encoder_config else None
-        tokenizer = _read_vocab_map(directory, base_tokenizer, vocab_size)
+        tokenizer = vocab_lib.read_vocab_map(directory, base_tokenizer, vocab_size)
     return classifier, tokenizer
-
-
-# utils.vocab.save_pruned / load_pruned write and check vocab_map.json inline, next to the Keras
-# weights; these two do the same for a directory without Keras weights. TODO: move them into
-# utils.vocab (save_vocab_map / load_vocab_map) and have save_pruned / load_pruned call them.
-
-def _write_vocab_map(tokenizer, directory):
-    write_json(Path(directory) / vocab_lib.VOCAB_MAP_FILE, {
-        "kept_ids": tokenizer.kept_ids.tolist(),
-        "base_vocab_size": tokenizer.base_vocab_size,
-        "base_name_or_path": str(tokenizer.name_or_path),
-        "tokens_sha256": tokenizer.fingerprint(),
-    })
-
-
-def _read_vocab_map(directory, base_tokenizer, vocab_size=None):
-    vocab_map = read_json(Path(directory) / vocab_lib.VOCAB_MAP_FILE)
-    if len(base_tokenizer) != vocab_map["base_vocab_size"]:
-        raise ValueError(f"{directory} was pruned from a tokenizer with "
-                         f"{vocab_map['base_vocab_size']} ids ({vocab_map['base_name_or_path']}),"
-                         f" but the given one has {len(base_tokenizer)}")
-    if vocab_lib.tokens_fingerprint(base_tokenizer, vocab_map["kept_ids"]) \
-            != vocab_map["tokens_sha256"]:
-        raise ValueError(f"{directory}: the given tokenizer's tokens differ from those of "
-                         f"{vocab_map['base_name_or_path']}, the tokenizer it was pruned with")
-    tokenizer = vocab_lib.RemappedTokenizer(base_tokenizer, vocab_map["kept_ids"])
-    if vocab_size is not None and len(tokenizer) != vocab_size:
-        raise ValueError(f"{directory}: vocab map has {len(tokenizer)} ids, the model "
-                         f"{vocab_size} embedding rows")
-    return tokenizer

@@ -175,12 +175,35 @@ def save_pruned(model, tokenizer, directory):
     """Model (float or int8) + vocab_map.json in `directory`, written all-or-nothing."""
     with atomic_path(directory) as tmp:
         quantize_lib.save_model(model, tmp)
-        write_json(tmp / VOCAB_MAP_FILE, {
-            "kept_ids": tokenizer.kept_ids.tolist(),
-            "base_vocab_size": tokenizer.base_vocab_size,
-            "base_name_or_path": str(tokenizer.name_or_path),
-            "tokens_sha256": tokenizer.fingerprint(),
-        })
+        write_vocab_map(tokenizer, tmp)
+
+
+def write_vocab_map(tokenizer, directory):
+    """vocab_map.json for a RemappedTokenizer: kept ids and a hash of their token strings."""
+    write_json(Path(directory) / VOCAB_MAP_FILE, {
+        "kept_ids": tokenizer.kept_ids.tolist(),
+        "base_vocab_size": tokenizer.base_vocab_size,
+        "base_name_or_path": str(tokenizer.name_or_path),
+        "tokens_sha256": tokenizer.fingerprint(),
+    })
+
+
+def read_vocab_map(directory, base_tokenizer, vocab_size=None):
+    """The RemappedTokenizer of `directory`'s vocab_map.json, checked against the base
+    tokenizer (size and token hash) and, if given, the model's embedding rows."""
+    vocab_map = read_json(Path(directory) / VOCAB_MAP_FILE)
+    if len(base_tokenizer) != vocab_map["base_vocab_size"]:
+        raise ValueError(f"{directory} was pruned from a tokenizer with "
+                         f"{vocab_map['base_vocab_size']} ids ({vocab_map['base_name_or_path']}),"
+                         f" but the given one has {len(base_tokenizer)}")
+    if tokens_fingerprint(base_tokenizer, vocab_map["kept_ids"]) != vocab_map["tokens_sha256"]:
+        raise ValueError(f"{directory}: the given tokenizer's tokens differ from those of "
+                         f"{vocab_map['base_name_or_path']}, the tokenizer it was pruned with")
+    tokenizer = RemappedTokenizer(base_tokenizer, vocab_map["kept_ids"])
+    if vocab_size is not None and len(tokenizer) != vocab_size:
+        raise ValueError(f"{directory}: vocab map has {len(tokenizer)} ids, the model "
+                         f"{vocab_size} embedding rows")
+    return tokenizer
 
 
 def load_pruned(directory, base_tokenizer):
@@ -190,16 +213,4 @@ def load_pruned(directory, base_tokenizer):
     model = quantize_lib.load_model(directory)
     if not (directory / VOCAB_MAP_FILE).exists():
         return model, base_tokenizer
-    vocab_map = read_json(directory / VOCAB_MAP_FILE)
-    if len(base_tokenizer) != vocab_map["base_vocab_size"]:
-        raise ValueError(f"{directory} was pruned from a tokenizer with "
-                         f"{vocab_map['base_vocab_size']} ids ({vocab_map['base_name_or_path']}),"
-                         f" but the given one has {len(base_tokenizer)}")
-    if tokens_fingerprint(base_tokenizer, vocab_map["kept_ids"]) != vocab_map["tokens_sha256"]:
-        raise ValueError(f"{directory}: the given tokenizer's tokens differ from those of "
-                         f"{vocab_map['base_name_or_path']}, the tokenizer it was pruned with")
-    tokenizer = RemappedTokenizer(base_tokenizer, vocab_map["kept_ids"])
-    if len(tokenizer) != model.encoder_config.vocab_size:
-        raise ValueError(f"{directory}: vocab map has {len(tokenizer)} ids, the model "
-                         f"{model.encoder_config.vocab_size} embedding rows")
-    return model, tokenizer
+    return model, read_vocab_map(directory, base_tokenizer, model.encoder_config.vocab_size)

@@ -1,4 +1,4 @@
-"""Notebooks 01-04 end to end under papermill in SMOKE mode (tiny random encoder)."""
+"""Notebooks 01-06 end to end under papermill in SMOKE mode (tiny random encoder)."""
 import json
 from pathlib import Path
 
@@ -119,3 +119,25 @@ def test_05_results_smoke(smoke_dirs):
     assert set(table.level) == {0.5, 0.7, 0.9} and table[table.level == 0.5].reached.all()
     for fig in ("05_methods_sparsity_vs_f1.png", "05_pareto_latency_vs_f1.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
+
+
+def test_06_demo_smoke(smoke_dirs):
+    """Independent of the chain: SMOKE saves its own tiny models under a temporary root."""
+    out = run_notebook("06_demo.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                       FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]))
+    record = json.loads((smoke_dirs["results"] / "demo.json").read_text())
+    assert record["smoke"] is True and record["time_to_first_answer_s"] > 0
+    assert [r["model"] for r in record["models"]] == ["dense", "compact", "compact+int8"]
+    assert all(r["errors"] == 0 and r["latency_ms_median"] > 0 for r in record["models"])
+    assert (smoke_dirs["figures"] / "06_demo_latency.png").stat().st_size > 1000
+    printed = "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
+                      for o in c.get("outputs", []))
+    assert "The text is empty" not in printed     # every example is a real tweet-like text
+    assert "truncated to the first 64" in printed  # the long example says it was cut
+
+
+def test_06_demo_says_what_to_run_when_models_are_missing(smoke_dirs, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        run_notebook("06_demo.ipynb", smoke_dirs["nb"], SMOKE=False, ROOT=str(tmp_path),
+                     DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
+    assert "MissingModelsError" in str(error.value) and "utils.bench" in str(error.value)

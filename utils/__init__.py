@@ -11,7 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _SUBMODULES = ("data", "model", "batching", "train", "evaluation", "plots", "io", "pruning",
-               "sweep")
+               "sweep", "compact", "vocab", "quantize", "tflite", "bench", "baselines",
+               "comparison", "demo", "report")
 
 
 def __getattr__(name):

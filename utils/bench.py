@@ -157,8 +157,13 @@ def load_variant(directory, base_tokenizer, first_token=False):
 
 # ------------------------------------------------------------------------------ sizes, FLOPs
 
+def model_files(directory):
+    return [Path(directory) / name for name in MODEL_FILES if (Path(directory) / name).exists()]
+
+
 def disk_bytes(directory):
-    files = [Path(directory) / name for name in MODEL_FILES if (Path(directory) / name).exists()]
+    """(raw, gzipped) bytes of the model directory's files."""
+    files = model_files(directory)
     raw = sum(f.stat().st_size for f in files)
     zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in files)
     return int(raw), int(zipped)

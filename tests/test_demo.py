@@ -1,0 +1,167 @@
+"""The live demo's logic (utils.demo), its widget driven programmatically, and its CLI."""
+import math
+
+import numpy as np
+import pytest
+
+from utils import batching, data, demo, model as model_lib
+
+TEXTS = ["@united thanks the crew was great", "delayed again, lost my bag", "on my way to LAX",
+         "great service today :)"]
+
+
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("demo")
+    demo.make_smoke_models(root, tokenizer, TEXTS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(smoke_root):
+    return demo.load_models(root=smoke_root)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   \n\t ", "empty"), (None, "got NoneType"), (42, "got int"),
+    (["a tweet"], "got list")])
+def test_bad_input_gives_a_message_not_an_exception(models, text, message):
+    answer = demo.classify(text, models)
+    assert message in answer.error
+    assert answer.answers == []
+    assert message in demo.format_text(answer) and message in demo.format_html(answer)
+
+
+def test_notes_say_what_was_done_to_the_text():
+    _, notes = demo.prepare_text("@delta see https://t.co/xyz 😂")
+    joined = " | ".join(notes)
+    assert "@USER" in joined and "HTTPURL" in joined and ":face_with_tears_of_joy:" in joined
+    assert demo.prepare_text("plain words")[1] == []
+    assert any("non-Latin" in n for n in demo.prepare_text("今日はフライトが遅れた")[1])
+    assert not any("non-Latin" in n for n in demo.prepare_text("¡Gracias por todo, señor!")[1])
+    long_notes = demo.prepare_text("x" * (demo.MAX_CHARS + 10))[1]
+    assert any(f"{demo.MAX_CHARS:,}" in n for n in long_notes)
+
+
+def test_answers_match_the_saved_models_called_directly(models, smoke_root, tokenizer):
+    """The demo's pipeline (normalise, encode, predict, softmax) against a numpy softmax of
+    the dense model's own logits, loaded independently from its directory."""
+    text = "@AmericanAir worst flight ever, 3 hours late https://t.co/x"
+    answer = demo.classify(text, models)
+    dense = model_lib.load_model(smoke_root / demo.DEFAULT_MODELS["dense"][0])
+    ids, _ = batching.encode_texts(tokenizer, [data.clean_text(text)], 64)
+    logits = np.asarray(dense.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    got = answer.answers[0]
+    assert got.model == "dense" and not got.error
+    np.testing.assert_allclose(list(got.probabilities.values()), expected, atol=1e-5)
+    assert got.label == data.LABELS[int(np.argmax(expected))]
+    for a in answer.answers:
+        assert not a.error, a.error
+        assert math.isclose(sum(a.probabilities.values()), 1.0, abs_tol=1e-5)
+        assert a.latency_ms > 0
+    assert [a.model for a in answer.answers] == list(demo.DEFAULT_MODELS)
+
+
+def test_compact_model_answers_like_the_masked_model_it_came_from(models, smoke_root, tokenizer):
+    import tempfile
+    from utils import bench
+    with tempfile.TemporaryDirectory() as scratch:
+        _, masked_dir = bench.make_smoke_models(scratch, tokenizer)   # same seed: same weights
+        masked = model_lib.load_model(masked_dir)
+        text = "on my way to LAX"
+        ids, _ = batching.encode_texts(tokenizer, [text], 64)
+        logits = np.asarray(masked.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    compact = demo.answer_with(models[1], text)
+    np.testing.assert_allclose(list(compact.probabilities.values()), expected, atol=1e-5)
+
+
+def test_long_text_is_truncated_and_says_so(models):
+    answer = demo.classify("waiting " * 200, models)
+    assert answer.tokens > demo.MAX_LENGTH
+    assert any(f"first {demo.MAX_LENGTH} of {answer.tokens} tokens" in n for n in answer.notes)
+    assert all(not a.error for a in answer.answers)
+
+
+@pytest.mark.parametrize("text", ["😂😂😂", "今日はフライトが遅れた", "@a @b @c", "http://x.co " * 3,
+                                  "a", "\u200b", "<script>alert(1)</script>"])
+def test_anything_typed_gets_an_answer_or_a_message(models, text):
+    answer = demo.classify(text, models)
+    if answer.error:
+        assert not answer.answers
+    else:
+        assert all(not a.error and a.label in data.LABELS for a in answer.answers)
+    assert "<script>" not in demo.format_html(answer)
+
+
+def test_pruned_vocabulary_reports_unknown_word_pieces(models):
+    answer = demo.classify("zygomorphic xylophone quartermaster", models)
+    by_model = {a.model: a for a in answer.answers}
+    assert by_model["compact+int8"].unknown_tokens > by_model["dense"].unknown_tokens
+    assert any(n.startswith("compact+int8:") and "[UNK]" in n for n in answer.notes)
+
+
+def test_a_failing_model_is_reported_and_the_others_still_answer(models):
+    def broken(input_ids, attention_mask):
+        raise RuntimeError("interpreter exploded")
+    bad = demo.DemoModel("broken", "", models[0].directory, broken, models[0].tokenizer, 0, 1)
+    answer = demo.classify("hello", [models[0], bad])
+    assert not answer.answers[0].error
+    assert "interpreter exploded" in answer.answers[1].error
+    assert "interpreter exploded" in demo.format_text(answer)
+
+
+def test_missing_models_name_the_directory_and_the_command(tmp_path, capsys):
+    with pytest.raises(demo.MissingModelsError) as error:
+        demo.load_models(root=tmp_path)
+    message = str(error.value)
+    for name, (path, _, command) in demo.DEFAULT_MODELS.items():
+        assert str(tmp_path / path) in message and command in message
+    assert demo.main(["--root", str(tmp_path), "hi"]) == 2
+    assert "utils.bench" in capsys.readouterr().err
+
+
+def test_size_lines_read_the_directories(models):
+    lines = demo.size_lines(models)
+    assert len(lines) == 3
+    sizes = [m.disk_bytes for m in models]
+    assert sizes[2] < sizes[0]       # int8 TFLite of a compact model is smaller than the dense one
+    assert f"{sizes[0] / 1e6:.1f} MB" in lines[0] and "smaller than dense" in lines[2]
+
+
+def test_widget_driven_programmatically(models, monkeypatch):
+    box = demo.build_widget(models, examples=["@delta lost my bag again", "thanks!"])
+    box.text.value = "@united thanks the crew was great"
+    box.button.click()
+    for m in models:
+        assert m.name in box.result.value
+    assert " ms" in box.result.value
+    box.text.value = "   "
+    box.button.click()
+    assert "empty" in box.result.value
+    box.examples.value = "@delta lost my bag again"
+    assert box.text.value == "@delta lost my bag again" and "dense" in box.result.value
+
+    def explode(*args, **kwargs):
+        raise MemoryError("out of memory")
+    monkeypatch.setattr(demo, "classify", explode)
+    box.button.click()
+    assert "Something went wrong" in box.result.value and "out of memory" in box.result.value
+
+
+def test_cli_prints_the_comparison(smoke_root, capsys):
+    assert demo.main(["--root", str(smoke_root), "@united thanks", ""]) == 0
+    out = capsys.readouterr().out
+    assert "dense" in out and "compact+int8" in out and "MB on disk" in out
+    assert "empty" in out
+
+
+def test_latency_rows_and_figure(models, tmp_path):
+    rows = demo.measure_latency(models, TEXTS, repeats=1)
+    assert [r["model"] for r in rows] == ["dense", "compact", "compact+int8"]
+    assert rows[0]["speedup_vs_dense"] == pytest.approx(1.0)
+    assert rows[0]["label_agreement_with_dense"] == 1.0
+    assert all(r["latency_ms_median"] > 0 and r["errors"] == 0 for r in rows)
+    demo.plot_latency(rows, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").stat().st_size > 1000

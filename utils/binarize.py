@@ -1,0 +1,263 @@
+"""Binarized weights: every chosen weight matrix W becomes sign(W) * scale + shift.
+
+    W_hat = sign(W) * alpha + gamma        sign(0) = +1
+
+alpha and gamma are learned, one pair per matrix ("layer") or per output unit ("row": per
+column of a Keras (in, out) kernel). The word-embedding matrix (vocab, hidden), when included,
+gets one pair per hidden dimension. Both start at the least-squares fit of W by
+a * sign(W) + g for each group.
+
+Training keeps the float "latent" W and trains through the sign with the straight-through
+estimator: d sign(W) / dW = 1 where |W| <= clip, 0 outside (`ste_sign`). The classifier's
+own layers are untouched: `BinarizedClassifier.call` runs them inside a `keras.StatelessScope`
+that substitutes W_hat for W, so gradients reach W, alpha and gamma. The loss is cross-entropy,
+or with distillation (1 - a) CE + a T^2 KL(teacher || student) towards the dense model's logits.
+
+Storage (`save_binarized`): one bit per binarized weight (numpy.packbits of W >= 0) plus alpha
+and gamma in float32, every other weight (LayerNorm, biases, position embeddings, classifier
+head) in float32, all in one uncompressed .npz whose size is reported exactly.
+`load_binarized` rebuilds a plain float classifier holding W_hat, which predicts what the
+BinarizedClassifier predicted before saving.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import batching, model as model_lib, train
+from .io import atomic_path, read_json, write_json
+
+GRANULARITIES = ("layer", "row")
+WORD_EMBEDDINGS = "embeddings/word"
+PACKED_FILE = "binary.npz"
+METADATA_FILE = "binarize.json"
+
+
+def check_options(granularity, clip):
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity={granularity!r}: choose one of {GRANULARITIES}")
+    if not clip > 0:
+        raise ValueError(f"clip={clip!r}: the straight-through range must be positive")
+
+
+# ------------------------------------------------------------------------------ the maths
+
+def ste_sign(w, clip=1.0):
+    """sign(w) (with sign(0) = +1) forward; gradient 1 for |w| <= clip, 0 outside."""
+    clipped = ops.clip(w, -clip, clip)
+    sign = ops.where(w >= 0, ops.ones_like(w), -ops.ones_like(w))
+    return clipped + ops.stop_gradient(sign - clipped)
+
+
+def fit_scale_shift(w, per_row):
+    """Least-squares alpha, gamma of w ~ alpha * sign(w) + gamma, over the whole matrix or per
+    column (axis 0 reduced). A group whose weights all share one sign gets gamma = 0 and
+    alpha = mean |w| (the regression is then degenerate)."""
+    w = np.asarray(w, dtype=np.float64)
+    b = np.where(w >= 0, 1.0, -1.0)
+    axis = 0 if per_row else None
+    b_mean, w_mean = b.mean(axis=axis), w.mean(axis=axis)
+    b_var = (b * b).mean(axis=axis) - b_mean ** 2
+    covariance = (w * b).mean(axis=axis) - w_mean * b_mean
+    degenerate = b_var < 1e-12
+    alpha = np.where(degenerate, np.abs(w).mean(axis=axis), covariance / np.where(degenerate, 1, b_var))
+    gamma = np.where(degenerate, 0.0, w_mean - alpha * b_mean)
+    return alpha.astype(np.float32), gamma.astype(np.float32)
+
+
+def binarized_numpy(w, alpha, gamma):
+    """The numpy reference of the forward pass: sign(w) * alpha + gamma in float32."""
+    w = np.asarray(w, dtype=np.float32)
+    return np.where(w >= 0, np.float32(1), np.float32(-1)) * alpha + gamma
+
+
+def binarization_targets(model, embeddings=False):
+    """{name: variable} of what gets binarized: every encoder weight matrix and the pooler
+    (utils.model.prunable_kernels), plus the word embeddings if `embeddings`."""
+    targets = dict(model_lib.prunable_kernels(model))
+    if embeddings:
+        targets[WORD_EMBEDDINGS] = model.get_layer("encoder").embeddings.word_embeddings.embeddings
+    return targets
+
+
+# ------------------------------------------------------------------------------ the model
+
+class BinarizedClassifier(keras.Model):
+    """`classifier` computed with binarized weights; its own variables hold the latent W."""
+
+    def __init__(self, classifier, embeddings=False, granularity="row", clip=1.0,
+                 distill_alpha=0.0, temperature=2.0, **kwargs):
+        super().__init__(**kwargs)
+        check_options(granularity, clip)
+        if not 0 <= distill_alpha <= 1:
+            raise ValueError(f"distill_alpha={distill_alpha!r}: must lie in [0, 1]")
+        self.classifier = classifier
+        self.encoder_config = classifier.encoder_config
+        self.embeddings, self.granularity, self.clip = embeddings, granularity, float(clip)
+        self.distill_alpha, self.temperature = float(distill_alpha), float(temperature)
+        self.targets = binarization_targets(classifier, embeddings)
+        self.scales, self.shifts = [], []
+        for i, (name, variable) in enumerate(self.targets.items()):
+            per_row = granularity == "row" or name == WORD_EMBEDDINGS
+            alpha, gamma = fit_scale_shift(variable, per_row)
+            self.scales.append(keras.Variable(alpha, name=f"binary_scale_{i}"))
+            self.shifts.append(keras.Variable(gamma, name=f"binary_shift_{i}"))
+
+    def binarized_weights(self):
+        """[(latent variable, W_hat)] -- differentiable in the latent W, alpha and gamma."""
+        return [(w, ste_sign(w, self.clip) * a + g)
+                for w, a, g in zip(self.targets.values(), self.scales, self.shifts)]
+
+    def call(self, inputs, training=False):
+        with keras.StatelessScope(state_mapping=self.binarized_weights()) as scope:
+            logits = self.classifier(inputs, training=training)
+        # the scope collects every assignment, the dropout seed's included: keep it advancing
+        for variable in self.classifier.non_trainable_variables:
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        return logits
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        from .pruning import distillation_loss
+        labels = y["label"] if isinstance(y, dict) else y
+        loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred,
+                                                                     from_logits=True))
+        if self.distill_alpha > 0:
+            kd = distillation_loss(y["teacher"], y_pred, self.temperature)
+            loss = (1 - self.distill_alpha) * loss + self.distill_alpha * kd
+        return loss
+
+    def to_float(self):
+        """A plain classifier (utils.model) whose weights are W_hat: serves and saves as usual."""
+        float_model = model_lib.build_classifier(self.encoder_config)
+        float_model.set_weights(self.classifier.get_weights())
+        by_path = {v.path: v for v in float_model.weights}
+        for (w, _), a, g in zip(self.binarized_weights(), self.scales, self.shifts):
+            by_path[w.path].assign(binarized_numpy(w, np.asarray(a), np.asarray(g)))
+        return float_model
+
+
+# ------------------------------------------------------------------------------ training
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Latent weights, alpha/gamma and the optimizer's slots after every epoch, atomically;
+    NaN losses stop training with a clear error instead of saving them."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = directory
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not np.isfinite(logs.get("loss", 0.0)):
+            self.model.stop_training = True
+            raise FloatingPointError(f"binarized training: loss {logs['loss']} at step {batch}; "
+                                     "lower the learning rate or the clip range")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.directory is None:
+            return
+        with atomic_path(self.directory) as tmp:
+            tmp.mkdir()
+            # a compiled model's .weights.h5 holds the optimizer slots too: a full checkpoint
+            self.model.save_weights(str(tmp / "model.weights.h5"))
+            write_json(tmp / "state.json", {"epoch": epoch + 1, "loss": float(logs["loss"])})
+
+
+def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=None,
+                    checkpoint_dir=None, progress=True):
+    """Fit `binarized` for config.epochs on (texts, labels) with AdamW + warm-up/decay;
+    resumes from `checkpoint_dir` if an earlier run saved epochs there. Returns the history."""
+    if binarized.distill_alpha > 0 and teacher_logits is None:
+        raise ValueError("distill_alpha > 0 needs teacher_logits (the dense model's logits "
+                         "on these texts)")
+    keras.utils.set_random_seed(config.seed)
+    batches, _ = batching.make_batches(
+        tokenizer, texts, labels, max_length=config.max_length, batch_size=config.batch_size,
+        shuffle=True, seed=config.seed,
+        teacher_logits=teacher_logits if binarized.distill_alpha > 0 else None)
+    total = len(batches) * config.epochs
+    schedule = train.WarmupLinearDecay(config.learning_rate,
+                                       round(config.warmup_fraction * total), total)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
+                                       global_clipnorm=config.max_grad_norm)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "binary_"])
+    binarized.compile(optimizer=optimizer, jit_compile=False)
+    binarized(batches[0][0])
+    optimizer.build(binarized.trainable_variables)
+    start_epoch = 0
+    state_file = Path(checkpoint_dir, "state.json") if checkpoint_dir else None
+    if state_file is not None and state_file.exists():
+        binarized.load_weights(str(Path(checkpoint_dir) / "model.weights.h5"))
+        start_epoch = read_json(state_file)["epoch"]
+        print(f"resuming binarized training from {checkpoint_dir} after epoch {start_epoch}")
+    if start_epoch >= config.epochs:
+        return {"resumed_after_epoch": start_epoch, "loss": []}
+    history = binarized.fit(train._fit_input(batches), epochs=config.epochs,
+                            initial_epoch=start_epoch, steps_per_epoch=len(batches),
+                            verbose=1 if progress else 0,
+                            callbacks=[_EpochCheckpoint(checkpoint_dir)])
+    return {"resumed_after_epoch": start_epoch, "loss": history.history.get("loss", [])}
+
+
+# ------------------------------------------------------------------------------ storage
+
+def _key(path):
+    return path.replace("/", "__")
+
+
+def save_binarized(binarized, directory):
+    """config.json + binary.npz (packed signs, alpha, gamma, float32 rest) + binarize.json.
+    Returns the metadata, with the exact bytes of the .npz."""
+    arrays, bits = {}, 0
+    targets = {w.path: (w, a, g) for (w, _), a, g in
+               zip(binarized.binarized_weights(), binarized.scales, binarized.shifts)}
+    for variable in binarized.classifier.weights:
+        value = np.asarray(variable)
+        if variable.path in targets:
+            _, alpha, gamma = targets[variable.path]
+            arrays[_key(variable.path) + "::bits"] = np.packbits(value.ravel() >= 0)
+            arrays[_key(variable.path) + "::scale"] = np.asarray(alpha, dtype=np.float32)
+            arrays[_key(variable.path) + "::shift"] = np.asarray(gamma, dtype=np.float32)
+            bits += value.size
+        else:
+            arrays[_key(variable.path)] = value.astype(np.float32)
+    parameters = int(sum(np.prod(v.shape) for v in binarized.classifier.weights))
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        binarized.encoder_config.save(tmp / model_lib.CONFIG_FILE)
+        np.savez(tmp / PACKED_FILE, **arrays)
+        metadata = {"granularity": binarized.granularity, "embeddings": binarized.embeddings,
+                    "clip": binarized.clip, "binarized_weights": int(bits),
+                    "parameters": parameters, "npz_bytes": (tmp / PACKED_FILE).stat().st_size}
+        metadata["bits_per_parameter"] = 8 * metadata["npz_bytes"] / parameters
+        write_json(tmp / METADATA_FILE, metadata)
+    return metadata
+
+
+def load_binarized(directory):
+    """A plain float classifier holding W_hat, rebuilt from a `save_binarized` directory."""
+    directory = Path(directory)
+    for name in (model_lib.CONFIG_FILE, PACKED_FILE):
+        if not (directory / name).exists():
+            raise FileNotFoundError(f"{directory / name} does not exist; expected a directory "
+                                    "written by utils.binarize.save_binarized")
+    model = model_lib.build_classifier(model_lib.EncoderConfig.load(directory / model_lib.CONFIG_FILE))
+    with np.load(directory / PACKED_FILE) as arrays:
+        for variable in model.weights:
+            key = _key(variable.path)
+            if key + "::bits" in arrays:
+                size = int(np.prod(variable.shape))
+                signs = np.unpackbits(arrays[key + "::bits"], count=size).reshape(variable.shape)
+                value = binarized_numpy(np.where(signs == 1, 1.0, -1.0), arrays[key + "::scale"],
+                                        arrays[key + "::shift"])
+            elif key in arrays:
+                value = arrays[key]
+            else:
+                raise ValueError(f"{directory / PACKED_FILE} has no weights for {variable.path}")
+            variable.assign(value)
+    return model

@@ -141,3 +141,22 @@ def test_06_demo_says_what_to_run_when_models_are_missing(smoke_dirs, tmp_path):
         run_notebook("06_demo.ipynb", smoke_dirs["nb"], SMOKE=False, ROOT=str(tmp_path),
                      DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
     assert "MissingModelsError" in str(error.value) and "utils.bench" in str(error.value)
+
+
+def test_07_binarization_smoke(smoke_dirs):
+    """Independent of the chain: SMOKE saves tiny stand-ins for the models it compares."""
+    if not (smoke_dirs["data"] / "train.csv").exists():
+        pytest.skip("needs the splits from notebook 01")
+    run_notebook("07_binarization.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
+                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]))
+    import pandas as pd
+    table = pd.read_csv(smoke_dirs["results"] / "binarization.csv")
+    assert list(table.variant.unique()) == ["float32", "int8", "pruned float32", "pruned + int8",
+                                            "binary layers", "binary layers + embeddings",
+                                            "pruned + binary"]
+    by = {(r.variant, r.trained): r for r in table.itertuples()}
+    # one bit per binarized weight: layers + embeddings is far below int8, layers alone is not
+    assert by[("binary layers + embeddings", True)].disk_bytes < by[("int8", True)].disk_bytes / 2
+    assert by[("binary layers", True)].disk_bytes < by[("float32", True)].disk_bytes
+    assert table.macro_f1.between(0, 1).all()
+    assert (smoke_dirs["figures"] / "07_bits_vs_f1.png").stat().st_size > 1000

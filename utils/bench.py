@@ -44,7 +44,7 @@ VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first"
             "compact+vocab+int8", "dense+int8", "dense+tflite-int8", "compact+vocab+tflite",
             "compact+vocab+tflite-int8")
 MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json",
-               "model.tflite", "tflite.json")
+               "model.tflite", "tflite.json", "binary.npz", "binarize.json")
 TFLITE_THREADS = os.cpu_count()
 TARGET_SPARSITY = 70
 

@@ -261,3 +261,63 @@ def load_binarized(directory):
                 raise ValueError(f"{directory / PACKED_FILE} has no weights for {variable.path}")
             variable.assign(value)
     return model
+
+
+# ------------------------------------------------------------------------------ comparison
+
+def variant_row(name, model, tokenizer, test_split, directory, dense_parameters, **extra):
+    """One row of the bits-per-weight comparison: test metrics of `model` and the exact bytes
+    of the model files in `directory` (as utils.bench counts them)."""
+    from .bench import model_files
+    metrics = train.evaluate(model, tokenizer, test_split)
+    disk = sum(f.stat().st_size for f in model_files(directory))
+    return {"variant": name, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "macro_recall": metrics["macro_recall"], "disk_bytes": disk,
+            "disk_mb": disk / 1e6, "bits_per_dense_weight": 8 * disk / dense_parameters, **extra}
+
+
+def plot_size_vs_f1(rows, dense_macro_f1, path=None):
+    """Macro-F1 against bits per weight of the dense model (log scale), one point per variant."""
+    import matplotlib.pyplot as plt
+    from .plots import save_figure
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for row in rows:
+        marker = "o" if row.get("trained", True) else "x"
+        ax.scatter(row["bits_per_dense_weight"], row["macro_f1"], marker=marker, s=50)
+        ax.annotate(row["variant"], (row["bits_per_dense_weight"], row["macro_f1"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(dense_macro_f1, color="grey", ls="--", lw=1, label="dense float32")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="bits on disk per weight of the dense model (log2 scale)",
+           ylabel="test macro-F1", title="Accuracy against storage (x: not retrained)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def binarize_variant(name, model, tokenizer, train_split, teacher_logits, config, directory,
+                     test_split, dense_parameters, embeddings, granularity="row", clip=1.0,
+                     distill_alpha=0.5, temperature=2.0, progress=True):
+    """Binarize `model` (its weights are the latent start), score it as is, train it with the
+    STE (and distillation), save it packed and score what loads back. Two comparison rows."""
+    import time
+    binarized = BinarizedClassifier(model, embeddings=embeddings, granularity=granularity,
+                                    clip=clip, distill_alpha=distill_alpha, temperature=temperature)
+    options = {"embeddings": embeddings, "granularity": granularity}
+    rows = []
+    save_binarized(binarized, Path(directory) / "untrained")
+    rows.append(variant_row(name, load_binarized(Path(directory) / "untrained"), tokenizer,
+                            test_split, Path(directory) / "untrained", dense_parameters,
+                            trained=False, **options))
+    start = time.perf_counter()
+    train_binarized(binarized, tokenizer, train_split["text"], train_split["label"], config,
+                    teacher_logits=teacher_logits, checkpoint_dir=Path(directory) / "last",
+                    progress=progress)
+    seconds = time.perf_counter() - start
+    save_binarized(binarized, Path(directory) / "trained")
+    rows.append(variant_row(name, load_binarized(Path(directory) / "trained"), tokenizer,
+                            test_split, Path(directory) / "trained", dense_parameters,
+                            trained=True, train_seconds=seconds, **options))
+    return rows

@@ -123,14 +123,8 @@ class BinarizedClassifier(keras.Model):
         return logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        from .pruning import distillation_loss
-        labels = y["label"] if isinstance(y, dict) else y
-        loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred,
-                                                                     from_logits=True))
-        if self.distill_alpha > 0:
-            kd = distillation_loss(y["teacher"], y_pred, self.temperature)
-            loss = (1 - self.distill_alpha) * loss + self.distill_alpha * kd
-        return loss
+        from .pruning import task_loss
+        return task_loss(y, y_pred, self.distill_alpha, self.temperature)
 
     def to_float(self):
         """A plain classifier (utils.model) whose weights are W_hat: serves and saves as usual."""

@@ -216,12 +216,7 @@ class PenalizedClassifier(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         config = self.pruning_config
-        labels = y["label"] if isinstance(y, dict) else y
-        task = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred,
-                                                                     from_logits=True))
-        if config.distill_alpha > 0:
-            kd = distillation_loss(y["teacher"], y_pred, config.temperature)
-            task = (1.0 - config.distill_alpha) * task + config.distill_alpha * kd
+        task = task_loss(y, y_pred, config.distill_alpha, config.temperature)
         group_lasso = group_lasso_penalty(self.kernels, config, self.group_weights)
         polarization = polarization_penalty(self.kernels, config)
         loss = task + self.lambda_ramp() * (config.lambda_group * group_lasso
@@ -237,6 +232,17 @@ class PenalizedClassifier(keras.Model):
         for name, factors in reweighting_factors(self.kernels, self.pruning_config).items():
             for kind, value in factors.items():
                 self.group_weights[name][kind].assign(value)
+
+
+def task_loss(y, logits, distill_alpha=0.0, temperature=2.0):
+    """Cross-entropy, or (1 - a) CE + a T^2 KL(teacher || student) when a = distill_alpha > 0;
+    y is the labels, or {"label", "teacher"} with the teacher's logits."""
+    labels = y["label"] if isinstance(y, dict) else y
+    loss = ops.mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    if distill_alpha > 0:
+        kd = distillation_loss(y["teacher"], logits, temperature)
+        loss = (1.0 - distill_alpha) * loss + distill_alpha * kd
+    return loss
 
 
 def distillation_loss(teacher_logits, student_logits, temperature):

@@ -46,7 +46,8 @@ def test_report_builds_and_every_linked_figure_exists(tmp_path):
     # every section heading made it to both files
     for heading in ("Abstract", "Data", "Dense baseline", "Method", "Sparsity against accuracy",
                     "Comparison with other pruning methods", "Memory and latency",
-                    "Limitations", "Reproduction", "References"):
+                    "Live demo", "Binarized weights", "Limitations", "Reproduction",
+                    "References"):
         assert f"## {heading}" in md and f"<h2>{heading}</h2>" in page
 
 
@@ -88,9 +89,15 @@ def test_missing_results_build_and_name_what_to_run(tmp_path):
     assert paths["markdown"].exists() and paths["html"].exists()
     for producer in ("01_data_prep.ipynb", "02_baseline_finetune.ipynb",
                      "03_block_pruning.ipynb", "04_thresholding.ipynb", "05_results.ipynb",
-                     "python -m utils.bench"):
+                     "06_demo.ipynb", "07_binarization.ipynb", "python -m utils.bench"):
         assert f"run `notebooks/{producer}`" in md or f"run `{producer}" in md, producer
-    assert md.count("*Not run yet:*") >= 6
+    assert md.count("*Not run yet:*") >= 8
+    for heading, notebook in (("Live demo", "06_demo.ipynb"),
+                              ("Binarized weights", "07_binarization.ipynb")):
+        section = md.split(f"## {heading}")[1].split("\n## ")[0]
+        assert f"*Not run yet:* `{tmp_path / 'no-results'}/" in section, heading
+        assert f"run `notebooks/{notebook}`" in section, heading
+        assert f"--cwd notebooks notebooks/{notebook} notebooks/{notebook}" in md   # Reproduction
     assert file_links(md, MD_IMAGE) == [] and file_links(page, HTML_IMAGE) == []
     assert "$$" in md   # the method's equations do not depend on any result
 
@@ -99,7 +106,7 @@ def test_equations_become_inline_pngs_with_the_latex_as_alt_text(tmp_path):
     _, md, page = build(tmp_path, results=tmp_path / "none", figures=tmp_path / "none",
                         data=tmp_path / "none")
     latex = re.findall(r"^\$\$ (.+?) \$\$$", md, flags=re.MULTILINE)
-    assert len(latex) == len(report.EQUATIONS) >= 5
+    assert len(latex) == len(report.EQUATIONS) + len(report.BINARIZATION_EQUATIONS) >= 7
     images = EQUATION_IMG.findall(page)
     assert [html.unescape(alt) for alt, _ in images] == latex
     for _, data in images:
@@ -138,6 +145,128 @@ def test_comparison_section_renders_notebook_05_tables(tmp_path):
     assert "| block @ 50% | 50.0% | 15,000,000 | 9.88 | 1.39x | 80.3% |" in section
     assert "magnitude_global @ 50%" not in section
     assert "`results/comparison.csv` is missing" not in section
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# notebook 07's columns (results/binarization.csv) with distinctive values; empty cells as
+# pandas writes them for the reference rows
+BINARIZATION_ROWS = [
+    {"variant": "float32", "macro_f1": 0.84567, "accuracy": 0.86, "macro_recall": 0.84,
+     "disk_bytes": 90876543, "disk_mb": 90.876543, "bits_per_dense_weight": 32.0123,
+     "trained": True, "embeddings": "", "granularity": "", "train_seconds": "",
+     "gap_to_dense_points": 0.0, "smaller_than_dense": 1.0},
+    {"variant": "pruned + int8", "macro_f1": 0.80111, "accuracy": 0.82, "macro_recall": 0.8,
+     "disk_bytes": 12345678, "disk_mb": 12.345678, "bits_per_dense_weight": 4.3456,
+     "trained": True, "embeddings": "", "granularity": "", "train_seconds": "",
+     "gap_to_dense_points": -4.456, "smaller_than_dense": 7.3611},
+    {"variant": "binary layers + embeddings", "macro_f1": 0.41234, "accuracy": 0.5,
+     "macro_recall": 0.4, "disk_bytes": 3456789, "disk_mb": 3.456789,
+     "bits_per_dense_weight": 1.2178, "trained": False, "embeddings": True,
+     "granularity": "row", "train_seconds": "", "gap_to_dense_points": -43.333,
+     "smaller_than_dense": 26.2893},
+    {"variant": "binary layers + embeddings", "macro_f1": 0.72345, "accuracy": 0.75,
+     "macro_recall": 0.7, "disk_bytes": 3456789, "disk_mb": 3.456789,
+     "bits_per_dense_weight": 1.2178, "trained": True, "embeddings": True,
+     "granularity": "row", "train_seconds": 1234.5, "gap_to_dense_points": -12.222,
+     "smaller_than_dense": 26.2893}]
+BINARIZATION_META = {"smoke": False, "train_examples": 7654, "epochs": 3, "learning_rate": 0.00031,
+                     "distill_alpha": 0.35, "temperature": 2.5, "granularity": "row",
+                     "clip": 1.25, "dense_parameters": 22713987, "notebook_seconds": 3000.0,
+                     "git_commit": "abcdef1234567890"}
+DEMO = {"smoke": False, "time_to_first_answer_s": 23.456, "load_seconds": 9.876,
+        "timing_tweets": 321, "repeats": 3, "max_length": 64, "git_commit": "1234567abcdef",
+        "models": [
+            {"model": "dense", "description": "fine-tuned MiniLM, float32",
+             "latency_ms_median": 14.321, "latency_ms_p90": 17.654, "speedup_vs_dense": 1.0,
+             "label_agreement_with_dense": 1.0, "disk_mb": 90.8765, "parameters": 22713987,
+             "errors": 0},
+            {"model": "compact+int8", "description": "compact, int8 weights",
+             "latency_ms_median": 4.567, "latency_ms_p90": 5.678, "speedup_vs_dense": 3.1357,
+             "label_agreement_with_dense": 0.9377, "disk_mb": 12.3456, "parameters": 7654321,
+             "errors": 2}]}
+
+
+def new_results(tmp_path, binarization=True, meta=True, demo=True):
+    results = tmp_path / "results"
+    results.mkdir()
+    if binarization:
+        write_csv(results / "binarization.csv", BINARIZATION_ROWS)
+    if meta:
+        (results / "binarization.json").write_text(json.dumps(BINARIZATION_META))
+    if demo:
+        (results / "demo.json").write_text(json.dumps(DEMO))
+    return results
+
+
+def section_of(md, heading):
+    assert f"## {heading}\n" in md, heading
+    return md.split(f"## {heading}\n")[1].split("\n## ")[0]
+
+
+def test_binarization_section_renders_notebook_07_results(tmp_path):
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "07_bits_vs_f1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    _, md, page = build(tmp_path, results=new_results(tmp_path, demo=False), figures=figures,
+                        data=tmp_path / "none")
+    section = section_of(md, "Binarized weights")
+    assert "| float32 | – | 84.6% | 0.0 | 90.88 | 1.0x | 32.01 |" in section
+    assert "| pruned + int8 | – | 80.1% | -4.5 | 12.35 | 7.4x | 4.35 |" in section
+    assert "| binary layers + embeddings | no | 41.2% | -43.3 | 3.46 | 26.3x | 1.22 |" in section
+    assert "| binary layers + embeddings | yes | 72.3% | -12.2 | 3.46 | 26.3x | 1.22 |" in section
+    for text in ("7,654 training tweets", "3 epochs", "learning rate 0.00031",
+                 "distillation a = 0.35 at T = 2.5", "per output unit", "clip c = 1.25",
+                 "20.6 min of STE training", "(the whole notebook: 50.0 min)",
+                 "22,713,987 dense parameters",
+                 "`binary layers + embeddings`, is 26.3x smaller than dense at 72.3%",
+                 "commit `abcdef1`", "Rohde & Canumalla"):
+        assert text in section, text
+    # the method as display equations (drawn to PNG in the HTML), and the figure that exists
+    for latex in report.BINARIZATION_EQUATIONS.values():
+        assert f"$$ {latex} $$" in section
+        assert f'alt="{html.escape(latex, quote=True)}"' in page
+    assert "(../figures/07_bits_vs_f1.png)" in section
+    assert "Not run yet" not in section and "SMOKE" not in md
+    assert "Rohde, T., Canumalla, A." in section_of(md, "References")
+
+
+def test_demo_section_renders_notebook_06_results(tmp_path):
+    _, md, _ = build(tmp_path, results=new_results(tmp_path, binarization=False, meta=False),
+                     figures=tmp_path / "none", data=tmp_path / "none")
+    section = section_of(md, "Live demo")
+    assert ("| `dense` | fine-tuned MiniLM, float32 | 14.32 | 17.65 | 1.00x | 100.0% | 90.88 "
+            "| 22,713,987 |") in section
+    assert ("| `compact+int8` | compact, int8 weights | 4.57 | 5.68 | 3.14x | 93.8% | 12.35 "
+            "| 7,654,321 |") in section
+    for text in ("first answer 23.5 s after", "9.9 s of it spent loading the 2 models",
+                 "321 test tweets", "median of 3 forward passes", "`compact+int8` 2 of 321",
+                 "`notebooks/06_demo.ipynb`", 'python -m utils.demo \"some tweet\"',
+                 "commit `1234567`", "*(Figure `"):   # 06_demo_latency.png is missing: no link
+        assert text in section, text
+    assert "Not run yet" not in section
+    # the binarization files are missing: that section names its notebook
+    assert "run `notebooks/07_binarization.ipynb`" in section_of(md, "Binarized weights")
+
+
+def test_smoke_demo_and_binarization_are_flagged_and_missing_json_is_named(tmp_path):
+    results = new_results(tmp_path, meta=False)
+    demo = dict(DEMO, smoke=True)
+    (results / "demo.json").write_text(json.dumps(demo))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none",
+                     data=tmp_path / "none")
+    warning = md.split("**Warning: SMOKE results**")[1].split("\n")[0]
+    assert f"`{results / 'demo.json'}`" in warning
+    assert "**SMOKE run**" in section_of(md, "Live demo")
+    section = section_of(md, "Binarized weights")
+    assert "| binary layers + embeddings | yes | 72.3% |" in section   # the csv alone
+    assert f"*Not run yet:* `{results / 'binarization.json'}` is missing" in section
+    assert "run `notebooks/07_binarization.ipynb`" in section
 
 
 def test_markdown_table_and_pareto_front():

@@ -9,7 +9,9 @@
   sparsity       results/sparsity_sweep.csv + thresholding.json     (notebook 04)
   comparison     results/comparison.csv, latency_pareto.csv, baselines.json (notebook 05)
   benchmark      results/benchmark.json                             (python -m utils.bench)
-  binarization   results/binarization.csv, only once it or a notebook 07 exists
+  demo           results/demo.json                                  (notebook 06)
+  binarization   the binarization and STE as equations, results/binarization.csv + .json
+                                                                    (notebook 07)
   limitations, reproduction commands, references
 
 Rules: every number is formatted from a results file, none is typed here; a missing file turns
@@ -44,7 +46,13 @@ SOURCES = {
     "baselines": ("baselines.json", "results", "`notebooks/05_results.ipynb`"),
     "benchmark": ("benchmark.json", "results",
                   "`python -m utils.bench` (after notebooks 02 and 04; see Reproduction)"),
-    "binarization": ("binarization.csv", "results", "notebook 07 (binarization)"),
+    "demo": ("demo.json", "results",
+             "`notebooks/06_demo.ipynb` (after notebooks 02-04 and `make bench`)"),
+    "binarization": ("binarization.csv", "results",
+                     "`notebooks/07_binarization.ipynb` (after notebooks 02-04 and `make bench`)"),
+    "binarization_meta": ("binarization.json", "results",
+                          "`notebooks/07_binarization.ipynb` (after notebooks 02-04 and "
+                          "`make bench`)"),
 }
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
@@ -492,20 +500,150 @@ def benchmark_section(rep):
     return "\n\n".join(out)
 
 
+def demo_section(rep):
+    d = rep.r["demo"]
+    out = ["## Live demo",
+           "The dense model and its pruned variants answer the same tweet side by side, from "
+           "the saved models alone (nothing is trained): open `notebooks/06_demo.ipynb`, type a "
+           "tweet and press **classify**, or from a shell run "
+           "`.venv/bin/python -m utils.demo \"some tweet\"`, which prints each model's label, "
+           "probabilities and latency. Both need the models of notebooks 02-04 and `make bench`, "
+           "and say which command to run when one is missing."]
+    if d is None:
+        return "\n\n".join(out + [rep.not_run("demo")])
+    models = d["models"]
+    # measure_latency names these columns after the first (reference) model: speedup_vs_dense
+    reference = next(k for k in models[0] if k.startswith("speedup_vs_")).removeprefix(
+        "speedup_vs_")
+    out.append(f"Run top to bottom, the notebook gave its first answer "
+               f"{d['time_to_first_answer_s']:.1f} s after its first cell (the kernel's own "
+               f"start-up not included), {d['load_seconds']:.1f} s of it spent loading the "
+               f"{plural(len(models), 'model')}. Latency per tweet at batch 1: "
+               f"{d['timing_tweets']:,} test tweets one at a time (at most {d['max_length']} "
+               f"tokens), the models interleaved tweet by tweet, the median of "
+               f"{d['repeats']} forward pass{'' if d['repeats'] == 1 else 'es'} per tweet and "
+               "model; label agreement is the share of those tweets"
+               f" on which a model gives the {reference} model's label. "
+               "MB = 10⁶ bytes of model files.")
+    rows = [[f"`{m['model']}`", m["description"], f"{m['latency_ms_median']:.2f}",
+             f"{m['latency_ms_p90']:.2f}", f"{m['speedup_vs_' + reference]:.2f}x",
+             pct(m["label_agreement_with_" + reference]), f"{m['disk_mb']:.2f}",
+             f"{m['parameters']:,}"] for m in models]
+    out.append(table(["model", "what it is", "median ms", "p90 ms", f"speed-up vs {reference}",
+                      f"label agreement with {reference}", "MB on disk", "parameters"], rows,
+                     ["l", "l"] + ["r"] * 6))
+    failed = [f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}" for m in models
+              if m.get("errors")]
+    if failed:
+        out.append("Timed tweets a model failed to answer: " + ", ".join(failed) + ".")
+    out += [rep.provenance("demo"),
+            rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
+                       "models", "demo")]
+    return "\n\n".join(out)
+
+
+# The binarization as utils.binarize computes it (binarized_numpy, ste_sign).
+BINARIZATION_EQUATIONS = {
+    "binary": r"\hat{W} = \mathrm{sign}(W)\,\alpha + \gamma, \qquad "
+              r"\mathrm{sign}(w) = +1\ \mathrm{if}\ w \geq 0,\ \mathrm{else}\ {-1}",
+    "ste": r"\dfrac{\partial\,\mathrm{sign}(W)}{\partial W} \approx "
+           r"\mathbf{1}\left[|W| \leq c\right] \quad\Rightarrow\quad "
+           r"\dfrac{\partial \mathcal{L}}{\partial W} = "
+           r"\dfrac{\partial \mathcal{L}}{\partial \hat{W}}\,\alpha\,"
+           r"\mathbf{1}\left[|W| \leq c\right]",
+}
+GRANULARITY_WORDS = {"row": "one α, γ pair per output unit (per column of a Keras kernel)",
+                     "layer": "one α, γ pair per weight matrix"}
+
+
+def duration_range(seconds):
+    """'8 s', '2.5 min' or '2.5-3.1 min' (one unit, picked by the longest)."""
+    if max(seconds) < 90:
+        parts = [f"{s:.0f}" for s in (min(seconds), max(seconds))]
+        unit = "s"
+    else:
+        parts = [f"{s / 60:.1f}" for s in (min(seconds), max(seconds))]
+        unit = "min"
+    return (parts[0] if parts[0] == parts[1] else "-".join(parts)) + " " + unit
+
+
+def signed_points(x):
+    return "0.0" if round(x, 1) == 0 else f"{x:+.1f}"
+
+
 def binarization_section(rep):
-    rows = rep.r["binarization"]
-    notebooks = sorted(Path(io.REPO_ROOT, "notebooks").glob("07_*.ipynb"))
-    if rows is None and not notebooks:
-        return ""
-    out = ["## Binarization"]
+    rows, meta = rep.r["binarization"], rep.r["binarization_meta"]
+    eq = {k: f"$$ {v} $$" for k, v in BINARIZATION_EQUATIONS.items()}
+    out = ["## Binarized weights",
+           "Pruning removes structure; binarization shrinks what is left to one bit per weight, "
+           "following the CSE 481N capstone blog of Rohde & Canumalla (team \"bitmaps\", post 9), "
+           "who binarized BERT with a learned scale α and shift γ and found one pair per hidden "
+           "dimension to work best for the word embeddings. Every encoder weight matrix and the "
+           "pooler, and optionally the word embeddings (one pair per hidden dimension), become",
+           eq["binary"],
+           "with α and γ starting at the least-squares fit W ≈ α·sign(W) + γ. Training keeps "
+           "the float \"latent\" W and passes gradients through the sign with the "
+           "straight-through estimator, zero where |W| exceeds the clip value c:",
+           eq["ste"],
+           "The loss is the task loss of the pruning runs without the penalties, "
+           "(1 − a) CE + a T² KL towards the dense model's logits. Stored, a binarized matrix is "
+           "its packed sign bits plus α and γ in float32; every other weight (LayerNorm, biases, "
+           "position embeddings, classifier head) stays float32 (`utils/binarize.py`)."]
     if rows is None:
-        return "\n\n".join(out + [f"*Not run yet:* `{rep.path('binarization')}` is missing; run "
-                                  f"`notebooks/{notebooks[0].name}`, then `make report`."])
-    header = list(rows[0]) if rows else []
-    cells = [[f"{x:.4g}" if isinstance(x, float) else x for x in row.values()] for row in rows]
-    return "\n\n".join(out + [table(header, cells, ["l"] * len(header)),
-                              f"Source: `{rep.path('binarization')}`. Binarised transformers "
-                              "were explored by the CSE 481N capstone blog (Rohde & Canumalla)."])
+        return "\n\n".join(out + [rep.not_run("binarization")])
+    bench = rep.r["benchmark"]
+    pruned = f"{pruned_level(bench)} block-pruned" if bench else "block-pruned"
+
+    def retrained(row):
+        if row.get("granularity") is None:   # float32/int8/pruned: saved models, not retrained
+            return "–"
+        return "yes" if row["trained"] else "no"
+    cells = [[r["variant"], retrained(r), pct(r["macro_f1"]),
+              signed_points(r["gap_to_dense_points"]), f"{r['disk_mb']:.2f}",
+              f"{r['smaller_than_dense']:.1f}x", f"{r['bits_per_dense_weight']:.2f}"]
+             for r in rows]
+    text = (f"Test split, every variant scored on the same tweets and sized by its files on disk "
+            f"(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / "
+            f"{meta['dense_parameters']:,} dense parameters" if meta else
+            "Test split, every variant scored on the same tweets and sized by its files on disk "
+            "(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / dense parameters")
+    out.append(text + f"; dense is the `{rows[0]['variant']}` row. Retrained \"–\": a saved "
+               f"model of notebooks 02-04 and `make bench` (*pruned*: {pruned}, compact, unused "
+               "vocabulary removed; *int8*: TFLite dynamic range), not retrained here; \"no\": "
+               "binarized as is; \"yes\": after STE training.")
+    out.append(table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
+                      "smaller than dense", "bits per dense weight"], cells,
+                     ["l", "l"] + ["r"] * 5))
+    kept = [r for r in rows if r["trained"]]   # what a user would keep: no untrained binary rows
+    small = min(kept, key=lambda r: r["disk_bytes"])
+    binary = [r for r in kept if r.get("granularity") is not None]
+    summary = (f"The smallest file, `{small['variant']}`, is {small['smaller_than_dense']:.1f}x "
+               f"smaller than dense at {pct(small['macro_f1'])} macro-F1 "
+               f"({signed_points(small['gap_to_dense_points'])} points)")
+    if binary:
+        best = max(binary, key=lambda r: r["macro_f1"])
+        summary += (f"; the best retrained binary variant, `{best['variant']}`, reaches "
+                    f"{pct(best['macro_f1'])} ({signed_points(best['gap_to_dense_points'])} "
+                    f"points) at {best['bits_per_dense_weight']:.2f} bits per dense weight")
+    out.append(summary + ".")
+    if meta is None:
+        out.append(rep.not_run("binarization_meta"))
+    else:
+        seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
+        out.append(f"STE training budget of every binary variant: {meta['train_examples']:,} "
+                   f"training tweets, {plural(meta['epochs'], 'epoch')}, learning rate "
+                   f"{meta['learning_rate']:g}, distillation a = {meta['distill_alpha']:g} at "
+                   f"T = {meta['temperature']:g}, "
+                   + GRANULARITY_WORDS.get(meta["granularity"], f"`{meta['granularity']}` "
+                                           "granularity")
+                   + f", clip c = {meta['clip']:g}"
+                   + (f"; {duration_range(seconds)} of STE training per variant on CPU"
+                      if seconds else "")
+                   + f" (the whole notebook: {duration_range([meta['notebook_seconds']])}). "
+                   + rep.provenance("binarization_meta"))
+    out.append(rep.figure("07_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
+                          "(x: binarized, not retrained)", "binarization"))
+    return "\n\n".join(out)
 
 
 def limitations(rep):
@@ -558,6 +696,11 @@ def reproduction(rep):
         lines.append("- benchmark.json: `.venv/bin/python -m utils.bench --dense "
                      "checkpoints/baseline/best --pruned checkpoints/pruned/sparsity_XX "
                      "--out-dir results`")
+    lines[-1] += (" (`make bench`; it also saves under `checkpoints/bench/` the models notebooks "
+                  "06 and 07 load, so it runs before them)")
+    lines += [f"- {files}: `{NOTEBOOK_RUN.format(nb)}`" for files, nb in (
+        ("demo.json", "06_demo.ipynb"),
+        ("binarization.csv, binarization.json", "07_binarization.ipynb"))]
     return "## Reproduction\n\n" + "\n".join(lines)
 
 
@@ -582,6 +725,8 @@ REFERENCES = [
     "Nguyen, D. Q., Vu, T., Nguyen, A. T. (2020). BERTweet: A pre-trained language model for "
     "English Tweets. EMNLP 2020 (System Demonstrations).",
     "Oscanoa, J. Improving BERT computational efficiency. Stanford CS224N default project report.",
+    "Rohde, T., Canumalla, A. (team \"bitmaps\"). Binarized transformers for making fast "
+    "predictions, blog post 9. CSE 481N NLP Capstone, University of Washington.",
     "Sanh, V., Wolf, T., Rush, A. M. (2020). Movement Pruning: Adaptive Sparsity by Fine-Tuning. "
     "NeurIPS 33.",
     "Wang, W., Wei, F., Dong, L., Bao, H., Yang, N., Zhou, M. (2020). MiniLM: Deep Self-Attention "
@@ -595,11 +740,6 @@ REFERENCES = [
     "Zhuang, T., Zhang, Z., Huang, Y., Zeng, X., Shuang, K., Li, X. (2020). Neuron-level "
     "Structured Pruning using Polarization Regularizer. NeurIPS 33.",
 ]
-BINARIZATION_REFERENCE = ("Rohde, T., Canumalla, A. CSE 481N NLP Capstone, blog post 9: "
-                          "binarized transformers for making fast predictions (University of "
-                          "Washington).")
-
-
 # ------------------------------------------------------------------ markdown -> HTML
 
 def equation_png(latex, fontsize=15, dpi=192):
@@ -642,14 +782,14 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     title = "Improving BERT Memory Efficiency: block-structured pruning for tweet sentiment"
     sections = [abstract(rep), data_section(rep), baseline_section(rep), method_section(rep),
                 sparsity_section(rep), comparison_section(rep), benchmark_section(rep),
-                binarization_section(rep), limitations(rep), reproduction(rep)]
-    references = REFERENCES + ([BINARIZATION_REFERENCE] if sections[7] else [])
+                demo_section(rep), binarization_section(rep), limitations(rep),
+                reproduction(rep)]
     smoke = [key for key, record in rep.r.items() if isinstance(record, dict)
              and (record.get("smoke") or record.get("meta", {}).get("smoke"))]
     if smoke:   # SMOKE numbers must never pass for results
         sections.insert(0, "**Warning: SMOKE results** (tiny random model, a few hundred tweets) "
                         "in " + ", ".join(f"`{rep.path(k)}`" for k in smoke) + ".")
-    sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in references))
+    sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in REFERENCES))
     markdown = (f"# {title}\n\n*Generated by `python -m utils.report` from `{results_dir}/`, "
                 f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "
                 "files.*\n\n"

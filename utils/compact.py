@@ -319,7 +319,9 @@ def _first_token_attention(attention, hidden, attention_mask):
     value = split_heads(attention.value(hidden))
     scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
     scores = ops.cast(scores, "float32") / math.sqrt(size)
-    key_is_pad = 1.0 - ops.cast(attention_mask, "float32")[:, None, None, :]
+    # [B, T] -> [B, 1, 1, T] with ExpandDims (a None-index lowers to a StridedSlice that
+    # TFLite cannot run with both dims dynamic)
+    key_is_pad = 1.0 - ops.expand_dims(ops.cast(attention_mask, "float32"), (1, 2))
     probs = ops.softmax(scores + key_is_pad * -1e9, axis=-1)
     probs = ops.cast(probs, attention.compute_dtype)
     context = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))

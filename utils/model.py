@@ -331,7 +331,9 @@ class SelfAttention(keras.layers.Layer):
         # Softmax in float32 so the mask's large negative is safe under float16.
         scores = ops.cast(scores, "float32") / math.sqrt(self.head_size)
         # Padding keys get -1e9 added: their probability underflows to exactly 0.
-        key_is_pad = 1.0 - ops.cast(attention_mask, "float32")[:, None, None, :]
+        # [B, T] -> [B, 1, 1, T] with ExpandDims (a None-index lowers to a StridedSlice that
+        # TFLite cannot run with both dims dynamic)
+        key_is_pad = 1.0 - ops.expand_dims(ops.cast(attention_mask, "float32"), (1, 2))
         probs = ops.softmax(scores + key_is_pad * -1e9, axis=-1)
         probs = self.attention_dropout(ops.cast(probs, self.compute_dtype), training=training)
 

@@ -23,7 +23,6 @@ vocabulary-pruned model, vocab_map.json in utils.vocab's format.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -45,42 +44,6 @@ DYNAMIC_RANGE_RELATIVE_TOLERANCE = 0.1
 
 # ------------------------------------------------------------------------------ export
 
-@contextlib.contextmanager
-def _new_axes_as_expand_dims():
-    """While tracing, index tensors like `x[:, None, None, :]` with ExpandDims ops.
-
-    TF lowers such an index to one StridedSlice with new_axis_mask, which TFLite can only
-    rewrite into builtins when at most one dimension is dynamic; with dynamic batch *and*
-    length (the attention mask in utils.model.SelfAttention) the converter would need the
-    Select-TF-ops (Flex) runtime, which tf.lite.Interpreter here lacks. Same values, other ops.
-    """
-    import tensorflow as tf
-    original = tf.Tensor.__getitem__
-
-    def getitem(tensor, index):
-        if not (isinstance(index, tuple) and any(i is None for i in index)) \
-                or any(i is Ellipsis for i in index):
-            return original(tensor, index)
-        new_axes, axis = [], 0
-        for item in index:
-            if item is None:
-                new_axes.append(axis)
-                axis += 1
-            elif isinstance(item, slice):
-                axis += 1           # an integer index removes its axis
-        rest = tuple(i for i in index if i is not None)
-        out = tensor if all(i == slice(None) for i in rest) else original(tensor, rest)
-        for position in new_axes:   # ascending output positions: each counts earlier ones
-            out = tf.expand_dims(out, position)
-        return out
-
-    tf.Tensor.__getitem__ = getitem
-    try:
-        yield
-    finally:
-        tf.Tensor.__getitem__ = original
-
-
 def _frozen_function(model):
     """(the model as a concrete function of (input_ids, attention_mask) int32 [None, None]
     with its weights folded into constants, the tf.function it came from)."""
@@ -94,8 +57,7 @@ def _frozen_function(model):
     def serve(input_ids, attention_mask):
         return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
 
-    with _new_axes_as_expand_dims():
-        concrete = serve.get_concrete_function()
+    concrete = serve.get_concrete_function()
     # Keras 3 variables are not picked up by the converter's own freezing (they would stay
     # resource variables and read as uninitialised), so fold them here.
     return convert_variables_to_constants_v2(concrete), serve

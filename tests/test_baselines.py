@@ -1,7 +1,6 @@
 """Baselines (utils/baselines.py) on small hand-checkable cases, and the comparison helpers."""
 import math
 
-import datasets
 import keras
 import numpy as np
 import pandas as pd
@@ -10,6 +9,7 @@ import pytest
 from utils import baselines, comparison, pruning, sweep, train
 from utils import model as model_lib
 from utils.baselines import UnreachableSparsity
+from helpers import toy_dataset
 
 
 def toy_model(num_heads=(2,), widths=(8,), hidden=16, head_size=8, seed=0, scale=0.5):
@@ -225,25 +225,10 @@ def test_layer_ranking_drops_the_identity_like_layer_first():
 
 # ------------------------------------------------------------------ the sweep
 
-WORDS = {0: ["awful", "terrible", "hate"], 1: ["table", "monday", "report"],
-         2: ["lovely", "great", "love"]}
-
-
-def toy_dataset(n_train=64, n_val=24, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        labels = rng.integers(0, 3, size=n)
-        texts = [" ".join(rng.choice(WORDS[y], size=3)) + " the tweet" for y in labels]
-        return datasets.Dataset.from_dict({"text": texts, "label": labels.tolist()})
-    return datasets.DatasetDict(train=split(n_train), validation=split(n_val),
-                                test=split(n_val))
-
-
 def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
-    data = toy_dataset()
+    data = toy_dataset(n_train=64, n_val=24)
     start = [np.asarray(w).copy() for w in model.get_weights()]
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     methods = baselines.make_methods(["magnitude_gradual", "ffn_neurons"], tokenizer,

@@ -15,6 +15,7 @@ from utils import compact as C
 from utils import model as M
 from utils import quantize as Q
 from utils import batching
+from helpers import TWEETS, random_model
 
 
 def predict_texts(model, tokenizer, texts):
@@ -22,22 +23,8 @@ def predict_texts(model, tokenizer, texts):
     encoded, _ = batching.encode_texts(tokenizer, texts, 64)
     return np.asarray(model(batching.pad_batch(encoded, tokenizer.pad_token_id)))
 
+
 REPO = Path(__file__).resolve().parent.parent
-TWEETS = ["@united thanks for the great flight, crew was amazing!",
-          "@AmericanAir 3 hours delayed and no one at the gate. worst service ever",
-          "@SouthwestAir is my bag coming on the next flight?",
-          "@JetBlue love the free wifi :)", "@USAirways cancelled flightled again...",
-          "@VirginAmerica what time does boarding start for flight 404",
-          "lost my luggage, customer service hung up on me", "ok flight, nothing special"]
-
-
-def random_model(config, seed=0):
-    model = M.build_classifier(config)
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "layer_norm" not in w.path:
-            w.assign(rng.normal(0, 0.2, size=w.shape).astype("float32"))
-    return model
 
 
 def test_int8_reaches_nested_dense_and_embedding_layers(tokenizer):

@@ -12,21 +12,7 @@ from utils import quantize as Q
 from utils import tflite as T
 from utils import vocab as V
 
-TWEETS = ["@united thanks for the great flight, crew was amazing!",
-          "@AmericanAir 3 hours delayed and no one at the gate. worst service ever",
-          "@SouthwestAir is my bag coming on the next flight?",
-          "@JetBlue love the free wifi :)", "@USAirways cancelled flightled again...",
-          "@VirginAmerica what time does boarding start for flight 404",
-          "lost my luggage, customer service hung up on me", "ok flight, nothing special"]
-
-
-def random_model(config, seed=0):
-    model = M.build_classifier(config)
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "layer_norm" not in w.path:
-            w.assign(rng.normal(0, 0.2, size=w.shape).astype("float32"))
-    return model
+from helpers import TWEETS, random_model
 
 
 def batches_of(tokenizer, texts, batch_size):

@@ -1,23 +1,10 @@
-import datasets
 import numpy as np
 import pytest
 
 import utils
 from utils import train
 
-WORDS = {0: ["awful", "terrible", "hate"], 1: ["table", "monday", "report"],
-         2: ["lovely", "great", "love"]}
-
-
-def toy_dataset(n_train=192, n_val=48, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        labels = rng.integers(0, 3, size=n)
-        texts = [" ".join(rng.choice(WORDS[y], size=3)) + " the tweet" for y in labels]
-        return datasets.Dataset.from_dict({"text": texts, "label": labels.tolist()})
-    return datasets.DatasetDict(train=split(n_train), validation=split(n_val),
-                                test=split(n_val))
+from helpers import toy_dataset
 
 
 def tiny_model(tokenizer, seed=0):

@@ -271,20 +271,27 @@ def variant_row(name, model, tokenizer, test_split, directory, dense_parameters,
 
 
 def plot_size_vs_f1(rows, dense_macro_f1, path=None):
-    """Macro-F1 against bits per weight of the dense model (log scale), one point per variant."""
+    """Macro-F1 against bits on disk per weight of the dense model (log scale): retrained or
+    saved variants labelled, binarized-but-not-retrained ones as grey crosses."""
     import matplotlib.pyplot as plt
     from .plots import save_figure
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for row in rows:
-        marker = "o" if row.get("trained", True) else "x"
-        ax.scatter(row["bits_per_dense_weight"], row["macro_f1"], marker=marker, s=50)
+    fig, ax = plt.subplots(figsize=(8, 4.4))
+    kept = [r for r in rows if r.get("trained", True)]
+    untrained = [r for r in rows if not r.get("trained", True)]
+    ax.scatter([r["bits_per_dense_weight"] for r in kept], [r["macro_f1"] for r in kept],
+               s=50, color="#3465a4", zorder=3, label="saved / after STE training")
+    ax.scatter([r["bits_per_dense_weight"] for r in untrained], [r["macro_f1"] for r in untrained],
+               marker="x", s=50, color="grey", label="binarized, not retrained")
+    for i, row in enumerate(sorted(kept, key=lambda r: r["bits_per_dense_weight"])):
         ax.annotate(row["variant"], (row["bits_per_dense_weight"], row["macro_f1"]),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
+                    textcoords="offset points", xytext=(0, 9 if i % 2 == 0 else -14),
+                    ha="center", fontsize=8)
     ax.axhline(dense_macro_f1, color="grey", ls="--", lw=1, label="dense float32")
     ax.set_xscale("log", base=2)
+    ax.margins(x=0.12, y=0.08)
     ax.set(xlabel="bits on disk per weight of the dense model (log2 scale)",
-           ylabel="test macro-F1", title="Accuracy against storage (x: not retrained)")
-    ax.legend(loc="lower right")
+           ylabel="test macro-F1", title="Accuracy against storage")
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

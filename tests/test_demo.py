@@ -165,3 +165,10 @@ def test_latency_rows_and_figure(models, tmp_path):
     assert all(r["latency_ms_median"] > 0 and r["errors"] == 0 for r in rows)
     demo.plot_latency(rows, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").stat().st_size > 1000
+
+
+def test_a_relative_root_gives_absolute_model_directories(smoke_root):
+    import os
+    loaded = demo.load_models(root=os.path.relpath(smoke_root), warm_up=False)
+    assert all(m.directory.is_absolute() and m.directory.is_relative_to(smoke_root.resolve())
+               for m in loaded)

@@ -120,7 +120,7 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True):
     base_tokenizer = model_lib.load_tokenizer(tokenizer_name or model_lib.DEFAULT_MODEL)
     loaded = []
     for name, (path, description, _) in models.items():
-        directory = Path(root, path)
+        directory = Path(root, path).resolve()
         model, tokenizer = bench.load_variant(directory, base_tokenizer)
         parameters = (model.metadata.get("parameters", 0) if isinstance(model, TFLiteClassifier)
                       else model_lib.count_parameters(model))

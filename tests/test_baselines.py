@@ -318,3 +318,19 @@ def test_comparison_table_pareto_and_discussion():
     assert "**magnitude_global**" in text and "block pruning is rank 2" in text
     assert "heads (max 50%)" in text and "Fastest compacted variant within 1 point" in text
     assert "**a**" in text and "0.95x dense speed" in text and "timing noise" not in text
+
+
+def test_comparison_table_times_a_repeated_point_under_its_first_target():
+    """layers at 80% reproduces the masks of 70% (one more layer is all or nothing): the
+    model was saved and timed as the 70% point only, and the table must find that timing."""
+    points = pd.DataFrame([
+        {"method": "layers", "target_sparsity": t, "retrained": True,
+         "sparsity_encoder_linear": 0.833, "sparsity_total": 0.39, "accuracy": 0.75,
+         "macro_f1": 0.74, "macro_recall": 0.73, "same_masks_as_target": same}
+        for t, same in ((0.7, np.nan), (0.8, 0.7))])
+    latency = pd.DataFrame({"variant": ["layers @ 70%"], "method": ["layers"],
+                            "target_sparsity": [0.7], "latency_ms_median": [4.1],
+                            "latency_speedup_vs_dense": [3.3], "throughput_ex_per_s": [900.0],
+                            "throughput_speedup_vs_dense": [4.5], "parameters": [13853571]})
+    table = comparison.comparison_table(points, {"macro_f1": 0.85}, levels=[0.7, 0.8], latency=latency)
+    assert table.latency_ms_median.tolist() == [4.1, 4.1]

@@ -123,8 +123,12 @@ def comparison_table(points, dense_metrics, levels=LEVELS, latency=None):
                              "accuracy", "macro_f1", "macro_recall")})
                 row["gap_to_dense_points"] = 100 * (dense_metrics["macro_f1"] - best.macro_f1)
                 if latency is not None:
+                    # a target that reproduced an earlier target's masks was saved (and
+                    # timed) under that earlier target only
+                    timed = best.get("same_masks_as_target", np.nan)
+                    timed = best.target_sparsity if pd.isna(timed) else float(timed)
                     match = latency[(latency.method == method)
-                                    & np.isclose(latency.target_sparsity, best.target_sparsity)]
+                                    & np.isclose(latency.target_sparsity, timed)]
                     if len(match):
                         row.update({k: float(match.iloc[0][k]) for k in
                                     ("latency_ms_median", "latency_speedup_vs_dense",

@@ -161,10 +161,15 @@ def model_files(directory):
     return [Path(directory) / name for name in MODEL_FILES if (Path(directory) / name).exists()]
 
 
+def model_bytes(directory):
+    """Bytes of the model directory's files (what a copy of the model costs on disk)."""
+    return sum(f.stat().st_size for f in model_files(directory))
+
+
 def disk_bytes(directory):
     """(raw, gzipped) bytes of the model directory's files."""
     files = model_files(directory)
-    raw = sum(f.stat().st_size for f in files)
+    raw = model_bytes(directory)
     zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in files)
     return int(raw), int(zipped)
 

@@ -174,15 +174,8 @@ def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=
         tokenizer, texts, labels, max_length=config.max_length, batch_size=config.batch_size,
         shuffle=True, seed=config.seed,
         teacher_logits=teacher_logits if binarized.distill_alpha > 0 else None)
-    total = len(batches) * config.epochs
-    schedule = train.WarmupLinearDecay(config.learning_rate,
-                                       round(config.warmup_fraction * total), total)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay,
-                                       global_clipnorm=config.max_grad_norm)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "binary_"])
-    binarized.compile(optimizer=optimizer, jit_compile=False)
-    binarized(batches[0][0])
-    optimizer.build(binarized.trainable_variables)
+    binarized(batches[0][0])   # build before the optimizer builds its slots
+    train.compile_for_training(binarized, config, len(batches), no_decay=["binary_"])
     start_epoch = 0
     state_file = Path(checkpoint_dir, "state.json") if checkpoint_dir else None
     if state_file is not None and state_file.exists():
@@ -262,9 +255,9 @@ def load_binarized(directory):
 def variant_row(name, model, tokenizer, test_split, directory, dense_parameters, **extra):
     """One row of the bits-per-weight comparison: test metrics of `model` and the exact bytes
     of the model files in `directory` (as utils.bench counts them)."""
-    from .bench import model_files
+    from .bench import model_bytes
     metrics = train.evaluate(model, tokenizer, test_split)
-    disk = sum(f.stat().st_size for f in model_files(directory))
+    disk = model_bytes(directory)
     return {"variant": name, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
             "macro_recall": metrics["macro_recall"], "disk_bytes": disk,
             "disk_mb": disk / 1e6, "bits_per_dense_weight": 8 * disk / dense_parameters, **extra}

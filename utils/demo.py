@@ -126,7 +126,7 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True):
                       else model_lib.count_parameters(model))
         loaded.append(DemoModel(name, description, directory, bench.serving_fn(model),
                                 tokenizer, int(parameters),
-                                sum(f.stat().st_size for f in bench.model_files(directory))))
+                                bench.model_bytes(directory)))
     if warm_up:   # trace / allocate once so the first tweet is timed like every other
         classify("warm up", loaded, repeats=1)
     return loaded

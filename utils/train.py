@@ -124,8 +124,9 @@ def _fit_input(batches):
     return tf.data.Dataset.from_generator(generate, output_signature=(x_spec, y_spec)).repeat()
 
 
-def compile_for_training(model, config, steps_per_epoch, masks_by_path=None):
-    """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots."""
+def compile_for_training(model, config, steps_per_epoch, masks_by_path=None, no_decay=()):
+    """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots.
+    no_decay: more variable-name parts kept out of weight decay (besides bias / LayerNorm)."""
     from .pruning import MaskedAdamW
     total_steps = steps_per_epoch * config.epochs
     schedule = WarmupLinearDecay(config.learning_rate,
@@ -135,9 +136,10 @@ def compile_for_training(model, config, steps_per_epoch, masks_by_path=None):
     optimizer = (MaskedAdamW(masks_by_path, **options) if masks_by_path
                  else keras.optimizers.AdamW(**options))
     # Decaying LayerNorm scales and biases towards zero only hurts (BERT's recipe).
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    # A model that defines compute_loss (the pruning wrapper) brings its own loss.
-    loss = None if hasattr(model, "pruning_config") else \
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", *no_decay])
+    # A model that defines compute_loss (the pruning wrapper, the binarized model) brings its
+    # own loss.
+    loss = None if type(model).compute_loss is not keras.Model.compute_loss else \
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile)
     optimizer.build(model.trainable_variables)

@@ -2,13 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
-# papermill parameters for every notebook, e.g. make run PARAMS="-p SMOKE True"
-PARAMS ?=
-DEMO_NOTEBOOK := notebooks/06_demo.ipynb
-BENCH_ARGS ?= --dense checkpoints/baseline/best --pruned checkpoints/pruned/sparsity_30 --out-dir results --rounds 2
 
-.PHONY: install run notebooks data bench report test smoke clean-results
+.PHONY: install run study data bench report test smoke
 
 install: $(VENV)/.installed
 
@@ -18,25 +13,25 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Execute every notebook in order, in place, on the embedded default data and model, then
-# write the report from their results.
-run: install notebooks report
+# The main job, in order, on the embedded default data and model (notebooks 01-06: data,
+# dense baseline, block pruning, thresholding, benchmark, demo), then the report. Every step's
+# wall time and peak memory go to results/pipeline.json; an interrupted run resumes at the step
+# it was cut in (RESTART=1 starts over).
+run: install
+	$(PY) -m utils.pipeline run $(if $(RESTART),--restart)
 
-# The demo (06) loads the models the benchmark derives from the pruned checkpoint: bench first.
-notebooks: install
-	@for nb in $(NOTEBOOKS); do \
-	  echo "=== $$nb"; \
-	  if [ "$$nb" = "$(DEMO_NOTEBOOK)" ]; then $(MAKE) --no-print-directory bench || exit 1; fi; \
-	  $(VENV)/bin/papermill --log-output --cwd notebooks $$nb $$nb $(PARAMS) || exit 1; \
-	done
+# The extended studies (notebooks 07-09: comparison with other methods, binarization, the
+# lambda1 x K study) on the models of `make run`, then the report again.
+study: install
+	$(PY) -m utils.pipeline study $(if $(RESTART),--restart)
 
 data: install
-	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb $(PARAMS)
+	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb
 
-# Dense vs pruned (30% encoder sparsity): sizes, memory, latency, accuracy -> results/benchmark.*
-# and the derived models under checkpoints/bench (compact, +vocab, int8, TFLite).
+# The benchmark alone (notebook 05 runs the same code): dense vs the pruned snapshot chosen on
+# validation -> results/benchmark.*, derived models under checkpoints/bench.
 bench: install
-	$(PY) -m utils.bench $(BENCH_ARGS)
+	$(PY) -m utils.bench
 
 # report/report.md and report/report.html from results/, data/stats.json and figures/.
 report: install
@@ -45,9 +40,7 @@ report: install
 test: install
 	$(PY) -m pytest -q tests
 
-# Every notebook in SMOKE mode (tiny random encoder, a few hundred examples), outputs to /tmp.
+# Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.
 smoke: install
-	@mkdir -p /tmp/smoke && for nb in $(NOTEBOOKS); do \
-	  echo "=== $$nb"; \
-	  $(VENV)/bin/papermill --cwd notebooks $$nb /tmp/smoke/$$(basename $$nb) -p SMOKE True || exit 1; \
-	done
+	$(PY) -m utils.pipeline run --smoke --root /tmp/smoke --restart
+	$(PY) -m utils.pipeline study --smoke --root /tmp/smoke --restart

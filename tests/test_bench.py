@@ -27,15 +27,6 @@ def test_flops_per_token():
     assert B.flops_per_token(dense, 20, first_token=True) < B.flops_per_token(dense, 20)
 
 
-def test_default_pruned_dir(tmp_path):
-    for n in (50, 65, 80):
-        (tmp_path / "sweep" / f"sparsity_{n}").mkdir(parents=True)
-        (tmp_path / "sweep" / f"sparsity_{n}" / "config.json").write_text("{}")
-    assert B.default_pruned_dir(tmp_path).name == "sparsity_65"
-    with pytest.raises(FileNotFoundError, match="--pruned"):
-        B.default_pruned_dir(tmp_path / "nothing")
-
-
 def test_smoke_run_writes_benchmark(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(

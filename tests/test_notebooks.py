@@ -1,4 +1,5 @@
-"""Notebooks 01-06 end to end under papermill in SMOKE mode (tiny random encoder)."""
+"""Both pipelines (notebooks 01-09 and the report) end to end in SMOKE mode (tiny random encoder),
+through utils.pipeline as `make run` / `make study` run them."""
 import json
 from pathlib import Path
 
@@ -21,28 +22,61 @@ def run_notebook(name, out_dir, **parameters):
 
 
 @pytest.fixture(scope="module")
-def smoke_dirs(tmp_path_factory):
+def smoke_run(tmp_path_factory):
+    """Both pipelines (`make run`, then `make study`) in SMOKE mode under one temporary root,
+    exactly as utils.pipeline runs them for real, only with SMOKE=True and moved paths."""
+    from utils import pipeline
     root = tmp_path_factory.mktemp("smoke")
-    dirs = {name: root / name for name in ("data", "figures", "results", "checkpoints", "nb")}
-    for d in dirs.values():
-        d.mkdir()
+    records = {name: pipeline.run_pipeline(name, root, smoke=True) for name in pipeline.PIPELINES}
+    return root, records
+
+
+@pytest.fixture(scope="module")
+def smoke_dirs(smoke_run):
+    root, _ = smoke_run
+    dirs = {name: root / name for name in ("data", "figures", "results", "checkpoints")}
+    dirs["nb"] = root / "notebooks"
     return dirs
 
 
+def test_pipeline_record_has_every_step_with_time_and_memory(smoke_run):
+    from utils import pipeline
+    root, records = smoke_run
+    written = json.loads((root / "results" / "pipeline.json").read_text())
+    assert set(written) == {"run", "study"}
+    for name, record in written.items():
+        pipeline.validate_record(record)
+        assert [s["name"] for s in record["steps"]] == [s.name for s in pipeline.STEPS[name]]
+        assert record["complete"] and record["smoke"]
+        assert record["total_seconds"] == pytest.approx(sum(s["seconds"] for s in record["steps"]))
+        for step in record["steps"]:
+            assert step["seconds"] > 0 and step["max_rss_mb"] > 50   # a Python process at least
+            notebook = step["name"] != "report"
+            assert (step["parameters"].get("SMOKE") is True) == notebook
+            assert step["parameters"]["DATA_DIR" if notebook else "--data-dir"] == str(root / "data")
+    assert written["run"]["started_clean"] is True and written["study"]["started_clean"] is False
+    assert not any((root / "checkpoints" / "pipeline").glob("*.json"))   # nothing in progress
+    # the executed notebooks went under the root, the repository's were not touched
+    assert sorted(p.name for p in (root / "notebooks").glob("*.ipynb")) == sorted(
+        s.notebook for n in pipeline.PIPELINES for s in pipeline.STEPS[n] if s.notebook)
+    report = (root / "report" / "report.md").read_text()
+    assert "`make run`: " in report and "SMOKE" in report
+
+
+def executed(smoke_dirs, name):
+    cells = json.loads((smoke_dirs["nb"] / name).read_text())["cells"]
+    assert not [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return cells
+
+
 def test_01_data_prep_smoke(smoke_dirs):
-    run_notebook("01_data_prep.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                 FIGURES_DIR=str(smoke_dirs["figures"]))
+    executed(smoke_dirs, "01_data_prep.ipynb")
     for split in ("train", "validation", "test"):
         assert (smoke_dirs["data"] / f"{split}.csv").stat().st_size > 0
 
 
 def test_02_baseline_smoke(smoke_dirs):
-    if not (smoke_dirs["data"] / "train.csv").exists():
-        pytest.skip("needs the splits from notebook 01")
-    run_notebook("02_baseline_finetune.ipynb", smoke_dirs["nb"],
-                 DATA_DIR=str(smoke_dirs["data"]), FIGURES_DIR=str(smoke_dirs["figures"]),
-                 RESULTS_DIR=str(smoke_dirs["results"]),
-                 CHECKPOINT_DIR=str(smoke_dirs["checkpoints"] / "baseline"), EPOCHS=1)
+    executed(smoke_dirs, "02_baseline_finetune.ipynb")
     result = json.loads((smoke_dirs["results"] / "baseline.json").read_text())
     assert result["smoke"] is True
     assert 0 <= result["test"]["macro_f1"] <= 1
@@ -53,27 +87,15 @@ def test_02_baseline_smoke(smoke_dirs):
 
 
 def test_03_block_pruning_smoke(smoke_dirs):
-    if not (smoke_dirs["checkpoints"] / "baseline" / "best").exists():
-        pytest.skip("needs the baseline from notebook 02")
-    run_notebook("03_block_pruning.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
-                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
-                 CHECKPOINT_DIR=str(smoke_dirs["checkpoints"] / "block_pruning"), EPOCHS=1)
+    executed(smoke_dirs, "03_block_pruning.ipynb")
     record = json.loads((smoke_dirs["results"] / "block_pruning.json").read_text())
     assert record["step_cost"]["ratio"] > 0
-    assert len(record["lambda_k_sweep"]["rows"]) == 2 * 2 * 2  # K x lambda1 x two sparsities
-    for fig in ("03_loss_terms.png", "03_group_norm_histograms.png", "03_lambda_k_sweep.png"):
+    for fig in ("03_loss_terms.png", "03_group_norm_histograms.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
 
 
 def test_04_thresholding_smoke(smoke_dirs):
-    if not (smoke_dirs["checkpoints"] / "block_pruning" / "best").exists():
-        pytest.skip("needs the regularised model from notebook 03")
-    run_notebook("04_thresholding.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
-                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
-                 REGULARIZED_DIR=str(smoke_dirs["checkpoints"] / "block_pruning"),
-                 PRUNED_DIR=str(smoke_dirs["checkpoints"] / "pruned"))
+    executed(smoke_dirs, "04_thresholding.ipynb")
     import pandas as pd
     curve = pd.read_csv(smoke_dirs["results"] / "sparsity_sweep.csv")
     from utils.sweep import SWEEP_COLUMNS
@@ -83,18 +105,15 @@ def test_04_thresholding_smoke(smoke_dirs):
     for target in (0.5, 0.9):
         reached = block[(block.target_sparsity == target)].sparsity_encoder_linear
         assert (reached >= target - 1e-9).all() and len(reached) == 2  # before + after retrain
+    # retrained snapshots carry the validation score the benchmark's choice is made on
+    retrained = block[block.retrained.astype(bool)]
+    assert retrained.val_macro_f1.between(0, 1).all() and block[~block.retrained].val_macro_f1.isna().all()
     for fig in ("04_sparsity_vs_f1.png", "04_sparsity_heatmap.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
 
 
-def test_05_results_smoke(smoke_dirs):
-    if not (smoke_dirs["results"] / "thresholding.json").exists():
-        pytest.skip("needs the sweep from notebook 04")
-    run_notebook("05_results.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]),
-                 BASELINE_DIR=str(smoke_dirs["checkpoints"] / "baseline" / "best"),
-                 PRUNED_DIR=str(smoke_dirs["checkpoints"] / "pruned"),
-                 BASELINES_DIR=str(smoke_dirs["checkpoints"] / "baselines"))
+def test_07_comparison_smoke(smoke_dirs):
+    executed(smoke_dirs, "07_comparison.ipynb")
     import pandas as pd
     from utils.sweep import SWEEP_COLUMNS
     rows = pd.read_csv(smoke_dirs["results"] / "baselines_sweep.csv")
@@ -117,38 +136,53 @@ def test_05_results_smoke(smoke_dirs):
     assert (latency[latency.method == "layers"].parameters < dense_params).all()
     table = pd.read_csv(smoke_dirs["results"] / "comparison.csv")
     assert set(table.level) == {0.5, 0.7, 0.9} and table[table.level == 0.5].reached.all()
-    for fig in ("05_methods_sparsity_vs_f1.png", "05_pareto_latency_vs_f1.png"):
+    for fig in ("07_methods_sparsity_vs_f1.png", "07_pareto_latency_vs_f1.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
 
 
+def test_05_benchmark_smoke(smoke_dirs):
+    """The benchmark of the chain's own tiny models, on the snapshot chosen on validation."""
+    executed(smoke_dirs, "05_benchmark.ipynb")
+    bench = json.loads((smoke_dirs["results"] / "benchmark.json").read_text())
+    snapshot = bench["meta"]["snapshot"]
+    assert snapshot["directory"] == bench["meta"]["pruned_dir"]
+    assert snapshot["directory"].startswith(str(smoke_dirs["checkpoints"] / "pruned" / "sparsity_"))
+    assert bench["meta"]["dense_dir"] == str(smoke_dirs["checkpoints"] / "baseline" / "best")
+    assert {"dense", "compact", "compact+vocab+tflite-int8"} <= set(bench["variants"])
+    assert (smoke_dirs["checkpoints"] / "bench" / "compact" / "config.json").exists()
+
+
+def test_09_lambda_k_sweep_smoke(smoke_dirs):
+    executed(smoke_dirs, "09_lambda_k_sweep.ipynb")
+    record = json.loads((smoke_dirs["results"] / "lambda_k_sweep.json").read_text())
+    assert len(record["rows"]) == 2 * 2 * 2  # K x lambda1 x two sparsities
+    assert {r["K"] for r in record["best_at_50"]} == {1, 2}
+    assert (smoke_dirs["figures"] / "09_lambda_k_sweep.png").stat().st_size > 1000
+
+
 def test_06_demo_smoke(smoke_dirs):
-    """Independent of the chain: SMOKE saves its own tiny models under a temporary root."""
-    out = run_notebook("06_demo.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                       FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]))
+    """The demo of the models notebook 05 saved under the SMOKE root."""
+    cells = executed(smoke_dirs, "06_demo.ipynb")
     record = json.loads((smoke_dirs["results"] / "demo.json").read_text())
     assert record["smoke"] is True and record["time_to_first_answer_s"] > 0
     assert [r["model"] for r in record["models"]] == ["dense", "compact", "compact+int8"]
     assert all(r["errors"] == 0 and r["latency_ms_median"] > 0 for r in record["models"])
     assert (smoke_dirs["figures"] / "06_demo_latency.png").stat().st_size > 1000
-    printed = "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
-                      for o in c.get("outputs", []))
+    printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
     assert "The text is empty" not in printed     # every example is a real tweet-like text
     assert "truncated to the first 64" in printed  # the long example says it was cut
 
 
-def test_06_demo_says_what_to_run_when_models_are_missing(smoke_dirs, tmp_path):
+def test_06_demo_says_what_to_run_when_models_are_missing(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as error:
-        run_notebook("06_demo.ipynb", smoke_dirs["nb"], SMOKE=False, ROOT=str(tmp_path),
+        run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
                      DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
     assert "MissingModelsError" in str(error.value) and "utils.bench" in str(error.value)
 
 
-def test_07_binarization_smoke(smoke_dirs):
+def test_08_binarization_smoke(smoke_dirs):
     """Independent of the chain: SMOKE saves tiny stand-ins for the models it compares."""
-    if not (smoke_dirs["data"] / "train.csv").exists():
-        pytest.skip("needs the splits from notebook 01")
-    run_notebook("07_binarization.ipynb", smoke_dirs["nb"], DATA_DIR=str(smoke_dirs["data"]),
-                 FIGURES_DIR=str(smoke_dirs["figures"]), RESULTS_DIR=str(smoke_dirs["results"]))
+    executed(smoke_dirs, "08_binarization.ipynb")
     import pandas as pd
     table = pd.read_csv(smoke_dirs["results"] / "binarization.csv")
     assert list(table.variant.unique()) == ["float32", "int8", "pruned float32", "pruned + int8",
@@ -159,4 +193,4 @@ def test_07_binarization_smoke(smoke_dirs):
     assert by[("binary layers + embeddings", True)].disk_bytes < by[("int8", True)].disk_bytes / 2
     assert by[("binary layers", True)].disk_bytes < by[("float32", True)].disk_bytes
     assert table.macro_f1.between(0, 1).all()
-    assert (smoke_dirs["figures"] / "07_bits_vs_f1.png").stat().st_size > 1000
+    assert (smoke_dirs["figures"] / "08_bits_vs_f1.png").stat().st_size > 1000

@@ -88,12 +88,12 @@ def test_missing_results_build_and_name_what_to_run(tmp_path):
                             figures=tmp_path / "no-figures", data=tmp_path / "no-data")
     assert paths["markdown"].exists() and paths["html"].exists()
     for producer in ("01_data_prep.ipynb", "02_baseline_finetune.ipynb",
-                     "03_block_pruning.ipynb", "04_thresholding.ipynb", "05_results.ipynb",
-                     "06_demo.ipynb", "07_binarization.ipynb", "python -m utils.bench"):
+                     "03_block_pruning.ipynb", "04_thresholding.ipynb", "07_comparison.ipynb",
+                     "05_benchmark.ipynb", "06_demo.ipynb", "08_binarization.ipynb"):
         assert f"run `notebooks/{producer}`" in md or f"run `{producer}" in md, producer
     assert md.count("*Not run yet:*") >= 8
     for heading, notebook in (("Live demo", "06_demo.ipynb"),
-                              ("Binarized weights", "07_binarization.ipynb")):
+                              ("Binarized weights", "08_binarization.ipynb")):
         section = md.split(f"## {heading}")[1].split("\n## ")[0]
         assert f"*Not run yet:* `{tmp_path / 'no-results'}/" in section, heading
         assert f"run `notebooks/{notebook}`" in section, heading
@@ -154,7 +154,7 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-# notebook 07's columns (results/binarization.csv) with distinctive values; empty cells as
+# notebook 08's columns (results/binarization.csv) with distinctive values; empty cells as
 # pandas writes them for the reference rows
 BINARIZATION_ROWS = [
     {"variant": "float32", "macro_f1": 0.84567, "accuracy": 0.86, "macro_recall": 0.84,
@@ -212,7 +212,7 @@ def section_of(md, heading):
 def test_binarization_section_renders_notebook_07_results(tmp_path):
     figures = tmp_path / "figures"
     figures.mkdir()
-    (figures / "07_bits_vs_f1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (figures / "08_bits_vs_f1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     _, md, page = build(tmp_path, results=new_results(tmp_path, demo=False), figures=figures,
                         data=tmp_path / "none")
     section = section_of(md, "Binarized weights")
@@ -231,7 +231,7 @@ def test_binarization_section_renders_notebook_07_results(tmp_path):
     for latex in report.BINARIZATION_EQUATIONS.values():
         assert f"$$ {latex} $$" in section
         assert f'alt="{html.escape(latex, quote=True)}"' in page
-    assert "(../figures/07_bits_vs_f1.png)" in section
+    assert "(../figures/08_bits_vs_f1.png)" in section
     assert "Not run yet" not in section and "SMOKE" not in md
     assert "Rohde, T., Canumalla, A." in section_of(md, "References")
 
@@ -251,7 +251,7 @@ def test_demo_section_renders_notebook_06_results(tmp_path):
         assert text in section, text
     assert "Not run yet" not in section
     # the binarization files are missing: that section names its notebook
-    assert "run `notebooks/07_binarization.ipynb`" in section_of(md, "Binarized weights")
+    assert "run `notebooks/08_binarization.ipynb`" in section_of(md, "Binarized weights")
 
 
 def test_smoke_demo_and_binarization_are_flagged_and_missing_json_is_named(tmp_path):
@@ -266,7 +266,7 @@ def test_smoke_demo_and_binarization_are_flagged_and_missing_json_is_named(tmp_p
     section = section_of(md, "Binarized weights")
     assert "| binary layers + embeddings | yes | 72.3% |" in section   # the csv alone
     assert f"*Not run yet:* `{results / 'binarization.json'}` is missing" in section
-    assert "run `notebooks/07_binarization.ipynb`" in section
+    assert "run `notebooks/08_binarization.ipynb`" in section
 
 
 def test_markdown_table_and_pareto_front():
@@ -282,3 +282,35 @@ def test_report_module_does_not_import_tensorflow():
     code = ("import sys, utils.report; bad = [m for m in ('tensorflow', 'keras', 'torch') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    step = {"name": "02_baseline_finetune", "started": "t", "seconds": 1500.0,
+            "max_rss_mb": 3000.0, "parameters": {}}
+    record = {"commit": "abcdef123", "started_clean": True, "complete": True,
+              "steps": [step, {**step, "name": "report", "seconds": 60.0, "max_rss_mb": 80.0}],
+              "total_seconds": 1560.0}
+    (results / "pipeline.json").write_text(json.dumps({"run": record}))
+    paths, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    expected = ("- `make run`: 26.0 min in 2 steps (longest: 02_baseline_finetune, 25.0 min), "
+                "peak resident memory 2.9 GiB (02_baseline_finetune); from a clean start, code at "
+                "commit `abcdef1`.")
+    assert expected in md
+    assert "- `make study`: not measured yet" in md
+    # mutation: other numbers in the file, other sentence
+    record.update(total_seconds=3000.0, started_clean=False, complete=False)
+    (results / "pipeline.json").write_text(json.dumps({"run": record}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert "50.0 min in 2 steps before the report" in md and "reusing earlier checkpoints" in md
+
+    readme = tmp_path / "README.md"
+    start, end = report.README_MARKERS
+    readme.write_text(f"# Title\n\n{start}\nold numbers\n{end}\n\nrest\n")
+    report.main(["--results-dir", str(results), "--figures-dir", str(tmp_path), "--data-dir",
+                 str(tmp_path), "--out-dir", str(tmp_path / "out"), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "old numbers" not in text and "50.0 min in 2 steps" in text
+    assert text.startswith("# Title\n\n") and text.endswith(f"{end}\n\nrest\n")
+    assert not report.update_readme_block(tmp_path / "missing.md", "x")

@@ -55,6 +55,11 @@ def test_resume_restores_weights_and_optimizer(tokenizer, tmp_path):
     for a, b in zip(trained.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert int(fresh.optimizer.iterations.numpy()) == 4  # 64 examples / 16 per batch
+    # the per-epoch log beside the checkpoints, with the validation scores of the history
+    import pandas as pd
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert list(log.epoch) == [0] and {"loss", "val_macro_f1", "train_seconds"} <= set(log.columns)
+    assert log.val_macro_f1[0] == state["history"][0]["val_macro_f1"]
 
 
 def test_nan_loss_stops_with_message(tokenizer):

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import model as model_lib
@@ -535,7 +535,7 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
             print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
             continue
         if save_dir is not None and rows[-1]["retrained"]:
-            model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
+            model_lib.save_model(model, Path(save_dir) / sweep.sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
         rows[-1]["gradual_steps"] = gradual_steps
     model.set_weights(start_weights)
@@ -563,10 +563,6 @@ def _gradual(model, tokenizer, retrain_data, masks_fn, target, steps, retrain_co
         chunk["train"] = train_split.shard(num_shards=steps, index=t, contiguous=False)
         train.fine_tune(model, tokenizer, chunk, retrain_config, masks=masks, progress=False)
     return masks
-
-
-def sparsity_dir_name(target):
-    return f"sparsity_{round(target * 100):02d}"
 
 
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,

@@ -29,7 +29,6 @@ import gzip
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,6 @@ VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first"
 MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json",
                "model.tflite", "tflite.json", "binary.npz", "binarize.json")
 TFLITE_THREADS = os.cpu_count()
-TARGET_SPARSITY = 70
 
 
 def log(message):
@@ -54,19 +52,6 @@ def log(message):
 
 
 # ------------------------------------------------------------------------------ inputs
-
-def default_pruned_dir(root="checkpoints/pruned", target=TARGET_SPARSITY):
-    """The `sparsity_XX` model directory under `root` whose XX is closest to `target`."""
-    candidates = []
-    for path in sorted(Path(root).rglob("sparsity_*")):
-        match = re.fullmatch(r"sparsity_(\d+(?:\.\d+)?)", path.name)
-        if match and (path / "config.json").exists():
-            candidates.append((abs(float(match.group(1)) - target), str(path)))
-    if not candidates:
-        raise FileNotFoundError(f"no pruned model directory {root}/**/sparsity_XX with a "
-                                f"config.json; pass --pruned DIR")
-    return Path(min(candidates)[1])
-
 
 SMOKE_WORDS = ("good bad happy sad love hate great awful okay fine flight delay crew seat "
                "thanks never again best worst service late early nice rude bag lost").split()
@@ -329,21 +314,25 @@ def run(args):
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
     out_dir = Path(args.out_dir)
+    snapshot = None
+    if args.dense is not None and args.pruned is None:   # chosen on validation, not hard-wired
+        from .sweep import choose_snapshot
+        snapshot = choose_snapshot(args.results_dir, args.snapshots_dir)
+        log(snapshot.message)
     tokenizer = model_lib.load_tokenizer(args.tokenizer)
     if args.smoke:
         dataset = smoke_dataset()
         work_dir = Path(args.work_dir or out_dir / "bench_models")
-        if args.dense is None or args.pruned is None:
-            log("smoke: building tiny random dense + masked models")
-            dense_dir, pruned_dir = make_smoke_models(work_dir / "smoke", tokenizer)
-        else:
-            dense_dir, pruned_dir = Path(args.dense), Path(args.pruned)
     else:
         from . import data as data_lib
         dataset = data_lib.load_splits(args.data)
         work_dir = Path(args.work_dir or "checkpoints/bench")
+    if args.dense is None:
+        log("smoke: building tiny random dense + masked models")
+        dense_dir, pruned_dir = make_smoke_models(work_dir / "smoke", tokenizer)
+    else:
         dense_dir = Path(args.dense)
-        pruned_dir = Path(args.pruned) if args.pruned else default_pruned_dir()
+        pruned_dir = snapshot.directory if snapshot is not None else Path(args.pruned)
     log(f"dense {dense_dir}, pruned {pruned_dir}, work dir {work_dir}")
     train_texts = list(dataset["train"]["text"])
     test_texts, test_labels = list(dataset["test"]["text"]), list(dataset["test"]["label"])
@@ -433,6 +422,7 @@ def run(args):
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
                  "smoke": bool(args.smoke), "dense_dir": str(dense_dir),
                  "pruned_dir": str(pruned_dir), "tokenizer": args.tokenizer,
+                 "snapshot": None if snapshot is None else snapshot.record(),
                  "test_examples": len(test_texts), "mean_test_length": mean_length,
                  "max_length": args.max_length, "rounds": args.rounds,
                  "latency_examples": min(args.latency_examples, len(test_texts)),
@@ -501,8 +491,13 @@ def main(argv=None):
     parser.add_argument("--dense", default="checkpoints/baseline/best",
                         help="dense baseline model directory (utils.model.save_model)")
     parser.add_argument("--pruned", default=None,
-                        help="masked pruned model directory (default: the "
-                             "checkpoints/pruned/**/sparsity_XX closest to 70)")
+                        help="masked pruned model directory (default: utils.sweep."
+                             "choose_snapshot, the sparsest snapshot under --snapshots-dir whose "
+                             "validation macro-F1 is within 1 point of dense)")
+    parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
+                        help="where notebook 04 saved its sparsity_XX snapshots")
+    parser.add_argument("--results-dir", default="results",
+                        help="where sparsity_sweep.csv and baseline.json are")
     parser.add_argument("--data", default="data", help="directory of the CSV splits")
     parser.add_argument("--tokenizer", default=None, help="tokenizer (default: MiniLM)")
     parser.add_argument("--out-dir", default="results")
@@ -534,7 +529,13 @@ def main(argv=None):
         args.throughput_examples = min(args.throughput_examples, 16)
         args.memory_examples = min(args.memory_examples, 8)
         args.rounds = min(args.rounds, 2)
-    run(args)
+        if args.memory_variants is None:   # a fresh process per variant is most of a SMOKE run
+            args.memory_variants = ["compact+vocab"]
+    try:
+        return run(args)
+    except FileNotFoundError as error:   # a missing model or results file: say which, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The notebook (06_demo) wraps `build_widget`; outside Jupyter the same comparison
     python -m utils.demo "@united thanks, the crew was great"
 
 Only saved models are loaded (no training): by default the fine-tuned baseline and the two
-variants `python -m utils.bench` derives from the 30%-sparsity pruned model. If one is missing,
+variants `python -m utils.bench` derives from the pruned snapshot it chose on validation. If one is missing,
 `MissingModelsError` says which command makes it.
 
 Anything typed is answered without a traceback: empty or non-string input gives a message
@@ -34,16 +34,19 @@ MAX_CHARS = 5000           # longer input is cut before tokenising, so a paste c
 TIMING_REPEATS = 3         # latency shown = median of this many forward passes
 
 # name -> (directory relative to the repository, what it is, the command that creates it)
-BENCH = "python -m utils.bench --dense checkpoints/baseline/best --pruned checkpoints/pruned/sparsity_30"
+# The pruned snapshot is chosen on validation by the benchmark (utils.sweep.choose_snapshot),
+# which saves the derived models the demo loads; results/benchmark.json says which snapshot.
+BENCH = "notebooks/05_benchmark.ipynb (or `python -m utils.bench`)"
 DEFAULT_MODELS = {
     "dense": ("checkpoints/baseline/best", "fine-tuned MiniLM, float32",
               "make run (notebooks 01_data_prep and 02_baseline_finetune)"),
     "compact": ("checkpoints/bench/compact",
-                "30%-sparsity block-pruned model, empty heads and FFN neurons removed, float32",
-                f"notebooks 03-04, then `{BENCH}`"),
+                "block-pruned snapshot chosen on validation, empty heads and FFN neurons "
+                "removed, float32",
+                f"notebooks 03-04, then {BENCH}"),
     "compact+int8": ("checkpoints/bench/compact_vocab_tflite_int8",
                      "compact + unused vocabulary removed, int8 weights (TFLite dynamic range)",
-                     f"notebooks 03-04, then `{BENCH}`"),
+                     f"notebooks 03-04, then {BENCH}"),
 }
 
 EXAMPLES = (

@@ -63,12 +63,20 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+# What a run writes (executed notebooks, results, figures, the report and its README lines):
+# these differ from the commit while a pipeline runs, without the code being any different.
+RUN_OUTPUTS = ("notebooks/*.ipynb", "results", "figures", "report", "data", "README.md")
+
+
 def git_commit():
-    """The commit the code ran at, with '-dirty' if the tree had uncommitted changes."""
+    """The commit the code ran at, with '-dirty' if a tracked file other than the run's own
+    outputs (RUN_OUTPUTS) had uncommitted changes."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        excludes = [f":(exclude){path}" for path in RUN_OUTPUTS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *excludes],
                                cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -136,3 +136,23 @@ def plot_sparsity_heatmap(per_matrix, num_layers, path=None, title="Sparsity per
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_lambda_k_sweep(sweep_frame, dense_val_macro_f1, path=None):
+    """Validation macro-F1 after thresholding (no retraining) against λ1, a line per K, a panel
+    per target sparsity (utils.sweep.lambda_k_sweep)."""
+    targets = sorted(sweep_frame.target.unique())
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for k, part in sweep_frame[sweep_frame.target == target].groupby("K"):
+            ax.plot(part.lambda1, 100 * part.val_macro_f1, "o-", label=f"K={k}")
+        ax.axhline(100 * dense_val_macro_f1, color="k", ls=":", lw=1, label="dense baseline")
+        ax.set(xscale="log", xlabel="λ1 (group-lasso weight)", ylabel="validation macro-F1 (%)",
+               title=f"threshold to {target:.0%} encoder sparsity, no retraining")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -7,11 +7,11 @@
   baseline       results/baseline.json                              (notebook 02)
   method         the loss as equations, settings of block_pruning.json (notebook 03)
   sparsity       results/sparsity_sweep.csv + thresholding.json     (notebook 04)
-  comparison     results/comparison.csv, latency_pareto.csv, baselines.json (notebook 05)
+  comparison     results/comparison.csv, latency_pareto.csv, baselines.json (notebook 07)
   benchmark      results/benchmark.json                             (python -m utils.bench)
   demo           results/demo.json                                  (notebook 06)
   binarization   the binarization and STE as equations, results/binarization.csv + .json
-                                                                    (notebook 07)
+                                                                    (notebook 08)
   limitations, reproduction commands, references
 
 Rules: every number is formatted from a results file, none is typed here; a missing file turns
@@ -41,18 +41,20 @@ SOURCES = {
     "block_pruning": ("block_pruning.json", "results", "`notebooks/03_block_pruning.ipynb`"),
     "thresholding": ("thresholding.json", "results", "`notebooks/04_thresholding.ipynb`"),
     "sweep": ("sparsity_sweep.csv", "results", "`notebooks/04_thresholding.ipynb`"),
-    "comparison": ("comparison.csv", "results", "`notebooks/05_results.ipynb`"),
-    "latency": ("latency_pareto.csv", "results", "`notebooks/05_results.ipynb`"),
-    "baselines": ("baselines.json", "results", "`notebooks/05_results.ipynb`"),
+    "comparison": ("comparison.csv", "results", "`notebooks/07_comparison.ipynb`"),
+    "latency": ("latency_pareto.csv", "results", "`notebooks/07_comparison.ipynb`"),
+    "baselines": ("baselines.json", "results", "`notebooks/07_comparison.ipynb`"),
     "benchmark": ("benchmark.json", "results",
-                  "`python -m utils.bench` (after notebooks 02 and 04; see Reproduction)"),
-    "demo": ("demo.json", "results",
-             "`notebooks/06_demo.ipynb` (after notebooks 02-04 and `make bench`)"),
+                  "`notebooks/05_benchmark.ipynb` (or `python -m utils.bench`; after notebooks "
+                  "02-04)"),
+    "demo": ("demo.json", "results", "`notebooks/06_demo.ipynb` (after notebooks 02-05)"),
     "binarization": ("binarization.csv", "results",
-                     "`notebooks/07_binarization.ipynb` (after notebooks 02-04 and `make bench`)"),
+                     "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
     "binarization_meta": ("binarization.json", "results",
-                          "`notebooks/07_binarization.ipynb` (after notebooks 02-04 and "
-                          "`make bench`)"),
+                          "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
+    "pipeline": ("pipeline.json", "results", "`make run` / `make study` (utils.pipeline)"),
+    "lambda_k": ("lambda_k_sweep.json", "results",
+                 "`notebooks/09_lambda_k_sweep.ipynb` (`make study`, after `make run`)"),
 }
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
@@ -315,19 +317,23 @@ def method_section(rep):
                f"{cost['ratio']:.2f}x a plain fine-tuning step "
                f"({1000 * cost['regularized_step_seconds']:.0f} vs "
                f"{1000 * cost['plain_step_seconds']:.0f} ms on the same batches).")
-    sweep = bp["lambda_k_sweep"]
-    targets = sorted({row["target"] for row in sweep["rows"]})
-    configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
-    score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
-             for row in sweep["rows"]}
-    out.append(f"λ₁ and K were chosen by a sweep of short regularised runs on "
-               f"{sweep['examples']:,} training tweets each, thresholded without retraining and "
-               "scored on validation tweets (validation macro-F1):")
-    out.append(table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
-                     [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
-                      for k, lam in configs]))
-    out += [rep.provenance("block_pruning"),
-            rep.figure("03_lambda_k_sweep.png", "the λ₁ × K sweep", "block_pruning"),
+    out.append(rep.provenance("block_pruning"))
+    sweep = rep.r.get("lambda_k")
+    if sweep is None:
+        out.append("λ₁ and K come from the λ₁ × K study. " + rep.not_run("lambda_k"))
+    else:
+        targets = sorted({row["target"] for row in sweep["rows"]})
+        configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
+        score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
+                 for row in sweep["rows"]}
+        out.append(f"λ₁ and K come from the λ₁ × K study: short regularised runs on "
+                   f"{sweep['examples']:,} training tweets each, thresholded without retraining "
+                   "and scored on validation tweets (validation macro-F1):")
+        out.append(table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
+                         [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
+                          for k, lam in configs]))
+        out.append(rep.provenance("lambda_k"))
+    out += [rep.figure("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
             rep.figure("03_loss_terms.png", "the loss terms during regularised training",
                        "block_pruning"),
             rep.figure("03_group_norm_histograms.png",
@@ -439,9 +445,9 @@ def comparison_section(rep):
                    + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
                    + rep.provenance("baselines"))
     if comparison is not None or latency is not None:
-        out += [rep.figure("05_methods_sparsity_vs_f1.png",
+        out += [rep.figure("07_methods_sparsity_vs_f1.png",
                            "every method's macro-F1 against sparsity", "comparison"),
-                rep.figure("05_pareto_latency_vs_f1.png", "CPU latency against macro-F1",
+                rep.figure("07_pareto_latency_vs_f1.png", "CPU latency against macro-F1",
                            "latency")]
     return "\n\n".join(out)
 
@@ -507,7 +513,7 @@ def demo_section(rep):
            "the saved models alone (nothing is trained): open `notebooks/06_demo.ipynb`, type a "
            "tweet and press **classify**, or from a shell run "
            "`.venv/bin/python -m utils.demo \"some tweet\"`, which prints each model's label, "
-           "probabilities and latency. Both need the models of notebooks 02-04 and `make bench`, "
+           "probabilities and latency. Both need the models of notebooks 02-05 (`make run`), "
            "and say which command to run when one is missing."]
     if d is None:
         return "\n\n".join(out + [rep.not_run("demo")])
@@ -610,7 +616,7 @@ def binarization_section(rep):
             "Test split, every variant scored on the same tweets and sized by its files on disk "
             "(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / dense parameters")
     out.append(text + f"; dense is the `{rows[0]['variant']}` row. Retrained \"–\": a saved "
-               f"model of notebooks 02-04 and `make bench` (*pruned*: {pruned}, compact, unused "
+               f"model of notebooks 02-05 (*pruned*: {pruned}, compact, unused "
                "vocabulary removed; *int8*: TFLite dynamic range), not retrained here; \"no\": "
                "binarized as is; \"yes\": after STE training.")
     out.append(table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
@@ -643,7 +649,7 @@ def binarization_section(rep):
                       if seconds else "")
                    + f" (the whole notebook: {duration_range([meta['notebook_seconds']])}). "
                    + rep.provenance("binarization_meta"))
-    out.append(rep.figure("07_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
+    out.append(rep.figure("08_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
                           "(x: binarized, not retrained)", "binarization"))
     return "\n\n".join(out)
 
@@ -692,28 +698,69 @@ def limitations(rep):
     return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
 
 
+def pipeline_lines(rep):
+    """One line per pipeline in results/pipeline.json: its measured total and peak memory."""
+    lines = []
+    for name, command in (("run", "make run"), ("study", "make study")):
+        record = (rep.r.get("pipeline") or {}).get(name)
+        if record is None:
+            lines.append(f"- `{command}`: not measured yet (results/pipeline.json has no "
+                         f"'{name}' record).")
+            continue
+        steps = record["steps"]
+        peak = max(steps, key=lambda s: s["max_rss_mb"])
+        # the report is the last step: while it runs, the record holds every step but itself
+        counted = ("steps" if record.get("complete")
+                   else "steps before the report (which is not counted)")
+        lines.append(
+            f"- `{command}`: {record['total_seconds'] / 60:.1f} min in {len(steps)} {counted} "
+            f"(longest: {max(steps, key=lambda s: s['seconds'])['name']}, "
+            f"{max(s['seconds'] for s in steps) / 60:.1f} min), peak resident memory "
+            f"{peak['max_rss_mb'] / 1024:.1f} GiB ({peak['name']}); "
+            f"{'from a clean start' if record['started_clean'] else 'reusing earlier checkpoints'}"
+            f", code at commit `{commit({'git_commit': record['commit']})}`"
+            + (", **SMOKE**" if record.get("smoke") else "") + ".")
+    return lines
+
+
+README_MARKERS = ("<!-- pipeline: written by python -m utils.report from results/pipeline.json -->",
+                  "<!-- /pipeline -->")
+
+
+def update_readme_block(readme, text):
+    """Replace what stands between README_MARKERS in `readme` with `text`; False (and the
+    file untouched) if the markers are not there."""
+    readme = Path(readme)
+    content = readme.read_text() if readme.exists() else ""
+    start, end = README_MARKERS
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    io.write_text(readme, f"{head}{start}\n{text}\n{end}{tail}")
+    return True
+
+
 def reproduction(rep):
-    lines = ["`make run` executes every notebook in order and rebuilds this report "
-             "(`make report` rebuilds only the report). One notebook at a time:", "",
+    lines = ["`make run` executes the main job (notebooks 01-06: data, dense baseline, block "
+             "pruning, thresholding, benchmark, demo) and rebuilds this report; `make study` "
+             "runs the extended studies (notebooks 07-09: comparison with other methods, "
+             "binarization, the λ₁ × K study) and rebuilds it again. Both record every step's "
+             "wall time and peak memory in `results/pipeline.json` and resume at the step an "
+             "interruption cut. Measured on this machine:", "", *pipeline_lines(rep), "",
+             "One notebook at a time (each writes the files named):", "",
              *(f"- {SOURCES[k][0]}: `{NOTEBOOK_RUN.format(nb)}`" for k, nb in (
                  ("stats", "01_data_prep.ipynb"), ("baseline", "02_baseline_finetune.ipynb"),
                  ("block_pruning", "03_block_pruning.ipynb"),
-                 ("sweep", "04_thresholding.ipynb"), ("comparison", "05_results.ipynb")))]
+                 ("sweep", "04_thresholding.ipynb"), ("benchmark", "05_benchmark.ipynb"),
+                 ("demo", "06_demo.ipynb"), ("comparison", "07_comparison.ipynb"),
+                 ("binarization", "08_binarization.ipynb"), ("lambda_k", "09_lambda_k_sweep.ipynb")))]
     bench = rep.r["benchmark"]
     if bench:   # the command is rebuilt from what the benchmark recorded
         m = bench["meta"]
-        lines.append(f"- benchmark.json: `.venv/bin/python -m utils.bench --dense {m['dense_dir']} "
-                     f"--pruned {m['pruned_dir']} --out-dir {rep.dirs['results']} "
-                     f"--rounds {m['rounds']}`")
-    else:
-        lines.append("- benchmark.json: `.venv/bin/python -m utils.bench --dense "
-                     "checkpoints/baseline/best --pruned checkpoints/pruned/sparsity_XX "
-                     "--out-dir results`")
-    lines[-1] += (" (`make bench`; it also saves under `checkpoints/bench/` the models notebooks "
-                  "06 and 07 load, so it runs before them)")
-    lines += [f"- {files}: `{NOTEBOOK_RUN.format(nb)}`" for files, nb in (
-        ("demo.json", "06_demo.ipynb"),
-        ("binarization.csv, binarization.json", "07_binarization.ipynb"))]
+        lines.append(f"- the same benchmark outside Jupyter: `.venv/bin/python -m utils.bench "
+                     f"--dense {m['dense_dir']} --pruned {m['pruned_dir']} --out-dir "
+                     f"{rep.dirs['results']} --rounds {m['rounds']}`")
     return "## Reproduction\n\n" + "\n".join(lines)
 
 
@@ -820,10 +867,21 @@ def main(argv=None):
     parser.add_argument("--figures-dir", default="figures")
     parser.add_argument("--data-dir", default="data", help="where stats.json is (notebook 01)")
     parser.add_argument("--out-dir", default="report")
+    parser.add_argument("--readme", default=None,
+                        help="README whose measured-pipeline block to refresh (default: the "
+                             "repository's README.md when --results-dir is its results/)")
     args = parser.parse_args(argv)
     paths = build_report(args.results_dir, args.figures_dir, args.out_dir, args.data_dir)
     for path in paths.values():
         print(f"wrote {path}")
+    readme = args.readme
+    if readme is None and Path(args.results_dir).resolve() == io.REPO_ROOT / "results":
+        readme = io.REPO_ROOT / "README.md"
+    if readme is not None:
+        rep = Report({"results": args.results_dir, "data": args.data_dir}, args.figures_dir,
+                     args.out_dir)
+        if update_readme_block(readme, "\n".join(pipeline_lines(rep))):
+            print(f"updated the measured-pipeline lines of {readme}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import io, pruning, train
@@ -18,6 +18,17 @@ SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
                  "target_sparsity", "sparsity_encoder_linear", "sparsity_total",
                  "fully_removable_heads", "fully_removable_neurons", "accuracy", "macro_f1",
                  "macro_recall", "retrained"]
+SNAPSHOT_TOLERANCE_POINTS = 1.0   # benchmark/demo model: within this much val macro-F1 of dense
+
+
+def sparsity_dir_name(target):
+    """0.7 -> 'sparsity_70': the directory of a pruned model saved at that target."""
+    return f"sparsity_{round(target * 100):02d}"
+
+
+def sparsity_from_dir_name(name):
+    """'sparsity_70' (or a path ending in it) -> 0.7"""
+    return int(Path(name).name.split("_")[1]) / 100
 
 
 def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
@@ -55,7 +66,7 @@ def retrain_sample(dataset, retrain_examples=None, seed=42):
 
 def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_config=None,
                     retrain_examples=None, method="block", scope="global", save_dir=None,
-                    seed=42, eval_split="test", progress=True):
+                    seed=42, eval_split="test", progress=True, validate_retrained=True):
     """For each target sparsity: threshold the groups of `model`'s current (regularised)
     weights, evaluate, then (if `retrain_config`) retrain with the masks fixed and evaluate
     again. `model` is restored to its starting weights at the end.
@@ -63,7 +74,10 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
     retrain_examples: retrain on a stratified sample of this many training tweets (the same
     sample for every point), to bound the cost of a long sweep on a CPU.
     save_dir: if given, each retrained model is saved to save_dir/sparsity_XX (save_model).
-    Returns a DataFrame with SWEEP_COLUMNS (+ seconds).
+    validate_retrained: record each retrained model's validation scores (`val_macro_f1`,
+    `val_accuracy`, from fine_tune's evaluation of the weights it kept), the numbers every
+    later choice of snapshot is made on.
+    Returns a DataFrame with SWEEP_COLUMNS (+ seconds, val_*).
     """
     start_weights = model.get_weights()
     kernels = {n: np.asarray(k) for n, k in
@@ -82,12 +96,16 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
         rows.append(sweep_row(model, tokenizer, dataset[eval_split], pruning_config, method,
                               epsilon, target, False, max_length))
         if retrain_config is not None and target > 0:
-            train.fine_tune(model, tokenizer, retrain_data, retrain_config, masks=masks,
-                            progress=False)
+            state = train.fine_tune(model, tokenizer, retrain_data, retrain_config, masks=masks,
+                                    progress=False)
             rows.append(sweep_row(model, tokenizer, dataset[eval_split], pruning_config,
                                   method, epsilon, target, True, max_length))
+            if validate_retrained:   # fine_tune scored the weights it kept on validation
+                best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
+                rows[-1].update(val_accuracy=best["val_accuracy"],
+                                val_macro_f1=best["val_macro_f1"])
             if save_dir is not None:
-                model_lib.save_model(model, Path(save_dir) / f"sparsity_{round(target * 100):02d}")
+                model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     model.set_weights(start_weights)
     return pd.DataFrame(rows)
@@ -140,3 +158,118 @@ def regularization_step_cost(model, tokenizer, dataset, pruning_config, train_co
     return {"plain_step_seconds": plain, "regularized_step_seconds": regularized,
             "ratio": regularized / plain, "batches": len(plain_batches), "rounds": rounds,
             "batch_size": train_config.batch_size}
+
+
+# ------------------------------------------------------------------------------ the snapshot
+
+class NoSnapshotError(FileNotFoundError):
+    pass
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """The pruned model the benchmark, the demo and the exports use."""
+    directory: Path
+    target_sparsity: float
+    sparsity_encoder_linear: float
+    val_macro_f1: float
+    dense_val_macro_f1: float
+    within_tolerance: bool
+    message: str
+
+    def record(self):
+        return {**dataclasses.asdict(self), "directory": str(self.directory)}
+
+
+def dense_val_macro_f1(baseline):
+    """Validation macro-F1 of the dense model in a results/baseline.json record (notebook 02):
+    its best epoch's, the weights it kept."""
+    if "validation" in baseline:
+        return float(baseline["validation"]["macro_f1"])
+    best = [h for h in baseline.get("history", []) if h.get("epoch") == baseline.get("best_epoch")]
+    if not best:
+        raise NoSnapshotError("results/baseline.json has no validation macro-F1 of the best "
+                              "epoch: re-run notebooks/02_baseline_finetune.ipynb")
+    return float(best[0]["val_macro_f1"])
+
+
+def choose_snapshot(results_dir="results", snapshots_dir="checkpoints/pruned", method="block",
+                    tolerance_points=SNAPSHOT_TOLERANCE_POINTS, strict=False):
+    """The sparsest retrained `method` snapshot whose validation macro-F1 is within
+    `tolerance_points` of dense (both read from `results_dir`: sparsity_sweep.csv from notebook
+    04, baseline.json from notebook 02) and whose directory exists under `snapshots_dir`.
+
+    If none is within the tolerance: with `strict`, NoSnapshotError saying so; otherwise the
+    snapshot with the best validation macro-F1, with `within_tolerance=False` and a message a
+    caller prints. Test scores play no part in the choice."""
+    if tolerance_points is None or not tolerance_points >= 0:
+        raise ValueError(f"tolerance_points={tolerance_points!r}: give a number of macro-F1 "
+                         f"points >= 0, e.g. 1.0")
+    results_dir, snapshots_dir = Path(results_dir), Path(snapshots_dir)
+    sweep_csv, baseline_json = results_dir / "sparsity_sweep.csv", results_dir / "baseline.json"
+    for path, notebook in ((sweep_csv, "04_thresholding"), (baseline_json, "02_baseline_finetune")):
+        if not path.exists():
+            raise NoSnapshotError(f"{path} is missing: run notebooks/{notebook}.ipynb "
+                                  f"(make run) first")
+    dense = dense_val_macro_f1(io.read_json(baseline_json))
+    frame = pd.read_csv(sweep_csv)
+    if "val_macro_f1" not in frame.columns:
+        raise NoSnapshotError(f"{sweep_csv} has no val_macro_f1 column (written by an older "
+                              f"notebook 04): re-run notebooks/04_thresholding.ipynb")
+    frame = frame[(frame.method == method) & frame.retrained.astype(bool)
+                  & frame.val_macro_f1.notna()].copy()
+    frame["directory"] = [snapshots_dir / sparsity_dir_name(t) for t in frame.target_sparsity]
+    frame = frame[[(d / "config.json").exists() for d in frame.directory]]
+    if frame.empty:
+        raise NoSnapshotError(f"no retrained '{method}' snapshot in {sweep_csv} has a model "
+                              f"directory under {snapshots_dir}: run "
+                              f"notebooks/04_thresholding.ipynb (make run)")
+    frame["gap_points"] = 100 * (dense - frame.val_macro_f1)
+    within = frame[frame.gap_points <= tolerance_points + 1e-9]
+    if not within.empty:
+        best = within.sort_values(["sparsity_encoder_linear", "val_macro_f1"]).iloc[-1]
+        message = (f"{best.directory.name}: the sparsest snapshot within {tolerance_points:g} "
+                   f"point(s) of dense on validation ({100 * best.val_macro_f1:.1f} vs "
+                   f"{100 * dense:.1f} macro-F1)")
+    else:
+        best = frame.sort_values(["val_macro_f1", "sparsity_encoder_linear"]).iloc[-1]
+        message = (f"no snapshot is within {tolerance_points:g} point(s) of dense on "
+                   f"validation ({100 * dense:.1f} macro-F1); the most accurate, "
+                   f"{best.directory.name}, is {best.gap_points:.1f} points below. Using it; "
+                   f"pass --pruned DIR (or PRUNED_DIR) to choose another")
+        if strict:
+            raise NoSnapshotError(message.replace("Using it; pass", "Pass"))
+    return Snapshot(best.directory, float(best.target_sparsity),
+                    float(best.sparsity_encoder_linear), float(best.val_macro_f1), dense,
+                    not within.empty, message)
+
+
+# ------------------------------------------------------------------------------ λ1 × K study
+
+def lambda_k_sweep(model, tokenizer, dataset, lambdas, ks, mode="inner", lambda_polar=1e-3,
+                   polarization="normalized", train_examples=3200, val_examples=1000,
+                   targets=(0.3, 0.5), learning_rate=1e-4, batch_size=32, max_length=64,
+                   seed=42):
+    """Short regularised runs, one per (K, λ1), each from `model`'s current weights on the same
+    stratified sample of `train_examples` tweets, each scored by validation macro-F1 on
+    `val_examples` tweets after thresholding to every target (no retraining). `model` is
+    restored afterwards. Returns a DataFrame (K, lambda1, target, val_macro_f1)."""
+    if not lambdas or not ks:
+        raise ValueError(f"lambdas={lambdas!r}, ks={ks!r}: give at least one value of each")
+    start = model.get_weights()
+    sample = data_lib.subsample(dataset, {"train": train_examples, "validation": val_examples},
+                                seed=seed)
+    short = train.TrainConfig(learning_rate=learning_rate, epochs=1, batch_size=batch_size,
+                              max_length=max_length, seed=seed)
+    rows = []
+    for k, lam in tqdm([(k, lam) for k in ks for lam in lambdas], desc="λ1 × K"):
+        model.set_weights(start)
+        config = pruning.PruningConfig(num_blocks=k, mode=mode, lambda_group=lam,
+                                       lambda_polar=lambda_polar, polarization=polarization)
+        train.fine_tune(model, tokenizer, sample, short, pruning=config, progress=False)
+        frame = threshold_sweep(model, tokenizer, sample, config, list(targets),
+                                eval_split="validation", progress=False)
+        rows += [{"K": k, "lambda1": lam, "target": row.target_sparsity,
+                  "val_macro_f1": row.macro_f1} for row in frame.itertuples()]
+    model.set_weights(start)
+    return pd.DataFrame(rows)

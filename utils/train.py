@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in notebooks: one output, not hundreds of lines
 
 from . import batching, evaluation, io
 from . import model as model_lib
@@ -234,6 +234,8 @@ class _EpochMonitor(keras.callbacks.Callback):
                   "train_examples_per_s": self.state["train_examples"] / train_seconds,
                   "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                   "val_macro_recall": val["macro_recall"]}
+        if logs is not None:   # seen by the CSVLogger that follows this callback
+            logs.update({k: v for k, v in record.items() if k != "epoch"})
         state = self.state
         state["history"].append(record)
         state["epoch"] = epoch + 1
@@ -316,6 +318,10 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     monitor = _EpochMonitor(model, state, val_batches, dataset["validation"]["label"],
                             checkpoint_dir, progress)
     all_callbacks = [monitor, *callbacks]
+    if checkpoint_dir is not None:   # the per-epoch log, readable without this repository
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        all_callbacks.insert(1, keras.callbacks.CSVLogger(
+            str(Path(checkpoint_dir) / "training_log.csv"), append=True))
     loss_log = None
     if pruning is not None:
         loss_log = pruning_lib.LossTermLogger(every=max(1, len(train_batches) // 20))

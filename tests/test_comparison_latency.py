@@ -1,0 +1,176 @@
+"""comparison.time_compacted in groups (bounded memory, dense re-timed in every group) and
+attach_latency's in-group speedups. Tiny random models, 4 texts, one round: timings are only
+checked for shape and sign, never for speed."""
+import dataclasses
+import gc
+import re
+import weakref
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import bench, comparison
+from utils import compact as compact_lib
+from utils import model as model_lib
+from helpers import TWEETS, random_model
+
+TEXTS = TWEETS[:4]
+OLD_COLUMNS = ["variant", "parameters", "nonzero_parameters", "heads", "ffn_neurons",
+               "latency_ms_median", "latency_ms_p90", "throughput_ex_per_s"]
+IN_GROUP = ["dense_latency_ms_in_group", "dense_throughput_in_group"]
+
+
+def one_layer_config(tokenizer):
+    """`tiny_config` cut to one layer (2 heads x 16, FFN 64): half the build/trace time."""
+    return dataclasses.replace(model_lib.tiny_config(len(tokenizer)), num_heads=[2],
+                               intermediate_sizes=[64])
+
+
+def masked_model(config, seed, heads=0, neurons=0):
+    """A random model with its first `heads` heads (attention-output rows) and first `neurons`
+    FFN neurons (output rows) zeroed: compaction removes them."""
+    model = random_model(config, seed=seed)
+    kernels = model_lib.prunable_kernels(model)
+    for name, rows in (("layer_0/attention/output", slice(0, heads * config.head_size)),
+                       ("layer_0/ffn/output", slice(0, neurons))):
+        value = np.asarray(kernels[name]).copy()
+        value[rows] = 0
+        kernels[name].assign(value)
+    return model
+
+
+GROUP_SIZE = 2
+
+
+@pytest.fixture(scope="module")
+def grouped_run(tmp_path_factory, tokenizer):
+    """One `time_compacted` run, group_size 2, over dense and 5 variants (dense in the middle of
+    the order; one a keras model object the caller keeps), with `compact_model` and
+    `time_variants` wrapped to count the compacted models alive (weakrefs, after gc)."""
+    root = tmp_path_factory.mktemp("latency_models")
+    config = one_layer_config(tokenizer)
+    variants = {}
+    for name, seed, heads, neurons in (("v0", 1, 1, 0), ("v1", 2, 0, 16), ("dense", 0, 0, 0)):
+        model_lib.save_model(masked_model(config, seed, heads, neurons), root / name)
+        variants[name] = root / name
+    held = masked_model(config, 9, heads=1)
+    variants["held"] = held
+    for name, seed, heads, neurons in (("v2", 3, 1, 8), ("v3", 4, 0, 0)):
+        model_lib.save_model(masked_model(config, seed, heads, neurons), root / name)
+        variants[name] = root / name
+
+    compacted, live_before_compact, timed = [], [], []
+    real_compact, real_time = compact_lib.compact_model, bench.time_variants
+
+    def live():
+        gc.collect()
+        return sum(ref() is not None for ref in compacted)
+
+    def tracking_compact(model):
+        live_before_compact.append(live())
+        out = real_compact(model)
+        compacted.append(weakref.ref(out))
+        return out
+
+    def tracking_time(loaded, *args, **kwargs):
+        timed.append((list(loaded), live()))
+        return real_time(loaded, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compact_lib, "compact_model", tracking_compact)
+        patch.setattr(bench, "time_variants", tracking_time)
+        frame = comparison.time_compacted(variants, tokenizer, TEXTS, rounds=1, batch_size=2,
+                                          group_size=GROUP_SIZE)
+    return {"frame": frame, "variants": variants, "held": held, "timed": timed,
+            "live_before_compact": live_before_compact, "live_after": live()}
+
+
+def test_time_compacted_in_groups_rows_in_order(grouped_run, tokenizer):
+    frame, variants, held = grouped_run["frame"], grouped_run["variants"], grouped_run["held"]
+    assert list(frame.variant) == list(variants)
+    assert list(frame.columns) == OLD_COLUMNS + IN_GROUP
+    rows = frame.set_index("variant")
+    timings = rows[["latency_ms_median", "latency_ms_p90", "throughput_ex_per_s"] + IN_GROUP]
+    assert np.isfinite(timings.to_numpy()).all() and (timings.to_numpy() > 0).all()
+    assert (rows.dense_latency_ms_in_group > 0).all()
+    # the dense row reports itself (median over the 3 groups)
+    assert rows.loc["dense", "dense_latency_ms_in_group"] == rows.loc["dense", "latency_ms_median"]
+    assert (rows.loc["dense", "dense_throughput_in_group"]
+            == rows.loc["dense", "throughput_ex_per_s"])
+    # variants of one group share their dense numbers
+    assert (rows.loc["v0", "dense_latency_ms_in_group"]
+            == rows.loc["v1", "dense_latency_ms_in_group"])
+    # every variant was compacted: removed heads / neurons show up
+    assert tuple(rows.loc["dense", ["heads", "ffn_neurons"]]) == (2, 64)
+    assert tuple(rows.loc["v0", ["heads", "ffn_neurons"]]) == (1, 64)
+    assert tuple(rows.loc["v1", ["heads", "ffn_neurons"]]) == (2, 48)
+    assert tuple(rows.loc["v2", ["heads", "ffn_neurons"]]) == (1, 56)
+    assert rows.loc["held", "heads"] == 1
+    assert rows.loc["v3", "parameters"] == rows.loc["dense", "parameters"]
+    # the caller's model is untouched and still usable after its group was released
+    assert held.encoder_config.num_heads == [2]
+    logits = bench.predict_texts(bench.serving_fn(held), tokenizer, TEXTS)
+    assert logits.shape == (4, 3) and np.isfinite(logits).all()
+
+
+def test_time_compacted_keeps_at_most_group_size_plus_one_models_alive(grouped_run):
+    timed, before = grouped_run["timed"], grouped_run["live_before_compact"]
+    # groups of non-dense variants in `variants` order, each timed together with dense
+    assert [names for names, _ in timed] == [["dense", "v0", "v1"], ["dense", "held", "v2"],
+                                             ["dense", "v3"]]
+    assert [alive for _, alive in timed] == [3, 3, 2]
+    # dense + each group member compacted; a new group starts with nothing alive
+    assert len(before) == 3 + 3 + 2
+    assert [before[i] for i in (0, 3, 6)] == [0, 0, 0]
+    assert max(before) + 1 <= GROUP_SIZE + 1
+    assert grouped_run["live_after"] == 0                 # everything released at the end
+
+
+def test_attach_latency_uses_in_group_dense():
+    points = pd.DataFrame([{"method": m, "target_sparsity": t, "retrained": True,
+                            "sparsity_encoder_linear": t, "sparsity_total": t / 2,
+                            "accuracy": 0.8, "macro_f1": 0.8, "macro_recall": 0.8}
+                           for m, t in (("block", 0.5), ("block", 0.7), ("magnitude", 0.5))])
+    keys = {"dense": ("dense", 0.0), "block @ 50%": ("block", 0.5),
+            "block @ 70%": ("block", 0.7), "magnitude @ 50%": ("magnitude", 0.5)}
+    latency = pd.DataFrame({
+        "variant": ["dense", "block @ 50%", "block @ 70%", "magnitude @ 50%"],
+        "parameters": [100, 60, 40, 100],
+        "latency_ms_median": [10.0, 6.0, 5.0, 12.0],
+        "latency_ms_p90": [11.0, 7.0, 6.0, 13.0],
+        "throughput_ex_per_s": [100.0, 150.0, 260.0, 90.0],
+        # dense timed at 9 / 12 ms in the two groups (the dense row: their median, 10 here)
+        "dense_latency_ms_in_group": [10.0, 9.0, 9.0, 12.0],
+        "dense_throughput_in_group": [100.0, 110.0, 110.0, 80.0]})
+    dense_metrics = {"accuracy": 0.9, "macro_f1": 0.85, "macro_recall": 0.84}
+    merged = comparison.attach_latency(points, latency, keys, dense_metrics).set_index("variant")
+    order = list(latency.variant)
+    expected = latency.set_index("variant").loc[order]
+    np.testing.assert_allclose(
+        merged.loc[order, "latency_speedup_vs_dense"],
+        expected.dense_latency_ms_in_group.to_numpy() / expected.latency_ms_median.to_numpy())
+    np.testing.assert_allclose(
+        merged.loc[order, "throughput_speedup_vs_dense"],
+        expected.throughput_ex_per_s.to_numpy() / expected.dense_throughput_in_group.to_numpy())
+    assert merged.loc["dense", "latency_speedup_vs_dense"] == 1.0
+    assert merged.loc["magnitude @ 50%", "latency_speedup_vs_dense"] == 1.0   # 12 vs 12 in-group
+    # without the in-group columns: against the dense row, as before
+    old = comparison.attach_latency(points, latency.drop(columns=IN_GROUP), keys,
+                                    dense_metrics).set_index("variant")
+    np.testing.assert_allclose(old.loc[order, "latency_speedup_vs_dense"],
+                               10.0 / expected.latency_ms_median.to_numpy())
+    np.testing.assert_allclose(old.loc[order, "throughput_speedup_vs_dense"],
+                               expected.throughput_ex_per_s.to_numpy() / 100.0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "3", None, True, np.float64(2.0)])
+def test_time_compacted_rejects_bad_group_size(bad, tmp_path, tokenizer):
+    variants = {"dense": tmp_path / "missing", "v": tmp_path / "missing_too"}
+    with pytest.raises(ValueError, match=re.escape(f"group_size = {bad!r}: must be an int >= 1")):
+        comparison.time_compacted(variants, tokenizer, TEXTS, rounds=1, group_size=bad)
+
+
+def test_time_compacted_needs_dense(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="no 'dense' entry"):
+        comparison.time_compacted({"v": tmp_path / "missing"}, tokenizer, TEXTS, rounds=1)

@@ -1,0 +1,125 @@
+"""utils.pipeline: the step record, resuming after a killed step, process-tree memory."""
+import json
+import sys
+
+import pytest
+
+from utils import pipeline
+from utils.pipeline import Step
+
+# step b kills itself (SIGKILL, no clean-up) half-way the first time, after saving its progress;
+# started again it finds the progress and finishes: a step that resumes from its checkpoint
+STEP_B = """
+import os, signal, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+(root / "b_starts.txt").open("a").write("start\\n")
+progress = root / "b_progress.txt"
+if not progress.exists():
+    progress.write_text("half")
+    os.kill(os.getpid(), signal.SIGKILL)
+(root / "b_done.txt").write_text(progress.read_text() + " + rest")
+"""
+
+
+def fake_steps(root):
+    append = "import sys; open(sys.argv[1], 'a').write('ran\\n')"
+    return (Step("a", python_args=("-c", append, str(root / "a_runs.txt"))),
+            Step("b", python_args=("-c", STEP_B, str(root))))
+
+
+def test_a_killed_step_resumes_and_the_record_is_complete(tmp_path):
+    steps = fake_steps(tmp_path)
+    with pytest.raises(pipeline.PipelineError, match="step b failed .* run the same command again"):
+        pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+    state = json.loads(pipeline.state_path("run", tmp_path).read_text())
+    assert [s["name"] for s in state["steps"]] == ["a"] and not state["complete"]
+    so_far = json.loads((tmp_path / "results" / "pipeline.json").read_text())["run"]
+    assert [s["name"] for s in so_far["steps"]] == ["a"] and not so_far["complete"]
+
+    record = pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+    assert (tmp_path / "a_runs.txt").read_text() == "ran\n"          # a was not run again
+    assert (tmp_path / "b_starts.txt").read_text().count("start") == 2
+    assert (tmp_path / "b_done.txt").read_text() == "half + rest"     # b went on from its progress
+    assert [s["name"] for s in record["steps"]] == ["a", "b"]
+    assert [s["resumed_run"] for s in record["steps"]] == [False, True]
+    assert not pipeline.state_path("run", tmp_path).exists()
+
+    written = json.loads((tmp_path / "results" / "pipeline.json").read_text())
+    pipeline.validate_record(written["run"])
+    assert written["run"]["complete"] and written["run"]["started_clean"] is True
+    assert written["run"]["total_seconds"] == pytest.approx(sum(s["seconds"] for s in record["steps"]))
+    assert all(s["seconds"] > 0 and s["max_rss_mb"] > 0 for s in written["run"]["steps"])
+
+
+def test_restart_forgets_finished_steps_and_records_are_kept_per_pipeline(tmp_path):
+    steps = fake_steps(tmp_path)
+    (tmp_path / "b_progress.txt").write_text("half")      # b will not die
+    (tmp_path / "checkpoints" / "baseline").mkdir(parents=True)
+    first = pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+    assert first["started_clean"] is False                  # checkpoints/ was not empty
+    pipeline.run_pipeline("study", tmp_path, steps=steps[:1], log=lambda _: None)
+    pipeline.run_pipeline("run", tmp_path, steps=steps, restart=True, log=lambda _: None)
+    assert (tmp_path / "a_runs.txt").read_text() == "ran\n" * 3
+    written = json.loads((tmp_path / "results" / "pipeline.json").read_text())
+    assert set(written) == {"run", "study"} and len(written["study"]["steps"]) == 1
+
+
+def test_peak_memory_counts_the_whole_process_tree(tmp_path):
+    # the child only waits; its own child holds ~300 MB: a per-process peak would miss it
+    grandchild = "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(2)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    code, seconds, peak = pipeline.run_watched([sys.executable, "-c", child], poll=0.1)
+    assert code == 0 and seconds >= 2
+    assert peak >= 280 * 2**20
+
+
+def test_step_parameters_only_when_the_root_moves(tmp_path):
+    step = pipeline.STEPS["run"][1]
+    assert pipeline.step_parameters(step, pipeline.io.REPO_ROOT, smoke=False) == {}
+    moved = pipeline.step_parameters(step, tmp_path, smoke=True)
+    assert moved["SMOKE"] is True and moved["EPOCHS"] == 1
+    assert moved["CHECKPOINT_DIR"] == str(tmp_path.resolve() / "checkpoints" / "baseline")
+    command, _ = pipeline.step_command(step, tmp_path, smoke=True)
+    assert command[command.index("SMOKE") - 1] == "-p" and command[command.index("DATA_DIR") - 1] == "-r"
+    # every notebook of the repository is in exactly one pipeline, main job first
+    names = [s.notebook for p in pipeline.PIPELINES for s in pipeline.STEPS[p] if s.notebook]
+    assert names == sorted(p.name for p in pipeline.NOTEBOOKS.glob("0*.ipynb"))
+    assert pipeline.STEPS["run"][-2].notebook == "06_demo.ipynb"   # the main job ends with the demo
+
+
+def test_bad_records_and_arguments_are_clear_errors(tmp_path, capsys):
+    good = {"commit": "abc", "started_clean": True, "total_seconds": 1.0,
+            "steps": [{"name": "a", "started": "t", "seconds": 1.0, "max_rss_mb": 2.0,
+                       "parameters": {}}]}
+    pipeline.validate_record(good)
+    with pytest.raises(pipeline.PipelineError, match="'max_rss_mb' missing"):
+        pipeline.validate_record({**good, "steps": [{**good["steps"][0], "max_rss_mb": None}]})
+    with pytest.raises(pipeline.PipelineError, match="unknown pipeline 'both'"):
+        pipeline.run_pipeline("both", tmp_path)
+    state = pipeline.state_path("run", tmp_path)
+    state.parent.mkdir(parents=True)
+    state.write_text("{not json")
+    assert pipeline.main(["run", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not valid JSON" in err and "--restart" in err
+
+
+def test_commit_is_dirty_for_code_changes_not_for_run_outputs(tmp_path, monkeypatch):
+    import subprocess
+    from utils import io
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    for path in ("utils/a.py", "results/r.json", "notebooks/01_x.ipynb", "figures/f.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    monkeypatch.setattr(io, "REPO_ROOT", tmp_path)
+    assert not io.git_commit().endswith("-dirty")
+    for path in ("results/r.json", "notebooks/01_x.ipynb", "figures/f.png"):   # a run's outputs
+        (tmp_path / path).write_text("2")
+    assert not io.git_commit().endswith("-dirty") and len(io.git_commit()) == 40
+    (tmp_path / "utils/a.py").write_text("2")                                  # the code
+    assert io.git_commit().endswith("-dirty")

@@ -1,0 +1,106 @@
+"""utils.sweep.choose_snapshot: the pruned model the benchmark, the demo and exports use."""
+import json
+
+import pandas as pd
+import pytest
+
+from utils import sweep
+
+DENSE_VAL = 0.830
+
+
+def write_results(root, val_f1_by_target, with_dirs=None, dense_val=DENSE_VAL):
+    """Hand-made results/ (baseline.json + sparsity_sweep.csv) and checkpoints/pruned/."""
+    results, snapshots = root / "results", root / "pruned"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "baseline.json").write_text(json.dumps(
+        {"best_epoch": 2, "history": [{"epoch": 1, "val_macro_f1": 0.70},
+                                      {"epoch": 2, "val_macro_f1": dense_val}]}))
+    rows = []
+    for target, val in val_f1_by_target.items():
+        # before-retraining rows have no validation score and must be ignored
+        rows.append({"method": "block", "target_sparsity": target, "retrained": False,
+                     "sparsity_encoder_linear": target, "macro_f1": 0.5, "val_macro_f1": None})
+        rows.append({"method": "block", "target_sparsity": target, "retrained": True,
+                     "sparsity_encoder_linear": target + 0.001, "macro_f1": 0.99,
+                     "val_macro_f1": val})
+    # another method's better point never counts
+    rows.append({"method": "heads", "target_sparsity": 0.9, "retrained": True,
+                 "sparsity_encoder_linear": 0.9, "macro_f1": 0.9, "val_macro_f1": 0.9})
+    pd.DataFrame(rows).to_csv(results / "sparsity_sweep.csv", index=False)
+    for target in (val_f1_by_target if with_dirs is None else with_dirs):
+        directory = snapshots / sweep.sparsity_dir_name(target)
+        directory.mkdir(parents=True)
+        (directory / "config.json").write_text("{}")
+    return results, snapshots
+
+
+def test_sparsest_within_one_point_of_dense(tmp_path):
+    results, snapshots = write_results(tmp_path, {0.3: 0.829, 0.5: 0.821, 0.6: 0.8195, 0.7: 0.80})
+    chosen = sweep.choose_snapshot(results, snapshots)
+    # 0.5 is 0.9 points below dense, 0.6 is 1.05 below: 0.5 is the sparsest within 1 point
+    assert chosen.directory == snapshots / "sparsity_50"
+    assert chosen.target_sparsity == 0.5 and chosen.within_tolerance
+    assert chosen.dense_val_macro_f1 == DENSE_VAL
+    assert "sparsity_50" in chosen.message and "within 1 point" in chosen.message
+    # a wider tolerance moves to a sparser snapshot; test scores (macro_f1) play no part
+    assert sweep.choose_snapshot(results, snapshots, tolerance_points=3.5).target_sparsity == 0.7
+
+
+def test_skips_snapshots_whose_directory_is_missing(tmp_path):
+    results, snapshots = write_results(tmp_path, {0.3: 0.829, 0.5: 0.825}, with_dirs=[0.3])
+    assert sweep.choose_snapshot(results, snapshots).directory.name == "sparsity_30"
+
+
+def test_none_within_tolerance_says_so(tmp_path):
+    results, snapshots = write_results(tmp_path, {0.3: 0.80, 0.5: 0.81, 0.7: 0.75})
+    chosen = sweep.choose_snapshot(results, snapshots)
+    assert not chosen.within_tolerance and chosen.directory.name == "sparsity_50"
+    assert "no snapshot is within 1 point" in chosen.message and "2.0 points below" in chosen.message
+    with pytest.raises(sweep.NoSnapshotError, match="no snapshot is within 1 point"):
+        sweep.choose_snapshot(results, snapshots, strict=True)
+
+
+def test_missing_results_name_the_notebook(tmp_path):
+    with pytest.raises(sweep.NoSnapshotError, match="04_thresholding"):
+        sweep.choose_snapshot(tmp_path, tmp_path)
+    results, snapshots = write_results(tmp_path, {0.3: 0.82}, with_dirs=[])
+    with pytest.raises(sweep.NoSnapshotError, match="no retrained 'block' snapshot"):
+        sweep.choose_snapshot(results, snapshots)
+    frame = pd.read_csv(results / "sparsity_sweep.csv").drop(columns="val_macro_f1")
+    frame.to_csv(results / "sparsity_sweep.csv", index=False)
+    with pytest.raises(sweep.NoSnapshotError, match="no val_macro_f1 column"):
+        sweep.choose_snapshot(results, snapshots)
+
+
+@pytest.mark.parametrize("bad", [-1, None, float("nan")])
+def test_bad_tolerance(tmp_path, bad):
+    with pytest.raises(ValueError, match="tolerance_points"):
+        sweep.choose_snapshot(tmp_path, tmp_path, tolerance_points=bad)
+
+
+def test_bench_cli_missing_results_is_an_error_not_a_traceback(tmp_path, capsys):
+    from utils import bench
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--dense", str(tmp_path), "--results-dir", str(tmp_path),
+                    "--snapshots-dir", str(tmp_path), "--data", "data"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "04_thresholding" in err
+
+
+def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
+    """val_macro_f1 of a retrained point is train.evaluate of the saved model on validation."""
+    from helpers import random_model, toy_dataset
+    from utils import model as model_lib, pruning, train
+    model = random_model(model_lib.tiny_config(tokenizer.vocab_size))
+    data = toy_dataset(n_train=64, n_val=32)
+    config = pruning.PruningConfig(num_blocks=1, mode="inner")
+    retrain = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    frame = sweep.threshold_sweep(model, tokenizer, data, config, [0.0, 0.5], retrain_config=retrain,
+                                  save_dir=tmp_path, progress=False)
+    retrained = frame[frame.retrained]
+    assert list(retrained.target_sparsity) == [0.5] and frame[~frame.retrained].val_macro_f1.isna().all()
+    saved = model_lib.load_model(tmp_path / "sparsity_50")
+    expected = train.evaluate(saved, tokenizer, data["validation"], max_length=16)["macro_f1"]
+    assert retrained.val_macro_f1.iloc[0] == pytest.approx(expected, abs=1e-9)

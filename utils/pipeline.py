@@ -1,0 +1,305 @@
+"""The two pipelines, step by step, with a record of what each step cost.
+
+    python -m utils.pipeline run      # the main job (make run): notebooks 01-06, then the report
+    python -m utils.pipeline study    # the extended studies (make study): 07-09, then the report
+
+Each step runs in its own process (papermill for a notebook), watched for wall time and for
+the peak resident memory of its whole process tree (papermill + kernel + any children), and is
+recorded in results/pipeline.json under the pipeline's name:
+
+    {"run": {"commit", "started_clean", "steps": [{"name", "started", "seconds",
+             "max_rss_mb", "parameters", ...}], "total_seconds", ...}, "study": {...}}
+
+Resumable: the record in progress lives in checkpoints/pipeline/<name>.json and is rewritten
+atomically after every step (and copied to results/pipeline.json with "complete": false, so the
+report, the last step, can show it), so an interrupted pipeline, started again, skips the steps that
+finished and re-runs the one that was cut (which itself resumes from its own training
+checkpoints). `--restart` forgets the steps done. `started_clean` says whether checkpoints/ held
+nothing when the pipeline began (a run that reuses trained models is not a clean run).
+
+`--smoke` runs every notebook with SMOKE=True (tiny random encoder) and `--root DIR` puts data,
+checkpoints, results, figures and executed notebooks under DIR instead of the repository: the
+test suite runs both pipelines that way.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import io
+
+NOTEBOOKS = io.REPO_ROOT / "notebooks"
+PIPELINES = ("run", "study")
+RSS_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Step:
+    """A notebook (papermill) or a Python command line (`python_args`, e.g. ("-m", "utils.report")).
+    `dirs` maps a notebook parameter (or a command option) to a path under the root, passed only
+    when the root is not the repository, so the plain run injects no parameters; `smoke` holds
+    extra parameters of the SMOKE run."""
+    name: str
+    notebook: str = ""
+    python_args: tuple = ()
+    dirs: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+
+
+_DATA = {"DATA_DIR": "data"}
+_FIGS = {"FIGURES_DIR": "figures", "RESULTS_DIR": "results"}
+_BASE = {"BASELINE_DIR": "checkpoints/baseline/best"}
+_REPORT = Step("report", python_args=("-m", "utils.report"),
+               dirs={"--results-dir": "results", "--figures-dir": "figures",
+                     "--data-dir": "data", "--out-dir": "report"})
+
+STEPS = {
+    "run": (
+        Step("01_data_prep", "01_data_prep.ipynb", dirs={**_DATA, "FIGURES_DIR": "figures"}),
+        Step("02_baseline_finetune", "02_baseline_finetune.ipynb",
+             dirs={**_DATA, **_FIGS, "CHECKPOINT_DIR": "checkpoints/baseline"},
+             smoke={"EPOCHS": 1}),
+        Step("03_block_pruning", "03_block_pruning.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "CHECKPOINT_DIR": "checkpoints/block_pruning"},
+             smoke={"EPOCHS": 1}),
+        Step("04_thresholding", "04_thresholding.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "REGULARIZED_DIR": "checkpoints/block_pruning",
+                   "PRUNED_DIR": "checkpoints/pruned"}),
+        Step("05_benchmark", "05_benchmark.ipynb",
+             dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
+                   "PRUNED_DIR": "checkpoints/pruned", "WORK_DIR": "checkpoints/bench"}),
+        Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."}),
+        _REPORT,
+    ),
+    "study": (
+        Step("07_comparison", "07_comparison.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/pruned",
+                   "BASELINES_DIR": "checkpoints/baselines"}),
+        Step("08_binarization", "08_binarization.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/bench/compact_vocab",
+                   "DENSE_INT8_DIR": "checkpoints/bench/dense_tflite_int8",
+                   "PRUNED_INT8_DIR": "checkpoints/bench/compact_vocab_tflite_int8",
+                   "CHECKPOINT_DIR": "checkpoints/binarized"}),
+        Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE}),
+        _REPORT,
+    ),
+}
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------ one step
+
+def tree_rss_bytes(process):
+    """Resident bytes of `process` and all its descendants (0 for those already gone)."""
+    import psutil
+    total = 0
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_watched(command, cwd=None, env=None, poll=RSS_POLL_SECONDS):
+    """Run `command`, polling the peak RSS of its process tree. Returns (returncode, seconds,
+    peak bytes). Output goes to this process's stdout/stderr (the user watches progress)."""
+    import psutil
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env)
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        process = psutil.Process(child.pid)
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss_bytes(process))
+            done.wait(poll)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        returncode = child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait()
+        raise
+    finally:
+        done.set()
+        watcher.join()
+    return returncode, time.perf_counter() - started, peak[0]
+
+
+def step_parameters(step, root, smoke):
+    """Papermill parameters (or CLI arguments) of `step` for a pipeline rooted at `root`."""
+    root = Path(root).resolve()
+    parameters = {}
+    if root != io.REPO_ROOT:
+        parameters.update({k: str(root / v) for k, v in step.dirs.items()})
+    if smoke and step.notebook:
+        parameters.update({"SMOKE": True, **step.smoke})
+    return parameters
+
+
+def step_command(step, root, smoke):
+    parameters = step_parameters(step, root, smoke)
+    if step.notebook:
+        source = NOTEBOOKS / step.notebook
+        out = source if Path(root).resolve() == io.REPO_ROOT else Path(root, "notebooks",
+                                                                           step.notebook)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "papermill", "--log-output", "--cwd", str(NOTEBOOKS),
+                   str(source), str(out)]
+        for key, value in parameters.items():
+            command += ["-r" if isinstance(value, str) else "-p", key, str(value)]
+    else:
+        command = [sys.executable, *step.python_args]
+        for key, value in parameters.items():
+            command += [key, str(value)]
+    return command, parameters
+
+
+# ------------------------------------------------------------------------------ the record
+
+def state_path(name, root):
+    return Path(root, "checkpoints", "pipeline", f"{name}.json")
+
+
+def checkpoints_empty(root):
+    directory = Path(root, "checkpoints")
+    return not directory.exists() or not any(p for p in directory.iterdir()
+                                             if p.name != "pipeline")
+
+
+def new_record(name, root, smoke):
+    return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke,
+            "started": _now(), "started_clean": checkpoints_empty(root),
+            "host": {"cpus": os.cpu_count(), "platform": sys.platform},
+            "steps": [], "total_seconds": 0.0, "complete": False}
+
+
+def read_record(path):
+    """The pipeline record at `path` (validated), or None if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        record = io.read_json(path)
+    except ValueError as error:
+        raise PipelineError(f"{path} is not valid JSON ({error}); delete it or pass --restart")
+    validate_record(record, path)
+    return record
+
+
+def validate_record(record, where="record"):
+    """Raise PipelineError unless `record` has the documented keys and types."""
+    for key, kind in (("commit", str), ("started_clean", bool), ("steps", list),
+                      ("total_seconds", (int, float))):
+        if not isinstance(record.get(key), kind):
+            raise PipelineError(f"{where}: '{key}' missing or not {kind}")
+    for step in record["steps"]:
+        for key, kind in (("name", str), ("started", str), ("seconds", (int, float)),
+                          ("max_rss_mb", (int, float)), ("parameters", dict)):
+            if not isinstance(step.get(key), kind):
+                raise PipelineError(f"{where}: step {step.get('name')!r}: '{key}' missing or "
+                                    f"not {kind}")
+    return record
+
+
+def write_result(name, record, results_dir):
+    """Put `record` under `name` in results_dir/pipeline.json, keeping the other pipeline's."""
+    path = Path(results_dir, "pipeline.json")
+    records = io.read_json(path) if path.exists() else {}
+    records[name] = record
+    io.write_json(path, records)
+    return path
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None, log=print):
+    """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
+    finished. Returns the finished record (also in root/results/pipeline.json)."""
+    if name not in PIPELINES and steps is None:
+        raise PipelineError(f"unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
+    steps = STEPS[name] if steps is None else steps
+    root = Path(root).resolve()
+    state = state_path(name, root)
+    record = None if restart else read_record(state)
+    if record is not None and record.get("smoke") != smoke:
+        raise PipelineError(f"{state} holds a {'SMOKE' if record['smoke'] else 'real'} "
+                            f"pipeline in progress; finish it or pass --restart")
+    if record is None:
+        record = new_record(name, root, smoke)
+    done = {s["name"] for s in record["steps"]}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(io.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    for number, step in enumerate(steps, 1):
+        if step.name in done:
+            log(f"[pipeline {name}] {number}/{len(steps)} {step.name}: done in an earlier "
+                f"attempt, skipped")
+            continue
+        command, parameters = step_command(step, root, smoke)
+        log(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")
+        started = _now()
+        returncode, seconds, peak = run_watched(command, cwd=io.REPO_ROOT, env=env)
+        if returncode != 0:
+            io.write_json(state, record)
+            raise PipelineError(f"step {step.name} failed (exit code {returncode}) after "
+                                f"{seconds:.0f} s; fix it and run the same command again to "
+                                f"resume from this step ({state})")
+        record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
+                                "max_rss_mb": peak / 2**20, "parameters": parameters,
+                                "commit": io.git_commit(), "resumed_run": bool(done)})
+        record["total_seconds"] = sum(s["seconds"] for s in record["steps"])
+        io.write_json(state, record)
+        write_result(name, record, root / "results")   # the report step reads it
+        log(f"[pipeline {name}] {step.name}: {seconds:.0f} s, peak RSS {peak / 2**20:,.0f} MB")
+    record["complete"] = True
+    record["finished"] = _now()
+    path = write_result(name, record, root / "results")
+    state.unlink(missing_ok=True)
+    log(f"[pipeline {name}] finished: {record['total_seconds'] / 60:.1f} min in "
+        f"{len(record['steps'])} steps, peak RSS "
+        f"{max(s['max_rss_mb'] for s in record['steps']):,.0f} MB -> {path}")
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", choices=PIPELINES)
+    parser.add_argument("--smoke", action="store_true", help="SMOKE=True in every notebook")
+    parser.add_argument("--root", default=str(io.REPO_ROOT),
+                        help="where data/, checkpoints/, results/, figures/ go (default: here)")
+    parser.add_argument("--restart", action="store_true",
+                        help="forget the steps an interrupted attempt finished")
+    args = parser.parse_args(argv)
+    try:
+        run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -110,3 +110,78 @@ def test_ista_with_prox_scale_solves_group_lasso_least_squares():
 def test_prox_scale_rejects_bad_thresholds(bad):
     with pytest.raises(ValueError, match="threshold"):
         U.prox_scale([1.0], bad)
+
+
+def test_select_units_takes_the_smallest_rms_until_the_target():
+    norms = {(0, "heads"): np.array([4.0, 1.0]), (0, "neurons"): np.array([0.5, 3.0, 0.2, 2.0])}
+    counts = {(0, "heads"): 16, (0, "neurons"): 4}       # RMS: heads 1.0, 0.25; neurons .25,1.5,.1,1
+    alive = {k: np.ones(len(v), bool) for k, v in norms.items()}
+    # total 48: neuron 2 (RMS 0.1) = 4 weights, then head 1 / neuron 0 (0.25, tie: heads first)
+    chosen = U.select_units(norms, counts, alive, target=0.3, total=48)
+    assert chosen[(0, "neurons")].tolist() == [False, False, True, False]
+    assert chosen[(0, "heads")].tolist() == [False, True]      # 4 + 16 = 20 >= 14.4
+    alive[(0, "neurons")][2] = False                          # already pruned counts too
+    chosen = U.select_units(norms, counts, alive, target=0.05, total=48)
+    assert not any(c.any() for c in chosen.values())          # 4 / 48 = 8% >= 5%
+
+
+PROGRESSIVE = M.EncoderConfig(vocab_size=30522, hidden_size=16, num_heads=[4, 4],
+                              intermediate_sizes=[64, 64], head_size=4, max_position_embeddings=32)
+
+
+def test_progressive_pruning_reaches_each_target_and_pruned_units_stay_exactly_zero(tokenizer):
+    from helpers import toy_dataset
+    from utils import pruning as P, train
+    model = random_model(PROGRESSIVE, seed=5)
+    data = toy_dataset(n_train=160, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=2, batch_size=8, max_length=16)
+    seen = []
+    pruner = U.ProgressiveUnitPruning(model, [0.2, 0.5], total_steps=40, prune_fraction=0.5,
+                                      every=2, on_target=lambda t: seen.append(
+                                          (t, P.sparsity_summary(model)["sparsity_encoder_linear"])))
+    train.fine_tune(model, tokenizer, data, config, progress=False, callbacks=[pruner.keras_callback()])
+    assert [t for t, _ in seen] == [0.2, 0.5] and pruner.ends == [10, 20]
+    largest_unit = max(U.unit_weight_counts(model).values()) / U.encoder_linear_weights(model)
+    for (target, measured), reached in zip(seen, pruner.reached):
+        # the weights really are zero: measured sparsity is at least the units' share
+        assert target <= reached["sparsity"] <= measured + 1e-9
+        assert reached["sparsity"] < target + largest_unit
+    # 20 more steps of training after the last period: switched-off units are still exactly 0
+    norms = U.unit_norms(model)
+    for key, alive in pruner.alive.items():
+        assert np.all(norms[key][~alive] == 0) and np.all(norms[key][alive] > 0)
+    assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(pruner.sparsity())
+
+
+@pytest.mark.parametrize("kwargs, match", [({"targets": []}, "targets"),
+                                           ({"targets": [0.5, 1.0]}, "targets"),
+                                           ({"prune_fraction": 0}, "prune_fraction"),
+                                           ({"every": 0}, "every"),
+                                           ({"total_steps": 1}, "total_steps")])
+def test_progressive_pruning_rejects_bad_settings(kwargs, match):
+    model = random_model(PROGRESSIVE, seed=0)
+    settings = {"targets": [0.3, 0.5], "total_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        U.ProgressiveUnitPruning(model, **settings)
+
+
+def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_them(tokenizer, tmp_path):
+    from helpers import toy_dataset
+    from utils import pruning as P, sweep, train
+    model = random_model(PROGRESSIVE, seed=6)
+    data = toy_dataset(n_train=96, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8, max_length=16)
+    teacher = np.random.default_rng(0).normal(size=(96, 3)).astype("float32")
+    pruner, state = U.progressive_prune(model, tokenizer, data, [0.3, 0.6], config, tmp_path,
+                                        teacher_logits=teacher, prune_fraction=1.0, every=1)
+    dirs = {t: tmp_path / sweep.sparsity_dir_name(t) for t in (0.3, 0.6)}
+    saved = {t: P.sparsity_summary(M.load_model(d))["sparsity_encoder_linear"] for t, d in dirs.items()}
+    assert [r["sparsity"] for r in pruner.reached] == pytest.approx([saved[0.3], saved[0.6]])
+    frame = sweep.snapshot_sweep(dirs, tokenizer, data, config, method="block_progressive")
+    assert list(frame.retrained) == [False, True, False, True]
+    # retraining keeps every zero: sparsity after equals sparsity before
+    for target in (0.3, 0.6):
+        rows = frame[frame.target_sparsity == target]
+        assert rows.sparsity_encoder_linear.nunique() == 1
+        assert rows.sparsity_encoder_linear.iloc[0] == pytest.approx(saved[target])
+    assert frame.val_macro_f1.between(0, 1).all()

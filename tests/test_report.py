@@ -306,11 +306,11 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     assert "50.0 min in 2 steps before the report" in md and "reusing earlier checkpoints" in md
 
     readme = tmp_path / "README.md"
-    start, end = report.README_MARKERS
+    start, end = report.readme_markers("pipeline")
     readme.write_text(f"# Title\n\n{start}\nold numbers\n{end}\n\nrest\n")
     report.main(["--results-dir", str(results), "--figures-dir", str(tmp_path), "--data-dir",
                  str(tmp_path), "--out-dir", str(tmp_path / "out"), "--readme", str(readme)])
     text = readme.read_text()
     assert "old numbers" not in text and "50.0 min in 2 steps" in text
     assert text.startswith("# Title\n\n") and text.endswith(f"{end}\n\nrest\n")
-    assert not report.update_readme_block(tmp_path / "missing.md", "x")
+    assert not report.update_readme_block(tmp_path / "missing.md", "pipeline", "x")

@@ -99,3 +99,12 @@ def test_batches_of_any_length_after_equal_first_batches(tokenizer):
     train.compile_for_training(model, train.TrainConfig(epochs=2), len(batches))
     model.fit(train._fit_input(batches), epochs=2, steps_per_epoch=len(batches), verbose=0)
     assert int(model.optimizer.iterations) == 6
+
+
+def test_progress_prints_a_line_per_quarter_epoch(tokenizer, capsys):
+    """The terminal (papermill --log-output) sees progress even when the bar is a widget."""
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8, max_length=16)
+    train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, progress=True)
+    lines = [l for l in capsys.readouterr().out.splitlines() if " batches, loss " in l]
+    assert [l.split(":")[1].split()[0] for l in lines] == ["2/8", "4/8", "6/8"]

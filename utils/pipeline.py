@@ -235,7 +235,11 @@ def _now():
 
 # ------------------------------------------------------------------------------ the pipeline
 
-def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None, log=print):
+def _log(message):
+    print(message, flush=True)   # between papermill's own lines, not at exit
+
+
+def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None, log=_log):
     """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
     finished. Returns the finished record (also in root/results/pipeline.json)."""
     if name not in PIPELINES and steps is None:

@@ -723,16 +723,26 @@ def pipeline_lines(rep):
     return lines
 
 
-README_MARKERS = ("<!-- pipeline: written by python -m utils.report from results/pipeline.json -->",
-                  "<!-- /pipeline -->")
+def readme_markers(name):
+    """The comment lines between which `python -m utils.report` writes block `name`."""
+    return (f"<!-- {name}: written by python -m utils.report from results/ -->",
+            f"<!-- /{name} -->")
 
 
-def update_readme_block(readme, text):
-    """Replace what stands between README_MARKERS in `readme` with `text`; False (and the
-    file untouched) if the markers are not there."""
+def readme_blocks(rep):
+    """What the README shows from the results: the abstract and the measured pipelines."""
+    abstract_text = abstract(rep).split("\n\n", 1)[1]
+    return {"results": abstract_text + "\n\nThe full report, every number read from "
+                                       "`results/`: [report/report.md](report/report.md).",
+            "pipeline": "\n".join(pipeline_lines(rep))}
+
+
+def update_readme_block(readme, name, text):
+    """Replace what stands between readme_markers(name) in `readme` with `text`; False (and
+    the file untouched) if the markers are not there."""
     readme = Path(readme)
     content = readme.read_text() if readme.exists() else ""
-    start, end = README_MARKERS
+    start, end = readme_markers(name)
     if start not in content or end not in content:
         return False
     head, rest = content.split(start, 1)
@@ -880,8 +890,9 @@ def main(argv=None):
     if readme is not None:
         rep = Report({"results": args.results_dir, "data": args.data_dir}, args.figures_dir,
                      args.out_dir)
-        if update_readme_block(readme, "\n".join(pipeline_lines(rep))):
-            print(f"updated the measured-pipeline lines of {readme}")
+        for name, text in readme_blocks(rep).items():
+            if update_readme_block(readme, name, text):
+                print(f"updated the '{name}' block of {readme}")
 
 
 if __name__ == "__main__":

@@ -273,3 +273,27 @@ def lambda_k_sweep(model, tokenizer, dataset, lambdas, ks, mode="inner", lambda_
                   "val_macro_f1": row.macro_f1} for row in frame.itertuples()]
     model.set_weights(start)
     return pd.DataFrame(rows)
+
+
+def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
+                   method="block", seed=42, eval_split="test"):
+    """Rows (as threshold_sweep's) for saved pruned snapshots {target: directory}: each
+    evaluated as saved, then retrained with its zeros fixed (the same stratified sample for
+    every point) and evaluated again, with validation scores on both rows."""
+    retrain_data = retrain_sample(dataset, retrain_examples, seed)
+    rows = []
+    for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots"):
+        started = time.perf_counter()
+        model = model_lib.load_model(directory)
+        fields = {"method": method}
+        for retrained in (False, True):
+            if retrained:
+                train.fine_tune(model, tokenizer, retrain_data, retrain_config,
+                                masks=pruning.current_masks(model), progress=False)
+            row = metrics_row(model, tokenizer, dataset[eval_split], fields, target, retrained,
+                              retrain_config.max_length)
+            val = train.evaluate(model, tokenizer, dataset["validation"],
+                                 max_length=retrain_config.max_length)
+            rows.append({**row, "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]})
+        rows[-1]["seconds"] = time.perf_counter() - started
+    return pd.DataFrame(rows)

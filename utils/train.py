@@ -218,6 +218,14 @@ class _EpochMonitor(keras.callbacks.Callback):
         loss = float(logs["loss"])
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        steps = self.params["steps"]
+        # In Jupyter the bar is a widget that a terminal (papermill --log-output, make run)
+        # never sees: a plain line at every quarter of the epoch shows progress there too.
+        if self.progress and steps >= 8 and (batch + 1) % -(-steps // 4) == 0 \
+                and batch + 1 < steps:
+            minutes = (time.perf_counter() - self.epoch_start) / 60
+            print(f"epoch {self.state['epoch'] + 1}: {batch + 1}/{steps} batches, loss "
+                  f"{loss:.4f}, {minutes:.1f} min", flush=True)
         if not math.isfinite(loss):
             self.bad_loss = (self.state["epoch"] + 1, batch, loss)
             self.model.stop_training = True

@@ -1,0 +1,187 @@
+"""utils.units: heads and FFN neurons as groups spanning Q/K/V/O (and FFN input/output)."""
+import numpy as np
+import pytest
+from keras import ops
+
+import utils  # noqa: F401  (sets KERAS_BACKEND)
+from utils import compact as C
+from utils import model as M
+from utils import units as U
+from helpers import random_model
+
+CONFIG = M.EncoderConfig(vocab_size=40, hidden_size=8, num_heads=[2, 2], intermediate_sizes=[6, 5],
+                         head_size=4, max_position_embeddings=16)
+
+
+def reference_norms(model):
+    """An independent loop: gather each unit's weights by hand from the named layers."""
+    out = {}
+    s = model.encoder_config.head_size
+    for i, layer in enumerate(M.transformer_layers(model)):
+        a, f = layer.attention, layer.ffn
+        w = lambda v: np.asarray(v)  # noqa: E731
+        out[(i, "heads")] = np.array([np.sqrt(
+            sum((w(d.kernel)[:, h * s:(h + 1) * s] ** 2).sum() + (w(d.bias)[h * s:(h + 1) * s] ** 2).sum()
+                for d in (a.query, a.key, a.value))
+            + (w(a.output_dense.kernel)[h * s:(h + 1) * s, :] ** 2).sum()) for h in range(a.num_heads)])
+        out[(i, "neurons")] = np.array([np.sqrt(
+            (w(f.input_dense.kernel)[:, j] ** 2).sum() + w(f.input_dense.bias)[j] ** 2
+            + (w(f.output_dense.kernel)[j, :] ** 2).sum()) for j in range(f.intermediate_size)])
+    return out
+
+
+def random_inputs(seed=0, batch=3, length=7):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, CONFIG.vocab_size, size=(batch, length))
+    mask = np.ones((batch, length), dtype=np.int32)
+    ids[1, 4:], mask[1, 4:] = CONFIG.pad_token_id, 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_unit_norms_match_a_hand_written_loop_in_numpy_and_keras_ops():
+    model = random_model(CONFIG, seed=3)
+    expected = reference_norms(model)
+    got = U.unit_norms(model)
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-6)
+    for key, value in U.unit_norms(model, xp=ops).items():
+        np.testing.assert_allclose(ops.convert_to_numpy(value), expected[key], rtol=1e-5)
+
+
+def test_zeroing_a_unit_group_equals_removing_the_unit():
+    """Compaction parity: zero head 1 of layer 0 and neurons 0, 3 of layer 1 through their
+    unit groups; the compacted model has those units gone and gives the same logits."""
+    model = random_model(CONFIG, seed=4)
+    inputs = random_inputs()
+    U.scale_units(model, {(0, "heads"): [1, 0], (1, "neurons"): [0, 1, 1, 0, 1]})
+    norms = U.unit_norms(model)
+    assert norms[(0, "heads")][1] == 0 and norms[(0, "heads")][0] > 0
+    assert list(np.flatnonzero(norms[(1, "neurons")] == 0)) == [0, 3]
+    compact = C.compact_model(model)
+    assert compact.encoder_config.num_heads == [1, 2]
+    assert compact.encoder_config.intermediate_sizes == [6, 3]
+    np.testing.assert_allclose(np.asarray(compact(inputs)), np.asarray(model(inputs)),
+                               atol=1e-5, rtol=0)
+    masks = U.unit_masks(model)
+    assert masks[(0, "heads")].tolist() == [1, 0] and masks[(1, "neurons")].tolist() == [0, 1, 1, 0, 1]
+
+
+def test_prox_scale_is_the_group_soft_threshold():
+    norms = np.array([0.0, 0.5, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(U.prox_scale(norms, 1.0), [0, 0, 0, 0.5, 0.75])
+    # prox_{t||.||}(v) = argmin_x 1/2 ||x - v||^2 + t ||x||: no random x does better
+    rng = np.random.default_rng(0)
+    t = 0.7
+    for _ in range(20):
+        v = rng.normal(size=5) * rng.uniform(0.1, 2)
+        x = U.prox_scale([np.linalg.norm(v)], t)[0] * v
+        objective = lambda z: 0.5 * np.sum((z - v) ** 2) + t * np.linalg.norm(z)  # noqa: E731
+        assert all(objective(x) <= objective(x + rng.normal(size=5) * 1e-2) + 1e-12 for _ in range(20))
+        assert objective(x) <= objective(np.zeros(5)) + 1e-12
+
+
+def test_ista_with_prox_scale_solves_group_lasso_least_squares():
+    """min 1/2||Xw - y||^2 + lam * sum_g ||w_g||: the proximal-gradient (ISTA) solution meets
+    the optimality conditions, checked independently: for w_g != 0,
+    X_g'(Xw - y) + lam w_g / ||w_g|| = 0; for w_g = 0, ||X_g'(Xw - y)|| <= lam."""
+    rng = np.random.default_rng(1)
+    groups, size, n = 6, 3, 60
+    X = rng.normal(size=(n, groups * size))
+    truth = np.zeros((groups, size))
+    truth[[0, 3]] = rng.normal(size=(2, size)) * 3
+    y = X @ truth.ravel() + 0.1 * rng.normal(size=n)
+    lam, step = 8.0, 1.0 / np.linalg.norm(X, 2) ** 2
+    w = np.zeros((groups, size))
+    for _ in range(5000):
+        w = w - step * (X.T @ (X @ w.ravel() - y)).reshape(groups, size)
+        w = U.prox_scale(np.linalg.norm(w, axis=1), step * lam)[:, None] * w
+    gradient = (X.T @ (X @ w.ravel() - y)).reshape(groups, size)
+    zero = np.linalg.norm(w, axis=1) == 0
+    assert zero.sum() >= 3 and not zero[[0, 3]].any()     # exact zeros, true groups kept
+    for g in range(groups):
+        if zero[g]:
+            assert np.linalg.norm(gradient[g]) <= lam + 1e-6
+        else:
+            np.testing.assert_allclose(gradient[g] + lam * w[g] / np.linalg.norm(w[g]), 0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_prox_scale_rejects_bad_thresholds(bad):
+    with pytest.raises(ValueError, match="threshold"):
+        U.prox_scale([1.0], bad)
+
+
+def test_select_units_takes_the_smallest_rms_until_the_target():
+    norms = {(0, "heads"): np.array([4.0, 1.0]), (0, "neurons"): np.array([0.5, 3.0, 0.2, 2.0])}
+    counts = {(0, "heads"): 16, (0, "neurons"): 4}       # RMS: heads 1.0, 0.25; neurons .25,1.5,.1,1
+    alive = {k: np.ones(len(v), bool) for k, v in norms.items()}
+    # total 48: neuron 2 (RMS 0.1) = 4 weights, then head 1 / neuron 0 (0.25, tie: heads first)
+    chosen = U.select_units(norms, counts, alive, target=0.3, total=48)
+    assert chosen[(0, "neurons")].tolist() == [False, False, True, False]
+    assert chosen[(0, "heads")].tolist() == [False, True]      # 4 + 16 = 20 >= 14.4
+    alive[(0, "neurons")][2] = False                          # already pruned counts too
+    chosen = U.select_units(norms, counts, alive, target=0.05, total=48)
+    assert not any(c.any() for c in chosen.values())          # 4 / 48 = 8% >= 5%
+
+
+PROGRESSIVE = M.EncoderConfig(vocab_size=30522, hidden_size=16, num_heads=[4, 4],
+                              intermediate_sizes=[64, 64], head_size=4, max_position_embeddings=32)
+
+
+def test_progressive_pruning_reaches_each_target_and_pruned_units_stay_exactly_zero(tokenizer):
+    from helpers import toy_dataset
+    from utils import pruning as P, train
+    model = random_model(PROGRESSIVE, seed=5)
+    data = toy_dataset(n_train=160, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=2, batch_size=8, max_length=16)
+    seen = []
+    pruner = U.ProgressiveUnitPruning(model, [0.2, 0.5], total_steps=40, prune_fraction=0.5,
+                                      every=2, on_target=lambda t: seen.append(
+                                          (t, P.sparsity_summary(model)["sparsity_encoder_linear"])))
+    train.fine_tune(model, tokenizer, data, config, progress=False, callbacks=[pruner.keras_callback()])
+    assert [t for t, _ in seen] == [0.2, 0.5] and pruner.ends == [10, 20]
+    largest_unit = max(U.unit_weight_counts(model).values()) / U.encoder_linear_weights(model)
+    for (target, measured), reached in zip(seen, pruner.reached):
+        # the weights really are zero: measured sparsity is at least the units' share
+        assert target <= reached["sparsity"] <= measured + 1e-9
+        assert reached["sparsity"] < target + largest_unit
+    # 20 more steps of training after the last period: switched-off units are still exactly 0
+    norms = U.unit_norms(model)
+    for key, alive in pruner.alive.items():
+        assert np.all(norms[key][~alive] == 0) and np.all(norms[key][alive] > 0)
+    assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(pruner.sparsity())
+
+
+@pytest.mark.parametrize("kwargs, match", [({"targets": []}, "targets"),
+                                           ({"targets": [0.5, 1.0]}, "targets"),
+                                           ({"prune_fraction": 0}, "prune_fraction"),
+                                           ({"every": 0}, "every"),
+                                           ({"total_steps": 1}, "total_steps")])
+def test_progressive_pruning_rejects_bad_settings(kwargs, match):
+    model = random_model(PROGRESSIVE, seed=0)
+    settings = {"targets": [0.3, 0.5], "total_steps": 100, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        U.ProgressiveUnitPruning(model, **settings)
+
+
+def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_them(tokenizer, tmp_path):
+    from helpers import toy_dataset
+    from utils import pruning as P, sweep, train
+    model = random_model(PROGRESSIVE, seed=6)
+    data = toy_dataset(n_train=96, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8, max_length=16)
+    teacher = np.random.default_rng(0).normal(size=(96, 3)).astype("float32")
+    pruner, state = U.progressive_prune(model, tokenizer, data, [0.3, 0.6], config, tmp_path,
+                                        teacher_logits=teacher, prune_fraction=1.0, every=1)
+    dirs = {t: tmp_path / sweep.sparsity_dir_name(t) for t in (0.3, 0.6)}
+    saved = {t: P.sparsity_summary(M.load_model(d))["sparsity_encoder_linear"] for t, d in dirs.items()}
+    assert [r["sparsity"] for r in pruner.reached] == pytest.approx([saved[0.3], saved[0.6]])
+    frame = sweep.snapshot_sweep(dirs, tokenizer, data, config, method="block_progressive")
+    assert list(frame.retrained) == [False, True, False, True]
+    # retraining keeps every zero: sparsity after equals sparsity before
+    for target in (0.3, 0.6):
+        rows = frame[frame.target_sparsity == target]
+        assert rows.sparsity_encoder_linear.nunique() == 1
+        assert rows.sparsity_encoder_linear.iloc[0] == pytest.approx(saved[target])
+    assert frame.val_macro_f1.between(0, 1).all()

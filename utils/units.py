@@ -1,0 +1,248 @@
+"""Attention heads and FFN neurons as pruning groups that span every weight of the unit.
+
+A head of layer i is one group across its query, key and value columns (and their biases) and
+its attention-output rows; an FFN neuron is one group across its input column, its input bias
+and its output row. Zeroing such a group is the same as removing the unit (compaction then
+drops it: see tests/test_units.py), so a group norm of zero means "removable", unlike the
+per-matrix row/column groups of `utils.pruning`, where a head is only removable if every one of
+its four matrices happens to lose it.
+
+`unit_norms` works on numpy (`xp=np`) and on Keras tensors (`xp=keras.ops`, differentiable), as
+`pruning.group_norms` does; `prox_scale` is the group soft-threshold (the proximal operator of
+the group lasso) and `scale_units` applies per-unit factors (0 = pruned) in place.
+"""
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import model as model_lib
+
+KINDS = ("heads", "neurons")
+
+
+def unit_parts(model):
+    """{(layer, kind): (unit width, [(variable, axis the units run along)])} for every layer
+    with heads / neurons left. A head's width is head_size (its columns in Q/K/V, rows in the
+    output); a neuron's is 1."""
+    parts = {}
+    size = model.encoder_config.head_size
+    for i, layer in enumerate(model_lib.transformer_layers(model)):
+        attention, ffn = layer.attention, layer.ffn
+        if attention.num_heads > 0:
+            parts[(i, "heads")] = (size, [
+                *((dense.kernel, 1) for dense in (attention.query, attention.key, attention.value)),
+                *((dense.bias, 0) for dense in (attention.query, attention.key, attention.value)),
+                (attention.output_dense.kernel, 0)])
+        if ffn.intermediate_size > 0:
+            parts[(i, "neurons")] = (1, [(ffn.input_dense.kernel, 1), (ffn.input_dense.bias, 0),
+                                         (ffn.output_dense.kernel, 0)])
+    return parts
+
+
+def _per_unit(array, axis, width, xp):
+    """`array` with the units along `axis` -> (units, everything else of one unit)."""
+    if axis == 1:
+        array = xp.transpose(array)
+    return xp.reshape(array, (array.shape[0] // width, -1))
+
+
+def unit_norms(model, xp=np):
+    """{(layer, kind): L2 norm of every unit's weights, shape (units,)}."""
+    norms = {}
+    for key, (width, parts) in unit_parts(model).items():
+        squares = 0.0
+        for variable, axis in parts:
+            values = np.asarray(variable) if xp is np else variable
+            squares = squares + xp.sum(_per_unit(values, axis, width, xp) ** 2, axis=1)
+        norms[key] = xp.sqrt(squares)
+    return norms
+
+
+def prox_scale(norms, threshold):
+    """Group soft-threshold factors max(0, 1 - threshold / ||g||): multiplying group g by its
+    factor is the proximal step of threshold * ||g||_2 (exactly 0 for ||g|| <= threshold)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    if not np.all(np.isfinite(threshold)) or np.any(np.asarray(threshold) < 0):
+        raise ValueError(f"threshold = {threshold!r}: must be finite and >= 0")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factors = np.where(norms > threshold, 1.0 - threshold / np.where(norms > 0, norms, 1.0),
+                           0.0)
+    return factors
+
+
+def scale_units(model, factors):
+    """Multiply every weight of unit u of (layer, kind) by factors[(layer, kind)][u], in place
+    (factor 0 zeroes the unit exactly; 1 leaves it)."""
+    for key, (width, parts) in unit_parts(model).items():
+        if key not in factors:
+            continue
+        factor = np.asarray(factors[key], dtype=np.float32)
+        for variable, axis in parts:
+            per_element = np.repeat(factor, width)
+            shape = [1] * len(variable.shape)
+            shape[axis] = per_element.size
+            variable.assign(ops.convert_to_numpy(variable) * per_element.reshape(shape))
+
+
+def unit_masks(model):
+    """{(layer, kind): 1.0 for units with any non-zero weight, 0.0 for empty ones}."""
+    return {key: (norms > 0).astype(np.float32) for key, norms in unit_norms(model).items()}
+
+
+# ------------------------------------------------------------------ progressive unit pruning
+
+def unit_weight_counts(model):
+    """{(layer, kind): encoder-linear (kernel) weights per unit}: 4 * hidden * head_size for a
+    head (its Q/K/V columns and output rows), 2 * hidden for a neuron. Biases are not counted,
+    as in `pruning.sparsity_summary`'s encoder-linear sparsity."""
+    config = model.encoder_config
+    return {key: (4 if key[1] == "heads" else 2) * config.hidden_size * (width if key[1] == "heads" else 1)
+            for key, (width, _) in unit_parts(model).items()}
+
+
+def encoder_linear_weights(model):
+    """Weights of the encoder's prunable kernels (no pooler): the denominator of sparsity."""
+    kernels = model_lib.prunable_kernels(model)
+    return sum(int(np.prod(k.shape)) for name, k in kernels.items() if name != "pooler/dense")
+
+
+def select_units(norms, counts, alive, target, total):
+    """Units to switch off so that pruned encoder-linear weights reach `target` * `total`:
+    the alive units with the smallest RMS weight (norm / sqrt(weights), comparable between
+    heads and neurons), fewest first until the target is met. Returns {key: bool array}."""
+    pruned = sum(counts[k] * float(np.sum(~alive[k])) for k in alive)
+    candidates = sorted((norms[k][u] / np.sqrt(counts[k]), k, u)
+                        for k in alive for u in np.flatnonzero(alive[k]))
+    chosen = {k: np.zeros_like(alive[k]) for k in alive}
+    for _, key, unit in candidates:
+        if pruned >= target * total - 1e-9:
+            break
+        chosen[key][unit] = True
+        pruned += counts[key]
+    return chosen
+
+
+def zero_units(model, off, optimizer=None):
+    """Set every weight of the units in `off` ({key: bool array}) to exactly 0, and their Adam
+    moments too: a unit whose weights are all 0 gets exactly 0 gradient (its value columns and
+    output rows are 0, so nothing flows through it), so with clean moments it stays 0."""
+    parts = unit_parts(model)
+    for key, units in off.items():
+        if not np.any(units):
+            continue
+        width, variables = parts[key]
+        keep = np.repeat(~np.asarray(units), width).astype(np.float32)
+        for variable, axis in variables:
+            shape = [1] * len(variable.shape)
+            shape[axis] = keep.size
+            targets = [variable]
+            if optimizer is not None and getattr(optimizer, "_momentums", None):
+                index = optimizer._get_variable_index(variable)   # Keras 3 Adam's slot lists
+                targets += [optimizer._momentums[index], optimizer._velocities[index]]
+            for target in targets:
+                target.assign(ops.convert_to_numpy(target) * keep.reshape(shape))
+
+
+class ProgressiveUnitPruning:
+    """Reach each target sparsity in turn by switching off whole heads and neurons, gently.
+
+    Training is split into one period per target (over the first `prune_fraction` of the
+    steps). At a period's start the smallest units (RMS weight) that bring the pruned share of
+    encoder-linear weights to the period's target are chosen; during the period they are
+    shrunk towards 0 (a linear ramp, applied every `every` steps outside Adam's scaling) while
+    the rest of the network trains (with distillation) and takes over their work; at the
+    period's end they are set to exactly 0 with their Adam moments, and `on_target(target)`
+    is called (e.g. to save a snapshot). As in HESSO (Chen et al. 2023), which removes groups
+    progressively over periods instead of trusting a threshold after the fact.
+    """
+
+    def __init__(self, classifier, targets, total_steps, prune_fraction=0.8, every=4,
+                 on_target=None):
+        targets = sorted(targets)
+        if not targets or not all(0 < t < 1 for t in targets):
+            raise ValueError(f"targets = {targets!r}: give sparsities in (0, 1), e.g. [0.3, 0.5]")
+        if not 0 < prune_fraction <= 1:
+            raise ValueError(f"prune_fraction = {prune_fraction!r}: must be in (0, 1]")
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every = {every!r}: must be a positive int")
+        if total_steps < len(targets):
+            raise ValueError(f"total_steps = {total_steps}: at least one step per target "
+                             f"({len(targets)}) is needed")
+        self.classifier, self.targets, self.every = classifier, targets, every
+        self.on_target = on_target
+        span = max(len(targets), int(prune_fraction * total_steps))
+        # period p covers steps [ends[p-1], ends[p])
+        self.ends = [round(span * (p + 1) / len(targets)) for p in range(len(targets))]
+        self.counts = unit_weight_counts(classifier)
+        self.total = encoder_linear_weights(classifier)
+        self.alive = {k: np.ones(n.shape, bool) for k, n in unit_norms(classifier).items()}
+        self.step, self.period, self.shrinking, self.reached = 0, 0, None, []
+
+    def _start_period(self):
+        norms = unit_norms(self.classifier)
+        self.shrinking = select_units(norms, self.counts, self.alive, self.targets[self.period],
+                                      self.total)
+        self.period_start = self.step
+        self.scale = 1.0          # the ramp's value at the last application
+
+    def after_step(self, optimizer=None):
+        """Call after every optimizer step (`keras_callback` does)."""
+        if self.period >= len(self.targets):
+            return
+        if self.shrinking is None:
+            self._start_period()
+        self.step += 1
+        end = self.ends[self.period]
+        if self.step >= end:
+            zero_units(self.classifier, self.shrinking, optimizer)
+            for key, units in self.shrinking.items():
+                self.alive[key] &= ~units
+            self.reached.append({"target": self.targets[self.period], "step": self.step,
+                                 "sparsity": self.sparsity()})
+            if self.on_target is not None:
+                self.on_target(self.targets[self.period])
+            self.period, self.shrinking = self.period + 1, None
+        elif (self.step - self.period_start) % self.every == 0:
+            ramp = 1.0 - (self.step - self.period_start) / (end - self.period_start)
+            factor = ramp / self.scale
+            scale_units(self.classifier, {k: np.where(u, factor, 1.0)
+                                          for k, u in self.shrinking.items() if u.any()})
+            self.scale = ramp
+
+    def sparsity(self):
+        """Pruned share of encoder-linear weights, from the units switched off so far."""
+        return sum(self.counts[k] * float(np.sum(~a)) for k, a in self.alive.items()) / self.total
+
+    def keras_callback(self):
+        pruner = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                pruner.after_step(self.model.optimizer)
+        return _Callback()
+
+
+def progressive_prune(classifier, tokenizer, dataset, targets, train_config, save_dir,
+                      teacher_logits=None, distill_alpha=0.5, temperature=2.0,
+                      prune_fraction=0.8, every=4):
+    """One training run (task loss + distillation from `teacher_logits`) that passes through
+    every target with `ProgressiveUnitPruning`, saving a snapshot at each to
+    save_dir/sparsity_XX. Returns (pruner, training state)."""
+    from . import pruning, sweep, train
+    from . import batching
+    steps = len(batching.make_batches(tokenizer, dataset["train"]["text"],
+                                      dataset["train"]["label"], train_config.max_length,
+                                      train_config.batch_size)[0]) * train_config.epochs
+
+    def save(target):
+        model_lib.save_model(classifier, Path(save_dir) / sweep.sparsity_dir_name(target))
+
+    pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save)
+    config = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
+                                   distill_alpha=distill_alpha if teacher_logits is not None
+                                   else 0.0, temperature=temperature)
+    state = train.fine_tune(classifier, tokenizer, dataset, train_config, pruning=config,
+                            teacher_logits=teacher_logits, callbacks=[pruner.keras_callback()])
+    return pruner, state

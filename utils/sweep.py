@@ -26,10 +26,6 @@ def sparsity_dir_name(target):
     return f"sparsity_{round(target * 100):02d}"
 
 
-def sparsity_from_dir_name(name):
-    """'sparsity_70' (or a path ending in it) -> 0.7"""
-    return int(Path(name).name.split("_")[1]) / 100
-
 
 def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
                 include_pooler=False):

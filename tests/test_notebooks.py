@@ -89,9 +89,15 @@ def test_02_baseline_smoke(smoke_dirs):
 def test_03_block_pruning_smoke(smoke_dirs):
     executed(smoke_dirs, "03_block_pruning.ipynb")
     record = json.loads((smoke_dirs["results"] / "block_pruning.json").read_text())
-    assert record["step_cost"]["ratio"] > 0
-    for fig in ("03_loss_terms.png", "03_group_norm_histograms.png"):
-        assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
+    assert all(cost["ratio"] > 0 for cost in record["step_cost"].values())
+    # one run passes every target (SMOKE's tiny encoder overshoots: a head is 12.5% of it)
+    reached = [r["sparsity"] for r in record["reached"]]
+    assert [r["target"] for r in record["reached"]] == record["settings"]["targets"]
+    assert all(s >= t - 1e-9 for s, t in zip(reached, record["settings"]["targets"]))
+    assert len(record["before_recovery"]) == 4
+    assert (smoke_dirs["figures"] / "03_group_norm_histograms.png").stat().st_size > 1000
+    snapshots = smoke_dirs["checkpoints"] / "block_pruning" / "snapshots"
+    assert len(list(snapshots.glob("sparsity_*/config.json"))) == len(reached)
 
 
 def test_04_thresholding_smoke(smoke_dirs):
@@ -101,13 +107,16 @@ def test_04_thresholding_smoke(smoke_dirs):
     from utils.sweep import SWEEP_COLUMNS
     assert list(curve.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
     block = curve[curve.method == "block"]
-    # SMOKE targets 0, 0.5, 0.9: thresholded sparsity reaches each target
-    for target in (0.5, 0.9):
-        reached = block[(block.target_sparsity == target)].sparsity_encoder_linear
-        assert (reached >= target - 1e-9).all() and len(reached) == 2  # before + after retrain
-    # retrained snapshots carry the validation score the benchmark's choice is made on
-    retrained = block[block.retrained.astype(bool)]
-    assert retrained.val_macro_f1.between(0, 1).all() and block[~block.retrained].val_macro_f1.isna().all()
+    # every snapshot of notebook 03 is evaluated as saved and after recovery, zeros kept
+    for target, rows in block.groupby("target_sparsity"):
+        assert len(rows) == 2 and rows.sparsity_encoder_linear.nunique() == 1
+        assert rows.sparsity_encoder_linear.iloc[0] >= target - 1e-9
+    # final points carry the validation score every choice is made on, and the test interval
+    final = block[block.final.astype(bool)]
+    assert final.val_macro_f1.between(0, 1).all() and final.retrained.astype(bool).all()
+    assert (final.diff_low <= final.diff_macro_f1).all() and (final.diff_macro_f1 <= final.diff_high).all()
+    record = json.loads((smoke_dirs["results"] / "thresholding.json").read_text())
+    assert record["selected_on"] == "validation" and record["targets"]
     for fig in ("04_sparsity_vs_f1.png", "04_sparsity_heatmap.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
 

@@ -314,3 +314,22 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     assert "old numbers" not in text and "50.0 min in 2 steps" in text
     assert text.startswith("# Title\n\n") and text.endswith(f"{end}\n\nrest\n")
     assert not report.update_readme_block(tmp_path / "missing.md", "pipeline", "x")
+
+
+def test_comparison_conclusions_follow_the_numbers():
+    """Mutation test: swap two methods' numbers and the sentence says the other one wins."""
+    rows = [{"level": 0.5, "method": "layers", "reached": True, "rank": 1, "macro_f1": 0.82},
+            {"level": 0.5, "method": "block", "reached": True, "rank": 2, "macro_f1": 0.80},
+            {"level": 0.7, "method": "block", "reached": False, "rank": float("nan"),
+             "macro_f1": float("nan")},
+            {"level": 0.7, "method": "layers", "reached": True, "rank": 1, "macro_f1": 0.75}]
+    lines = report.comparison_conclusions(rows)
+    assert lines[0] == ("- At ≥ 50% encoder-linear sparsity, `layers` has the best macro-F1 "
+                        "(82.0%); `block` ranks 2 of 2 (80.0%, 2.0 points behind).")
+    assert "`block` does not reach this sparsity" in lines[1]
+    swapped = [dict(r) for r in rows]
+    for r in swapped[:2]:
+        r["rank"], r["macro_f1"] = 3 - r["rank"], {0.82: 0.80, 0.80: 0.82}[r["macro_f1"]]
+    lines = report.comparison_conclusions(swapped)
+    assert lines[0] == ("- At ≥ 50% encoder-linear sparsity, `block` has the best macro-F1 "
+                        "(82.0%) — block pruning wins, 2.0 points ahead of `layers`.")

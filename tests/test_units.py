@@ -177,11 +177,40 @@ def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_th
     dirs = {t: tmp_path / sweep.sparsity_dir_name(t) for t in (0.3, 0.6)}
     saved = {t: P.sparsity_summary(M.load_model(d))["sparsity_encoder_linear"] for t, d in dirs.items()}
     assert [r["sparsity"] for r in pruner.reached] == pytest.approx([saved[0.3], saved[0.6]])
-    frame = sweep.snapshot_sweep(dirs, tokenizer, data, config, method="block_progressive")
-    assert list(frame.retrained) == [False, True, False, True]
+    dense = random_model(PROGRESSIVE, seed=6)
+    reference = train.evaluate(dense, tokenizer, data["test"], max_length=16, return_predictions=True)
+    frame = sweep.snapshot_sweep(dirs, tokenizer, data, config, method="block_progressive",
+                                 teacher=dense, reference_predictions=reference["predictions"],
+                                 save_dir=tmp_path / "recovered")
+    assert list(frame.retrained) == [False, True, False, True] == list(frame.final)
+    final = frame[frame.final]
+    assert np.allclose(final.diff_macro_f1, final.macro_f1 - reference["macro_f1"])
+    assert (final.diff_low <= final.diff_macro_f1).all() and (final.diff_macro_f1 <= final.diff_high).all()
+    for target in (0.3, 0.6):   # recovered models are saved with their zeros
+        recovered = M.load_model(tmp_path / "recovered" / sweep.sparsity_dir_name(target))
+        assert P.sparsity_summary(recovered)["sparsity_encoder_linear"] == pytest.approx(saved[target])
     # retraining keeps every zero: sparsity after equals sparsity before
     for target in (0.3, 0.6):
         rows = frame[frame.target_sparsity == target]
         assert rows.sparsity_encoder_linear.nunique() == 1
         assert rows.sparsity_encoder_linear.iloc[0] == pytest.approx(saved[target])
     assert frame.val_macro_f1.between(0, 1).all()
+
+
+def test_one_shot_prune_zeroes_the_smallest_units_to_the_target():
+    model = random_model(PROGRESSIVE, seed=3)
+    norms, counts = U.unit_norms(model), U.unit_weight_counts(model)
+    off = U.one_shot_prune(model, 0.5)
+    from utils import pruning as P
+    assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(
+        sum(counts[k] * v.sum() for k, v in off.items()) / U.encoder_linear_weights(model))
+    assert 0.5 <= P.sparsity_summary(model)["sparsity_encoder_linear"] < 0.5 + 0.01 + max(counts.values()) / U.encoder_linear_weights(model)
+    # every unit left is at least as large (RMS) as every unit cut
+    rms = {k: norms[k] / np.sqrt(counts[k]) for k in norms}
+    cut = [rms[k][u] for k, v in off.items() for u in np.flatnonzero(v)]
+    kept = [rms[k][u] for k, v in off.items() for u in np.flatnonzero(~v)]
+    assert max(cut) <= min(kept)
+    share = U.share_exactly_zero(model)
+    for kind in U.KINDS:
+        assert share[kind] == pytest.approx(np.mean(np.concatenate(
+            [off[k] for k in off if k[1] == kind])))

@@ -70,7 +70,7 @@ STEPS = {
              dirs={**_DATA, **_FIGS, **_BASE, "CHECKPOINT_DIR": "checkpoints/block_pruning"},
              smoke={"EPOCHS": 1}),
         Step("04_thresholding", "04_thresholding.ipynb",
-             dirs={**_DATA, **_FIGS, **_BASE, "REGULARIZED_DIR": "checkpoints/block_pruning",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
                    "PRUNED_DIR": "checkpoints/pruned"}),
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,

@@ -74,20 +74,21 @@ def plot_loss_terms(records, lambdas, path=None):
     return fig
 
 
-def plot_group_norm_histograms(norms_before, norms_after, path=None, bins=80):
-    """log10 group norms before and after regularised training, one panel per group kind."""
-    kinds = list(norms_before)
+def plot_group_norm_histograms(norms_by_model, path=None, bins=60):
+    """log10 group norms of several models ({label: {kind: norms}}), one panel per kind.
+    Exactly-zero groups have no logarithm: their share is given in the legend instead."""
+    kinds = list(next(iter(norms_by_model.values())))
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        both = np.concatenate([norms_before[kind], norms_after[kind]])
-        edges = np.linspace(np.log10(max(both.min(), 1e-8)), np.log10(both.max()), bins)
-        ax.hist(np.log10(np.maximum(norms_before[kind], 1e-8)), bins=edges, alpha=0.6,
-                label="fine-tuned baseline")
-        ax.hist(np.log10(np.maximum(norms_after[kind], 1e-8)), bins=edges, alpha=0.6,
-                label="after regularised training")
-        ax.set(xlabel=f"log10 L2 norm of {kind} group", ylabel="groups",
+        nonzero = np.concatenate([n[kind][n[kind] > 0] for n in norms_by_model.values()])
+        edges = np.linspace(np.log10(nonzero.min()), np.log10(nonzero.max()), bins)
+        for label, norms in norms_by_model.items():
+            values = np.asarray(norms[kind])
+            ax.hist(np.log10(values[values > 0]), bins=edges, alpha=0.55,
+                    label=f"{label} ({np.mean(values == 0):.0%} exactly 0)")
+        ax.set(xlabel=f"log10 L2 norm of a {kind} group", ylabel="groups",
                title=f"{kind} groups")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

@@ -11,7 +11,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import data as data_lib
-from . import io, pruning, train
+from . import evaluation, io, pruning, train
 from . import model as model_lib
 
 SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
@@ -28,12 +28,14 @@ def sparsity_dir_name(target):
 
 
 def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
-                include_pooler=False):
+                include_pooler=False, metrics=None):
     """One sweep row for any pruning method: `fields` (method, K, mode, lambda1, lambda2,
     epsilon; missing ones are NaN), the target, the measured sparsity and removable units
-    (`pruning.sparsity_summary`: encoder linear weights) and the metrics on `split`."""
+    (`pruning.sparsity_summary`: encoder linear weights) and the metrics on `split` (computed
+    here unless `metrics`, train.evaluate's, are given)."""
     summary = pruning.sparsity_summary(model, include_pooler)
-    metrics = train.evaluate(model, tokenizer, split, max_length=max_length)
+    if metrics is None:
+        metrics = train.evaluate(model, tokenizer, split, max_length=max_length)
     descriptor = {k: fields.get(k, np.nan)
                   for k in ("method", "K", "mode", "lambda1", "lambda2", "epsilon")}
     return {**descriptor, "target_sparsity": target,
@@ -272,24 +274,56 @@ def lambda_k_sweep(model, tokenizer, dataset, lambdas, ks, mode="inner", lambda_
 
 
 def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
-                   method="block", seed=42, eval_split="test"):
+                   method="block", seed=42, eval_split="test", save_dir=None, teacher=None,
+                   distill_alpha=0.5, temperature=2.0, reference_predictions=None,
+                   progress=True):
     """Rows (as threshold_sweep's) for saved pruned snapshots {target: directory}: each
-    evaluated as saved, then retrained with its zeros fixed (the same stratified sample for
-    every point) and evaluated again, with validation scores on both rows."""
+    evaluated as saved, then given the same recovery fine-tune (its zeros fixed, the same
+    stratified sample of `retrain_examples` tweets for every point) and evaluated again, with
+    validation scores on both rows. Retrained rows are marked `final`.
+
+    teacher: the dense model; recovery then distils from its logits on the recovery sample
+        ((1 - distill_alpha) CE + distill_alpha T^2 KL, as in the pruning run).
+    reference_predictions: the dense model's predictions on `eval_split`; each final row then
+        gets diff_macro_f1 (its macro-F1 minus dense) with a paired-bootstrap 95% interval
+        (diff_low, diff_high).
+    save_dir: each recovered model is saved to save_dir/sparsity_XX.
+    """
     retrain_data = retrain_sample(dataset, retrain_examples, seed)
+    recovery, teacher_logits = None, None
+    if teacher is not None and distill_alpha > 0:
+        teacher_logits = train.predict_texts(teacher, tokenizer, retrain_data["train"]["text"],
+                                             max_length=retrain_config.max_length)
+        recovery = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0,
+                                         polarization="none", distill_alpha=distill_alpha,
+                                         temperature=temperature)
+    split = dataset[eval_split]
     rows = []
-    for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots"):
+    for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots",
+                                  disable=not progress):
         started = time.perf_counter()
         model = model_lib.load_model(directory)
         fields = {"method": method}
         for retrained in (False, True):
             if retrained:
                 train.fine_tune(model, tokenizer, retrain_data, retrain_config,
-                                masks=pruning.current_masks(model), progress=False)
-            row = metrics_row(model, tokenizer, dataset[eval_split], fields, target, retrained,
-                              retrain_config.max_length)
+                                masks=pruning.current_masks(model), pruning=recovery,
+                                teacher_logits=teacher_logits, progress=False)
+            metrics = train.evaluate(model, tokenizer, split, max_length=retrain_config.max_length,
+                                     return_predictions=True)
+            row = metrics_row(model, tokenizer, split, fields, target, retrained,
+                              retrain_config.max_length, metrics=metrics)
             val = train.evaluate(model, tokenizer, dataset["validation"],
                                  max_length=retrain_config.max_length)
-            rows.append({**row, "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]})
+            row.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
+                       final=retrained)
+            if retrained and reference_predictions is not None:
+                interval = evaluation.paired_bootstrap_macro_f1(
+                    split["label"], reference_predictions, metrics["predictions"], seed=seed)
+                row.update(diff_macro_f1=interval["diff"], diff_low=interval["low"],
+                           diff_high=interval["high"])
+            rows.append(row)
+        if save_dir is not None:
+            model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     return pd.DataFrame(rows)

@@ -156,8 +156,9 @@ def predict_logits(model, batches):
     return out
 
 
-def evaluate(model, tokenizer, split, max_length=64, batch_size=128):
-    """Metrics of `model` on a dataset split (columns text, label), plus inference speed."""
+def evaluate(model, tokenizer, split, max_length=64, batch_size=128, return_predictions=False):
+    """Metrics of `model` on a dataset split (columns text, label), plus inference speed
+    (and the predicted class of every example, in split order, under "predictions")."""
     batches, truncated = batching.make_batches(tokenizer, split["text"], split["label"],
                                                max_length=max_length, batch_size=batch_size)
     if len(batches):
@@ -169,6 +170,8 @@ def evaluate(model, tokenizer, split, max_length=64, batch_size=128):
     metrics.update({"examples": len(batches.encoded), "truncated": truncated,
                     "inference_seconds": seconds,
                     "inference_examples_per_s": len(batches.encoded) / seconds})
+    if return_predictions:
+        metrics["predictions"] = logits.argmax(-1)
     return metrics
 
 

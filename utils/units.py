@@ -11,6 +11,7 @@ its four matrices happens to lose it.
 `pruning.group_norms` does; `prox_scale` is the group soft-threshold (the proximal operator of
 the group lasso) and `scale_units` applies per-unit factors (0 = pruned) in place.
 """
+import time
 from pathlib import Path
 
 import keras
@@ -145,6 +146,30 @@ def zero_units(model, off, optimizer=None):
                 target.assign(ops.convert_to_numpy(target) * keep.reshape(shape))
 
 
+def one_shot_prune(model, target):
+    """Zero, with no training, the smallest-RMS heads and neurons of `model` until `target` of
+    its encoder-linear weights are pruned (the selection ProgressiveUnitPruning makes at a
+    period's start): the contrast that shows what pruning during training buys."""
+    norms = unit_norms(model)
+    alive = {key: value > 0 for key, value in norms.items()}
+    off = select_units(norms, unit_weight_counts(model), alive, target,
+                       encoder_linear_weights(model))
+    zero_units(model, off)
+    return off
+
+
+def norms_by_kind(model):
+    """{"heads": norms of every head group, "neurons": of every FFN-neuron group}, all layers."""
+    norms = unit_norms(model)
+    return {kind: np.concatenate([v for k, v in norms.items() if k[1] == kind] or [np.zeros(0)])
+            for kind in KINDS}
+
+
+def share_exactly_zero(model):
+    """{kind: share of unit groups whose weights are all exactly 0}."""
+    return {kind: float(np.mean(v == 0)) for kind, v in norms_by_kind(model).items()}
+
+
 class ProgressiveUnitPruning:
     """Reach each target sparsity in turn by switching off whole heads and neurons, gently.
 
@@ -179,6 +204,7 @@ class ProgressiveUnitPruning:
         self.total = encoder_linear_weights(classifier)
         self.alive = {k: np.ones(n.shape, bool) for k, n in unit_norms(classifier).items()}
         self.step, self.period, self.shrinking, self.reached = 0, 0, None, []
+        self.seconds = 0.0        # time spent in after_step: the cost of the step outside Adam
 
     def _start_period(self):
         norms = unit_norms(self.classifier)
@@ -189,6 +215,13 @@ class ProgressiveUnitPruning:
 
     def after_step(self, optimizer=None):
         """Call after every optimizer step (`keras_callback` does)."""
+        started = time.perf_counter()
+        try:
+            self._after_step(optimizer)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _after_step(self, optimizer):
         if self.period >= len(self.targets):
             return
         if self.shrinking is None:
@@ -205,6 +238,9 @@ class ProgressiveUnitPruning:
                 self.on_target(self.targets[self.period])
             self.period, self.shrinking = self.period + 1, None
         elif (self.step - self.period_start) % self.every == 0:
+            # The proximal step of the group lasso on the penalised set, g <- max(0, 1 -
+            # tau_g / ||g||) g, with tau_g adapted so that g reaches 0 exactly at the
+            # period's end: the factor is the ramp's ratio to its last value.
             ramp = 1.0 - (self.step - self.period_start) / (end - self.period_start)
             factor = ramp / self.scale
             scale_units(self.classifier, {k: np.where(u, factor, 1.0)

@@ -169,6 +169,20 @@ def test_09_lambda_k_sweep_smoke(smoke_dirs):
     assert (smoke_dirs["figures"] / "09_lambda_k_sweep.png").stat().st_size > 1000
 
 
+def test_10_grouping_and_budget_smoke(smoke_dirs):
+    executed(smoke_dirs, "10_grouping_and_budget.ipynb")
+    record = json.loads((smoke_dirs["results"] / "grouping_budget.json").read_text())
+    final = [r for r in record["grouping"] if r["final"]]
+    assert {r["method"] for r in final} == {"block", "block_seed"}
+    # block_seed's run passed every target of notebook 03's run
+    assert [r["target"] for r in record["seed_run"]["reached"]] == record["seed_run"]["settings"]["targets"]
+    # every method at every budget, the largest budget being the whole training split (SMOKE: 240)
+    assert {(r["method"], r["recovery_examples"]) for r in record["budget"]} == {
+        (m, n) for m in ("block", "penalty in the loss", "ffn_neurons", "magnitude_global") for n in (96, 240)}
+    assert all(r["sparsity_encoder_linear"] >= 0.5 - 1e-9 for r in record["budget"])
+    assert (smoke_dirs["figures"] / "10_grouping_vs_f1.png").stat().st_size > 1000
+
+
 def test_06_demo_smoke(smoke_dirs):
     """The demo of the models notebook 05 saved under the SMOKE root."""
     cells = executed(smoke_dirs, "06_demo.ipynb")

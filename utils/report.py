@@ -336,6 +336,14 @@ def method_section(rep):
         f"{p['lambda_warmup_fraction']:g}, the same distillation, "
         f"{plural(len(bp['penalty_history']), 'epoch')} ({bp['penalty_train_seconds'] / 60:.1f} "
         "min).")
+    dense = rep.r.get("baseline")
+    if dense:
+        out.append(f"The whole block-pruning run (every target) took "
+                   f"{bp['train_seconds'] / 60:.1f} min of training, "
+                   f"{bp['train_seconds'] / dense['train_seconds']:.2f}x the dense fine-tune's "
+                   f"{dense['train_seconds'] / 60:.1f} min (notebook 02, "
+                   f"{plural(dense['epochs_run'], 'epoch')}; separate processes on the same "
+                   "machine).")
     rows = []
     for r in bp["before_recovery"]:
         zero = r.get("share of unit groups exactly 0")
@@ -503,6 +511,19 @@ def comparison_conclusions(comparison, block="block"):
     return lines
 
 
+def comparison_is_stale(comparison, sweep, block="block"):
+    """True when a reached `block` row of comparison.csv matches no final `block` point of the
+    sparsity sweep (its macro-F1 and sparsity), i.e. notebook 04 ran again after notebook 07."""
+    final = [r for r in sweep if r["method"] == block and str(r["retrained"]) == "True"]
+    for row in comparison:
+        if row["method"] == block and row["reached"] and not any(
+                abs(p["macro_f1"] - row["macro_f1"]) < 1e-9
+                and abs(p["sparsity_encoder_linear"] - row["sparsity_encoder_linear"]) < 1e-9
+                for p in final):
+            return True
+    return False
+
+
 def comparison_section(rep):
     comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
     out = ["## Comparison with other pruning methods",
@@ -532,6 +553,11 @@ def comparison_section(rep):
                        "points below dense", "latency ms (batch 1, compacted)",
                        "speedup vs dense"], rows),
                 "\n".join(comparison_conclusions(comparison))]
+        if rep.r["sweep"] is not None and comparison_is_stale(comparison, rep.r["sweep"]):
+            out.append("**Out of date:** the `block` rows of `results/comparison.csv` are not "
+                       "points of the current `results/sparsity_sweep.csv` (notebook 04 ran "
+                       "again since notebook 07): run `make study` to compare the current "
+                       "method.")
     if latency is None:
         out.append(rep.not_run("latency"))
     else:

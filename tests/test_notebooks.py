@@ -169,18 +169,24 @@ def test_09_lambda_k_sweep_smoke(smoke_dirs):
     assert (smoke_dirs["figures"] / "09_lambda_k_sweep.png").stat().st_size > 1000
 
 
-def test_10_grouping_and_budget_smoke(smoke_dirs):
-    executed(smoke_dirs, "10_grouping_and_budget.ipynb")
-    record = json.loads((smoke_dirs["results"] / "grouping_budget.json").read_text())
-    final = [r for r in record["grouping"] if r["final"]]
-    assert {r["method"] for r in final} == {"block", "block_seed"}
+def test_10_block_seed_smoke(smoke_dirs):
+    executed(smoke_dirs, "10_block_seed.ipynb")
+    record = json.loads((smoke_dirs["results"] / "grouping.json").read_text())
+    final = [r for r in record["rows"] if r["final"]]
+    assert sorted((r["method"], r["target_sparsity"]) for r in final) == [
+        (m, t) for m in ("block", "block_seed") for t in (0.5, 0.7, 0.9)]
     # block_seed's run passed every target of notebook 03's run
     assert [r["target"] for r in record["seed_run"]["reached"]] == record["seed_run"]["settings"]["targets"]
-    # every method at every budget, the largest budget being the whole training split (SMOKE: 240)
-    assert {(r["method"], r["recovery_examples"]) for r in record["budget"]} == {
-        (m, n) for m in ("block", "penalty in the loss", "ffn_neurons", "magnitude_global") for n in (96, 240)}
-    assert all(r["sparsity_encoder_linear"] >= 0.5 - 1e-9 for r in record["budget"])
     assert (smoke_dirs["figures"] / "10_grouping_vs_f1.png").stat().st_size > 1000
+
+
+def test_11_recovery_budget_smoke(smoke_dirs):
+    executed(smoke_dirs, "11_recovery_budget.ipynb")
+    record = json.loads((smoke_dirs["results"] / "recovery_budget.json").read_text())
+    # every method at every budget, the largest being the whole training split (SMOKE: 240)
+    assert {(r["method"], r["recovery_examples"]) for r in record["rows"]} == {
+        (m, n) for m in ("block", "penalty in the loss", "ffn_neurons", "magnitude_global") for n in (96, 240)}
+    assert all(r["sparsity_encoder_linear"] >= 0.5 - 1e-9 for r in record["rows"])
 
 
 def test_06_demo_smoke(smoke_dirs):

@@ -169,6 +169,26 @@ def test_09_lambda_k_sweep_smoke(smoke_dirs):
     assert (smoke_dirs["figures"] / "09_lambda_k_sweep.png").stat().st_size > 1000
 
 
+def test_10_block_seed_smoke(smoke_dirs):
+    executed(smoke_dirs, "10_block_seed.ipynb")
+    record = json.loads((smoke_dirs["results"] / "grouping.json").read_text())
+    final = [r for r in record["rows"] if r["final"]]
+    assert sorted((r["method"], r["target_sparsity"]) for r in final) == [
+        (m, t) for m in ("block", "block_seed") for t in (0.5, 0.7, 0.9)]
+    # block_seed's run passed every target of notebook 03's run
+    assert [r["target"] for r in record["seed_run"]["reached"]] == record["seed_run"]["settings"]["targets"]
+    assert (smoke_dirs["figures"] / "10_grouping_vs_f1.png").stat().st_size > 1000
+
+
+def test_11_recovery_budget_smoke(smoke_dirs):
+    executed(smoke_dirs, "11_recovery_budget.ipynb")
+    record = json.loads((smoke_dirs["results"] / "recovery_budget.json").read_text())
+    # every method at every budget, the largest being the whole training split (SMOKE: 240)
+    assert {(r["method"], r["recovery_examples"]) for r in record["rows"]} == {
+        (m, n) for m in ("block", "penalty in the loss", "ffn_neurons", "magnitude_global") for n in (96, 240)}
+    assert all(r["sparsity_encoder_linear"] >= 0.5 - 1e-9 for r in record["rows"])
+
+
 def test_06_demo_smoke(smoke_dirs):
     """The demo of the models notebook 05 saved under the SMOKE root."""
     cells = executed(smoke_dirs, "06_demo.ipynb")

@@ -333,3 +333,13 @@ def test_comparison_conclusions_follow_the_numbers():
     lines = report.comparison_conclusions(swapped)
     assert lines[0] == ("- At ≥ 50% encoder-linear sparsity, `block` has the best macro-F1 "
                         "(82.0%) — block pruning wins, 2.0 points ahead of `layers`.")
+
+
+def test_comparison_is_stale_when_its_block_rows_are_not_in_the_sweep():
+    sweep = [{"method": "block", "retrained": True, "macro_f1": 0.83, "sparsity_encoder_linear": 0.5},
+             {"method": "block", "retrained": False, "macro_f1": 0.70, "sparsity_encoder_linear": 0.7}]
+    comparison = [{"method": "block", "reached": True, "macro_f1": 0.83, "sparsity_encoder_linear": 0.5},
+                  {"method": "layers", "reached": True, "macro_f1": 0.80, "sparsity_encoder_linear": 0.5}]
+    assert not report.comparison_is_stale(comparison, sweep)
+    comparison[0]["macro_f1"] = 0.70      # a point of an older sweep
+    assert report.comparison_is_stale(comparison, sweep)

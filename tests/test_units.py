@@ -1,4 +1,5 @@
 """utils.units: heads and FFN neurons as groups spanning Q/K/V/O (and FFN input/output)."""
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -214,3 +215,52 @@ def test_one_shot_prune_zeroes_the_smallest_units_to_the_target():
     for kind in U.KINDS:
         assert share[kind] == pytest.approx(np.mean(np.concatenate(
             [off[k] for k in off if k[1] == kind])))
+
+
+def test_matrix_groups_are_the_proposals_groups_and_partition_the_kernels():
+    from utils import pruning as P
+    model = random_model(PROGRESSIVE, seed=2)
+    groups = U.MatrixGroups(num_blocks=2, mode="inner")
+    norms, counts = groups.norms(model), groups.counts(model)
+    kernels = P.prunable_kernels(model)
+    for (name, kind), values in norms.items():   # the norms are pruning.group_norms'
+        np.testing.assert_allclose(values, P.group_norms(np.asarray(kernels[name]), 2, kind,
+                                                         xp=np).ravel(), rtol=1e-6)
+    # in `inner` mode every encoder weight is in exactly one group
+    assert sum(counts[k] * len(v) for k, v in norms.items()) == U.encoder_linear_weights(model)
+    off = {k: np.arange(len(v)) % 3 == 0 for k, v in norms.items()}
+    groups.zero(model, off)
+    after = groups.norms(model)
+    for key in norms:
+        assert (after[key][off[key]] == 0).all() and (after[key][~off[key]] > 0).all()
+    masks = {name: np.asarray(k) != 0 for name, k in P.prunable_kernels(model).items()}
+    zeros = sum((~m).sum() for m in masks.values())
+    assert zeros == sum(counts[k] * off[k].sum() for k in off)
+    with pytest.raises(ValueError, match="overlap"):
+        U.MatrixGroups(mode="row+column")
+    with pytest.raises(ValueError, match="K"):
+        U.MatrixGroups(num_blocks=0)
+
+
+def test_progressive_pruning_with_matrix_groups_reaches_targets_and_holds_zeros(tokenizer):
+    from helpers import toy_dataset
+    from utils import pruning as P, train
+    model = random_model(PROGRESSIVE, seed=4)
+    groups = U.MatrixGroups(num_blocks=1, mode="inner")
+    pruner = U.ProgressiveUnitPruning(model, [0.3, 0.6], total_steps=12, prune_fraction=1.0,
+                                      every=1, groups=groups)
+    seen = []
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            dead = {k: ~a for k, a in pruner.alive.items()}
+            norms = groups.norms(model)
+            seen.append(all((norms[k][d] == 0).all() for k, d in dead.items()))
+    config = train.TrainConfig(learning_rate=1e-2, epochs=1, batch_size=8, max_length=16)
+    train.fine_tune(model, tokenizer, toy_dataset(n_train=96, n_val=16), config,
+                    callbacks=[pruner.keras_callback(), Check()], progress=False)
+    assert [r["target"] for r in pruner.reached] == [0.3, 0.6]
+    for r in pruner.reached:   # within 1 point of sparsity (a group here is 16 weights)
+        assert r["target"] <= r["sparsity"] < r["target"] + 0.01
+    assert all(seen) and len(seen) == 12
+    assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(pruner.sparsity())

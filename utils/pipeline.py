@@ -88,6 +88,11 @@ STEPS = {
                    "PRUNED_INT8_DIR": "checkpoints/bench/compact_vocab_tflite_int8",
                    "CHECKPOINT_DIR": "checkpoints/binarized"}),
         Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE}),
+        Step("10_block_seed", "10_block_seed.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
+                   "SEED_DIR": "checkpoints/block_seed"}),
+        Step("11_recovery_budget", "11_recovery_budget.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"}),
         _REPORT,
     ),
 }

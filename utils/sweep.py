@@ -273,14 +273,38 @@ def lambda_k_sweep(model, tokenizer, dataset, lambdas, ks, mode="inner", lambda_
     return pd.DataFrame(rows)
 
 
+def recovery_data(dataset, tokenizer, teacher=None, retrain_examples=None, seed=42,
+                  max_length=64):
+    """The recovery sample (`retrain_sample`) and, given the dense `teacher`, its logits on
+    that sample (one row per recovery tweet), computed once for every point."""
+    retrain_data = retrain_sample(dataset, retrain_examples, seed)
+    logits = None if teacher is None else train.predict_texts(
+        teacher, tokenizer, retrain_data["train"]["text"], max_length=max_length)
+    return retrain_data, logits
+
+
+def recover(model, tokenizer, retrain_data, retrain_config, teacher_logits=None,
+            distill_alpha=0.5, temperature=2.0):
+    """The recovery fine-tune every pruned point gets: `retrain_config` on `retrain_data`
+    with the model's current zeros fixed (masked gradients), distilled from `teacher_logits`
+    when given. Returns fine_tune's state (its best epoch was scored on validation)."""
+    distill = None
+    if teacher_logits is not None and distill_alpha > 0:
+        distill = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
+                                        distill_alpha=distill_alpha, temperature=temperature)
+    return train.fine_tune(model, tokenizer, retrain_data, retrain_config,
+                           masks=pruning.current_masks(model), pruning=distill,
+                           teacher_logits=teacher_logits if distill else None, progress=False)
+
+
 def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
                    method="block", seed=42, eval_split="test", save_dir=None, teacher=None,
                    distill_alpha=0.5, temperature=2.0, reference_predictions=None,
                    progress=True):
     """Rows (as threshold_sweep's) for saved pruned snapshots {target: directory}: each
-    evaluated as saved, then given the same recovery fine-tune (its zeros fixed, the same
-    stratified sample of `retrain_examples` tweets for every point) and evaluated again, with
-    validation scores on both rows. Retrained rows are marked `final`.
+    evaluated as saved, then given the same recovery fine-tune (`recover`: its zeros fixed, the
+    same stratified sample of `retrain_examples` tweets for every point) and evaluated again,
+    with validation scores on both rows. Retrained rows are marked `final`.
 
     teacher: the dense model; recovery then distils from its logits on the recovery sample
         ((1 - distill_alpha) CE + distill_alpha T^2 KL, as in the pruning run).
@@ -289,41 +313,41 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
         (diff_low, diff_high).
     save_dir: each recovered model is saved to save_dir/sparsity_XX.
     """
-    retrain_data = retrain_sample(dataset, retrain_examples, seed)
-    recovery, teacher_logits = None, None
-    if teacher is not None and distill_alpha > 0:
-        teacher_logits = train.predict_texts(teacher, tokenizer, retrain_data["train"]["text"],
-                                             max_length=retrain_config.max_length)
-        recovery = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0,
-                                         polarization="none", distill_alpha=distill_alpha,
-                                         temperature=temperature)
+    retrain_data, teacher_logits = recovery_data(dataset, tokenizer, teacher, retrain_examples,
+                                                 seed, retrain_config.max_length)
     split = dataset[eval_split]
     rows = []
     for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots",
                                   disable=not progress):
         started = time.perf_counter()
         model = model_lib.load_model(directory)
-        fields = {"method": method}
         for retrained in (False, True):
             if retrained:
-                train.fine_tune(model, tokenizer, retrain_data, retrain_config,
-                                masks=pruning.current_masks(model), pruning=recovery,
-                                teacher_logits=teacher_logits, progress=False)
-            metrics = train.evaluate(model, tokenizer, split, max_length=retrain_config.max_length,
-                                     return_predictions=True)
-            row = metrics_row(model, tokenizer, split, fields, target, retrained,
-                              retrain_config.max_length, metrics=metrics)
-            val = train.evaluate(model, tokenizer, dataset["validation"],
-                                 max_length=retrain_config.max_length)
-            row.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
-                       final=retrained)
-            if retrained and reference_predictions is not None:
-                interval = evaluation.paired_bootstrap_macro_f1(
-                    split["label"], reference_predictions, metrics["predictions"], seed=seed)
-                row.update(diff_macro_f1=interval["diff"], diff_low=interval["low"],
-                           diff_high=interval["high"])
-            rows.append(row)
+                recover(model, tokenizer, retrain_data, retrain_config, teacher_logits,
+                        distill_alpha, temperature)
+            rows.append(scored_row(model, tokenizer, dataset, {"method": method}, target,
+                                   retrained, retrain_config.max_length, eval_split,
+                                   reference_predictions if retrained else None, seed))
         if save_dir is not None:
             model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     return pd.DataFrame(rows)
+
+
+def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,
+               eval_split="test", reference_predictions=None, seed=42):
+    """metrics_row on `eval_split` plus validation scores, `final`, and (given the dense
+    model's predictions) the paired-bootstrap interval of the macro-F1 difference to dense."""
+    split = dataset[eval_split]
+    metrics = train.evaluate(model, tokenizer, split, max_length=max_length,
+                             return_predictions=True)
+    row = metrics_row(model, tokenizer, split, fields, target, final, max_length,
+                      metrics=metrics)
+    val = train.evaluate(model, tokenizer, dataset["validation"], max_length=max_length)
+    row.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], final=final)
+    if reference_predictions is not None:
+        interval = evaluation.paired_bootstrap_macro_f1(
+            split["label"], reference_predictions, metrics["predictions"], seed=seed)
+        row.update(diff_macro_f1=interval["diff"], diff_low=interval["low"],
+                   diff_high=interval["high"])
+    return row

@@ -146,15 +146,99 @@ def zero_units(model, off, optimizer=None):
                 target.assign(ops.convert_to_numpy(target) * keep.reshape(shape))
 
 
-def one_shot_prune(model, target):
-    """Zero, with no training, the smallest-RMS heads and neurons of `model` until `target` of
-    its encoder-linear weights are pruned (the selection ProgressiveUnitPruning makes at a
-    period's start): the contrast that shows what pruning during training buys."""
-    norms = unit_norms(model)
+# ------------------------------------------------------------------ group families
+
+class UnitGroups:
+    """Heads and FFN neurons, each one group across all its weights (method `block`). A unit
+    whose weights are all 0 gets exactly 0 gradient, so a zeroed unit stays zero."""
+    name = "block"
+    zero_is_stable = True
+
+    def norms(self, model):
+        return unit_norms(model)
+
+    def counts(self, model):
+        return unit_weight_counts(model)
+
+    def scale(self, model, factors):
+        scale_units(model, factors)
+
+    def zero(self, model, off, optimizer=None):
+        zero_units(model, off, optimizer)
+
+
+class MatrixGroups:
+    """The proposal's literal groups (equations 13/14, method `block_seed`): rows of K column
+    blocks or columns of K row blocks of every encoder kernel, each kernel on its own
+    (`pruning.group_kinds`; kernel weights only, no biases). A zeroed group still receives
+    gradient through the input it multiplies, so it is held at zero after every step."""
+    name = "block_seed"
+    zero_is_stable = False
+
+    def __init__(self, num_blocks=1, mode="inner"):
+        from . import pruning
+        if mode not in ("inner", "row", "column"):
+            raise ValueError(f"mode = {mode!r}: MatrixGroups needs groups that do not overlap "
+                             "('inner', 'row' or 'column'), so that their weights add up")
+        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
+            raise ValueError(f"num_blocks (K) = {num_blocks!r}: must be a positive int")
+        self.num_blocks, self.mode, self._pruning = num_blocks, mode, pruning
+
+    def _kernels(self, model):
+        """{(kernel name, kind): kernel variable} of the encoder (no pooler)."""
+        kernels = self._pruning.prunable_kernels(model)
+        for name, kernel in kernels.items():
+            self._pruning.check_divisible(kernel.shape, self.num_blocks, self.mode, name)
+        return {(name, kind): kernel for name, kernel in kernels.items()
+                for kind in self._pruning.group_kinds(self.mode, name)}
+
+    def norms(self, model):
+        return {key: self._pruning.group_norms(np.asarray(kernel), self.num_blocks, key[1],
+                                               xp=np).ravel()
+                for key, kernel in self._kernels(model).items()}
+
+    def counts(self, model):
+        return {key: (kernel.shape[1] if key[1] == "row" else kernel.shape[0]) // self.num_blocks
+                for key, kernel in self._kernels(model).items()}
+
+    def _expand(self, values, shape, kind):
+        """Per-group values (flat) -> per-weight array of the kernel's shape."""
+        n_in, n_out = shape
+        k = self.num_blocks
+        if kind == "row":    # (n_in, K) groups, each over n_out / K columns
+            return np.repeat(np.reshape(values, (n_in, k)), n_out // k, axis=1)
+        return np.repeat(np.reshape(values, (k, n_out)), n_in // k, axis=0)
+
+    def scale(self, model, factors):
+        for key, kernel in self._kernels(model).items():
+            if key in factors:
+                kernel.assign(np.asarray(kernel) * self._expand(
+                    np.asarray(factors[key], np.float32), kernel.shape, key[1]))
+
+    def zero(self, model, off, optimizer=None):
+        for key, kernel in self._kernels(model).items():
+            if key not in off or not np.any(off[key]):
+                continue
+            keep = self._expand((~np.asarray(off[key])).astype(np.float32), kernel.shape, key[1])
+            targets = [kernel]
+            if optimizer is not None and getattr(optimizer, "_momentums", None):
+                index = optimizer._get_variable_index(kernel)
+                targets += [optimizer._momentums[index], optimizer._velocities[index]]
+            for target in targets:
+                target.assign(ops.convert_to_numpy(target) * keep)
+
+
+def one_shot_prune(model, target, groups=None):
+    """Zero, with no training, the smallest-RMS groups of `model` (heads and neurons unless
+    `groups` says otherwise) until `target` of its encoder-linear weights are pruned (the
+    selection ProgressiveUnitPruning makes at a period's start): the contrast that shows what
+    pruning during training buys."""
+    groups = groups if groups is not None else UnitGroups()
+    norms = groups.norms(model)
     alive = {key: value > 0 for key, value in norms.items()}
-    off = select_units(norms, unit_weight_counts(model), alive, target,
+    off = select_units(norms, groups.counts(model), alive, target,
                        encoder_linear_weights(model))
-    zero_units(model, off)
+    groups.zero(model, off)
     return off
 
 
@@ -179,12 +263,14 @@ class ProgressiveUnitPruning:
     shrunk towards 0 (a linear ramp, applied every `every` steps outside Adam's scaling) while
     the rest of the network trains (with distillation) and takes over their work; at the
     period's end they are set to exactly 0 with their Adam moments, and `on_target(target)`
-    is called (e.g. to save a snapshot). As in HESSO (Chen et al. 2023), which removes groups
+    is called (e.g. to save a snapshot). `groups` is the group family: `UnitGroups()` (heads and
+    neurons, method `block`, the default) or `MatrixGroups(K, mode)` (the proposal's per-matrix
+    row/column groups, method `block_seed`). As in HESSO (Chen et al. 2023), which removes groups
     progressively over periods instead of trusting a threshold after the fact.
     """
 
     def __init__(self, classifier, targets, total_steps, prune_fraction=0.8, every=4,
-                 on_target=None):
+                 on_target=None, groups=None):
         targets = sorted(targets)
         if not targets or not all(0 < t < 1 for t in targets):
             raise ValueError(f"targets = {targets!r}: give sparsities in (0, 1), e.g. [0.3, 0.5]")
@@ -197,17 +283,18 @@ class ProgressiveUnitPruning:
                              f"({len(targets)}) is needed")
         self.classifier, self.targets, self.every = classifier, targets, every
         self.on_target = on_target
+        self.groups = groups if groups is not None else UnitGroups()
         span = max(len(targets), int(prune_fraction * total_steps))
         # period p covers steps [ends[p-1], ends[p])
         self.ends = [round(span * (p + 1) / len(targets)) for p in range(len(targets))]
-        self.counts = unit_weight_counts(classifier)
+        self.counts = self.groups.counts(classifier)
         self.total = encoder_linear_weights(classifier)
-        self.alive = {k: np.ones(n.shape, bool) for k, n in unit_norms(classifier).items()}
+        self.alive = {k: np.ones(n.shape, bool) for k, n in self.groups.norms(classifier).items()}
         self.step, self.period, self.shrinking, self.reached = 0, 0, None, []
         self.seconds = 0.0        # time spent in after_step: the cost of the step outside Adam
 
     def _start_period(self):
-        norms = unit_norms(self.classifier)
+        norms = self.groups.norms(self.classifier)
         self.shrinking = select_units(norms, self.counts, self.alive, self.targets[self.period],
                                       self.total)
         self.period_start = self.step
@@ -228,8 +315,10 @@ class ProgressiveUnitPruning:
             self._start_period()
         self.step += 1
         end = self.ends[self.period]
+        if not self.groups.zero_is_stable:   # hold the groups already off at exactly 0
+            self.groups.zero(self.classifier, {k: ~a for k, a in self.alive.items()})
         if self.step >= end:
-            zero_units(self.classifier, self.shrinking, optimizer)
+            self.groups.zero(self.classifier, self.shrinking, optimizer)
             for key, units in self.shrinking.items():
                 self.alive[key] &= ~units
             self.reached.append({"target": self.targets[self.period], "step": self.step,
@@ -243,8 +332,8 @@ class ProgressiveUnitPruning:
             # period's end: the factor is the ramp's ratio to its last value.
             ramp = 1.0 - (self.step - self.period_start) / (end - self.period_start)
             factor = ramp / self.scale
-            scale_units(self.classifier, {k: np.where(u, factor, 1.0)
-                                          for k, u in self.shrinking.items() if u.any()})
+            self.groups.scale(self.classifier, {k: np.where(u, factor, 1.0)
+                                                for k, u in self.shrinking.items() if u.any()})
             self.scale = ramp
 
     def sparsity(self):
@@ -262,7 +351,7 @@ class ProgressiveUnitPruning:
 
 def progressive_prune(classifier, tokenizer, dataset, targets, train_config, save_dir,
                       teacher_logits=None, distill_alpha=0.5, temperature=2.0,
-                      prune_fraction=0.8, every=4):
+                      prune_fraction=0.8, every=4, groups=None):
     """One training run (task loss + distillation from `teacher_logits`) that passes through
     every target with `ProgressiveUnitPruning`, saving a snapshot at each to
     save_dir/sparsity_XX. Returns (pruner, training state)."""
@@ -275,7 +364,8 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
     def save(target):
         model_lib.save_model(classifier, Path(save_dir) / sweep.sparsity_dir_name(target))
 
-    pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save)
+    pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save,
+                                    groups)
     config = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
                                    distill_alpha=distill_alpha if teacher_logits is not None
                                    else 0.0, temperature=temperature)

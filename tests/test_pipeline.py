@@ -84,7 +84,7 @@ def test_step_parameters_only_when_the_root_moves(tmp_path):
     assert command[command.index("SMOKE") - 1] == "-p" and command[command.index("DATA_DIR") - 1] == "-r"
     # every notebook of the repository is in exactly one pipeline, main job first
     names = [s.notebook for p in pipeline.PIPELINES for s in pipeline.STEPS[p] if s.notebook]
-    assert names == sorted(p.name for p in pipeline.NOTEBOOKS.glob("0*.ipynb"))
+    assert names == sorted(p.name for p in pipeline.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     assert pipeline.STEPS["run"][-2].notebook == "06_demo.ipynb"   # the main job ends with the demo
 
 

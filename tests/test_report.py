@@ -343,3 +343,27 @@ def test_comparison_is_stale_when_its_block_rows_are_not_in_the_sweep():
     assert not report.comparison_is_stale(comparison, sweep)
     comparison[0]["macro_f1"] = 0.70      # a point of an older sweep
     assert report.comparison_is_stale(comparison, sweep)
+
+
+def test_target_lines_say_met_or_not_from_the_numbers():
+    """Mutation test: move a gap across its limit and the verdict flips."""
+    class Rep:
+        r = {"baseline": {"test": {"macro_f1": 0.845}, "train_seconds": 900.0},
+             "block_pruning": {"before_recovery_target": 0.5, "train_seconds": 370.0,
+                               "before_recovery": [{"gap_points": 1.5}]},
+             "thresholding": {"baseline_test": {"macro_f1": 0.845}, "targets": {
+                 ">=50%": {"gap_points": 0.9, "sparsity_encoder_linear": 0.5, "val_macro_f1": 0.82},
+                 ">=70%": {"gap_points": 3.2, "sparsity_encoder_linear": 0.8, "val_macro_f1": 0.81}}},
+             "sweep": [{"method": "block", "final": True, "target_sparsity": 0.7,
+                        "sparsity_encoder_linear": 0.7, "val_macro_f1": 0.80, "macro_f1": 0.82}],
+             "pipeline": {"run": {"total_seconds": 80 * 60, "started_clean": True}}}
+    lines = report.target_lines(Rep)
+    assert lines[0].startswith("- Test macro-F1 within 1 point(s) of dense at ≥50% encoder-linear sparsity: met (0.9")
+    assert ": **not met** (3.2 points at the validation-chosen 80.0% point); the 70% snapshot itself " \
+           "scored 80.00% on validation against 81.00%, and 2.5 points below dense on test." in lines[1]
+    assert lines[2].endswith("met (1.5 points).") and "not met" not in lines[2]
+    assert "met (0.41x)" in lines[4] and "**not met** (80.0 min)" in lines[5]
+    Rep.r["thresholding"]["targets"][">=50%"]["gap_points"] = 1.1
+    Rep.r["block_pruning"]["before_recovery"][0]["gap_points"] = 2.5
+    lines = report.target_lines(Rep)
+    assert "**not met** (1.1 points" in lines[0] and "**not met** (2.5 points)" in lines[2]

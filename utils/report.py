@@ -380,6 +380,69 @@ def method_section(rep):
     return "\n\n".join(out)
 
 
+# The block-pruning issue's targets: (what, limit in points or ratio, how it is read)
+TARGET_GAPS = {">=50%": 1.0, ">=70%": 3.0}
+BEFORE_RECOVERY_GAP = 2.0
+DENSE_FLOOR = 0.840
+RUN_COST_RATIO = 1.5
+RUN_MINUTES = 75
+
+
+def target_lines(rep):
+    """One line per target of the block-pruning issue, met or not, computed from results/."""
+    b, bp, t = rep.r["baseline"], rep.r["block_pruning"], rep.r["thresholding"]
+    pipeline = (rep.r.get("pipeline") or {}).get("run")
+    sweep = rep.r.get("sweep") or []
+    lines = []
+
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+    if t:
+        for level, limit in TARGET_GAPS.items():
+            v = t["targets"].get(level)
+            if v is None:
+                lines.append(f"- Test macro-F1 within {limit:g} point(s) of dense at "
+                             f"{level_name(level)} sparsity: **not met** (no point reached it).")
+                continue
+            line = (f"- Test macro-F1 within {limit:g} point(s) of dense at {level_name(level)} "
+                    f"encoder-linear sparsity: {verdict(v['gap_points'] <= limit)} "
+                    f"({v['gap_points']:.1f} points at the validation-chosen "
+                    f"{pct(v['sparsity_encoder_linear'])} point)")
+            level_value = float(level[2:-1]) / 100
+            nearest = [r for r in sweep if r["method"] == "block" and r.get("final")
+                       and abs(r["target_sparsity"] - level_value) < 1e-9]
+            if nearest and abs(nearest[0]["sparsity_encoder_linear"]
+                               - v["sparsity_encoder_linear"]) > 1e-9:
+                n = nearest[0]
+                line += (f"; the {pct(level_value, 0)} snapshot itself scored "
+                         f"{pct(n['val_macro_f1'], 2)} on validation against "
+                         f"{pct(v['val_macro_f1'], 2)}, and "
+                         f"{100 * (t['baseline_test']['macro_f1'] - n['macro_f1']):.1f} points "
+                         "below dense on test")
+            lines.append(line + ".")
+    if bp and "before_recovery" in bp:
+        row = bp["before_recovery"][0]
+        lines.append(f"- Before recovery, within {BEFORE_RECOVERY_GAP:g} points of dense at "
+                     f"{pct(bp['before_recovery_target'], 0)} (validation): "
+                     f"{verdict(row['gap_points'] <= BEFORE_RECOVERY_GAP)} "
+                     f"({row['gap_points']:.1f} points).")
+    if b:
+        lines.append(f"- Dense test macro-F1 at least {pct(DENSE_FLOOR)}: "
+                     f"{verdict(b['test']['macro_f1'] >= DENSE_FLOOR)} "
+                     f"({pct(b['test']['macro_f1'])}).")
+    if b and bp and "train_seconds" in bp:
+        ratio = bp["train_seconds"] / b["train_seconds"]
+        lines.append(f"- The block-pruning run costs at most {RUN_COST_RATIO:g}x the dense "
+                     f"fine-tune: {verdict(ratio <= RUN_COST_RATIO)} ({ratio:.2f}x).")
+    if pipeline:
+        minutes = pipeline["total_seconds"] / 60
+        lines.append(f"- `make run` within {RUN_MINUTES} minutes: "
+                     f"{verdict(minutes <= RUN_MINUTES)} ({minutes:.1f} min"
+                     + ("" if pipeline.get("started_clean") else ", not from a clean start")
+                     + ").")
+    return lines
+
+
 def sparsity_section(rep):
     sweep, t, bench = rep.r["sweep"], rep.r["thresholding"], rep.r["benchmark"]
     out = ["## Sparsity against accuracy"]
@@ -429,6 +492,9 @@ def sparsity_section(rep):
         + (f" (95% CI {v['gap_low_points']:.1f} to {v['gap_high_points']:.1f})"
            if "gap_low_points" in v else "") + "."
         for level, v in t["targets"].items()))
+    targets = target_lines(rep)
+    if targets:
+        out += ["The block-pruning issue's targets, read from the results:", "\n".join(targets)]
     out += [rep.provenance("thresholding"),
             rep.figure("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity",
                        "sweep"),
@@ -854,6 +920,9 @@ def readme_markers(name):
 def readme_blocks(rep):
     """What the README shows from the results: the abstract and the measured pipelines."""
     abstract_text = abstract(rep).split("\n\n", 1)[1]
+    targets = target_lines(rep)
+    if targets:
+        abstract_text += "\n\nTargets of the block-pruning work:\n\n" + "\n".join(targets)
     return {"results": abstract_text + "\n\nThe full report, every number read from "
                                        "`results/`: [report/report.md](report/report.md).",
             "pipeline": "\n".join(pipeline_lines(rep))}

@@ -315,7 +315,6 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
     """
     retrain_data, teacher_logits = recovery_data(dataset, tokenizer, teacher, retrain_examples,
                                                  seed, retrain_config.max_length)
-    split = dataset[eval_split]
     rows = []
     for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots",
                                   disable=not progress):

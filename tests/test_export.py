@@ -1,0 +1,129 @@
+"""Bundles (utils/export.py): the rewritten tokenizer, the standalone script, corrupt bundles."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils import batching, demo, export, vocab
+from utils import model as model_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["@united thanks, the crew was wonderful &amp; we landed early! 😂 http://t.co/x",
+         "worst   airline ever", "zebra quokka xylophone " * 30]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, tokenizer):
+    """A bundle of the demo's tiny smoke models: compact, vocabulary pruned, int8 TFLite."""
+    root = tmp_path_factory.mktemp("models")
+    paths = demo.make_smoke_models(root, tokenizer, ["@USER thanks the crew was great",
+                                                     "worst airline ever", "we landed"])
+    return export.export_bundle(paths["compact+int8"], root / "bundle", tokenizer), paths
+
+
+def test_rewritten_tokenizer_matches_the_remapped_one(tokenizer):
+    """Every base token keeps its place, its id becomes the kept row (or [UNK]'s): the bundle's
+    tokenizer splits and numbers text exactly like RemappedTokenizer + encode_texts."""
+    from tokenizers import Tokenizer
+    kept = vocab.kept_token_ids(tokenizer, ["the crew was great", "worst airline"],
+                                tokenizer.pad_token_id)
+    remapped = vocab.RemappedTokenizer(tokenizer, kept)
+    rewritten = Tokenizer.from_str(export.bundle_tokenizer_json(tokenizer, kept, max_length=16))
+    texts = ["the crew was great", "an unseen word: quokka!", "great " * 40]
+    expected, truncated = batching.encode_texts(remapped, texts, 16)
+    assert truncated == 1
+    for text, ids in zip(texts, expected):
+        assert rewritten.encode(text).ids == ids.tolist()
+    assert max(max(rewritten.encode(t).ids) for t in texts) < len(kept)
+
+
+def test_bundle_loads_and_matches_the_models_own_predictions(bundle, tokenizer):
+    directory, paths = bundle
+    from utils import tflite
+    from utils.data import clean_text
+    loaded = export.load_bundle(directory)
+    probabilities = loaded.predict_texts(TEXTS)
+    assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(1), 1)
+    classifier, remapped = tflite.load_tflite(paths["compact+int8"], tokenizer)
+    for text, p in zip(TEXTS, probabilities):
+        ids, _ = batching.encode_texts(remapped, [clean_text(text)], 64)
+        z = classifier.predict_on_batch({"input_ids": ids[0][None],
+                                         "attention_mask": np.ones_like(ids[0][None])})[0]
+        np.testing.assert_allclose(p, np.exp(z) / np.exp(z).sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        loaded.predict_texts([" "])
+
+
+def test_standalone_script_needs_nothing_from_the_repository(bundle, tmp_path):
+    directory, _ = bundle
+    script = tmp_path / "standalone_predict.py"       # a copy, far from the repository
+    script.write_text((ROOT / "examples" / "standalone_predict.py").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "utils").mkdir()                          # `import utils` would hit this and fail
+    (guard / "utils" / "__init__.py").write_text("raise ImportError('repository imported')\n")
+    env["PYTHONPATH"] = str(guard)
+    result = subprocess.run([sys.executable, str(script), str(directory), *TEXTS], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout)
+    expected = export.load_bundle(directory).predict_texts(TEXTS)
+    labels = json.loads((directory / "labels.json").read_text())
+    for answer, p in zip(answers, expected):
+        assert answer["label"] == labels[int(p.argmax())]
+        np.testing.assert_allclose([answer["probabilities"][k] for k in labels], p, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "labels"])
+def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
+    import shutil
+    directory, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    if damage == "missing":
+        (copy / "tokenizer.json").unlink()
+        match = "lacks tokenizer.json"
+    elif damage == "truncated":
+        data = (copy / "model.tflite").read_bytes()
+        (copy / "model.tflite").write_bytes(data[:len(data) // 2])
+        match = "model.tflite does not match"
+    else:
+        (copy / "labels.json").write_text('["a", "b"]')
+        match = "labels.json does not match"
+    with pytest.raises(export.BundleError, match=match) as error:
+        export.load_bundle(copy)
+    assert str(copy) in str(error.value) and "python -m utils.export" in str(error.value)
+    with pytest.raises(export.BundleError, match="not a model bundle"):
+        export.load_bundle(tmp_path / "nowhere")
+
+
+def test_export_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert "is not a model directory" in capsys.readouterr().err
+
+
+def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp_path, capsys):
+    import shutil
+    directory, _ = bundle
+    shutil.copytree(directory, tmp_path / export.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT))
+    assert demo.main(["--root", str(tmp_path), "the crew was great"]) == 0
+    out = capsys.readouterr().out
+    assert "answering with the bundle" in out and "make run" in out
+    assert "bundle:" in out and "%" in out
+
+
+def test_committed_bundle_reproduces_its_recorded_probabilities():
+    """models/tweet-sentiment-int8 is the benchmark's chosen model of the committed run; it must
+    load on a fresh clone and give the probabilities recorded when it was exported."""
+    directory = export.DEFAULT_BUNDLE
+    recorded = json.loads((directory / export.EXAMPLES_FILE).read_text())
+    loaded = export.load_bundle(directory)
+    assert loaded.labels == recorded["labels"]
+    probabilities = loaded.predict_texts(recorded["texts"])
+    np.testing.assert_allclose(probabilities, recorded["probabilities"], atol=1e-4)
+    assert loaded.disk_bytes <= 15e6

@@ -127,3 +127,46 @@ def test_committed_bundle_reproduces_its_recorded_probabilities():
     probabilities = loaded.predict_texts(recorded["texts"])
     np.testing.assert_allclose(probabilities, recorded["probabilities"], atol=1e-4)
     assert loaded.disk_bytes <= 15e6
+
+
+def test_hf_export_is_the_inverse_of_loading(tmp_path, tokenizer):
+    """tiny_bert (a random BertForSequenceClassification) loaded with its head, saved, exported:
+    every tensor comes back exactly, and the re-loaded model gives the same logits."""
+    from safetensors.numpy import load_file
+    from utils.io import read_json
+    fixtures = ROOT / "tests" / "fixtures"
+    original = load_file(str(fixtures / "tiny_bert" / "model.safetensors"))
+    model = model_lib.build_classifier(model_lib.config_from_hf(
+        read_json(fixtures / "tiny_bert" / "config.json")))
+    report = model_lib.load_hf_weights(model, original, classifier=True)
+    assert "classifier" not in report["randomly_initialised"] and not report["unexpected"]
+    model_lib.save_model(model, tmp_path / "keras")
+    out = export.export_hf(tmp_path / "keras", tmp_path / "hf", tokenizer)
+    exported = load_file(str(out / "model.safetensors"))
+    expected = {k: v for k, v in original.items() if not k.endswith("position_ids")}
+    assert set(exported) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(exported[key], value, err_msg=key)
+    config = read_json(out / "config.json")
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    again = model_lib.build_classifier(model_lib.config_from_hf(config))
+    model_lib.load_hf_weights(again, exported, classifier=True)
+    parity = np.load(fixtures / "tiny_bert_parity.npz")
+    inputs = {"input_ids": parity["input_ids"], "attention_mask": parity["attention_mask"]}
+    np.testing.assert_allclose(again.predict_on_batch(inputs), model.predict_on_batch(inputs),
+                               atol=1e-5)
+    # transformers' own BertForSequenceClassification on that checkpoint (fixture made with torch)
+    reference = np.load(fixtures / "tiny_bert_logits.npz")
+    np.testing.assert_array_equal(reference["input_ids"], parity["input_ids"])
+    np.testing.assert_allclose(again.predict_on_batch(inputs), reference["logits"], atol=1e-4)
+    assert (out / "tokenizer.json").exists() or (out / "vocab.txt").exists()
+
+
+def test_hf_export_refuses_models_hf_cannot_hold(tmp_path):
+    import keras
+    keras.utils.set_random_seed(0)
+    config = model_lib.tiny_config(60)
+    uneven = model_lib.EncoderConfig(**{**config.__dict__, "num_heads": [2, 1]})
+    with pytest.raises(ValueError, match="different widths"):
+        model_lib.hf_tensors(model_lib.build_classifier(uneven))

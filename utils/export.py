@@ -170,6 +170,23 @@ def write_card(directory, card):
     _write_manifest(directory)
 
 
+def export_hf(source, out, base_tokenizer):
+    """A standard Hugging Face BERT checkpoint of the Keras model directory `source` (dense, or
+    any model whose layers all have the same widths): config.json, model.safetensors and the
+    tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing."""
+    from safetensors.numpy import save_file
+    from . import model as model_lib
+    from .data import LABELS
+    model = model_lib.load_model(source)
+    tensors = model_lib.hf_tensors(model)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        write_json(tmp / "config.json", model_lib.hf_config(model.encoder_config, LABELS))
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        base_tokenizer.save_pretrained(str(tmp))
+    return Path(out)
+
+
 # ------------------------------------------------------------------------------ loading
 
 def check_bundle(directory):
@@ -348,7 +365,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m utils.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="TFLite or Keras model directory")
-    parser.add_argument("out", help="bundle directory to write (replaced if it exists)")
+    parser.add_argument("out", help="directory to write (replaced if it exists)")
+    parser.add_argument("--format", choices=("bundle", "hf"), default="bundle",
+                        help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
+                             "Hugging Face BERT checkpoint (models whose layers all have the "
+                             "same widths, e.g. the dense baseline)")
     parser.add_argument("--tokenizer", default=model_lib.DEFAULT_MODEL,
                         help="the base tokenizer the model was trained with")
     parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"),
@@ -358,6 +379,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         base = model_lib.load_tokenizer(args.tokenizer)
+        if args.format == "hf":
+            print(f"Hugging Face checkpoint written to {export_hf(args.source, args.out, base)}")
+            return 0
         out = export_bundle(args.source, args.out, base)
         from . import data
         try:

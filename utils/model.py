@@ -591,12 +591,14 @@ _IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
 _IGNORED_HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
 
 
-def load_hf_weights(model, tensors: dict) -> dict:
+def load_hf_weights(model, tensors: dict, classifier=False) -> dict:
     """Copy Hugging Face BERT/RoBERTa tensors into `model`, transposing Linear weights.
 
     Accepts keys with a `bert.` / `roberta.` prefix or none (sentence-transformers). A missing
     encoder tensor is an error; a missing pooler is randomly initialised (RoBERTa MLM checkpoints
-    have none). Returns {"unexpected", "ignored", "randomly_initialised": [keys]}.
+    have none). The task head `classifier.*` is ignored (fine-tuning starts a fresh one) unless
+    `classifier`: then BertForSequenceClassification's head is loaded too (reading back a
+    model `hf_tensors` exported). Returns {"unexpected", "ignored", "randomly_initialised"}.
     """
     config = model.encoder_config
     prefix = _detect_prefix(tensors)
@@ -656,13 +658,90 @@ def load_hf_weights(model, tensors: dict) -> dict:
         load_dense(model.get_layer("pooler").dense, "pooler.dense")
     else:
         randomly_initialised.append(prefix + "pooler.dense")
-    randomly_initialised.append("classifier")
+    if classifier:
+        head = model.get_layer("classifier")
+        for name, variable in (("weight", head.kernel), ("bias", head.bias)):
+            key = f"classifier.{name}"
+            if key not in tensors:
+                raise KeyError(f"checkpoint tensor {key!r} is missing: not a "
+                               "BertForSequenceClassification checkpoint?")
+            assign(variable, tensors[key].T if name == "weight" else tensors[key], key)
+            used.add(key)
+    else:
+        randomly_initialised.append("classifier")
 
     rest = sorted(set(tensors) - used)
     ignored = [k for k in rest if k.endswith(_IGNORED_SUFFIXES) or k.startswith(_IGNORED_HEADS)]
     unexpected = [k for k in rest if k not in ignored]
     return {"unexpected": unexpected, "ignored": ignored,
             "randomly_initialised": randomly_initialised}
+
+
+def hf_tensors(model) -> dict:
+    """The inverse of `load_hf_weights`: `model`'s weights as the tensors of a Hugging Face
+    BertForSequenceClassification checkpoint (`bert.` prefix, Linear weights (out, in)).
+    Only a BERT-layout model with the same widths in every layer fits that class."""
+    config = model.encoder_config
+    if config.model_type != "bert":
+        raise ValueError(f"only BERT-layout models export to a Hugging Face checkpoint; this one "
+                         f"is {config.model_type!r}")
+    if len(set(config.num_heads)) != 1 or len(set(config.intermediate_sizes)) != 1 \
+            or 0 in config.num_heads or 0 in config.intermediate_sizes:
+        raise ValueError(f"layers of different widths (heads {config.num_heads}, FFN "
+                         f"{config.intermediate_sizes}) have no Hugging Face BERT equivalent: "
+                         "export the model as TFLite or Keras instead")
+    if config.hidden_size != config.num_heads[0] * config.head_size:
+        raise ValueError(f"{config.num_heads[0]} heads of {config.head_size} do not make "
+                         f"hidden_size {config.hidden_size}, as Hugging Face BERT requires")
+    encoder = model.get_layer("encoder")
+    tensors = {}
+
+    def put(key, variable):
+        tensors[key] = np.ascontiguousarray(np.asarray(variable, dtype=np.float32))
+
+    def dense(layer, key):
+        put(f"{key}.weight", np.asarray(layer.kernel).T)
+        put(f"{key}.bias", layer.bias)
+
+    def layer_norm(layer, key):
+        put(f"{key}.weight", layer.gamma)
+        put(f"{key}.bias", layer.beta)
+
+    emb = encoder.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        put(f"bert.embeddings.{name}.weight", getattr(emb, name).embeddings)
+    layer_norm(emb.layer_norm, "bert.embeddings.LayerNorm")
+    for i, layer in enumerate(encoder.transformer_layers):
+        hf = f"bert.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            dense(getattr(layer.attention, name), f"{hf}.attention.self.{name}")
+        dense(layer.attention.output_dense, f"{hf}.attention.output.dense")
+        layer_norm(layer.attention.layer_norm, f"{hf}.attention.output.LayerNorm")
+        dense(layer.ffn.input_dense, f"{hf}.intermediate.dense")
+        dense(layer.ffn.output_dense, f"{hf}.output.dense")
+        layer_norm(layer.ffn.layer_norm, f"{hf}.output.LayerNorm")
+    dense(model.get_layer("pooler").dense, "bert.pooler.dense")
+    dense(model.get_layer("classifier"), "classifier")
+    return tensors
+
+
+def hf_config(config: EncoderConfig, labels=None) -> dict:
+    """The Hugging Face `config.json` of a BertForSequenceClassification with `config`'s
+    shapes (the inverse of `config_from_hf`)."""
+    labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in
+                                                     range(config.num_labels)]
+    return {"architectures": ["BertForSequenceClassification"], "model_type": "bert",
+            "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_layers,
+            "num_attention_heads": config.num_heads[0],
+            "intermediate_size": config.intermediate_sizes[0], "hidden_act": "gelu",
+            "hidden_dropout_prob": config.hidden_dropout,
+            "attention_probs_dropout_prob": config.attention_dropout,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
+            "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute",
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def _detect_prefix(tensors):

@@ -170,3 +170,25 @@ def test_hf_export_refuses_models_hf_cannot_hold(tmp_path):
     uneven = model_lib.EncoderConfig(**{**config.__dict__, "num_heads": [2, 1]})
     with pytest.raises(ValueError, match="different widths"):
         model_lib.hf_tensors(model_lib.build_classifier(uneven))
+
+
+def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):
+    """A compact, vocabulary-pruned float model exported as model.keras with its renumbered
+    tokenizer gives the repository model's logits on text."""
+    import shutil
+    from tokenizers import Tokenizer
+    _, paths = bundle
+    small, remapped = vocab.prune_vocabulary(model_lib.load_model(paths["compact"]), tokenizer,
+                                             ["the crew was great", "worst airline ever"])
+    vocab.save_pruned(small, remapped, tmp_path / "pruned")
+    assert export.main([str(tmp_path / "pruned"), str(tmp_path / "out"), "--format", "keras"]) == 0
+    model = model_lib.load_keras(tmp_path / "out" / "model.keras")
+    rewritten = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    for text in ("the crew was great", "unseen words here"):
+        ids = np.array([rewritten.encode(text).ids], np.int32)
+        expected_ids, _ = batching.encode_texts(remapped, [text], 64)
+        np.testing.assert_array_equal(ids[0], expected_ids[0])
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        np.testing.assert_allclose(model.predict_on_batch(inputs),
+                                   small.predict_on_batch(inputs), atol=1e-5)
+    shutil.rmtree(tmp_path / "out")

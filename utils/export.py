@@ -24,6 +24,9 @@ these files:
 - `bundle.json`: format version, and the sha256 and size of every file, so that a truncated or
   replaced file is detected on load.
 
+`--format hf` writes a standard Hugging Face BERT checkpoint instead (models whose layers all
+have the same widths), `--format keras` Keras' own model.keras with the tokenizer files.
+
 `load_bundle(directory)` gives a `Bundle` with `predict_texts(texts) -> probabilities`. It runs
 one text at a time, unpadded, as examples/standalone_predict.py does: dynamic-range int8
 quantises activations per batch, so padding would move the numbers. A missing or corrupt bundle
@@ -184,6 +187,27 @@ def export_hf(source, out, base_tokenizer):
         write_json(tmp / "config.json", model_lib.hf_config(model.encoder_config, LABELS))
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         base_tokenizer.save_pretrained(str(tmp))
+    return Path(out)
+
+
+def export_keras(source, out, base_tokenizer):
+    """The Keras model directory `source` as Keras' own `model.keras` (any widths; reading it
+    needs `import utils.model`, which registers the encoder's layers), with the tokenizer files
+    (for a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
+    from . import model as model_lib
+    from . import vocab
+    from .data import LABELS
+    source = Path(source)
+    model, tokenizer = vocab.load_pruned(source, base_tokenizer)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        model_lib.save_keras(model, tmp / "model.keras")
+        if isinstance(tokenizer, vocab.RemappedTokenizer):
+            (tmp / "tokenizer.json").write_text(
+                bundle_tokenizer_json(base_tokenizer, tokenizer.kept_ids), encoding="utf-8")
+        else:
+            base_tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / "labels.json", list(LABELS))
     return Path(out)
 
 
@@ -366,10 +390,11 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="TFLite or Keras model directory")
     parser.add_argument("out", help="directory to write (replaced if it exists)")
-    parser.add_argument("--format", choices=("bundle", "hf"), default="bundle",
+    parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",
                         help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
                              "Hugging Face BERT checkpoint (models whose layers all have the "
-                             "same widths, e.g. the dense baseline)")
+                             "same widths, e.g. the dense baseline); keras: Keras' model.keras "
+                             "(any widths; needs `import utils.model` to read)")
     parser.add_argument("--tokenizer", default=model_lib.DEFAULT_MODEL,
                         help="the base tokenizer the model was trained with")
     parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"),
@@ -379,8 +404,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         base = model_lib.load_tokenizer(args.tokenizer)
-        if args.format == "hf":
-            print(f"Hugging Face checkpoint written to {export_hf(args.source, args.out, base)}")
+        if args.format in ("hf", "keras"):
+            write = export_hf if args.format == "hf" else export_keras
+            print(f"{args.format} export written to {write(args.source, args.out, base)}")
             return 0
         out = export_bundle(args.source, args.out, base)
         from . import data

@@ -196,12 +196,19 @@ def encode(model, inputs, output_hidden_states=True, training=False):
                                       output_hidden_states=output_hidden_states)
 
 
+KERAS_PACKAGE = "bert_memory_efficiency"   # registered names: "bert_memory_efficiency>Encoder"
+
+
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Encoder(keras.layers.Layer):
     """Embeddings followed by `config.num_layers` TransformerLayers (Hugging Face's BertModel
-    minus the pooler)."""
+    minus the pooler). Its Keras config is the EncoderConfig, from which every sublayer is
+    rebuilt, so Keras' own `.keras` format saves any width (see `save_keras`)."""
 
     def __init__(self, config: EncoderConfig, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = EncoderConfig.from_dict(config)
         self.config = config
         self.embeddings = Embeddings(config, name="embeddings")
         self.transformer_layers = [
@@ -213,6 +220,9 @@ class Encoder(keras.layers.Layer):
         self.embeddings.build(input_ids_shape)
         for layer in self.transformer_layers:
             layer.build((*input_ids_shape, self.config.hidden_size))
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
 
     def call(self, input_ids, attention_mask, training=None, output_hidden_states=False):
         hidden = self.embeddings(input_ids, training=training)
@@ -376,6 +386,7 @@ class FeedForward(keras.layers.Layer):
         return self.layer_norm(hidden + out)
 
 
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Pooler(keras.layers.Layer):
     """Dense + tanh on the first token ([CLS] / <s>), as HF's BertPooler."""
 
@@ -383,6 +394,9 @@ class Pooler(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.dense = keras.layers.Dense(hidden_size, activation="tanh", name="dense")
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_size": self.hidden_size}
 
     def build(self, hidden_shape):
         self.dense.build((hidden_shape[0], hidden_shape[-1]))
@@ -452,6 +466,23 @@ def load_model(directory):
                                     f"written by utils.model.save_model")
     model = build_classifier(EncoderConfig.load(directory / CONFIG_FILE))
     model.load_weights(str(directory / WEIGHTS_FILE))
+    return model
+
+
+def save_keras(model, path):
+    """The classifier in Keras' own `.keras` format (any widths, any vocabulary size), written
+    atomically; `keras.saving.load_model(path)` reads it back once `utils.model` is imported
+    (the layers are registered), `load_keras` also restores `model.encoder_config`."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: a Keras model file must end in .keras")
+    with atomic_path(path) as tmp:
+        model.save(str(tmp), include_optimizer=False)
+
+
+def load_keras(path):
+    model = keras.saving.load_model(str(path), compile=False)
+    model.encoder_config = model.get_layer("encoder").config
     return model
 
 

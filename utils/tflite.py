@@ -13,7 +13,7 @@ kernels become int8 with one scale per output unit, the word and position embedd
 int8 with one scale per table (GATHER reads int8 rows, DEQUANTIZE converts only those rows);
 activations, LayerNorms and biases stay float32. MiniLM: 91.0 MB -> 23.2 MB.
 
-`TFLiteClassifier(path, num_threads)` runs the flatbuffer with `tf.lite.Interpreter`, resizing
+`TFLiteClassifier(path, num_threads)` runs the flatbuffer with the LiteRT interpreter (`ai_edge_litert`), resizing
 its inputs when a batch's shape changes, and offers `predict_on_batch({"input_ids",
 "attention_mask"}) -> logits` so utils.train's `evaluate` / `predict_logits` accept it.
 

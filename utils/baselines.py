@@ -437,7 +437,38 @@ class Method:
 
 
 METHODS = ("magnitude_global", "magnitude_per_matrix", "magnitude_gradual", "heads",
-           "layers", "ffn_neurons", "fisher_mask")
+           "layers", "ffn_neurons", "fisher_mask", "cofi")
+
+
+class CoFiPruner:
+    """masks_fn(model, target) for CoFi (`utils.cofi`): trains the gates and the weights of the
+    model it is given (the sweep passes the dense start weights) for `examples_for(target)`
+    training tweets, distilled from that model's logits, folds the gates and returns the masks
+    of what was pruned. `records` keeps each target's run."""
+
+    def __init__(self, tokenizer, dataset, train_config, examples_for, distill_alpha=0.5,
+                 temperature=2.0, progress=False):
+        self.tokenizer, self.dataset, self.train_config = tokenizer, dataset, train_config
+        self.examples_for = examples_for
+        self.distill_alpha, self.temperature, self.progress = distill_alpha, temperature, progress
+        self.teacher = None
+        self.records = {}
+
+    def __call__(self, model, target):
+        from . import cofi
+        if self.teacher is None and self.distill_alpha > 0:
+            self.teacher = train.predict_texts(model, self.tokenizer,
+                                               self.dataset["train"]["text"],
+                                               max_length=self.train_config.max_length)
+        self.records[float(target)] = cofi.cofi_prune(
+            model, self.tokenizer, self.dataset, target, self.train_config,
+            self.examples_for(target), teacher_logits=self.teacher,
+            distill_alpha=self.distill_alpha, temperature=self.temperature,
+            progress=self.progress)
+        return pruning.current_masks(model)
+
+    def record(self):
+        return {"runs": self.records}
 
 
 def _labelled_batches(tokenizer, split, examples, max_length, batch_size, seed):
@@ -451,11 +482,12 @@ def _labelled_batches(tokenizer, split, examples, max_length, batch_size, seed):
 
 def make_methods(names, tokenizer, importance_split, importance_examples=1024,
                  head_step_fraction=0.1, gradual_steps=4, greedy_layers=False, max_length=64,
-                 batch_size=32, seed=42, progress=False, fisher_examples=None):
+                 batch_size=32, seed=42, progress=False, fisher_examples=None, cofi=None):
     """The methods `names` (from METHODS) as `Method`s. Head importance and layer losses are
     computed on `importance_examples` tweets of `importance_split` (the training split); the
     Fisher mask search on `fisher_examples` of them (default: the reference's 2,048, in its
-    batches of 32)."""
+    batches of 32). cofi: {"dataset", "train_config", "examples_for": target -> training
+    tweets of its pruning phase, "distill_alpha", "temperature"} for the method "cofi"."""
     from . import fisher_mask
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
@@ -483,7 +515,12 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
             _labelled_batches(tokenizer, importance_split,
                               fisher_examples or fisher_mask.FISHER_EXAMPLES, max_length,
                               fisher_mask.FISHER_BATCH_SIZE, seed)), "head+neuron"),
+        "cofi": lambda: Method("cofi", CoFiPruner(tokenizer, progress=progress, **cofi),
+                               "head+neuron+sublayer"),
     }
+    if "cofi" in names and not cofi:
+        raise ValueError("the method 'cofi' trains: pass cofi={'dataset', 'train_config', "
+                         "'examples_for', ...}")
     return {name: factories[name]() for name in names}
 
 
@@ -564,14 +601,18 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                     continue
                 seen[digest] = target
                 pruning.apply_masks(model, masks)
-                rows.append(row(target, False))
+                # a method that trains to find its masks (CoFi) says on how many tweets
+                pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
+                pruning_seconds = time.perf_counter() - started
+                rows.append(row(target, False, pruned_on, pruning_seconds if pruned_on else 0.0))
                 if retrain_config is not None and target > 0:
                     recovering = time.perf_counter()
                     sweep.recover(model, tokenizer, recovery[0], retrain_config, recovery[1],
                                   distill_alpha, temperature)
                     rows.append(row(target, True,
-                                    len(recovery[0]["train"]) * retrain_config.epochs,
-                                    time.perf_counter() - recovering))
+                                    pruned_on + len(recovery[0]["train"]) * retrain_config.epochs,
+                                    time.perf_counter() - recovering
+                                    + (pruning_seconds if pruned_on else 0.0)))
         except UnreachableSparsity as error:
             print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
             continue

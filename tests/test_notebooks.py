@@ -131,14 +131,18 @@ def test_07_comparison_smoke(smoke_dirs):
     # of its linear weights); gradual magnitude has only a retrained row
     final = rows[rows.final]
     assert set(final.method) == {"magnitude_global", "magnitude_gradual", "heads", "layers",
-                                 "ffn_neurons", "fisher_mask"}
+                                 "ffn_neurons", "fisher_mask", "cofi"}
     assert (final.sparsity_encoder_linear >= 0.5 - 1e-9).all()
-    assert len(rows[~rows.final]) == 5
-    # the same recovery for every point: notebook 04's SMOKE budget, validation scores
-    assert (final.train_examples_total == 96).all() and final.val_macro_f1.between(0, 1).all()
+    assert len(rows[~rows.final]) == 6
+    # the same recovery for every point (notebook 04's SMOKE budget), validation scores; CoFi
+    # also trained in its pruning phase on as many tweets as block pruning's run at 50% (2 x 32)
+    trained = final.set_index("method").train_examples_total
+    assert (trained.drop("cofi") == 96).all() and trained["cofi"] == 96 + 64
+    assert final.val_macro_f1.between(0, 1).all()
     record = json.loads((smoke_dirs["results"] / "baselines.json").read_text())
     assert record["retrain"]["examples"] == 96 and record["retrain"]["distill_alpha"] == 0.5
     assert record["decisions"]["fisher_mask"]["chosen"]["0.5"]
+    assert record["decisions"]["cofi"]["runs"]["0.5"]["train_examples"] == 64
     latency = pd.read_csv(smoke_dirs["results"] / "latency_pareto.csv")
     assert {"dense", "block", "magnitude_global", "heads"} <= set(latency.method)
     assert (latency.latency_ms_median > 0).all()

@@ -447,9 +447,10 @@ class CoFiPruner:
     of what was pruned. `records` keeps each target's run."""
 
     def __init__(self, tokenizer, dataset, train_config, examples_for, distill_alpha=0.5,
-                 temperature=2.0, progress=False):
+                 temperature=2.0, reg_learning_rate=0.01, progress=False):
         self.tokenizer, self.dataset, self.train_config = tokenizer, dataset, train_config
         self.examples_for = examples_for
+        self.reg_learning_rate = reg_learning_rate
         self.distill_alpha, self.temperature, self.progress = distill_alpha, temperature, progress
         self.teacher = None
         self.records = {}
@@ -464,7 +465,7 @@ class CoFiPruner:
             model, self.tokenizer, self.dataset, target, self.train_config,
             self.examples_for(target), teacher_logits=self.teacher,
             distill_alpha=self.distill_alpha, temperature=self.temperature,
-            progress=self.progress)
+            reg_learning_rate=self.reg_learning_rate, progress=self.progress)
         return pruning.current_masks(model)
 
     def record(self):
@@ -487,7 +488,8 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
     computed on `importance_examples` tweets of `importance_split` (the training split); the
     Fisher mask search on `fisher_examples` of them (default: the reference's 2,048, in its
     batches of 32). cofi: {"dataset", "train_config", "examples_for": target -> training
-    tweets of its pruning phase, "distill_alpha", "temperature"} for the method "cofi"."""
+    tweets of its pruning phase, "distill_alpha", "temperature", "reg_learning_rate"} for
+    the method "cofi"."""
     from . import fisher_mask
     unknown = sorted(set(names) - set(METHODS))
     if unknown:

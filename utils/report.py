@@ -617,7 +617,10 @@ def comparison_section(rep):
            "report (Oscanoa) took from Michel et al.); FFN neurons by weight norm; heads and "
            "FFN neurons together by the Fisher information of their masks with the mask search "
            "of Kwon et al. (2022) (`fisher_mask`; without its mask rearrangement and "
-           "least-squares tuning, since the recovery follows)."]
+           "least-squares tuning, since the recovery follows); hard-concrete L0 gates on heads, "
+           "neurons and whole sublayers under a Lagrangian sparsity constraint (`cofi`, Xia et "
+           "al. 2022), whose pruning phase sees as many tweets as block pruning's run at the "
+           "same level."]
     if comparison is None:
         out.append(rep.not_run("comparison"))
     else:

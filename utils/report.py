@@ -612,9 +612,9 @@ def comparison_section(rep):
               f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
               if recovery.get("examples") else "")
            + ": unstructured magnitude pruning, global and gradual on the cubic schedule of "
-           "Zhu & Gupta (2017) (as in Chen et al. 2020); attention heads by importance (Michel "
-           "et al. 2019); whole layers by training-loss increase (the criterion the CS224N "
-           "report (Oscanoa) took from Michel et al.); FFN neurons by weight norm; heads and "
+           "Zhu & Gupta (2017) (as in Chen et al. 2020); whole layers by training-loss increase "
+           "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
+           "weight norm; heads and "
            "FFN neurons together by the Fisher information of their masks with the mask search "
            "of Kwon et al. (2022) (`fisher_mask`; without its mask rearrangement and "
            "least-squares tuning, since the recovery follows); hard-concrete L0 gates on heads, "

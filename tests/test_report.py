@@ -304,6 +304,15 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     (results / "pipeline.json").write_text(json.dumps({"run": record}))
     _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
     assert "50.0 min in 2 steps before the report" in md and "reusing earlier checkpoints" in md
+    # a study stopped after its first step says so, naming what did not run
+    study = {"commit": "abcdef123", "started_clean": False, "complete": False,
+             "steps": [{**step, "name": "07_comparison", "seconds": 3600.0}],
+             "total_seconds": 3600.0}
+    (results / "pipeline.json").write_text(json.dumps({"run": record, "study": study}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert ("- `make study`: **incomplete** — 1 of 6 steps measured in the recorded attempt "
+            "(07_comparison 60.0 min, 2.9 GiB); not run in it: 08_binarization, "
+            "09_lambda_k_sweep, 10_block_seed, 11_recovery_budget, report") in md
 
     readme = tmp_path / "README.md"
     start, end = report.readme_markers("pipeline")

@@ -919,9 +919,22 @@ def pipeline_lines(rep):
             continue
         steps = record["steps"]
         peak = max(steps, key=lambda s: s["max_rss_mb"])
+        from .pipeline import STEPS
+        expected = [s.name for s in STEPS[name]]
+        missing = [n for n in expected if n not in {s["name"] for s in steps}]
         # the report is the last step: while it runs, the record holds every step but itself
-        counted = ("steps" if record.get("complete")
+        counted = ("steps" if record.get("complete") or not steps
                    else "steps before the report (which is not counted)")
+        if not record.get("complete") and missing not in ([], ["report"]):
+            lines.append(
+                f"- `{command}`: **incomplete** — {len(steps)} of {len(expected)} steps measured "
+                f"in the recorded attempt ("
+                + ", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
+                            f"{s['max_rss_mb'] / 1024:.1f} GiB" for s in steps)
+                + f"); not run in it: {', '.join(missing)}; code at commit "
+                f"`{commit({'git_commit': record['commit']})}`"
+                + (", **SMOKE**" if record.get("smoke") else "") + ".")
+            continue
         lines.append(
             f"- `{command}`: {record['total_seconds'] / 60:.1f} min in {len(steps)} {counted} "
             f"(longest: {max(steps, key=lambda s: s['seconds'])['name']}, "

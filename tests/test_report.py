@@ -324,7 +324,7 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     report.main(["--results-dir", str(results), "--figures-dir", str(tmp_path), "--data-dir",
                  str(tmp_path), "--out-dir", str(tmp_path / "out"), "--readme", str(readme)])
     text = readme.read_text()
-    assert "old numbers" not in text and "50.0 min in 2 steps" in text
+    assert "old numbers" not in text and "50.0 min in 6 steps" in text
     assert text.startswith("# Title\n\n") and text.endswith(f"{end}\n\nrest\n")
     assert not report.update_readme_block(tmp_path / "missing.md", "pipeline", "x")
 

@@ -20,8 +20,9 @@ $(VENV)/.installed: requirements.txt
 run: install
 	$(PY) -m utils.pipeline run $(if $(RESTART),--restart)
 
-# The extended studies (notebooks 07-09: comparison with other methods, binarization, the
-# lambda1 x K study) on the models of `make run`, then the report again.
+# The extended studies (notebooks 07-11: comparison with other methods, binarization, the
+# lambda1 x K study, unit vs per-matrix groups, the recovery budget) on the models of
+# `make run`, then the report again.
 study: install
 	$(PY) -m utils.pipeline study $(if $(RESTART),--restart)
 

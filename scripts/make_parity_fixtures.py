@@ -19,6 +19,8 @@ It writes, under tests/fixtures/:
   tiny_roberta/           RobertaForMaskedLM, random: keys with the `roberta.` prefix, no pooler,
                           an `lm_head.*` to ignore (the layout of vinai/bertweet-base).
   tiny_roberta_parity.npz its input_ids (padding id 1), attention_mask, hidden_states.
+  tiny_bert_logits.npz    BertForSequenceClassification's logits on tiny_bert (the Hugging Face
+                          export's reference; `--only tiny_bert_logits` writes just this one).
 
 The tiny models have FFN width 37 and 4 heads of 8 so that shape/transposition mistakes cannot
 cancel out, and every parameter (LayerNorm and biases included) is drawn at random so that a
@@ -134,14 +136,35 @@ def make_tiny_roberta():
     print("tiny roberta:", input_ids.shape)
 
 
+def make_tiny_bert_logits():
+    """transformers' BertForSequenceClassification logits on tiny_bert (the whole classifier,
+    pooler and head included): the reference for the Hugging Face export (tests/test_export.py),
+    whose exported tensors equal tiny_bert's exactly."""
+    parity = np.load(FIXTURES / "tiny_bert_parity.npz")
+    model = transformers.BertForSequenceClassification.from_pretrained(
+        FIXTURES / "tiny_bert", attn_implementation="eager")
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.from_numpy(parity["input_ids"]).long(),
+                       attention_mask=torch.from_numpy(parity["attention_mask"]).long()).logits
+    np.savez_compressed(FIXTURES / "tiny_bert_logits.npz", input_ids=parity["input_ids"],
+                        attention_mask=parity["attention_mask"],
+                        logits=logits.numpy().astype(np.float32))
+    print("tiny bert logits:", tuple(logits.shape))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minilm-dir", type=Path, default=None)
+    parser.add_argument("--only", choices=("tiny_bert_logits",), default=None,
+                        help="write only this fixture (the others stay as committed)")
     args = parser.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
-    make_minilm(args.minilm_dir or find_minilm_dir())
-    make_tiny_bert()
-    make_tiny_roberta()
+    if args.only is None:
+        make_minilm(args.minilm_dir or find_minilm_dir())
+        make_tiny_bert()
+        make_tiny_roberta()
+    make_tiny_bert_logits()
     for path in sorted(FIXTURES.rglob("*")):
         if path.is_file():
             print(f"{path.relative_to(REPO_ROOT)}: {path.stat().st_size / 1024:.1f} KB")

@@ -244,6 +244,11 @@ def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
                       ("ffn_neurons", True): 1}
     assert (frame.sparsity_encoder_linear >= frame.target_sparsity - 1e-9).all()
     assert frame.epsilon.isna().all() and frame.lambda1.isna().all()
+    final = frame[frame.final.astype(bool)]
+    # every recovered point: validation scores, its interval vs dense, its training budget
+    assert final.val_macro_f1.between(0, 1).all() and (final.diff_low <= final.diff_high).all()
+    assert final.train_examples_total.tolist() == [48, 48]   # gradual: 2 shards of 24
+    assert (frame[~frame.final.astype(bool)].train_examples_total == 0).all()
     assert set(frame[frame.method == "ffn_neurons"].K) == {1}
     for w0, w1 in zip(start, model.get_weights()):           # the model is restored
         np.testing.assert_array_equal(w0, w1)
@@ -292,6 +297,7 @@ def test_comparison_table_pareto_and_discussion():
                         ("heads", [0.7])):
         for s, f1 in zip((0.5, 0.7, 0.9), f1s):
             rows.append({"method": method, "target_sparsity": s, "retrained": True,
+                         "final": True, "val_macro_f1": f1,
                          "sparsity_encoder_linear": s + 0.001, "sparsity_total": s / 2,
                          "accuracy": f1, "macro_f1": f1, "macro_recall": f1})
     points = pd.DataFrame(rows)
@@ -326,7 +332,8 @@ def test_comparison_table_times_a_repeated_point_under_its_first_target():
     points = pd.DataFrame([
         {"method": "layers", "target_sparsity": t, "retrained": True,
          "sparsity_encoder_linear": 0.833, "sparsity_total": 0.39, "accuracy": 0.75,
-         "macro_f1": 0.74, "macro_recall": 0.73, "same_masks_as_target": same}
+         "macro_f1": 0.74, "macro_recall": 0.73, "same_masks_as_target": same,
+         "final": True, "val_macro_f1": 0.7}
         for t, same in ((0.7, np.nan), (0.8, 0.7))])
     latency = pd.DataFrame({"variant": ["layers @ 70%"], "method": ["layers"],
                             "target_sparsity": [0.7], "latency_ms_median": [4.1],
@@ -334,3 +341,38 @@ def test_comparison_table_times_a_repeated_point_under_its_first_target():
                             "throughput_speedup_vs_dense": [4.5], "parameters": [13853571]})
     table = comparison.comparison_table(points, {"macro_f1": 0.85}, levels=[0.7, 0.8], latency=latency)
     assert table.latency_ms_median.tolist() == [4.1, 4.1]
+
+
+def test_comparison_table_chooses_on_validation_and_reports_test():
+    """Of two points above 50%, the one with the better validation score is chosen even though
+    the other has the better test score; budgets and intervals come along; a table without
+    validation scores is refused."""
+    points = pd.DataFrame([
+        {"method": "ffn_neurons", "target_sparsity": t, "retrained": True, "final": True,
+         "sparsity_encoder_linear": t, "sparsity_total": t / 2, "accuracy": test,
+         "macro_f1": test, "macro_recall": test, "val_macro_f1": val, "diff_low": -0.02,
+         "diff_high": 0.0, "train_examples_total": 4000}
+        for t, val, test in ((0.5, 0.80, 0.83), (0.6, 0.81, 0.78))]
+        + [{"method": "ffn_neurons", "target_sparsity": 0.7, "retrained": True, "final": False,
+            "sparsity_encoder_linear": 0.7, "sparsity_total": 0.35, "accuracy": 0.9,
+            "macro_f1": 0.9, "macro_recall": 0.9, "val_macro_f1": 0.9}])
+    table = comparison.comparison_table(points, {"macro_f1": 0.85}, levels=[0.5, 0.7])
+    at50 = table[table.level == 0.5].iloc[0]
+    assert at50.target_sparsity == 0.6 and at50.macro_f1 == 0.78 and at50.val_macro_f1 == 0.81
+    assert at50.train_examples_total == 4000 and at50.diff_low == -0.02
+    assert not table[table.level == 0.7].iloc[0].reached   # a non-final point is no deliverable
+    with pytest.raises(ValueError, match="val_macro_f1"):
+        comparison.comparison_table(points.drop(columns="val_macro_f1"), {"macro_f1": 0.85})
+
+
+def test_block_train_examples_and_budget_sentence():
+    record = {"settings": {"train": {"batch_size": 32}},
+              "reached": [{"target": 0.5, "step": 182}, {"target": 0.7, "step": 365}]}
+    seen = comparison.block_train_examples(record, {"examples": 4000, "epochs": 1})
+    assert seen == {0.5: 182 * 32 + 4000, 0.7: 365 * 32 + 4000}
+    table = pd.DataFrame([{"level": 0.5, "method": "block", "reached": True,
+                           "train_examples_total": seen[0.5]},
+                          {"level": 0.5, "method": "heads", "reached": True,
+                           "train_examples_total": 4000.0}])
+    assert "≥50%: block pruning 9,824, the others 4,000" in comparison.budget_sentence(table)
+    assert comparison.budget_sentence(table.drop(columns="train_examples_total")) == ""

@@ -270,3 +270,33 @@ def test_saved_model_holds_no_optimizer_state(tmp_path, tokenizer):
     for a, b in zip(model.get_weights(), reloaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert isinstance(reloaded, keras.Model)
+
+
+@pytest.mark.parametrize("widths", ["dense", "compact", "small_vocab"])
+def test_keras_format_round_trip(tmp_path, widths):
+    """Keras' own .keras file holds the classifier at any widths (0 heads, 0 neurons) and any
+    vocabulary size: the reloaded model gives the same logits and the same EncoderConfig."""
+    import keras
+    keras.utils.set_random_seed(0)
+    config = M.tiny_config(60)
+    if widths == "compact":
+        config = M.EncoderConfig(**{**config.to_dict(), "num_heads": [1, 0],
+                                    "intermediate_sizes": [0, 7]})
+    elif widths == "small_vocab":
+        config = M.EncoderConfig(**{**config.to_dict(), "vocab_size": 23})
+    model = M.build_classifier(config)
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.3, size=w.shape).astype("float32"))
+    inputs = {"input_ids": rng.integers(1, config.vocab_size, size=(3, 7)).astype("int32"),
+              "attention_mask": np.array([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], "int32")}
+    M.save_keras(model, tmp_path / "model.keras")
+    again = M.load_keras(tmp_path / "model.keras")
+    assert again.encoder_config == config
+    np.testing.assert_allclose(again.predict_on_batch(inputs), model.predict_on_batch(inputs),
+                               atol=1e-5)
+    plain = keras.saving.load_model(str(tmp_path / "model.keras"))   # Keras' own loader
+    np.testing.assert_allclose(plain.predict_on_batch(inputs), model.predict_on_batch(inputs),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="must end in .keras"):
+        M.save_keras(model, tmp_path / "model.h5")

@@ -129,15 +129,22 @@ def test_07_comparison_smoke(smoke_dirs):
     assert list(rows.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
     # SMOKE grid [0.5]: every method reaches it on the tiny model (heads and FFN are each half
     # of its linear weights); gradual magnitude has only a retrained row
-    retrained = rows[rows.retrained]
-    assert set(retrained.method) == {"magnitude_global", "magnitude_per_matrix",
-                                     "magnitude_gradual", "heads", "layers", "ffn_neurons"}
-    assert (retrained.sparsity_encoder_linear >= 0.5 - 1e-9).all()
-    assert len(rows[~rows.retrained]) == 5
+    final = rows[rows.final]
+    assert set(final.method) == {"magnitude_global", "magnitude_gradual", "layers",
+                                 "ffn_neurons", "fisher_mask", "cofi"}
+    assert (final.sparsity_encoder_linear >= 0.5 - 1e-9).all()
+    assert len(rows[~rows.final]) == 5
+    # the same recovery for every point (notebook 04's SMOKE budget), validation scores; CoFi
+    # also trained in its pruning phase on as many tweets as block pruning's run at 50% (2 x 32)
+    trained = final.set_index("method").train_examples_total
+    assert (trained.drop("cofi") == 96).all() and trained["cofi"] == 96 + 64
+    assert final.val_macro_f1.between(0, 1).all()
     record = json.loads((smoke_dirs["results"] / "baselines.json").read_text())
-    assert record["retrain"]["examples"] == 96          # notebook 04's SMOKE budget
+    assert record["retrain"]["examples"] == 96 and record["retrain"]["distill_alpha"] == 0.5
+    assert record["decisions"]["fisher_mask"]["chosen"]["0.5"]
+    assert record["decisions"]["cofi"]["runs"]["0.5"]["train_examples"] == 64
     latency = pd.read_csv(smoke_dirs["results"] / "latency_pareto.csv")
-    assert {"dense", "block", "magnitude_global", "heads"} <= set(latency.method)
+    assert {"dense", "block", "magnitude_global", "fisher_mask", "cofi"} <= set(latency.method)
     assert (latency.latency_ms_median > 0).all()
     # unstructured zeros leave the shapes alone: the compacted model keeps every parameter
     dense_params = latency[latency.method == "dense"].parameters.iloc[0]
@@ -145,6 +152,9 @@ def test_07_comparison_smoke(smoke_dirs):
     assert (latency[latency.method == "layers"].parameters < dense_params).all()
     table = pd.read_csv(smoke_dirs["results"] / "comparison.csv")
     assert set(table.level) == {0.5, 0.7, 0.9} and table[table.level == 0.5].reached.all()
+    at50 = table[table.level == 0.5].set_index("method")
+    assert at50.val_macro_f1.between(0, 1).all()
+    assert at50.loc["block", "train_examples_total"] > at50.loc["fisher_mask", "train_examples_total"]
     for fig in ("07_methods_sparsity_vs_f1.png", "07_pareto_latency_vs_f1.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000
 

@@ -299,11 +299,24 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
                 "commit `abcdef1`.")
     assert expected in md
     assert "- `make study`: not measured yet" in md
-    # mutation: other numbers in the file, other sentence
-    record.update(total_seconds=3000.0, started_clean=False, complete=False)
+    # mutation: other numbers in the file, other sentence; while the report step runs, the
+    # record holds every step but the report
+    from utils.pipeline import STEPS
+    record.update(total_seconds=3000.0, started_clean=False, complete=False,
+                  steps=[{**step, "name": s.name, "seconds": 3000.0 if s.name == step["name"]
+                          else 0.0} for s in STEPS["run"] if s.name != "report"])
     (results / "pipeline.json").write_text(json.dumps({"run": record}))
     _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
-    assert "50.0 min in 2 steps before the report" in md and "reusing earlier checkpoints" in md
+    assert "50.0 min in 6 steps before the report" in md and "reusing earlier checkpoints" in md
+    # a study stopped after its first step says so, naming what did not run
+    study = {"commit": "abcdef123", "started_clean": False, "complete": False,
+             "steps": [{**step, "name": "07_comparison", "seconds": 3600.0}],
+             "total_seconds": 3600.0}
+    (results / "pipeline.json").write_text(json.dumps({"run": record, "study": study}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert ("- `make study`: **incomplete** — 1 of 6 steps measured in the recorded attempt "
+            "(07_comparison 60.0 min, 2.9 GiB); not run in it: 08_binarization, "
+            "09_lambda_k_sweep, 10_block_seed, 11_recovery_budget, report") in md
 
     readme = tmp_path / "README.md"
     start, end = report.readme_markers("pipeline")
@@ -311,7 +324,7 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     report.main(["--results-dir", str(results), "--figures-dir", str(tmp_path), "--data-dir",
                  str(tmp_path), "--out-dir", str(tmp_path / "out"), "--readme", str(readme)])
     text = readme.read_text()
-    assert "old numbers" not in text and "50.0 min in 2 steps" in text
+    assert "old numbers" not in text and "50.0 min in 6 steps" in text
     assert text.startswith("# Title\n\n") and text.endswith(f"{end}\n\nrest\n")
     assert not report.update_readme_block(tmp_path / "missing.md", "pipeline", "x")
 

@@ -29,8 +29,11 @@ third of the encoder's linear weights, FFN neurons two thirds).
    column and output row together), lowest first, over all layers; comparable with K=1 block
    pruning, which removes the same units.
 
-`mask_sweep` runs any masks function over a grid of targets with the retraining of
-`utils.sweep.threshold_sweep` and writes rows with `utils.sweep.SWEEP_COLUMNS`.
+5. Fisher mask search (Kwon et al. 2022), heads and FFN neurons together: `utils.fisher_mask`.
+
+`mask_sweep` runs any masks function over a grid of targets and gives every point the recovery
+block pruning's snapshots get (`utils.sweep.recover`: same sample, same distillation from the
+dense model), with rows in `utils.sweep.SWEEP_COLUMNS` and validation scores.
 """
 from __future__ import annotations
 
@@ -239,15 +242,22 @@ def _loss_fn(model):
     return loss
 
 
-def head_gate_gradients_fn(model):
+def head_gate_gradients_fn(model, neurons=False):
     """A tf.function (input_ids, attention_mask, labels) -> [per layer: dL/dg_h for each head]
-    at gates g = 1, L = mean cross-entropy of the batch, dropout off."""
+    at gates g = 1, L = mean cross-entropy of the batch, dropout off.
+
+    neurons=True: returns (heads, neurons), neurons = [per layer: dL/dg_j for each FFN neuron
+    j]; a gate on neuron j's activation equals scaling row j of the FFN output kernel (its
+    bias is added after the sum over neurons), so dL/dg_j = <W_out[j], dL/dW_out[j]>."""
     import tensorflow as tf
     from keras import ops
     config = model.encoder_config
-    layers = [layer.attention for layer in model_lib.transformer_layers(model)]
-    kernels = [a.output_dense.kernel for a in layers if a.num_heads > 0]
-    shapes = [(a.num_heads, config.head_size) for a in layers if a.num_heads > 0]
+    layers = model_lib.transformer_layers(model)
+    head_kernels = [l.attention.output_dense.kernel for l in layers if l.attention.num_heads > 0]
+    shapes = [(l.attention.num_heads, config.head_size) for l in layers
+              if l.attention.num_heads > 0]
+    neuron_kernels = [l.ffn.output_dense.kernel for l in layers
+                      if neurons and l.ffn.intermediate_size > 0]
     ids = tf.TensorSpec([None, None], tf.int32)
 
     @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
@@ -257,12 +267,15 @@ def head_gate_gradients_fn(model):
                            training=False)
             loss = ops.mean(ops.sparse_categorical_crossentropy(labels, logits,
                                                                 from_logits=True))
-        grads = tape.gradient(loss, kernels)
-        out = []
-        for kernel, grad, (heads, size) in zip(kernels, grads, shapes):
-            product = ops.reshape(ops.convert_to_tensor(kernel) * grad, (heads, size, -1))
-            out.append(ops.sum(product, axis=(1, 2)))
-        return out
+        grads = tape.gradient(loss, head_kernels + neuron_kernels)
+        heads = []
+        for kernel, grad, (count, size) in zip(head_kernels, grads, shapes):
+            product = ops.reshape(ops.convert_to_tensor(kernel) * grad, (count, size, -1))
+            heads.append(ops.sum(product, axis=(1, 2)))
+        if not neurons:
+            return heads
+        return heads, [ops.sum(ops.convert_to_tensor(kernel) * grad, axis=1)
+                       for kernel, grad in zip(neuron_kernels, grads[len(head_kernels):])]
     return gate_gradients
 
 
@@ -424,26 +437,67 @@ class Method:
 
 
 METHODS = ("magnitude_global", "magnitude_per_matrix", "magnitude_gradual", "heads",
-           "layers", "ffn_neurons")
+           "layers", "ffn_neurons", "fisher_mask", "cofi")
+
+
+class CoFiPruner:
+    """masks_fn(model, target) for CoFi (`utils.cofi`): trains the gates and the weights of the
+    model it is given (the sweep passes the dense start weights) for `examples_for(target)`
+    training tweets, distilled from that model's logits, folds the gates and returns the masks
+    of what was pruned. `records` keeps each target's run."""
+
+    def __init__(self, tokenizer, dataset, train_config, examples_for, distill_alpha=0.5,
+                 temperature=2.0, reg_learning_rate=0.01, progress=False):
+        self.tokenizer, self.dataset, self.train_config = tokenizer, dataset, train_config
+        self.examples_for = examples_for
+        self.reg_learning_rate = reg_learning_rate
+        self.distill_alpha, self.temperature, self.progress = distill_alpha, temperature, progress
+        self.teacher = None
+        self.records = {}
+
+    def __call__(self, model, target):
+        from . import cofi
+        if self.teacher is None and self.distill_alpha > 0:
+            self.teacher = train.predict_texts(model, self.tokenizer,
+                                               self.dataset["train"]["text"],
+                                               max_length=self.train_config.max_length)
+        self.records[float(target)] = cofi.cofi_prune(
+            model, self.tokenizer, self.dataset, target, self.train_config,
+            self.examples_for(target), teacher_logits=self.teacher,
+            distill_alpha=self.distill_alpha, temperature=self.temperature,
+            reg_learning_rate=self.reg_learning_rate, progress=self.progress)
+        return pruning.current_masks(model)
+
+    def record(self):
+        return {"runs": self.records}
+
+
+def _labelled_batches(tokenizer, split, examples, max_length, batch_size, seed):
+    from . import batching
+    if examples is not None and examples < len(split):
+        split = data_lib.subsample({"train": split}, examples, seed=seed)["train"]
+    batches, _ = batching.make_batches(tokenizer, split["text"], split["label"],
+                                       max_length=max_length, batch_size=batch_size)
+    return _serving_batches(batches)
 
 
 def make_methods(names, tokenizer, importance_split, importance_examples=1024,
                  head_step_fraction=0.1, gradual_steps=4, greedy_layers=False, max_length=64,
-                 batch_size=32, seed=42, progress=False):
-    """The baselines `names` (from METHODS) as `Method`s. Head importance and layer losses are
-    computed on `importance_examples` tweets of `importance_split` (the training split)."""
+                 batch_size=32, seed=42, progress=False, fisher_examples=None, cofi=None):
+    """The methods `names` (from METHODS) as `Method`s. Head importance and layer losses are
+    computed on `importance_examples` tweets of `importance_split` (the training split); the
+    Fisher mask search on `fisher_examples` of them (default: the reference's 2,048, in its
+    batches of 32). cofi: {"dataset", "train_config", "examples_for": target -> training
+    tweets of its pruning phase, "distill_alpha", "temperature", "reg_learning_rate"} for
+    the method "cofi"."""
+    from . import fisher_mask
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}: choose among {METHODS}")
     batches = None
     if {"heads", "layers"} & set(names):
-        split = importance_split
-        if importance_examples is not None and importance_examples < len(split):
-            split = data_lib.subsample({"train": split}, importance_examples, seed=seed)["train"]
-        from . import batching
-        batches, _ = batching.make_batches(tokenizer, split["text"], split["label"],
-                                           max_length=max_length, batch_size=batch_size)
-        batches = _serving_batches(batches)
+        batches = _labelled_batches(tokenizer, importance_split, importance_examples,
+                                    max_length, batch_size, seed)
 
     def magnitude(scope):
         return lambda model, target: magnitude_masks(numpy_kernels(model), target, scope)
@@ -459,13 +513,22 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
         "layers": lambda: Method("layers", LayerDropper(batches, greedy_layers), "layer"),
         "ffn_neurons": lambda: Method("ffn_neurons", lambda model, target: ffn_neuron_masks(
             numpy_kernels(model), target), "neuron", K=1),
+        "fisher_mask": lambda: Method("fisher_mask", fisher_mask.FisherMaskPruner(
+            _labelled_batches(tokenizer, importance_split,
+                              fisher_examples or fisher_mask.FISHER_EXAMPLES, max_length,
+                              fisher_mask.FISHER_BATCH_SIZE, seed)), "head+neuron"),
+        "cofi": lambda: Method("cofi", CoFiPruner(tokenizer, progress=progress, **cofi),
+                               "head+neuron+sublayer"),
     }
+    if "cofi" in names and not cofi:
+        raise ValueError("the method 'cofi' trains: pass cofi={'dataset', 'train_config', "
+                         "'examples_for', ...}")
     return {name: factories[name]() for name in names}
 
 
 def method_records(methods):
     """What the data-driven methods decided, for the run record: the head pruning order and
-    importance steps, the layer order and loss increases ({name: {...}})."""
+    importance steps, the layer order and loss increases, the Fisher search ({name: {...}})."""
     records = {}
     for name, method in methods.items():
         fn = method.masks_fn
@@ -473,6 +536,8 @@ def method_records(methods):
             records[name] = {"order": [list(k) for k in fn.order], "steps": fn.history}
         elif isinstance(fn, LayerDropper):
             records[name] = {"order": fn.order, "loss_increases": fn.increases}
+        elif hasattr(fn, "record"):
+            records[name] = fn.record()
     return records
 
 
@@ -480,39 +545,51 @@ def method_records(methods):
 
 def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
                retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
-               seed=42, eval_split="test", progress=True):
-    """For each target: masks_fn(model, target) on the start weights, evaluate, retrain with the
-    masks fixed (same budget as `sweep.threshold_sweep`: retrain_config on a fixed stratified
-    sample of retrain_examples training tweets), evaluate again.
+               seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
+               recovery=None, reference_predictions=None):
+    """For each target: masks_fn(model, target) on the start (dense) weights, evaluate, give the
+    recovery every pruned point gets (`utils.sweep.recover`: retrain_config on a fixed stratified
+    sample of retrain_examples training tweets, zeros fixed, distilled from the dense start
+    model's logits with `distill_alpha`), evaluate again. Rows are `sweep.scored_row`s (test and
+    validation scores; the recovered row is `final`, with the paired-bootstrap interval of its
+    difference to dense when `reference_predictions`, the dense model's predictions on
+    `eval_split`, are given) plus train_examples_total (examples the point was trained on) and
+    train_seconds.
 
-    gradual_steps = T > 1: no one-shot point; instead T prune -> retrain steps with targets
+    gradual_steps = T > 1: no one-shot point; instead T prune -> recover steps with targets
     `cubic_schedule(target, T)`, masks_fn applied to the current weights (masks only grow),
-    each step retraining on its own 1/T of the same sample -- the same budget in total (each
-    step restarts the learning-rate warm-up/decay). Only the final, retrained row is written.
+    each step recovering on its own 1/T of the same sample -- the same budget in total (each
+    step restarts the learning-rate warm-up/decay). Only the final row is written.
     Unreachable targets (`UnreachableSparsity`) are skipped with a message; a target whose
     masks equal an earlier target's (e.g. 70% and 80% both mean 5 of 6 layers) copies its rows
     (column same_masks_as_target) without retraining or saving again. `model` is
-    restored to its start weights at the end. save_dir: retrained models are saved to
-    save_dir/sparsity_XX. Returns a DataFrame with SWEEP_COLUMNS (+ seconds, gradual_steps).
+    restored to its start weights at the end. save_dir: recovered models are saved to
+    save_dir/sparsity_XX. recovery: `sweep.recovery_data`'s (sample, teacher logits), when
+    the caller already has them. Returns a DataFrame (SWEEP_COLUMNS first).
     """
     start_weights = model.get_weights()
-    retrain_data = sweep.retrain_sample(dataset, retrain_examples, seed)
     max_length = retrain_config.max_length if retrain_config else 64
+    if recovery is None and retrain_config is not None:
+        recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
+                                       retrain_examples, seed, max_length)
     fields = {"method": method, "K": K, "mode": mode}
     rows = []
 
-    def row(target, retrained):
-        return sweep.metrics_row(model, tokenizer, dataset[eval_split], fields, target,
-                                 retrained, max_length)
+    def row(target, final, trained_on=0, seconds=0.0):
+        return {**sweep.scored_row(model, tokenizer, dataset, fields, target, final,
+                                   max_length, eval_split,
+                                   reference_predictions if final else None, seed),
+                "train_examples_total": trained_on, "train_seconds": seconds}
     seen = {}   # masks digest -> target: structured methods give the same masks to several
     for target in tqdm(targets, desc=f"{method} sweep", disable=not progress):
         started = time.perf_counter()
         model.set_weights(start_weights)
         try:
             if gradual_steps > 1 and retrain_config is not None and target > 0:
-                _gradual(model, tokenizer, retrain_data, masks_fn, target, gradual_steps,
-                         retrain_config)
-                rows.append(row(target, True))
+                trained_on = _gradual(model, tokenizer, recovery, masks_fn, target,
+                                      gradual_steps, retrain_config, distill_alpha,
+                                      temperature)
+                rows.append(row(target, True, trained_on, time.perf_counter() - started))
             else:
                 masks = masks_fn(model, target)
                 digest = _digest(masks)
@@ -526,15 +603,22 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                     continue
                 seen[digest] = target
                 pruning.apply_masks(model, masks)
-                rows.append(row(target, False))
+                # a method that trains to find its masks (CoFi) says on how many tweets
+                pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
+                pruning_seconds = time.perf_counter() - started
+                rows.append(row(target, False, pruned_on, pruning_seconds if pruned_on else 0.0))
                 if retrain_config is not None and target > 0:
-                    train.fine_tune(model, tokenizer, retrain_data, retrain_config,
-                                    masks=masks, progress=False)
-                    rows.append(row(target, True))
+                    recovering = time.perf_counter()
+                    sweep.recover(model, tokenizer, recovery[0], retrain_config, recovery[1],
+                                  distill_alpha, temperature)
+                    rows.append(row(target, True,
+                                    pruned_on + len(recovery[0]["train"]) * retrain_config.epochs,
+                                    time.perf_counter() - recovering
+                                    + (pruning_seconds if pruned_on else 0.0)))
         except UnreachableSparsity as error:
             print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
             continue
-        if save_dir is not None and rows[-1]["retrained"]:
+        if save_dir is not None and rows[-1]["final"]:
             model_lib.save_model(model, Path(save_dir) / sweep.sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
         rows[-1]["gradual_steps"] = gradual_steps
@@ -552,25 +636,35 @@ def _digest(masks):
     return digest.hexdigest()
 
 
-def _gradual(model, tokenizer, retrain_data, masks_fn, target, steps, retrain_config):
-    masks = None
-    train_split = retrain_data["train"]
+def _gradual(model, tokenizer, recovery, masks_fn, target, steps, retrain_config,
+             distill_alpha, temperature):
+    """The prune -> recover steps of a gradual point; returns the examples trained on."""
+    retrain_data, teacher_logits = recovery
+    masks, trained_on = None, 0
     for t, sparsity in enumerate(cubic_schedule(target, steps)):
         step_masks = masks_fn(model, sparsity)
         masks = step_masks if masks is None else \
             {n: m * masks[n] if n in masks else m for n, m in step_masks.items()}
+        pruning.apply_masks(model, masks)
         chunk = dict(retrain_data)
-        chunk["train"] = train_split.shard(num_shards=steps, index=t, contiguous=False)
-        train.fine_tune(model, tokenizer, chunk, retrain_config, masks=masks, progress=False)
-    return masks
+        # shard(contiguous=False) holds rows t, t + steps, ...: the same rows of the logits
+        chunk["train"] = retrain_data["train"].shard(num_shards=steps, index=t,
+                                                     contiguous=False)
+        logits = None if teacher_logits is None else np.asarray(teacher_logits)[t::steps]
+        sweep.recover(model, tokenizer, chunk, retrain_config, logits, distill_alpha,
+                      temperature)
+        trained_on += len(chunk["train"]) * retrain_config.epochs
+    return trained_on
 
 
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                   retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
-                  progress=True):
-    """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`; the CSV at
-    `csv_path` is rewritten after each method, so a crash loses at most one method. With
-    `resume`, methods already in that CSV are not run again. Returns the rows of all methods.
+                  progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test"):
+    """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`, all with
+    the same recovery sample, teacher logits (the dense start model's) and dense reference
+    predictions; the CSV at `csv_path` is rewritten after each method, so a crash loses at most
+    one method. With `resume`, methods already in that CSV are not run again. Returns the rows
+    of all methods.
     """
     frames, done = [], set()
     if resume and csv_path is not None and Path(csv_path).exists():
@@ -579,14 +673,21 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
         frames.append(previous)
         done = set(previous.method)
         print(f"resuming: {sorted(done)} already in {csv_path}")
-    for name, method in methods.items():
-        if name in done:
-            continue
+    todo = [name for name in methods if name not in done]
+    if todo:
+        max_length = retrain_config.max_length
+        recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
+                                       retrain_examples, seed, max_length)
+        reference = train.evaluate(model, tokenizer, dataset[eval_split], max_length=max_length,
+                                   return_predictions=True)["predictions"]
+    for name in todo:
+        method = methods[name]
         started = time.perf_counter()
         frame = mask_sweep(model, tokenizer, dataset, name, method.masks_fn, targets,
                            retrain_config, retrain_examples, method.gradual_steps, method.mode,
                            method.K, None if save_root is None else Path(save_root) / name,
-                           seed, progress=progress)
+                           seed, eval_split, progress, distill_alpha, temperature, recovery,
+                           reference)
         frames.append(frame)
         print(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s", flush=True)
         if csv_path is not None:

@@ -11,7 +11,7 @@ Variants (each a saved model directory, rebuilt from its own files):
   dense+tflite-int8     the baseline exported to TFLite with dynamic-range int8 weights
   compact+vocab+tflite  compact+vocab exported to TFLite, float32 (utils.tflite)
   compact+vocab+tflite-int8   the same with dynamic-range int8 weights
-TFLite variants run in tf.lite.Interpreter with num_threads = os.cpu_count() (TF's default
+TFLite variants run in the LiteRT interpreter (ai_edge_litert) with num_threads = os.cpu_count() (TF's default
 intra-op thread count here); their "weights" bytes are the .tflite file's size.
 
 Per variant: parameters, non-zero parameters, bytes on disk (raw and gzipped), bytes of weights

@@ -189,23 +189,41 @@ def pareto_front(frame, cost="latency_ms_median", quality="macro_f1"):
 
 # ------------------------------------------------------------------ comparison table
 
+def block_train_examples(block_record, retrain):
+    """{target: training examples a final block-pruning point has seen}: the pruning run up to
+    its snapshot (optimizer steps x batch size, from results/block_pruning.json's `reached`)
+    plus its recovery (results/thresholding.json's `retrain`: examples x epochs)."""
+    batch = block_record["settings"]["train"]["batch_size"]
+    recovery = retrain["examples"] * retrain["epochs"]
+    return {float(r["target"]): int(r["step"]) * batch + recovery
+            for r in block_record["reached"]}
+
+
 def comparison_table(points, dense_metrics, levels=LEVELS, latency=None):
-    """Best retrained point of each method at each matched sparsity level: the highest
-    macro-F1 among points whose encoder-linear sparsity is at least the level. Methods that
-    never reach a level get a row with reached=False and their highest sparsity.
+    """Each method's point at each matched sparsity level, chosen on validation: among its
+    `final` points whose encoder-linear sparsity is at least the level, the highest
+    val_macro_f1 (ties: the sparser); test scores are reported for it. Methods that never
+    reach a level get a row with reached=False and their highest sparsity.
     latency: `attach_latency` output, to add each chosen point's timings."""
+    missing = {"final", "val_macro_f1"} - set(points.columns)
+    if missing:
+        raise ValueError(f"points lack the columns {sorted(missing)}: rerun the sweeps that "
+                         "wrote them (notebooks 04 and 07) with the current code")
     rows = []
-    retrained = points[points.retrained.astype(bool)]
-    for method, part in retrained.groupby("method", sort=False):
+    final = points[points.final.astype(bool)]
+    for method, part in final.groupby("method", sort=False):
         for level in levels:
             above = part[part.sparsity_encoder_linear >= level - 1e-9]
             row = {"level": level, "method": method, "reached": bool(len(above)),
                    "max_sparsity_encoder_linear": float(part.sparsity_encoder_linear.max())}
             if len(above):
-                best = above.sort_values(["macro_f1", "sparsity_encoder_linear"]).iloc[-1]
+                best = above.sort_values(["val_macro_f1", "sparsity_encoder_linear"]).iloc[-1]
                 row.update({k: float(best[k]) for k in
                             ("target_sparsity", "sparsity_encoder_linear", "sparsity_total",
-                             "accuracy", "macro_f1", "macro_recall")})
+                             "accuracy", "macro_f1", "macro_recall", "val_macro_f1")})
+                for k in ("diff_low", "diff_high", "train_examples_total"):
+                    if k in best.index and pd.notna(best[k]):
+                        row[k] = float(best[k])
                 row["gap_to_dense_points"] = 100 * (dense_metrics["macro_f1"] - best.macro_f1)
                 if latency is not None:
                     # a target that reproduced an earlier target's masks was saved (and
@@ -242,6 +260,25 @@ def _gap(row):
     return f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} dense"
 
 
+def budget_sentence(table, block="block"):
+    """How many training examples each chosen point saw, where the table records it: the
+    methods' budgets are equal only if these numbers are."""
+    if "train_examples_total" not in table.columns:
+        return ""
+    parts = []
+    for level, part in table[table.reached].groupby("level"):
+        mine = part[part.method == block].train_examples_total.dropna()
+        others = part[part.method != block].train_examples_total.dropna()
+        if len(mine) and len(others):
+            parts.append(f"≥{level:.0%}: block pruning {mine.iloc[0]:,.0f}, the others "
+                         + (f"{others.min():,.0f}" if others.min() == others.max()
+                            else f"{others.min():,.0f}-{others.max():,.0f}"))
+    if not parts:
+        return ""
+    return (" Training examples behind each chosen point (block pruning's include its pruning "
+            "run up to the snapshot, so the budgets are not equal): " + "; ".join(parts) + ".")
+
+
 def discussion(table, latency, dense_metrics, block="block", unstructured="magnitude_global"):
     """Sentences (markdown) generated from the comparison table and the timings."""
     lines = [f"Dense baseline: test macro-F1 {100 * dense_metrics['macro_f1']:.1f}%."]
@@ -252,7 +289,8 @@ def discussion(table, latency, dense_metrics, block="block", unstructured="magni
             lines.append(f"- At ≥{level:.0%} encoder-linear sparsity no method has a point.")
             continue
         top = reached.iloc[0]
-        text = (f"- At ≥{level:.0%} encoder-linear sparsity the best retrained point is "
+        text = (f"- At ≥{level:.0%} encoder-linear sparsity the best point (each method's "
+                f"chosen on validation) is "
                 f"**{top.method}** (macro-F1 {100 * top.macro_f1:.1f}%, {_gap(top)})")
         if block in set(reached.method):
             b = reached[reached.method == block].iloc[0]
@@ -299,8 +337,8 @@ def discussion(table, latency, dense_metrics, block="block", unstructured="magni
         lines.append("- Pareto front (latency vs macro-F1): " + ", ".join(
             f"{r.variant} ({r.latency_ms_median:.2f} ms, {100 * r.macro_f1:.1f}%)"
             for r in front.itertuples()) + ".")
-    lines.append("- Caveats: one seed, one retraining budget for every method, points chosen "
-                 "on the test split (no separate selection split), CPU timings of this machine.")
+    lines.append("- Caveats: one seed; each method's point is chosen on validation and reported "
+                 "on test; CPU timings of this machine." + budget_sentence(table, block))
     return "\n".join(lines)
 
 

@@ -135,6 +135,21 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True):
     return loaded
 
 
+def load_bundle_model(directory, warm_up=True):
+    """[DemoModel] of an exported bundle (utils.export), e.g. the committed
+    models/tweet-sentiment-int8 that answers on a fresh clone before any training."""
+    from . import export
+    bundle = export.load_bundle(directory)
+    loaded = [DemoModel("bundle", "exported bundle: block-pruned, compact, pruned vocabulary, "
+                        "int8 TFLite", bundle.directory,
+                        lambda ids, mask: bundle.classifier.predict_on_batch(
+                            {"input_ids": ids, "attention_mask": mask}),
+                        bundle.hf_tokenizer(), bundle.parameters, bundle.disk_bytes)]
+    if warm_up:
+        classify("warm up", loaded, repeats=1)
+    return loaded
+
+
 def make_smoke_models(root, tokenizer, texts):
     """Tiny random stand-ins for DEFAULT_MODELS, saved at the same paths under `root` (SMOKE
     runs and tests): a dense model, its compacted masked copy (utils.bench's smoke models) and
@@ -394,8 +409,15 @@ def main(argv=None):
     try:
         models = load_models(root=args.root)
     except MissingModelsError as error:
-        print(error, file=sys.stderr)
-        return 2
+        from . import export
+        bundle = Path(args.root, export.DEFAULT_BUNDLE.relative_to(REPO_ROOT))
+        try:
+            models = load_bundle_model(bundle)
+        except export.BundleError as bundle_error:
+            print(f"{error}\nNo bundle to fall back on either: {bundle_error}", file=sys.stderr)
+            return 2
+        print(f"The trained checkpoints are not here (run `make run` to compare the dense and "
+              f"pruned models side by side); answering with the bundle {bundle}.")
     print(f"models loaded in {time.perf_counter() - start:.1f} s")
     for text in args.texts or EXAMPLES:
         print()

@@ -196,12 +196,19 @@ def encode(model, inputs, output_hidden_states=True, training=False):
                                       output_hidden_states=output_hidden_states)
 
 
+KERAS_PACKAGE = "bert_memory_efficiency"   # registered names: "bert_memory_efficiency>Encoder"
+
+
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Encoder(keras.layers.Layer):
     """Embeddings followed by `config.num_layers` TransformerLayers (Hugging Face's BertModel
-    minus the pooler)."""
+    minus the pooler). Its Keras config is the EncoderConfig, from which every sublayer is
+    rebuilt, so Keras' own `.keras` format saves any width (see `save_keras`)."""
 
     def __init__(self, config: EncoderConfig, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = EncoderConfig.from_dict(config)
         self.config = config
         self.embeddings = Embeddings(config, name="embeddings")
         self.transformer_layers = [
@@ -213,6 +220,9 @@ class Encoder(keras.layers.Layer):
         self.embeddings.build(input_ids_shape)
         for layer in self.transformer_layers:
             layer.build((*input_ids_shape, self.config.hidden_size))
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict()}
 
     def call(self, input_ids, attention_mask, training=None, output_hidden_states=False):
         hidden = self.embeddings(input_ids, training=training)
@@ -376,6 +386,7 @@ class FeedForward(keras.layers.Layer):
         return self.layer_norm(hidden + out)
 
 
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class Pooler(keras.layers.Layer):
     """Dense + tanh on the first token ([CLS] / <s>), as HF's BertPooler."""
 
@@ -383,6 +394,9 @@ class Pooler(keras.layers.Layer):
         super().__init__(**kwargs)
         self.hidden_size = hidden_size
         self.dense = keras.layers.Dense(hidden_size, activation="tanh", name="dense")
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_size": self.hidden_size}
 
     def build(self, hidden_shape):
         self.dense.build((hidden_shape[0], hidden_shape[-1]))
@@ -452,6 +466,23 @@ def load_model(directory):
                                     f"written by utils.model.save_model")
     model = build_classifier(EncoderConfig.load(directory / CONFIG_FILE))
     model.load_weights(str(directory / WEIGHTS_FILE))
+    return model
+
+
+def save_keras(model, path):
+    """The classifier in Keras' own `.keras` format (any widths, any vocabulary size), written
+    atomically; `keras.saving.load_model(path)` reads it back once `utils.model` is imported
+    (the layers are registered), `load_keras` also restores `model.encoder_config`."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: a Keras model file must end in .keras")
+    with atomic_path(path) as tmp:
+        model.save(str(tmp), include_optimizer=False)
+
+
+def load_keras(path):
+    model = keras.saving.load_model(str(path), compile=False)
+    model.encoder_config = model.get_layer("encoder").config
     return model
 
 
@@ -591,12 +622,14 @@ _IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
 _IGNORED_HEADS = ("cls.", "lm_head.", "classifier.", "qa_outputs.")
 
 
-def load_hf_weights(model, tensors: dict) -> dict:
+def load_hf_weights(model, tensors: dict, classifier=False) -> dict:
     """Copy Hugging Face BERT/RoBERTa tensors into `model`, transposing Linear weights.
 
     Accepts keys with a `bert.` / `roberta.` prefix or none (sentence-transformers). A missing
     encoder tensor is an error; a missing pooler is randomly initialised (RoBERTa MLM checkpoints
-    have none). Returns {"unexpected", "ignored", "randomly_initialised": [keys]}.
+    have none). The task head `classifier.*` is ignored (fine-tuning starts a fresh one) unless
+    `classifier`: then BertForSequenceClassification's head is loaded too (reading back a
+    model `hf_tensors` exported). Returns {"unexpected", "ignored", "randomly_initialised"}.
     """
     config = model.encoder_config
     prefix = _detect_prefix(tensors)
@@ -656,13 +689,90 @@ def load_hf_weights(model, tensors: dict) -> dict:
         load_dense(model.get_layer("pooler").dense, "pooler.dense")
     else:
         randomly_initialised.append(prefix + "pooler.dense")
-    randomly_initialised.append("classifier")
+    if classifier:
+        head = model.get_layer("classifier")
+        for name, variable in (("weight", head.kernel), ("bias", head.bias)):
+            key = f"classifier.{name}"
+            if key not in tensors:
+                raise KeyError(f"checkpoint tensor {key!r} is missing: not a "
+                               "BertForSequenceClassification checkpoint?")
+            assign(variable, tensors[key].T if name == "weight" else tensors[key], key)
+            used.add(key)
+    else:
+        randomly_initialised.append("classifier")
 
     rest = sorted(set(tensors) - used)
     ignored = [k for k in rest if k.endswith(_IGNORED_SUFFIXES) or k.startswith(_IGNORED_HEADS)]
     unexpected = [k for k in rest if k not in ignored]
     return {"unexpected": unexpected, "ignored": ignored,
             "randomly_initialised": randomly_initialised}
+
+
+def hf_tensors(model) -> dict:
+    """The inverse of `load_hf_weights`: `model`'s weights as the tensors of a Hugging Face
+    BertForSequenceClassification checkpoint (`bert.` prefix, Linear weights (out, in)).
+    Only a BERT-layout model with the same widths in every layer fits that class."""
+    config = model.encoder_config
+    if config.model_type != "bert":
+        raise ValueError(f"only BERT-layout models export to a Hugging Face checkpoint; this one "
+                         f"is {config.model_type!r}")
+    if len(set(config.num_heads)) != 1 or len(set(config.intermediate_sizes)) != 1 \
+            or 0 in config.num_heads or 0 in config.intermediate_sizes:
+        raise ValueError(f"layers of different widths (heads {config.num_heads}, FFN "
+                         f"{config.intermediate_sizes}) have no Hugging Face BERT equivalent: "
+                         "export the model as TFLite or Keras instead")
+    if config.hidden_size != config.num_heads[0] * config.head_size:
+        raise ValueError(f"{config.num_heads[0]} heads of {config.head_size} do not make "
+                         f"hidden_size {config.hidden_size}, as Hugging Face BERT requires")
+    encoder = model.get_layer("encoder")
+    tensors = {}
+
+    def put(key, variable):
+        tensors[key] = np.ascontiguousarray(np.asarray(variable, dtype=np.float32))
+
+    def dense(layer, key):
+        put(f"{key}.weight", np.asarray(layer.kernel).T)
+        put(f"{key}.bias", layer.bias)
+
+    def layer_norm(layer, key):
+        put(f"{key}.weight", layer.gamma)
+        put(f"{key}.bias", layer.beta)
+
+    emb = encoder.embeddings
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        put(f"bert.embeddings.{name}.weight", getattr(emb, name).embeddings)
+    layer_norm(emb.layer_norm, "bert.embeddings.LayerNorm")
+    for i, layer in enumerate(encoder.transformer_layers):
+        hf = f"bert.encoder.layer.{i}"
+        for name in ("query", "key", "value"):
+            dense(getattr(layer.attention, name), f"{hf}.attention.self.{name}")
+        dense(layer.attention.output_dense, f"{hf}.attention.output.dense")
+        layer_norm(layer.attention.layer_norm, f"{hf}.attention.output.LayerNorm")
+        dense(layer.ffn.input_dense, f"{hf}.intermediate.dense")
+        dense(layer.ffn.output_dense, f"{hf}.output.dense")
+        layer_norm(layer.ffn.layer_norm, f"{hf}.output.LayerNorm")
+    dense(model.get_layer("pooler").dense, "bert.pooler.dense")
+    dense(model.get_layer("classifier"), "classifier")
+    return tensors
+
+
+def hf_config(config: EncoderConfig, labels=None) -> dict:
+    """The Hugging Face `config.json` of a BertForSequenceClassification with `config`'s
+    shapes (the inverse of `config_from_hf`)."""
+    labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in
+                                                     range(config.num_labels)]
+    return {"architectures": ["BertForSequenceClassification"], "model_type": "bert",
+            "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_layers,
+            "num_attention_heads": config.num_heads[0],
+            "intermediate_size": config.intermediate_sizes[0], "hidden_act": "gelu",
+            "hidden_dropout_prob": config.hidden_dropout,
+            "attention_probs_dropout_prob": config.attention_dropout,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
+            "pad_token_id": config.pad_token_id, "position_embedding_type": "absolute",
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def _detect_prefix(tensors):

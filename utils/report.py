@@ -602,13 +602,25 @@ def comparison_is_stale(comparison, sweep, block="block"):
 
 def comparison_section(rep):
     comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
+    recovery = settings.get("retrain", {}) if settings else {}
+    distilled = (f", distilled from the dense model (α = {recovery['distill_alpha']})"
+                 if recovery.get("distill_alpha") else "")
     out = ["## Comparison with other pruning methods",
-           "Each method prunes the same dense model to the same sparsity grid and is retrained "
-           "with the same budget: unstructured magnitude pruning, global, per matrix, and gradual "
-           "on the cubic schedule of Zhu & Gupta (2017) (as in Chen et al. 2020); attention heads "
-           "by importance (Michel et al. 2019); whole layers by training-loss increase (the "
-           "criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
-           "weight norm."]
+           "Each method prunes the same dense model and every pruned point gets the same "
+           "recovery as block pruning's snapshots"
+           + (f" ({recovery['examples']:,} training tweets, "
+              f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
+              if recovery.get("examples") else "")
+           + ": unstructured magnitude pruning, global and gradual on the cubic schedule of "
+           "Zhu & Gupta (2017) (as in Chen et al. 2020); whole layers by training-loss increase "
+           "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
+           "weight norm; heads and "
+           "FFN neurons together by the Fisher information of their masks with the mask search "
+           "of Kwon et al. (2022) (`fisher_mask`; without its mask rearrangement and "
+           "least-squares tuning, since the recovery follows); hard-concrete L0 gates on heads, "
+           "neurons and whole sublayers under a Lagrangian sparsity constraint (`cofi`, Xia et "
+           "al. 2022), whose pruning phase sees as many tweets as block pruning's run at the "
+           "same level."]
     if comparison is None:
         out.append(rep.not_run("comparison"))
     else:
@@ -623,11 +635,14 @@ def comparison_section(rep):
                          f"{r['gap_to_dense_points']:.1f}" if reached else "–",
                          f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
                          f"{r['latency_speedup_vs_dense']:.2f}x"
-                         if r.get("latency_speedup_vs_dense") else "–"])
-        out += ["Best retrained point of each method at matched sparsity (test split):",
-                table(["sparsity level", "rank", "method", "encoder-linear sparsity", "macro-F1",
-                       "points below dense", "latency ms (batch 1, compacted)",
-                       "speedup vs dense"], rows),
+                         if r.get("latency_speedup_vs_dense") else "–",
+                         f"{r['train_examples_total']:,.0f}"
+                         if reached and r.get("train_examples_total") else "–"])
+        out += ["Each method's point at matched sparsity, chosen on validation macro-F1, with "
+                "its test scores:",
+                table(["sparsity level", "rank", "method", "encoder-linear sparsity",
+                       "test macro-F1", "points below dense", "latency ms (batch 1, compacted)",
+                       "speedup vs dense", "training examples"], rows),
                 "\n".join(comparison_conclusions(comparison))]
         if rep.r["sweep"] is not None and comparison_is_stale(comparison, rep.r["sweep"]):
             out.append("**Out of date:** the `block` rows of `results/comparison.csv` are not "
@@ -872,8 +887,15 @@ def limitations(rep):
                      f"tweets for {plural(t['retrain']['epochs'], 'epoch')}; more retraining or "
                      "gradual "
                      "thresholding would likely recover more accuracy at high sparsity.")
-    items.append("Everything is scored on the test split, and the comparison table picks each "
-                 "method's best point by its test score (no separate selection split).")
+    comparison = rep.r.get("comparison")
+    if comparison and not any("val_macro_f1" in r for r in comparison):
+        items.append("The comparison table picks each method's best point by its test score: it "
+                     "was written before selection on validation (run `make study`).")
+    elif comparison:
+        items.append("Every selected point (sparsity table, comparison) is chosen on validation; "
+                     "test is reported once. The comparison's budgets are equal for the recovery "
+                     "only: block pruning's points also trained during the pruning run "
+                     "(see the training examples column).")
     if bench:
         items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
                      "cores), not a GPU or a phone; they move with other load on the machine.")
@@ -897,9 +919,22 @@ def pipeline_lines(rep):
             continue
         steps = record["steps"]
         peak = max(steps, key=lambda s: s["max_rss_mb"])
+        from .pipeline import STEPS
+        expected = [s.name for s in STEPS[name]]
+        missing = [n for n in expected if n not in {s["name"] for s in steps}]
         # the report is the last step: while it runs, the record holds every step but itself
-        counted = ("steps" if record.get("complete")
+        counted = ("steps" if record.get("complete") or not steps
                    else "steps before the report (which is not counted)")
+        if not record.get("complete") and missing not in ([], ["report"]):
+            lines.append(
+                f"- `{command}`: **incomplete** — {len(steps)} of {len(expected)} steps measured "
+                f"in the recorded attempt ("
+                + ", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
+                            f"{s['max_rss_mb'] / 1024:.1f} GiB" for s in steps)
+                + f"); not run in it: {', '.join(missing)}; code at commit "
+                f"`{commit({'git_commit': record['commit']})}`"
+                + (", **SMOKE**" if record.get("smoke") else "") + ".")
+            continue
         lines.append(
             f"- `{command}`: {record['total_seconds'] / 60:.1f} min in {len(steps)} {counted} "
             f"(longest: {max(steps, key=lambda s: s['seconds'])['name']}, "

@@ -5,15 +5,15 @@ Why: Keras 3's `model.quantize("int8")` (utils.quantize) makes the weights 4x sm
 TF's int8 matmul is slow). TFLite's dynamic-range quantization stores the same kind of weights
 and runs them with its own hybrid kernels.
 
-`export_tflite(model, path, quantize)` traces the model once for inputs of shape [batch, length]
-(both dynamic), freezes the weights into constants and converts with builtin TFLite ops only
-(the exact-erf GELU maps to TFLite's GELU builtin). quantize="dynamic_range" sets
+`export_tflite(model, path, quantize)` converts through Keras' public `model.export(format=
+"litert")` for inputs of shape [batch, length] (both dynamic), with builtin TFLite ops only (the
+exact-erf GELU maps to TFLite's GELU builtin). quantize="dynamic_range" sets
 `optimizations = [tf.lite.Optimize.DEFAULT]` with no representative dataset: fully connected
 kernels become int8 with one scale per output unit, the word and position embedding tables
 int8 with one scale per table (GATHER reads int8 rows, DEQUANTIZE converts only those rows);
 activations, LayerNorms and biases stay float32. MiniLM: 91.0 MB -> 23.2 MB.
 
-`TFLiteClassifier(path, num_threads)` runs the flatbuffer with `tf.lite.Interpreter`, resizing
+`TFLiteClassifier(path, num_threads)` runs the flatbuffer with the LiteRT interpreter (`ai_edge_litert`), resizing
 its inputs when a batch's shape changes, and offers `predict_on_batch({"input_ids",
 "attention_mask"}) -> logits` so utils.train's `evaluate` / `predict_logits` accept it.
 
@@ -23,7 +23,6 @@ vocabulary-pruned model, vocab_map.json in utils.vocab's format.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,39 +43,25 @@ DYNAMIC_RANGE_RELATIVE_TOLERANCE = 0.1
 
 # ------------------------------------------------------------------------------ export
 
-def _frozen_function(model):
-    """(the model as a concrete function of (input_ids, attention_mask) int32 [None, None]
-    with its weights folded into constants, the tf.function it came from)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
-
-    spec = [tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES]
-
-    @tf.function(input_signature=spec)
-    def serve(input_ids, attention_mask):
-        return model({"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
-
-    concrete = serve.get_concrete_function()
-    # Keras 3 variables are not picked up by the converter's own freezing (they would stay
-    # resource variables and read as uninitialised), so fold them here.
-    return convert_variables_to_constants_v2(concrete), serve
-
-
 def convert(model, quantize="dynamic_range"):
-    """The TFLite flatbuffer (bytes) of a float `build_classifier` model."""
+    """The TFLite flatbuffer (bytes) of a float `build_classifier` model, through Keras' public
+    `model.export(format="litert")` with inputs input_ids / attention_mask int32 [None, None];
+    builtin TFLite ops only (the converter's default)."""
+    import tempfile
     import tensorflow as tf
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize={quantize!r}: supported modes are {QUANTIZE_MODES}")
     if any(str(w.dtype) == "int8" for w in model.weights):
         raise ValueError("export the float model: TFLite quantizes it itself (Keras int8 "
                          "layers' int8 x int8 matmuls have no TFLite builtin)")
-    frozen, serve = _frozen_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], serve)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize == "dynamic_range":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]   # no representative dataset
-    return converter.convert()
+    signature = [{name: tf.TensorSpec([None, None], tf.int32, name=name)
+                  for name in INPUT_NAMES}]
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / TFLITE_FILE
+        model.export(str(path), format="litert", input_signature=signature, verbose=False,
+                     **options)   # dynamic range: no representative dataset
+        return path.read_bytes()
 
 
 def export_tflite(model, path, quantize="dynamic_range"):
@@ -99,15 +84,12 @@ class TFLiteClassifier:
     """
 
     def __init__(self, path, num_threads=None):
-        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter   # tf.lite.Interpreter's successor
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path} does not exist")
         self.num_threads = num_threads
-        with warnings.catch_warnings():   # "deprecated, use ai_edge_litert": still works
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            self.interpreter = tf.lite.Interpreter(model_path=str(self.path),
-                                                   num_threads=num_threads)
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
         details = self.interpreter.get_input_details()
         self._inputs = {}
         for name in INPUT_NAMES:

@@ -1,0 +1,194 @@
+"""Bundles (utils/export.py): the rewritten tokenizer, the standalone script, corrupt bundles."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils import batching, demo, export, vocab
+from utils import model as model_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["@united thanks, the crew was wonderful &amp; we landed early! 😂 http://t.co/x",
+         "worst   airline ever", "zebra quokka xylophone " * 30]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory, tokenizer):
+    """A bundle of the demo's tiny smoke models: compact, vocabulary pruned, int8 TFLite."""
+    root = tmp_path_factory.mktemp("models")
+    paths = demo.make_smoke_models(root, tokenizer, ["@USER thanks the crew was great",
+                                                     "worst airline ever", "we landed"])
+    return export.export_bundle(paths["compact+int8"], root / "bundle", tokenizer), paths
+
+
+def test_rewritten_tokenizer_matches_the_remapped_one(tokenizer):
+    """Every base token keeps its place, its id becomes the kept row (or [UNK]'s): the bundle's
+    tokenizer splits and numbers text exactly like RemappedTokenizer + encode_texts."""
+    from tokenizers import Tokenizer
+    kept = vocab.kept_token_ids(tokenizer, ["the crew was great", "worst airline"],
+                                tokenizer.pad_token_id)
+    remapped = vocab.RemappedTokenizer(tokenizer, kept)
+    rewritten = Tokenizer.from_str(export.bundle_tokenizer_json(tokenizer, kept, max_length=16))
+    texts = ["the crew was great", "an unseen word: quokka!", "great " * 40]
+    expected, truncated = batching.encode_texts(remapped, texts, 16)
+    assert truncated == 1
+    for text, ids in zip(texts, expected):
+        assert rewritten.encode(text).ids == ids.tolist()
+    assert max(max(rewritten.encode(t).ids) for t in texts) < len(kept)
+
+
+def test_bundle_loads_and_matches_the_models_own_predictions(bundle, tokenizer):
+    directory, paths = bundle
+    from utils import tflite
+    from utils.data import clean_text
+    loaded = export.load_bundle(directory)
+    probabilities = loaded.predict_texts(TEXTS)
+    assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(1), 1)
+    classifier, remapped = tflite.load_tflite(paths["compact+int8"], tokenizer)
+    for text, p in zip(TEXTS, probabilities):
+        ids, _ = batching.encode_texts(remapped, [clean_text(text)], 64)
+        z = classifier.predict_on_batch({"input_ids": ids[0][None],
+                                         "attention_mask": np.ones_like(ids[0][None])})[0]
+        np.testing.assert_allclose(p, np.exp(z) / np.exp(z).sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="empty"):
+        loaded.predict_texts([" "])
+
+
+def test_standalone_script_needs_nothing_from_the_repository(bundle, tmp_path):
+    directory, _ = bundle
+    script = tmp_path / "standalone_predict.py"       # a copy, far from the repository
+    script.write_text((ROOT / "examples" / "standalone_predict.py").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "utils").mkdir()                          # `import utils` would hit this and fail
+    (guard / "utils" / "__init__.py").write_text("raise ImportError('repository imported')\n")
+    env["PYTHONPATH"] = str(guard)
+    result = subprocess.run([sys.executable, str(script), str(directory), *TEXTS], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout)
+    expected = export.load_bundle(directory).predict_texts(TEXTS)
+    labels = json.loads((directory / "labels.json").read_text())
+    for answer, p in zip(answers, expected):
+        assert answer["label"] == labels[int(p.argmax())]
+        np.testing.assert_allclose([answer["probabilities"][k] for k in labels], p, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "labels"])
+def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
+    import shutil
+    directory, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    if damage == "missing":
+        (copy / "tokenizer.json").unlink()
+        match = "lacks tokenizer.json"
+    elif damage == "truncated":
+        data = (copy / "model.tflite").read_bytes()
+        (copy / "model.tflite").write_bytes(data[:len(data) // 2])
+        match = "model.tflite does not match"
+    else:
+        (copy / "labels.json").write_text('["a", "b"]')
+        match = "labels.json does not match"
+    with pytest.raises(export.BundleError, match=match) as error:
+        export.load_bundle(copy)
+    assert str(copy) in str(error.value) and "python -m utils.export" in str(error.value)
+    with pytest.raises(export.BundleError, match="not a model bundle"):
+        export.load_bundle(tmp_path / "nowhere")
+
+
+def test_export_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert "is not a model directory" in capsys.readouterr().err
+
+
+def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp_path, capsys):
+    import shutil
+    directory, _ = bundle
+    shutil.copytree(directory, tmp_path / export.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT))
+    assert demo.main(["--root", str(tmp_path), "the crew was great"]) == 0
+    out = capsys.readouterr().out
+    assert "answering with the bundle" in out and "make run" in out
+    assert "bundle:" in out and "%" in out
+
+
+def test_committed_bundle_reproduces_its_recorded_probabilities():
+    """models/tweet-sentiment-int8 is the benchmark's chosen model of the committed run; it must
+    load on a fresh clone and give the probabilities recorded when it was exported."""
+    directory = export.DEFAULT_BUNDLE
+    recorded = json.loads((directory / export.EXAMPLES_FILE).read_text())
+    loaded = export.load_bundle(directory)
+    assert loaded.labels == recorded["labels"]
+    probabilities = loaded.predict_texts(recorded["texts"])
+    np.testing.assert_allclose(probabilities, recorded["probabilities"], atol=1e-4)
+    assert loaded.disk_bytes <= 15e6
+
+
+def test_hf_export_is_the_inverse_of_loading(tmp_path, tokenizer):
+    """tiny_bert (a random BertForSequenceClassification) loaded with its head, saved, exported:
+    every tensor comes back exactly, and the re-loaded model gives the same logits."""
+    from safetensors.numpy import load_file
+    from utils.io import read_json
+    fixtures = ROOT / "tests" / "fixtures"
+    original = load_file(str(fixtures / "tiny_bert" / "model.safetensors"))
+    model = model_lib.build_classifier(model_lib.config_from_hf(
+        read_json(fixtures / "tiny_bert" / "config.json")))
+    report = model_lib.load_hf_weights(model, original, classifier=True)
+    assert "classifier" not in report["randomly_initialised"] and not report["unexpected"]
+    model_lib.save_model(model, tmp_path / "keras")
+    out = export.export_hf(tmp_path / "keras", tmp_path / "hf", tokenizer)
+    exported = load_file(str(out / "model.safetensors"))
+    expected = {k: v for k, v in original.items() if not k.endswith("position_ids")}
+    assert set(exported) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(exported[key], value, err_msg=key)
+    config = read_json(out / "config.json")
+    assert config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    again = model_lib.build_classifier(model_lib.config_from_hf(config))
+    model_lib.load_hf_weights(again, exported, classifier=True)
+    parity = np.load(fixtures / "tiny_bert_parity.npz")
+    inputs = {"input_ids": parity["input_ids"], "attention_mask": parity["attention_mask"]}
+    np.testing.assert_allclose(again.predict_on_batch(inputs), model.predict_on_batch(inputs),
+                               atol=1e-5)
+    # transformers' own BertForSequenceClassification on that checkpoint (fixture made with torch)
+    reference = np.load(fixtures / "tiny_bert_logits.npz")
+    np.testing.assert_array_equal(reference["input_ids"], parity["input_ids"])
+    np.testing.assert_allclose(again.predict_on_batch(inputs), reference["logits"], atol=1e-4)
+    assert (out / "tokenizer.json").exists() or (out / "vocab.txt").exists()
+
+
+def test_hf_export_refuses_models_hf_cannot_hold(tmp_path):
+    import keras
+    keras.utils.set_random_seed(0)
+    config = model_lib.tiny_config(60)
+    uneven = model_lib.EncoderConfig(**{**config.__dict__, "num_heads": [2, 1]})
+    with pytest.raises(ValueError, match="different widths"):
+        model_lib.hf_tensors(model_lib.build_classifier(uneven))
+
+
+def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):
+    """A compact, vocabulary-pruned float model exported as model.keras with its renumbered
+    tokenizer gives the repository model's logits on text."""
+    import shutil
+    from tokenizers import Tokenizer
+    _, paths = bundle
+    small, remapped = vocab.prune_vocabulary(model_lib.load_model(paths["compact"]), tokenizer,
+                                             ["the crew was great", "worst airline ever"])
+    vocab.save_pruned(small, remapped, tmp_path / "pruned")
+    assert export.main([str(tmp_path / "pruned"), str(tmp_path / "out"), "--format", "keras"]) == 0
+    model = model_lib.load_keras(tmp_path / "out" / "model.keras")
+    rewritten = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))
+    for text in ("the crew was great", "unseen words here"):
+        ids = np.array([rewritten.encode(text).ids], np.int32)
+        expected_ids, _ = batching.encode_texts(remapped, [text], 64)
+        np.testing.assert_array_equal(ids[0], expected_ids[0])
+        inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        np.testing.assert_allclose(model.predict_on_batch(inputs),
+                                   small.predict_on_batch(inputs), atol=1e-5)
+    shutil.rmtree(tmp_path / "out")

@@ -333,10 +333,12 @@ def model_card(bundle_dir, source, results_dir, test_scores=None):
                   f"`{baseline.get('dataset', '?')}`."]
     snapshot = (bench or {}).get("meta", {}).get("snapshot")
     if snapshot:
+        chosen = snapshot.get("message") or f"snapshot {snapshot.get('directory')}"
         lines.append(f"- **Pruning**: block pruning (progressive unit pruning with a group-lasso "
-                     f"proximal step), snapshot `{snapshot.get('directory')}` chosen on "
-                     f"validation ({snapshot.get('reason', '')}); empty heads and FFN neurons "
-                     "removed, unused vocabulary removed, int8 weights (TFLite dynamic range).")
+                     f"proximal step) to {100 * snapshot.get('sparsity_encoder_linear', 0):.1f}% "
+                     f"of the encoder's linear weights; chosen on validation: {chosen}. Empty "
+                     "heads and FFN neurons removed, unused vocabulary removed, int8 weights "
+                     "(TFLite dynamic range).")
     if test_scores:
         lines.append(f"- **Test scores of this bundle** ({test_scores['examples']:,} tweets): "
                      f"macro-F1 {100 * test_scores['macro_f1']:.1f}%, accuracy "

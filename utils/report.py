@@ -659,8 +659,10 @@ def comparison_section(rep):
                         f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
                         pct(r["macro_f1"])] for r in pareto_front(latency)])]
     if settings is not None:
-        out.append(f"Retraining budget for every method: {settings['retrain']['examples']:,} "
-                   f"tweets x {plural(settings['retrain']['epochs'], 'epoch')}; methods: "
+        out.append(f"Recovery budget for every method: {settings['retrain']['examples']:,} "
+                   f"tweets x {plural(settings['retrain']['epochs'], 'epoch')} (methods that "
+                   "train to find their masks, block pruning and CoFi, also count their pruning "
+                   "phase in the training examples column); methods: "
                    + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
                    + rep.provenance("baselines"))
     if comparison is not None or latency is not None:
@@ -958,6 +960,10 @@ def readme_blocks(rep):
     targets = target_lines(rep)
     if targets:
         abstract_text += "\n\nTargets of the block-pruning work:\n\n" + "\n".join(targets)
+    if rep.r.get("comparison"):
+        abstract_text += ("\n\nAgainst the other methods (`make study`, notebook 07; each "
+                          "method's point chosen on validation, test macro-F1):\n\n"
+                          + "\n".join(comparison_conclusions(rep.r["comparison"])))
     return {"results": abstract_text + "\n\nThe full report, every number read from "
                                        "`results/`: [report/report.md](report/report.md).",
             "pipeline": "\n".join(pipeline_lines(rep))}

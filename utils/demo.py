@@ -5,8 +5,10 @@ The notebook (06_demo) wraps `build_widget`; outside Jupyter the same comparison
     python -m utils.demo "@united thanks, the crew was great"
 
 Only saved models are loaded (no training): by default the fine-tuned baseline and the two
-variants `python -m utils.bench` derives from the pruned snapshot it chose on validation. If one is missing,
-`MissingModelsError` says which command makes it.
+variants `python -m utils.bench` derives from the pruned snapshot it chose on validation. If one
+is missing, `MissingModelsError` says which command makes it; the command line then answers with
+the committed bundle models/tweet-sentiment-int8 (`utils.export`) instead, so a fresh clone can
+demo before any training.
 
 Anything typed is answered without a traceback: empty or non-string input gives a message
 instead of predictions; the text goes through the same normalisation as the training tweets

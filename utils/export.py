@@ -272,11 +272,10 @@ class Bundle:
 
     def predict_texts(self, texts):
         from .batching import check_texts
+        from .demo import softmax
         rows = []
         for text in check_texts(list(texts)):
-            z = self.logits(text).astype(np.float64)
-            z = np.exp(z - z.max())
-            rows.append(z / z.sum())
+            rows.append(softmax(self.logits(text).astype(np.float64)))
         if rows and len(rows[0]) != len(self.labels):
             raise BundleError(f"{self.directory}: the model gives {len(rows[0])} classes but "
                               f"labels.json names {len(self.labels)}")
@@ -376,12 +375,11 @@ def write_examples(directory, texts=None):
 
 def evaluate_bundle(bundle, split):
     """Macro-F1 and accuracy of a Bundle on a labelled split ({"text", "label"})."""
-    from sklearn.metrics import accuracy_score, f1_score
-    probabilities = bundle.predict_texts(split["text"])
-    predicted = probabilities.argmax(axis=1)
-    labels = np.asarray(split["label"])
-    return {"macro_f1": float(f1_score(labels, predicted, average="macro")),
-            "accuracy": float(accuracy_score(labels, predicted)), "examples": int(len(labels))}
+    from .evaluation import classification_metrics
+    predicted = bundle.predict_texts(split["text"]).argmax(axis=1)
+    metrics = classification_metrics(split["label"], predicted)
+    return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "examples": int(len(predicted))}
 
 
 # ------------------------------------------------------------------------------ command line

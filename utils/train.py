@@ -3,6 +3,7 @@ resumable atomic checkpoints and a guard against NaN losses."""
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 
@@ -26,8 +27,9 @@ class TrainConfig:
     patience: int = 1          # epochs without a better validation macro-F1 before stopping
     max_grad_norm: float = 1.0
     seed: int = 42
-    # XLA: False on CPU, where it was not measured to pay; True or "auto" on a GPU.
-    jit_compile: bool | str = False
+    # XLA: False on CPU, where it was not measured to pay; True or "auto" on a GPU (the
+    # pipeline's GPU profile sets UTILS_JIT_COMPILE=auto).
+    jit_compile: bool | str = dataclasses.field(default_factory=lambda: _jit_from_environment())
 
 
     def __post_init__(self):
@@ -54,19 +56,47 @@ class TrainConfig:
                              "must be True, False or 'auto'")
 
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+
+
+def auto_precision():
+    """mixed_bfloat16 on GPUs of compute capability 8.0 and newer (A100, L4, H100),
+    mixed_float16 on older ones (T4, V100), float32 without a GPU."""
+    if keras.backend.backend() != "tensorflow":
+        return "float32"
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+    return "mixed_bfloat16" if capability and tuple(capability) >= (8, 0) else "mixed_float16"
 
 
 def set_precision(precision):
-    """Keras' dtype policy for every model built or loaded after this call.
+    """Keras' dtype policy for every model built or loaded after this call; returns it.
 
     "float32" (CPU); "mixed_float16" (T4/V100-class GPUs: float16 compute, float32 weights,
-    and `compile_for_training` then scales the loss); "mixed_bfloat16" (A100 and newer). The
-    encoder keeps softmax, LayerNorm and the logits in float32 under every policy.
+    and `compile_for_training` then scales the loss); "mixed_bfloat16" (A100 and newer);
+    "auto" picks one of them for the visible GPU (`auto_precision`). The encoder keeps
+    softmax, LayerNorm and the logits in float32 under every policy. The pipeline's GPU
+    profile sets it through the environment variable UTILS_PRECISION, read when this module
+    is imported.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = auto_precision()
     keras.config.set_dtype_policy(precision)
+    return precision
+
+
+def _jit_from_environment():
+    """TrainConfig.jit_compile's default: UTILS_JIT_COMPILE (true | false | auto), else False."""
+    value = os.environ.get("UTILS_JIT_COMPILE", "false").strip().lower()
+    choices = {"true": True, "1": True, "false": False, "0": False, "auto": "auto"}
+    if value not in choices:
+        raise ValueError(f"UTILS_JIT_COMPILE={value!r}: use true, false or auto")
+    return choices[value]
 
 
 @keras.saving.register_keras_serializable(package="utils")
@@ -455,3 +485,7 @@ def predict_texts(model, tokenizer, texts, max_length=64, batch_size=128):
     batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
                                        batch_size=batch_size)
     return predict_logits(model, batches)
+
+
+if os.environ.get("UTILS_PRECISION"):
+    set_precision(os.environ["UTILS_PRECISION"])

@@ -17,14 +17,18 @@ $(VENV)/.installed: requirements.txt
 # dense baseline, block pruning, thresholding, benchmark, demo), then the report. Every step's
 # wall time and peak memory go to results/pipeline.json; an interrupted run resumes at the step
 # it was cut in (RESTART=1 starts over).
+# PROFILE=gpu: a cloud GPU VM's budgets, mixed precision and XLA (README, "On a GPU").
+# REDO=07_comparison (comma-separated): run those steps of the last record again, then the report.
+PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE)) $(if $(REDO),--redo $(REDO))
+
 run: install
-	$(PY) -m utils.pipeline run $(if $(RESTART),--restart)
+	$(PY) -m utils.pipeline run $(PIPELINE_ARGS)
 
 # The extended studies (notebooks 07-11: comparison with other methods, binarization, the
 # lambda1 x K study, unit vs per-matrix groups, the recovery budget) on the models of
 # `make run`, then the report again.
 study: install
-	$(PY) -m utils.pipeline study $(if $(RESTART),--restart)
+	$(PY) -m utils.pipeline study $(PIPELINE_ARGS)
 
 data: install
 	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb

@@ -65,6 +65,68 @@ def test_restart_forgets_finished_steps_and_records_are_kept_per_pipeline(tmp_pa
     assert set(written) == {"run", "study"} and len(written["study"]["steps"]) == 1
 
 
+def test_redo_runs_named_steps_of_a_finished_record_again(tmp_path):
+    append = "import sys; open(sys.argv[1], 'a').write('ran\\n')"
+    steps = tuple(Step(n, python_args=("-c", append, str(tmp_path / f"{n}.txt")))
+                  for n in ("a", "b", "report"))
+    pipeline.run_pipeline("study", tmp_path, steps=steps, log=lambda _: None)
+    record = pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("a",),
+                                   log=lambda _: None)
+    # a again, b kept, the report rebuilt; the record keeps the pipeline's order
+    assert [(tmp_path / f"{n}.txt").read_text().count("ran") for n in ("a", "b", "report")] \
+        == [2, 1, 2]
+    assert [s["name"] for s in record["steps"]] == ["a", "b", "report"] and record["complete"]
+    assert record["redone"] == ["a"]
+    with pytest.raises(pipeline.PipelineError, match="--redo z: not a step of 'study' \\(a, b, report\\)"):
+        pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("z",), log=lambda _: None)
+    with pytest.raises(pipeline.PipelineError, match="holds no 'run' record"):
+        pipeline.run_pipeline("run", tmp_path, steps=steps, redo=("a",), log=lambda _: None)
+
+
+def test_gpu_profile_parameters_and_environment(tmp_path):
+    """The GPU profile passes larger budgets (typed, as YAML) to existing notebook parameters,
+    and a record made with one profile is not resumed with the other."""
+    import re
+    for name in pipeline.PIPELINES:
+        for step in pipeline.STEPS[name]:
+            if not step.gpu:
+                continue
+            cells = json.loads((pipeline.NOTEBOOKS / step.notebook).read_text())["cells"]
+            declared = "".join("".join(c["source"]) for c in cells
+                               if "parameters" in c.get("metadata", {}).get("tags", []))
+            for key in step.gpu:
+                assert re.search(rf"^{key} = ", declared, re.M), \
+                    f"{step.notebook} has no parameter {key}"
+    step = next(s for s in pipeline.STEPS["run"] if s.name == "04_thresholding")
+    command, parameters = pipeline.step_command(step, pipeline.io.REPO_ROOT, smoke=False,
+                                                profile="gpu")
+    assert parameters == {"RETRAIN_EXAMPLES": None} and "RETRAIN_EXAMPLES: null" in command
+    assert pipeline.step_parameters(step, pipeline.io.REPO_ROOT, smoke=False) == {}
+    state = pipeline.state_path("run", tmp_path)
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({**pipeline.new_record("run", tmp_path, False, "gpu")}))
+    with pytest.raises(pipeline.PipelineError, match="profile 'gpu', not 'cpu'"):
+        pipeline.run_pipeline("run", tmp_path, steps=fake_steps(tmp_path), log=lambda _: None)
+    with pytest.raises(pipeline.PipelineError, match="unknown profile 'tpu'"):
+        pipeline.run_pipeline("run", tmp_path, profile="tpu")
+
+
+def test_precision_and_xla_from_the_environment():
+    """What the GPU profile's environment does, in a fresh process."""
+    import os
+    import subprocess
+    code = ("import utils.train as t, keras; "
+            "print(keras.config.dtype_policy().name, t.TrainConfig().jit_compile)")
+    env = {**os.environ, **pipeline.GPU_ENVIRONMENT, "PYTHONPATH": str(pipeline.io.REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["float32", "auto"]     # no GPU here: auto -> float32
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "UTILS_PRECISION": "half"}, timeout=300)
+    assert bad.returncode != 0 and "precision='half': choose one of" in bad.stderr
+
+
 def test_peak_memory_counts_the_whole_process_tree(tmp_path):
     # the child only waits; its own child holds ~300 MB: a per-process peak would miss it
     grandchild = "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(2)"
@@ -81,7 +143,8 @@ def test_step_parameters_only_when_the_root_moves(tmp_path):
     assert moved["SMOKE"] is True and moved["EPOCHS"] == 1
     assert moved["CHECKPOINT_DIR"] == str(tmp_path.resolve() / "checkpoints" / "baseline")
     command, _ = pipeline.step_command(step, tmp_path, smoke=True)
-    assert command[command.index("SMOKE") - 1] == "-p" and command[command.index("DATA_DIR") - 1] == "-r"
+    assert "SMOKE: true" in command and command[command.index("SMOKE: true") - 1] == "-y"
+    assert command[command.index("DATA_DIR") - 1] == "-r"
     # every notebook of the repository is in exactly one pipeline, main job first
     names = [s.notebook for p in pipeline.PIPELINES for s in pipeline.STEPS[p] if s.notebook]
     assert names == sorted(p.name for p in pipeline.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))

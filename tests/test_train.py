@@ -108,3 +108,23 @@ def test_progress_prints_a_line_per_quarter_epoch(tokenizer, capsys):
     train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, progress=True)
     lines = [l for l in capsys.readouterr().out.splitlines() if " batches, loss " in l]
     assert [l.split(":")[1].split()[0] for l in lines] == ["2/8", "4/8", "6/8"]
+
+
+def test_fit_input_restarts_at_the_current_epoch_on_every_pass(tokenizer):
+    """Keras may draw a batch to build the model (under a strategy) before training: every
+    pass over the input must start at the same first batch and run through the epochs in
+    order, as `batches` itself would (epoch 0, then the re-bucketed epoch 1)."""
+    from utils import batching
+    data = toy_dataset(n_train=48, n_val=8)
+    batches, _ = batching.make_batches(tokenizer, data["train"]["text"], data["train"]["label"],
+                                       max_length=16, batch_size=16, shuffle=True, seed=3)
+    dataset = train._fit_input(batches)
+    first = next(iter(dataset))[1].numpy()
+    labels = [y.numpy() for _, y in dataset.take(2 * len(batches))]
+    np.testing.assert_array_equal(first, labels[0])
+    expected = [batches.labels[i] for epoch in (0, 1) for i in batches.epoch_batches(epoch)]
+    assert len(labels) == len(expected)
+    for got, want in zip(labels, expected):
+        np.testing.assert_array_equal(got, want)
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(batches.epoch_batches(0), batches.epoch_batches(1)))

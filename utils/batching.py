@@ -118,8 +118,18 @@ class TweetBatches:
     def __len__(self):
         return len(self.batches)
 
+    def epoch_batches(self, epoch):
+        """The batches (example-index arrays) of `epoch`, without changing the current one."""
+        if not self.shuffle or epoch == self.epoch:
+            return self.batches
+        return bucketed_batch_indices(self.lengths, self.batch_size, self.shuffle,
+                                      seed=self.seed + epoch)
+
     def __getitem__(self, i):
-        idx = self.batches[i]
+        return self.batch(self.batches[i])
+
+    def batch(self, idx):
+        """The padded inputs (and labels, teacher logits) of the examples `idx`."""
         inputs = pad_batch([self.encoded[j] for j in idx], self.pad_token_id)
         if self.labels is None:
             return inputs

@@ -123,8 +123,8 @@ class BinarizedClassifier(keras.Model):
         return logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        from .pruning import task_loss
-        return task_loss(y, y_pred, self.distill_alpha, self.temperature)
+        from .pruning import per_replica, task_loss
+        return per_replica(task_loss(y, y_pred, self.distill_alpha, self.temperature))
 
     def to_float(self):
         """A plain classifier (utils.model) whose weights are W_hat: serves and saves as usual."""

@@ -256,11 +256,18 @@ class Embeddings(keras.layers.Layer):
         self.layer_norm.build((*input_ids_shape, self.config.hidden_size))
 
     def call(self, input_ids, training=None):
-        position_ids = self.position_ids(input_ids)
         # Single-sentence classification: every token has token type 0.
         token_type_ids = ops.zeros_like(input_ids)
-        hidden = (self.word_embeddings(input_ids)
-                  + self.position_embeddings(position_ids)
+        if self.config.model_type == "roberta":
+            positions = self.position_embeddings(self.position_ids(input_ids))
+        else:
+            # BERT's positions are 0..T-1 for every tweet: a slice of the table, as Google's
+            # BERT does. Its gradient is dense, so replicas' gradients sum to one device's
+            # (a lookup's sparse gradients, concatenated across replicas, do not reach Adam
+            # the same way).
+            positions = self.position_embeddings.embeddings[None, :ops.shape(input_ids)[1]]
+        words = self.word_embeddings(input_ids)
+        hidden = (words + ops.cast(positions, words.dtype)
                   + self.token_type_embeddings(token_type_ids))
         return self.dropout(self.layer_norm(hidden), training=training)
 

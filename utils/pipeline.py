@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -45,12 +46,20 @@ class Step:
     """A notebook (papermill) or a Python command line (`python_args`, e.g. ("-m", "utils.report")).
     `dirs` maps a notebook parameter (or a command option) to a path under the root, passed only
     when the root is not the repository, so the plain run injects no parameters; `smoke` holds
-    extra parameters of the SMOKE run."""
+    extra parameters of the SMOKE run, `gpu` those of the GPU profile."""
     name: str
     notebook: str = ""
     python_args: tuple = ()
     dirs: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
+    gpu: dict = field(default_factory=dict)
+
+
+# The GPU profile: budgets a single cloud GPU affords (the CPU defaults are sized for 2 cores),
+# mixed precision chosen for the GPU (bfloat16 from compute capability 8.0, else float16 with
+# loss scaling) and XLA where Keras finds it pays. Environment of every step:
+PROFILES = ("cpu", "gpu")
+GPU_ENVIRONMENT = {"UTILS_PRECISION": "auto", "UTILS_JIT_COMPILE": "auto"}
 
 
 _DATA = {"DATA_DIR": "data"}
@@ -65,34 +74,42 @@ STEPS = {
         Step("01_data_prep", "01_data_prep.ipynb", dirs={**_DATA, "FIGURES_DIR": "figures"}),
         Step("02_baseline_finetune", "02_baseline_finetune.ipynb",
              dirs={**_DATA, **_FIGS, "CHECKPOINT_DIR": "checkpoints/baseline"},
-             smoke={"EPOCHS": 1}),
+             smoke={"EPOCHS": 1}, gpu={"EPOCHS": 4, "PATIENCE": 1}),
         Step("03_block_pruning", "03_block_pruning.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "CHECKPOINT_DIR": "checkpoints/block_pruning"},
-             smoke={"EPOCHS": 1}),
+             smoke={"EPOCHS": 1},
+             gpu={"EPOCHS": 3, "TARGETS": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9]}),
         Step("04_thresholding", "04_thresholding.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
-                   "PRUNED_DIR": "checkpoints/pruned"}),
+                   "PRUNED_DIR": "checkpoints/pruned"},
+             gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
-                   "PRUNED_DIR": "checkpoints/pruned", "WORK_DIR": "checkpoints/bench"}),
+                   "PRUNED_DIR": "checkpoints/pruned", "WORK_DIR": "checkpoints/bench"},
+             gpu={"ROUNDS": 3}),
         Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."}),
         _REPORT,
     ),
     "study": (
         Step("07_comparison", "07_comparison.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/pruned",
-                   "BASELINES_DIR": "checkpoints/baselines"}),
+                   "BASELINES_DIR": "checkpoints/baselines"},
+             gpu={"IMPORTANCE_EXAMPLES": 2048, "LATENCY_ROUNDS": 5}),
         Step("08_binarization", "08_binarization.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/bench/compact_vocab",
                    "DENSE_INT8_DIR": "checkpoints/bench/dense_tflite_int8",
                    "PRUNED_INT8_DIR": "checkpoints/bench/compact_vocab_tflite_int8",
-                   "CHECKPOINT_DIR": "checkpoints/binarized"}),
-        Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE}),
+                   "CHECKPOINT_DIR": "checkpoints/binarized"},
+             gpu={"TRAIN_EXAMPLES": 21869, "EPOCHS": 2}),
+        Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE},
+             gpu={"SWEEP_EXAMPLES": 8000, "SWEEP_LAMBDA1": [1e-3, 4e-3, 1.6e-2, 3.2e-2],
+                  "SWEEP_K": [1, 2, 4]}),
         Step("10_block_seed", "10_block_seed.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
                    "SEED_DIR": "checkpoints/block_seed"}),
         Step("11_recovery_budget", "11_recovery_budget.ipynb",
-             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"}),
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"},
+             gpu={"BUDGETS": [4000, 12000, None]}),
         _REPORT,
     ),
 }
@@ -149,19 +166,21 @@ def run_watched(command, cwd=None, env=None, poll=RSS_POLL_SECONDS):
     return returncode, time.perf_counter() - started, peak[0]
 
 
-def step_parameters(step, root, smoke):
+def step_parameters(step, root, smoke, profile="cpu"):
     """Papermill parameters (or CLI arguments) of `step` for a pipeline rooted at `root`."""
     root = Path(root).resolve()
     parameters = {}
     if root != io.REPO_ROOT:
         parameters.update({k: str(root / v) for k, v in step.dirs.items()})
+    if profile == "gpu" and step.notebook:
+        parameters.update(step.gpu)
     if smoke and step.notebook:
         parameters.update({"SMOKE": True, **step.smoke})
     return parameters
 
 
-def step_command(step, root, smoke):
-    parameters = step_parameters(step, root, smoke)
+def step_command(step, root, smoke, profile="cpu"):
+    parameters = step_parameters(step, root, smoke, profile)
     if step.notebook:
         source = NOTEBOOKS / step.notebook
         out = source if Path(root).resolve() == io.REPO_ROOT else Path(root, "notebooks",
@@ -170,7 +189,10 @@ def step_command(step, root, smoke):
         command = [sys.executable, "-m", "papermill", "--log-output", "--cwd", str(NOTEBOOKS),
                    str(source), str(out)]
         for key, value in parameters.items():
-            command += ["-r" if isinstance(value, str) else "-p", key, str(value)]
+            if isinstance(value, str):
+                command += ["-r", key, value]
+            else:   # as YAML (JSON is YAML): lists, numbers, booleans, None keep their types
+                command += ["-y", f"{key}: {json.dumps(value)}"]
     else:
         command = [sys.executable, *step.python_args]
         for key, value in parameters.items():
@@ -190,8 +212,8 @@ def checkpoints_empty(root):
                                              if p.name != "pipeline")
 
 
-def new_record(name, root, smoke):
-    return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke,
+def new_record(name, root, smoke, profile="cpu"):
+    return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke, "profile": profile,
             "started": _now(), "started_clean": checkpoints_empty(root),
             "host": {"cpus": os.cpu_count(), "platform": sys.platform},
             "steps": [], "total_seconds": 0.0, "complete": False}
@@ -244,29 +266,57 @@ def _log(message):
     print(message, flush=True)   # between papermill's own lines, not at exit
 
 
-def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None, log=_log):
+def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None, log=_log,
+                 profile="cpu", redo=()):
     """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
-    finished. Returns the finished record (also in root/results/pipeline.json)."""
+    finished. `redo`: names of steps of the last record (finished or not) to run again, with
+    every step after them that reads their outputs left as it is, except the report, which is
+    always rebuilt. Returns the finished record (also in root/results/pipeline.json)."""
     if name not in PIPELINES and steps is None:
         raise PipelineError(f"unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     steps = STEPS[name] if steps is None else steps
+    unknown = set(redo) - {step.name for step in steps}
+    if unknown:
+        raise PipelineError(f"--redo {', '.join(sorted(unknown))}: not a step of '{name}' "
+                            f"({', '.join(step.name for step in steps)})")
     root = Path(root).resolve()
     state = state_path(name, root)
     record = None if restart else read_record(state)
+    if record is None and redo and not restart:
+        results = Path(root, "results", "pipeline.json")
+        finished = io.read_json(results).get(name) if results.exists() else None
+        if finished is None:
+            raise PipelineError(f"--redo: {results} holds no '{name}' record to redo steps of; "
+                                f"run the whole pipeline first")
+        record = validate_record(finished, results)
     if record is not None and record.get("smoke") != smoke:
         raise PipelineError(f"{state} holds a {'SMOKE' if record['smoke'] else 'real'} "
                             f"pipeline in progress; finish it or pass --restart")
+    if record is not None and record.get("profile", "cpu") != profile:
+        raise PipelineError(f"the '{name}' record in progress was made with profile "
+                            f"{record.get('profile', 'cpu')!r}, not {profile!r}; pass the same "
+                            "--profile or --restart")
     if record is None:
-        record = new_record(name, root, smoke)
+        record = new_record(name, root, smoke, profile)
+    if redo:
+        again = set(redo) | {_REPORT.name}   # the report reads every step's results
+        record["steps"] = [s for s in record["steps"] if s["name"] not in again]
+        record["complete"] = False
+        record.pop("finished", None)
+        record["redone"] = sorted(set(record.get("redone", [])) | set(redo))
     done = {s["name"] for s in record["steps"]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(io.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    if profile == "gpu":
+        env.update(GPU_ENVIRONMENT)
     for number, step in enumerate(steps, 1):
         if step.name in done:
             log(f"[pipeline {name}] {number}/{len(steps)} {step.name}: done in an earlier "
                 f"attempt, skipped")
             continue
-        command, parameters = step_command(step, root, smoke)
+        command, parameters = step_command(step, root, smoke, profile)
         log(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")
         started = _now()
         returncode, seconds, peak = run_watched(command, cwd=io.REPO_ROOT, env=env)
@@ -275,9 +325,12 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
             raise PipelineError(f"step {step.name} failed (exit code {returncode}) after "
                                 f"{seconds:.0f} s; fix it and run the same command again to "
                                 f"resume from this step ({state})")
+        record["steps"] = [s for s in record["steps"] if s["name"] != step.name]
         record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
                                 "max_rss_mb": peak / 2**20, "parameters": parameters,
                                 "commit": io.git_commit(), "resumed_run": bool(done)})
+        order = {s.name: i for i, s in enumerate(steps)}
+        record["steps"].sort(key=lambda s: order.get(s["name"], len(order)))
         record["total_seconds"] = sum(s["seconds"] for s in record["steps"])
         io.write_json(state, record)
         write_result(name, record, root / "results")   # the report step reads it
@@ -301,9 +354,16 @@ def main(argv=None):
                         help="where data/, checkpoints/, results/, figures/ go (default: here)")
     parser.add_argument("--restart", action="store_true",
                         help="forget the steps an interrupted attempt finished")
+    parser.add_argument("--profile", choices=PROFILES, default="cpu",
+                        help="gpu: the budgets, mixed precision and XLA of a cloud GPU VM")
+    parser.add_argument("--redo", default="",
+                        help="comma-separated steps of the last record to run again "
+                             "(e.g. 07_comparison); the report is rebuilt")
     args = parser.parse_args(argv)
+    redo = tuple(name for name in args.redo.split(",") if name)
     try:
-        run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart)
+        run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart,
+                     profile=args.profile, redo=redo)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from . import model as model_lib
+from .train import AdamW
 
 MODES = ("row", "column", "row+column", "inner")
 # kernels whose columns are heads/neurons; the others (attention/output, ffn/output) have them as rows
@@ -224,7 +225,7 @@ class PenalizedClassifier(keras.Model):
         for name, value in (("task_loss", task), ("group_lasso", group_lasso),
                             ("polarization", polarization)):
             self.trackers[name].update_state(value)
-        return loss
+        return per_replica(loss)
 
     def update_group_weights(self):
         if self.group_weights is None:
@@ -232,6 +233,17 @@ class PenalizedClassifier(keras.Model):
         for name, factors in reweighting_factors(self.kernels, self.pruning_config).items():
             for kind, value in factors.items():
                 self.group_weights[name][kind].assign(value)
+
+
+def per_replica(loss):
+    """A replica's share of the loss under a distribution strategy (1/replicas: the replicas'
+    gradients are summed), as Keras' own compiled losses do; unchanged on one device."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss / replicas
+    return loss
 
 
 def task_loss(y, logits, distill_alpha=0.0, temperature=2.0):
@@ -262,7 +274,7 @@ class ReweightCallback(keras.callbacks.Callback):
         self.every = every
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) % self.every == 0:
+        if int(ops.convert_to_numpy(self.model.optimizer.iterations)) % self.every == 0:
             self.model.update_group_weights()
 
 
@@ -275,7 +287,7 @@ class LossTermLogger(keras.callbacks.Callback):
         self.records = []
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations)
+        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
         if step % self.every == 0:
             self.records.append({"step": step, **{k: float(logs[k]) for k in
                                                    ("loss", "task_loss", "group_lasso",
@@ -370,7 +382,7 @@ def current_masks(model, include_pooler=False):
             for name, k in prunable_kernels(model, include_pooler).items()}
 
 
-class MaskedAdamW(keras.optimizers.AdamW):
+class MaskedAdamW(AdamW):
     """AdamW whose masked gradients and weights are exactly zero: pruned groups stay pruned.
 
     The gradient is masked before the update, so the Adam moments of pruned weights stay 0

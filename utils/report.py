@@ -937,15 +937,37 @@ def pipeline_lines(rep):
                 f"`{commit({'git_commit': record['commit']})}`"
                 + (", **SMOKE**" if record.get("smoke") else "") + ".")
             continue
+        over = [f"{s['name']} {s['max_rss_mb'] / 1024:.1f} GiB" for s in steps
+                if s["max_rss_mb"] > PIPELINE_STEP_GIB * 1024]
+        minutes = record["total_seconds"] / 60
         lines.append(
-            f"- `{command}`: {record['total_seconds'] / 60:.1f} min in {len(steps)} {counted} "
+            f"- `{command}`: {minutes:.1f} min in {len(steps)} {counted} "
             f"(longest: {max(steps, key=lambda s: s['seconds'])['name']}, "
             f"{max(s['seconds'] for s in steps) / 60:.1f} min), peak resident memory "
             f"{peak['max_rss_mb'] / 1024:.1f} GiB ({peak['name']}); "
             f"{'from a clean start' if record['started_clean'] else 'reusing earlier checkpoints'}"
-            f", code at commit `{commit({'git_commit': record['commit']})}`"
-            + (", **SMOKE**" if record.get("smoke") else "") + ".")
+            f", {step_commits(record)}" + (", **SMOKE**" if record.get("smoke") else "") + "."
+            + (f" **Over the {PIPELINE_MINUTES[name]}-minute target.**"
+               if minutes > PIPELINE_MINUTES[name] else "")
+            + (f" **Over the {PIPELINE_STEP_GIB} GiB per-step target:** {', '.join(over)}."
+               if over else ""))
     return lines
+
+
+PIPELINE_MINUTES = {"run": 75, "study": 180}   # the targets of README "Set-up"
+PIPELINE_STEP_GIB = 6
+
+
+def step_commits(record):
+    """'code at commit `x`', or, for a pipeline resumed across commits, which steps ran at
+    which."""
+    by_commit = {}
+    for step in record["steps"]:
+        by_commit.setdefault(step.get("commit", record["commit"]), []).append(step["name"])
+    if len(by_commit) <= 1:
+        return f"code at commit `{commit({'git_commit': record['commit']})}`"
+    return "resumed across commits: " + "; ".join(
+        f"`{commit({'git_commit': c})}` ({', '.join(names)})" for c, names in by_commit.items())
 
 
 def readme_markers(name):

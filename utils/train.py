@@ -3,6 +3,7 @@ resumable atomic checkpoints and a guard against NaN losses."""
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,10 @@ class TrainConfig:
     patience: int = 1          # epochs without a better validation macro-F1 before stopping
     max_grad_norm: float = 1.0
     seed: int = 42
-    jit_compile: bool = False
+    # XLA: False on CPU, where it was not measured to pay; True or "auto" on a GPU (the
+    # pipeline's GPU profile sets UTILS_JIT_COMPILE=auto).
+    jit_compile: bool | str = dataclasses.field(default_factory=lambda: _jit_from_environment())
+
 
     def __post_init__(self):
         positive = {"learning_rate": self.learning_rate, "epochs": self.epochs,
@@ -47,6 +51,52 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weight_decay={self.weight_decay!r}: must be >= 0")
         if not isinstance(self.patience, int) or self.patience < 0:
             raise ValueError(f"TrainConfig.patience={self.patience!r}: must be an int >= 0")
+        if self.jit_compile not in (True, False, "auto"):
+            raise ValueError(f"TrainConfig.jit_compile={self.jit_compile!r}: "
+                             "must be True, False or 'auto'")
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+
+
+def auto_precision():
+    """mixed_bfloat16 on GPUs of compute capability 8.0 and newer (A100, L4, H100),
+    mixed_float16 on older ones (T4, V100), float32 without a GPU."""
+    if keras.backend.backend() != "tensorflow":
+        return "float32"
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+    return "mixed_bfloat16" if capability and tuple(capability) >= (8, 0) else "mixed_float16"
+
+
+def set_precision(precision):
+    """Keras' dtype policy for every model built or loaded after this call; returns it.
+
+    "float32" (CPU); "mixed_float16" (T4/V100-class GPUs: float16 compute, float32 weights,
+    and `compile_for_training` then scales the loss); "mixed_bfloat16" (A100 and newer);
+    "auto" picks one of them for the visible GPU (`auto_precision`). The encoder keeps
+    softmax, LayerNorm and the logits in float32 under every policy. The pipeline's GPU
+    profile sets it through the environment variable UTILS_PRECISION, read when this module
+    is imported.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = auto_precision()
+    keras.config.set_dtype_policy(precision)
+    return precision
+
+
+def _jit_from_environment():
+    """TrainConfig.jit_compile's default: UTILS_JIT_COMPILE (true | false | auto), else False."""
+    value = os.environ.get("UTILS_JIT_COMPILE", "false").strip().lower()
+    choices = {"true": True, "1": True, "false": False, "0": False, "auto": "auto"}
+    if value not in choices:
+        raise ValueError(f"UTILS_JIT_COMPILE={value!r}: use true, false or auto")
+    return choices[value]
 
 
 @keras.saving.register_keras_serializable(package="utils")
@@ -69,13 +119,60 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps}
 
 
-def distribution_scope():
-    """Mirror training over all GPUs when more than one is visible (TensorFlow backend)."""
+@keras.saving.register_keras_serializable(package="utils")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW, with global-norm clipping of the whole batch's gradient under a
+    distribution strategy.
+
+    Keras clips each replica's gradient (of its share of the batch) before the replicas'
+    gradients are summed, so with N replicas the clipped step is not one device's. Here the
+    replicas' gradients are summed first, clipped by their global norm, and handed on divided
+    by N (Keras then sums the N equal shares). On one device nothing changes.
+    """
+
+    def _clip_gradients(self, grads):
+        if not self.global_clipnorm or keras.backend.backend() != "tensorflow":
+            return super()._clip_gradients(grads)
+        import tensorflow as tf
+        replica = tf.distribute.get_replica_context()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replica is None or replicas == 1:
+            return super()._clip_gradients(grads)
+        # Embedding gradients stay sparse: summed across replicas their slices are the ones
+        # one device has, so the global norm is one device's too.
+        total = replica.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None])
+        clipped = iter(super()._clip_gradients(total))
+
+        def share(g):
+            if isinstance(g, tf.IndexedSlices):
+                return tf.IndexedSlices(g.values / replicas, g.indices, g.dense_shape)
+            return g / replicas
+        return [None if g is None else share(next(clipped)) for g in grads]
+
+
+def distribution_scope(strategy=None):
+    """Build the model inside this scope: `strategy` (any tf.distribute strategy, e.g.
+    MultiWorkerMirroredStrategy on several hosts), else MirroredStrategy over all GPUs when
+    more than one is visible, else nothing. `fine_tune` then creates the optimizer and
+    compiles inside the same strategy (the model remembers it)."""
+    if strategy is not None:
+        return strategy.scope()
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
         if len(tf.config.list_logical_devices("GPU")) > 1:
             return tf.distribute.MirroredStrategy().scope()
     return contextlib.nullcontext()
+
+
+def _strategy_scope(model):
+    """The scope of the strategy `model` was built under (a no-op scope when none)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def inner_optimizer(optimizer):
+    """The optimizer that holds the Adam moments (inside a LossScaleOptimizer, if wrapped)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 class _KerasBatches(keras.utils.PyDataset):
@@ -96,12 +193,15 @@ class _KerasBatches(keras.utils.PyDataset):
 
 
 def _fit_input(batches):
-    """What model.fit iterates over.
+    """What model.fit iterates over: the batches of every epoch from the current one on.
 
     On TensorFlow, a PyDataset's tensor shapes are guessed from its first two batches, and
     when both have the same padded length every longer batch is then rejected; a generator
     with an explicit (batch, length) = (None, None) signature avoids that and lets one
-    traced step serve every length.
+    traced step serve every length. Each pass over the generator starts again at the current
+    epoch's first batch: under a distribution strategy Keras 3's fit first draws one batch to
+    build the model (TensorFlowTrainer._maybe_symbolic_build), and training must still start
+    at batch 1 and see what it would see on one device.
     """
     if keras.backend.backend() != "tensorflow":
         return _KerasBatches(batches)
@@ -112,21 +212,31 @@ def _fit_input(batches):
     if batches.teacher_logits is not None:
         y_spec = {"label": y_spec, "teacher": tf.TensorSpec(
             (None, batches.teacher_logits.shape[1]), tf.float32)}
-    calls = []
+    first_epoch = batches.epoch
 
     def generate():
-        if calls:  # every pass after the first is a new epoch: re-bucket
-            batches.next_epoch()
-        calls.append(1)
-        for i in range(len(batches)):
-            yield batches[i]
-    # repeat() re-enters the generator at each epoch; fit's steps_per_epoch ends the epochs
-    return tf.data.Dataset.from_generator(generate, output_signature=(x_spec, y_spec)).repeat()
+        epoch = first_epoch
+        while True:   # fit's steps_per_epoch ends the epochs
+            for indices in batches.epoch_batches(epoch):
+                yield batches.batch(indices)
+            epoch += 1
+    # prefetch pads the next batches while the current step runs; what each step sees does
+    # not depend on it
+    return tf.data.Dataset.from_generator(generate, output_signature=(x_spec, y_spec)) \
+        .prefetch(tf.data.AUTOTUNE)
 
 
 def compile_for_training(model, config, steps_per_epoch, masks_by_path=None, no_decay=()):
-    """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots.
+    """AdamW (MaskedAdamW when masks are fixed) with warm-up/decay; builds its slots, inside
+    the distribution strategy `model` was built under. Under a mixed_float16 policy Keras wraps
+    it in a LossScaleOptimizer (a step with non-finite gradients is skipped and the scale
+    halved). Returns model.optimizer (the wrapper, when there is one).
     no_decay: more variable-name parts kept out of weight decay (besides bias / LayerNorm)."""
+    with _strategy_scope(model):
+        return _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_decay)
+
+
+def _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_decay):
     from .pruning import MaskedAdamW
     total_steps = steps_per_epoch * config.epochs
     schedule = WarmupLinearDecay(config.learning_rate,
@@ -134,7 +244,7 @@ def compile_for_training(model, config, steps_per_epoch, masks_by_path=None, no_
     options = dict(learning_rate=schedule, weight_decay=config.weight_decay,
                    global_clipnorm=config.max_grad_norm)
     optimizer = (MaskedAdamW(masks_by_path, **options) if masks_by_path
-                 else keras.optimizers.AdamW(**options))
+                 else AdamW(**options))
     # Decaying LayerNorm scales and biases towards zero only hurts (BERT's recipe).
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", *no_decay])
     # A model that defines compute_loss (the pruning wrapper, the binarized model) brings its
@@ -142,14 +252,20 @@ def compile_for_training(model, config, steps_per_epoch, masks_by_path=None, no_
     loss = None if type(model).compute_loss is not keras.Model.compute_loss else \
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile)
-    optimizer.build(model.trainable_variables)
-    return optimizer
+    model.optimizer.build(model.trainable_variables)
+    return model.optimizer
 
 
 def predict_logits(model, batches):
     """Logits for every example of `batches`, in the original example order."""
-    parts = [np.asarray(model.predict_on_batch(b[0] if isinstance(b, tuple) else b))
-             for b in batches]
+    predict = model.predict_on_batch
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # predict_on_batch under several replicas gives every replica the whole batch and
+        # concatenates their outputs; one plain call on the batch is what is wanted here
+        def predict(x):
+            return keras.ops.convert_to_numpy(model(x, training=False))
+    parts = [np.asarray(predict(b[0] if isinstance(b, tuple) else b)) for b in batches]
     logits = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
     out = np.empty_like(logits)
     out[batches.order()] = logits
@@ -299,13 +415,14 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
         tokenizer, dataset["validation"]["text"], max_length=config.max_length,
         batch_size=config.eval_batch_size)
     steps = len(train_batches) * config.epochs
-    fit_model = model if pruning is None else \
-        pruning_lib.PenalizedClassifier(model, pruning, total_steps=steps)
-    if masks is not None:
-        pruning_lib.apply_masks(model, masks)
-    optimizer = compile_for_training(
-        fit_model, config, len(train_batches),
-        pruning_lib.masks_by_variable_path(model, masks) if masks is not None else None)
+    with _strategy_scope(model):   # the wrapper and the optimizer live in the model's strategy
+        fit_model = model if pruning is None else \
+            pruning_lib.PenalizedClassifier(model, pruning, total_steps=steps)
+        if masks is not None:
+            pruning_lib.apply_masks(model, masks)
+        optimizer = compile_for_training(
+            fit_model, config, len(train_batches),
+            pruning_lib.masks_by_variable_path(model, masks) if masks is not None else None)
 
     run_config = {**dataclasses.asdict(config),
                   "pruning": None if pruning is None else dataclasses.asdict(pruning),
@@ -368,3 +485,7 @@ def predict_texts(model, tokenizer, texts, max_length=64, batch_size=128):
     batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
                                        batch_size=batch_size)
     return predict_logits(model, batches)
+
+
+if os.environ.get("UTILS_PRECISION"):
+    set_precision(os.environ["UTILS_PRECISION"])

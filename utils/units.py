@@ -125,6 +125,16 @@ def select_units(norms, counts, alive, target, total):
     return chosen
 
 
+def adam_moments(optimizer, variable):
+    """[first moment, second moment] of `variable` in a Keras 3 Adam(W) (unwrapped from a
+    LossScaleOptimizer); [] without an optimizer or before it is built."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    if optimizer is None or not getattr(optimizer, "_momentums", None):
+        return []
+    index = optimizer._get_variable_index(variable)
+    return [optimizer._momentums[index], optimizer._velocities[index]]
+
+
 def zero_units(model, off, optimizer=None):
     """Set every weight of the units in `off` ({key: bool array}) to exactly 0, and their Adam
     moments too: a unit whose weights are all 0 gets exactly 0 gradient (its value columns and
@@ -139,9 +149,7 @@ def zero_units(model, off, optimizer=None):
             shape = [1] * len(variable.shape)
             shape[axis] = keep.size
             targets = [variable]
-            if optimizer is not None and getattr(optimizer, "_momentums", None):
-                index = optimizer._get_variable_index(variable)   # Keras 3 Adam's slot lists
-                targets += [optimizer._momentums[index], optimizer._velocities[index]]
+            targets += adam_moments(optimizer, variable)
             for target in targets:
                 target.assign(ops.convert_to_numpy(target) * keep.reshape(shape))
 
@@ -221,9 +229,7 @@ class MatrixGroups:
                 continue
             keep = self._expand((~np.asarray(off[key])).astype(np.float32), kernel.shape, key[1])
             targets = [kernel]
-            if optimizer is not None and getattr(optimizer, "_momentums", None):
-                index = optimizer._get_variable_index(kernel)
-                targets += [optimizer._momentums[index], optimizer._velocities[index]]
+            targets += adam_moments(optimizer, kernel)
             for target in targets:
                 target.assign(ops.convert_to_numpy(target) * keep)
 
@@ -291,6 +297,7 @@ class ProgressiveUnitPruning:
         self.total = encoder_linear_weights(classifier)
         self.alive = {k: np.ones(n.shape, bool) for k, n in self.groups.norms(classifier).items()}
         self.step, self.period, self.shrinking, self.reached = 0, 0, None, []
+        self.last_iterations = None   # the optimizer's step count at the last after_step
         self.seconds = 0.0        # time spent in after_step: the cost of the step outside Adam
 
     def _start_period(self):
@@ -301,7 +308,14 @@ class ProgressiveUnitPruning:
         self.scale = 1.0          # the ramp's value at the last application
 
     def after_step(self, optimizer=None):
-        """Call after every optimizer step (`keras_callback` does)."""
+        """Call after every optimizer step (`keras_callback` does). A step the optimizer
+        skipped (a LossScaleOptimizer does on non-finite gradients under float16; its
+        `iterations` then stays put) is skipped here too, so the schedule counts real steps."""
+        if optimizer is not None:
+            iterations = int(ops.convert_to_numpy(optimizer.iterations))
+            if iterations == self.last_iterations:
+                return
+            self.last_iterations = iterations
         started = time.perf_counter()
         try:
             self._after_step(optimizer)

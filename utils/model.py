@@ -258,7 +258,9 @@ class Embeddings(keras.layers.Layer):
     def call(self, input_ids, training=None):
         # Single-sentence classification: every token has token type 0.
         token_type_ids = ops.zeros_like(input_ids)
-        if self.config.model_type == "roberta":
+        if self.config.model_type == "roberta" or self.position_embeddings.quantization_mode:
+            # RoBERTa's positions depend on the padding; an int8-quantized table is read
+            # through its layer, which dequantizes
             positions = self.position_embeddings(self.position_ids(input_ids))
         else:
             # BERT's positions are 0..T-1 for every tweet: a slice of the table, as Google's

@@ -31,7 +31,7 @@ import numpy as np
 from keras import ops
 
 from . import model as model_lib
-from .train import AdamW
+from .train import AdamW, optimizer_steps
 
 MODES = ("row", "column", "row+column", "inner")
 # kernels whose columns are heads/neurons; the others (attention/output, ffn/output) have them as rows
@@ -274,7 +274,7 @@ class ReweightCallback(keras.callbacks.Callback):
         self.every = every
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(ops.convert_to_numpy(self.model.optimizer.iterations)) % self.every == 0:
+        if optimizer_steps(self.model.optimizer) % self.every == 0:
             self.model.update_group_weights()
 
 
@@ -287,7 +287,7 @@ class LossTermLogger(keras.callbacks.Callback):
         self.records = []
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = optimizer_steps(self.model.optimizer)
         if step % self.every == 0:
             self.records.append({"step": step, **{k: float(logs[k]) for k in
                                                    ("loss", "task_loss", "group_lasso",

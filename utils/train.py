@@ -31,7 +31,6 @@ class TrainConfig:
     # pipeline's GPU profile sets UTILS_JIT_COMPILE=auto).
     jit_compile: bool | str = dataclasses.field(default_factory=lambda: _jit_from_environment())
 
-
     def __post_init__(self):
         positive = {"learning_rate": self.learning_rate, "epochs": self.epochs,
                     "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
@@ -173,6 +172,12 @@ def _strategy_scope(model):
 def inner_optimizer(optimizer):
     """The optimizer that holds the Adam moments (inside a LossScaleOptimizer, if wrapped)."""
     return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def optimizer_steps(optimizer):
+    """Steps `optimizer` has applied, as an int (also for a MirroredVariable counter; a step a
+    LossScaleOptimizer skipped is not counted)."""
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
 
 
 class _KerasBatches(keras.utils.PyDataset):

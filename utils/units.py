@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from . import model as model_lib
+from .train import inner_optimizer, optimizer_steps
 
 KINDS = ("heads", "neurons")
 
@@ -128,7 +129,7 @@ def select_units(norms, counts, alive, target, total):
 def adam_moments(optimizer, variable):
     """[first moment, second moment] of `variable` in a Keras 3 Adam(W) (unwrapped from a
     LossScaleOptimizer); [] without an optimizer or before it is built."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    optimizer = inner_optimizer(optimizer)
     if optimizer is None or not getattr(optimizer, "_momentums", None):
         return []
     index = optimizer._get_variable_index(variable)
@@ -312,7 +313,7 @@ class ProgressiveUnitPruning:
         skipped (a LossScaleOptimizer does on non-finite gradients under float16; its
         `iterations` then stays put) is skipped here too, so the schedule counts real steps."""
         if optimizer is not None:
-            iterations = int(ops.convert_to_numpy(optimizer.iterations))
+            iterations = optimizer_steps(optimizer)
             if iterations == self.last_iterations:
                 return
             self.last_iterations = iterations

@@ -266,6 +266,55 @@ def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
     assert len(again) == len(frame)
 
 
+def test_recovery_for_draws_the_budget_from_the_pool():
+    data = toy_dataset(n_train=64, n_val=8)
+    logits = np.arange(64 * 3, dtype=np.float32).reshape(64, 3)    # row i says i
+    config = train.TrainConfig(epochs=1, patience=0)
+    sample, teacher, one = sweep.recovery_for((data, logits), 48, config, seed=3)
+    # the budget fits one pass: retrain_sample's stratified sample of that size
+    assert sample["train"]["text"] == sweep.retrain_sample(data, 48, 3)["train"]["text"]
+    rows = (teacher[:, 0] / 3).astype(int)
+    assert [data["train"]["text"][i] for i in rows] == sample["train"]["text"]
+    assert (one.epochs, one.patience) == (1, 1)
+    # more than the training split: the fewest passes, over a sample that fills the budget
+    sample, teacher, two = sweep.recovery_for((data, None), 100, config)
+    assert (two.epochs, len(sample["train"]), teacher) == (2, 50, None)
+    assert two.patience >= 2                                   # no early stop inside the budget
+    with pytest.raises(ValueError, match="positive"):
+        sweep.recovery_for((data, None), 0, config)
+
+
+class ExamplesFor:
+    """A masks function that says it trained on 30 examples (as CoFi does)."""
+
+    def __call__(self, model, target):
+        return baselines.ffn_neuron_masks(baselines.numpy_kernels(model), target)
+
+    def examples_for(self, target):
+        return 30
+
+
+def test_mask_sweep_spends_the_equal_budget(tokenizer):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    budget = {0.45: 100}
+    methods = baselines.make_methods(["ffn_neurons"], tokenizer, data["train"], max_length=16)
+    methods["trains"] = baselines.Method("trains", ExamplesFor(), "neuron")
+    frame = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+                                    retrain_examples=48, progress=False, train_budget=budget)
+    final = frame[frame.final.astype(bool)].set_index("method")
+    # scoring methods recover on the whole budget: 2 passes over 50 of the 64 tweets; the
+    # method that trained for 30 recovers on the other 70 (2 passes over 35)
+    assert final.train_examples_total.to_dict() == {"ffn_neurons": 100, "trains": 100}
+    assert frame[~frame.final.astype(bool)].set_index("method").train_examples_total.to_dict() \
+        == {"ffn_neurons": 0, "trains": 30}
+    with pytest.raises(ValueError, match="no entry for targets"):
+        baselines.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
+                             [0.7], config, train_budget=budget, progress=False)
+
+
 def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
@@ -374,5 +423,10 @@ def test_block_train_examples_and_budget_sentence():
                            "train_examples_total": seen[0.5]},
                           {"level": 0.5, "method": "heads", "reached": True,
                            "train_examples_total": 4000.0}])
-    assert "≥50%: block pruning 9,824, the others 4,000" in comparison.budget_sentence(table)
+    unequal = comparison.budget_sentence(table)
+    assert "≥50%: block pruning 9,824, the others 4,000" in unequal and "not equal" in unequal
+    table.loc[1, "train_examples_total"] = 9824 * 1.09               # within 10%: equal
+    assert "equal within 10%" in comparison.budget_sentence(table)
+    table.loc[1, "train_examples_total"] = 9824 * 1.11
+    assert "not equal" in comparison.budget_sentence(table)
     assert comparison.budget_sentence(table.drop(columns="train_examples_total")) == ""

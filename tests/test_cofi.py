@@ -140,3 +140,12 @@ def test_cofi_as_a_method_of_the_sweep(tokenizer):
     assert 0.4 in baselines.method_records(methods)["cofi"]["runs"]
     with pytest.raises(ValueError, match="cofi="):
         baselines.make_methods(["cofi"], tokenizer, data["train"])
+
+
+def test_reg_learning_rate_chosen_on_validation():
+    record = {"runs": [{"reg_learning_rate": 0.01, "val_macro_f1_before_recovery": 0.77},
+                       {"reg_learning_rate": 0.5, "val_macro_f1_before_recovery": 0.80},
+                       {"reg_learning_rate": 0.1, "val_macro_f1_before_recovery": 0.78}]}
+    assert cofi.reg_learning_rate_on_validation(record) == 0.5
+    with pytest.raises(ValueError, match="explore_cofi_reg_lr"):
+        cofi.reg_learning_rate_on_validation({"runs": []})

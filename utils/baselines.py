@@ -546,7 +546,7 @@ def method_records(methods):
 def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
                retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
                seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
-               recovery=None, reference_predictions=None):
+               recovery=None, reference_predictions=None, train_budget=None):
     """For each target: masks_fn(model, target) on the start (dense) weights, evaluate, give the
     recovery every pruned point gets (`utils.sweep.recover`: retrain_config on a fixed stratified
     sample of retrain_examples training tweets, zeros fixed, distilled from the dense start
@@ -565,13 +565,40 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
     (column same_masks_as_target) without retraining or saving again. `model` is
     restored to its start weights at the end. save_dir: recovered models are saved to
     save_dir/sparsity_XX. recovery: `sweep.recovery_data`'s (sample, teacher logits), when
-    the caller already has them. Returns a DataFrame (SWEEP_COLUMNS first).
+    the caller already has them.
+
+    train_budget: {target: training examples} -- equal budgets. Each final point then has
+    trained on that many examples in all: what the method's pruning phase trained on (CoFi:
+    `masks_fn.examples_for(target)`; 0 for methods that only score the weights) plus a recovery
+    of the rest, drawn by `sweep.recovery_for` (more passes when the rest exceeds the training
+    split) -- retrain_examples and retrain_config.epochs are then not used, and `recovery` is
+    the pool (`sweep.recovery_data` on the whole training split).
+    Returns a DataFrame (SWEEP_COLUMNS first).
     """
     start_weights = model.get_weights()
     max_length = retrain_config.max_length if retrain_config else 64
+    if train_budget is not None:
+        if retrain_config is None:
+            raise ValueError("train_budget needs a retrain_config for the recoveries")
+        missing = [t for t in targets if t > 0 and _budget_of(train_budget, t) is None]
+        if missing:
+            raise ValueError(f"train_budget has no entry for targets {missing}: give every "
+                             f"target its examples (it has {sorted(train_budget)})")
+        retrain_examples = None
     if recovery is None and retrain_config is not None:
         recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
                                        retrain_examples, seed, max_length)
+
+    def recovery_of(target, pruned_on):
+        """(retrain_data, teacher_logits, config) of the target's recovery, or None."""
+        if train_budget is None:
+            return (*recovery, retrain_config)
+        rest = _budget_of(train_budget, target) - pruned_on
+        if rest < 1:
+            print(f"{method}: the pruning phase used the whole budget at {target:.0%}: "
+                  "no recovery", flush=True)
+            return None
+        return sweep.recovery_for(recovery, int(rest), retrain_config, seed)
     fields = {"method": method, "K": K, "mode": mode}
     rows = []
 
@@ -586,13 +613,15 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
         model.set_weights(start_weights)
         try:
             if gradual_steps > 1 and retrain_config is not None and target > 0:
-                trained_on = _gradual(model, tokenizer, recovery, masks_fn, target,
-                                      gradual_steps, retrain_config, distill_alpha,
-                                      temperature)
+                data, logits, config = recovery_of(target, 0)
+                trained_on = _gradual(model, tokenizer, (data, logits), masks_fn, target,
+                                      gradual_steps, config, distill_alpha, temperature)
                 rows.append(row(target, True, trained_on, time.perf_counter() - started))
             else:
                 masks = masks_fn(model, target)
-                digest = _digest(masks)
+                # same masks and, with budgets, the same budget
+                digest = (_digest(masks),
+                          None if train_budget is None else _budget_of(train_budget, target))
                 if digest in seen:   # same masks, same (deterministic) retraining: same rows
                     copies = [{**r, "target_sparsity": target, "seconds": 0.0,
                                "same_masks_as_target": seen[digest]}
@@ -607,14 +636,19 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                 pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
                 pruning_seconds = time.perf_counter() - started
                 rows.append(row(target, False, pruned_on, pruning_seconds if pruned_on else 0.0))
-                if retrain_config is not None and target > 0:
+                plan = recovery_of(target, pruned_on) \
+                    if retrain_config is not None and target > 0 else None
+                if plan is not None:
+                    data, logits, config = plan
                     recovering = time.perf_counter()
-                    sweep.recover(model, tokenizer, recovery[0], retrain_config, recovery[1],
-                                  distill_alpha, temperature)
+                    sweep.recover(model, tokenizer, data, config, logits, distill_alpha,
+                                  temperature)
                     rows.append(row(target, True,
-                                    pruned_on + len(recovery[0]["train"]) * retrain_config.epochs,
+                                    pruned_on + len(data["train"]) * config.epochs,
                                     time.perf_counter() - recovering
                                     + (pruning_seconds if pruned_on else 0.0)))
+                elif train_budget is not None and target > 0:
+                    rows[-1]["final"] = True   # the pruning phase spent the whole budget
         except UnreachableSparsity as error:
             print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
             continue
@@ -625,6 +659,12 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
     model.set_weights(start_weights)
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=sweep.SWEEP_COLUMNS)
+
+
+def _budget_of(train_budget, target):
+    """train_budget's examples for `target` (keys compared to 4 decimals), or None."""
+    by_target = {round(float(t), 4): n for t, n in train_budget.items()}
+    return by_target.get(round(float(target), 4))
 
 
 def _digest(masks):
@@ -659,9 +699,11 @@ def _gradual(model, tokenizer, recovery, masks_fn, target, steps, retrain_config
 
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                   retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
-                  progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test"):
+                  progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test",
+                  train_budget=None):
     """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`, all with
-    the same recovery sample, teacher logits (the dense start model's) and dense reference
+    the same recovery sample (with `train_budget`, {target: examples}: the same pool and
+    budgets, see `mask_sweep`), teacher logits (the dense start model's) and dense reference
     predictions; the CSV at `csv_path` is rewritten after each method, so a crash loses at most
     one method. With `resume`, methods already in that CSV are not run again. Returns the rows
     of all methods.
@@ -677,7 +719,8 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
     if todo:
         max_length = retrain_config.max_length
         recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
-                                       retrain_examples, seed, max_length)
+                                       None if train_budget else retrain_examples, seed,
+                                       max_length)
         reference = train.evaluate(model, tokenizer, dataset[eval_split], max_length=max_length,
                                    return_predictions=True)["predictions"]
     for name in todo:
@@ -687,7 +730,7 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                            retrain_config, retrain_examples, method.gradual_steps, method.mode,
                            method.K, None if save_root is None else Path(save_root) / name,
                            seed, eval_split, progress, distill_alpha, temperature, recovery,
-                           reference)
+                           reference, train_budget)
         frames.append(frame)
         print(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s", flush=True)
         if csv_path is not None:

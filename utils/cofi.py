@@ -62,6 +62,17 @@ GATE_KINDS = ("heads", "neurons", "attention_layers", "ffn_layers")
 
 # ------------------------------------------------------------------ the distribution
 
+def reg_learning_rate_on_validation(record):
+    """The reg_learning_rate of `record` (scripts/explore_cofi_reg_lr.py's
+    results/exploratory/cofi_reg_lr.json: one run per rate at the same target and budget) whose
+    pruned model scored the highest validation macro-F1 before recovery."""
+    runs = [r for r in record.get("runs", []) if r.get("val_macro_f1_before_recovery") is not None]
+    if not runs:
+        raise ValueError("the record has no runs with val_macro_f1_before_recovery: rerun "
+                         "scripts/explore_cofi_reg_lr.py")
+    return float(max(runs, key=lambda r: r["val_macro_f1_before_recovery"])["reg_learning_rate"])
+
+
 def _sigmoid(x, xp):
     """xp: numpy, or keras.ops (same names and signatures for what is used here)."""
     return 1.0 / (1.0 + xp.exp(-x))

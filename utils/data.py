@@ -672,8 +672,6 @@ def subsample(dataset_dict, n_per_split, seed=42):
     n_per_split: an int for every split, or {split: n}; splits missing from the dict
     and splits already smaller than n are kept whole.
     """
-    from sklearn.model_selection import train_test_split
-
     import datasets
 
     if isinstance(n_per_split, int):
@@ -686,15 +684,24 @@ def subsample(dataset_dict, n_per_split, seed=42):
             continue
         if n <= 0:
             raise ValueError(f"n_per_split for {split!r} must be positive, got {n}")
-        indices = np.arange(len(ds))
-        labels = np.asarray(ds["label"])
-        try:
-            chosen, _ = train_test_split(indices, train_size=n, stratify=labels,
-                                         random_state=seed)
-        except ValueError:  # too few per class to stratify: plain random sample
-            chosen = np.random.default_rng(seed).choice(indices, size=n, replace=False)
-        sampled[split] = ds.select(np.sort(chosen))
+        sampled[split] = ds.select(stratified_indices(ds["label"], n, seed))
     return datasets.DatasetDict(sampled)
+
+
+def stratified_indices(labels, n, seed=42):
+    """Sorted indices of a label-stratified sample of n of `labels` (all of them when n is at
+    least their number): the rows `subsample` keeps."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    indices = np.arange(len(labels))
+    if n >= len(labels):
+        return indices
+    try:
+        chosen, _ = train_test_split(indices, train_size=n, stratify=labels, random_state=seed)
+    except ValueError:  # too few per class to stratify: plain random sample
+        chosen = np.random.default_rng(seed).choice(indices, size=n, replace=False)
+    return np.sort(chosen)
 
 
 def default_tokenizer_dir():

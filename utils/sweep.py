@@ -283,6 +283,28 @@ def recovery_data(dataset, tokenizer, teacher=None, retrain_examples=None, seed=
     return retrain_data, logits
 
 
+def recovery_for(pool, examples, retrain_config, seed=42):
+    """A recovery of `examples` training examples in all, drawn from `pool` =
+    `recovery_data(dataset, tokenizer, teacher)` (the whole training split and the teacher's
+    logits on it, computed once): (retrain_data, teacher_logits, config) with `retrain_config`'s
+    epochs set to the fewest passes that fit, ceil(examples / training tweets), over a
+    stratified sample of ceil(examples / passes) tweets -- the sample `retrain_sample` draws for
+    that size, so a budget of 4,000 recovers on exactly notebook 04's sample."""
+    if not isinstance(examples, (int, np.integer)) or examples < 1:
+        raise ValueError(f"examples = {examples!r}: a recovery needs a positive number of "
+                         "training examples")
+    data, logits = pool
+    size = len(data["train"])
+    epochs = -(-int(examples) // size)
+    chosen = data_lib.stratified_indices(data["train"]["label"], -(-int(examples) // epochs),
+                                         seed)
+    sample = dict(data)
+    sample["train"] = data["train"].select(chosen)
+    config = dataclasses.replace(retrain_config, epochs=epochs,
+                                 patience=max(retrain_config.patience, epochs))
+    return sample, (None if logits is None else np.asarray(logits)[chosen]), config
+
+
 def recover(model, tokenizer, retrain_data, retrain_config, teacher_logits=None,
             distill_alpha=0.5, temperature=2.0):
     """The recovery fine-tune every pruned point gets: `retrain_config` on `retrain_data`

@@ -315,6 +315,39 @@ def test_mask_sweep_spends_the_equal_budget(tokenizer):
                              [0.7], config, train_budget=budget, progress=False)
 
 
+def test_isolated_sweep_equals_the_in_process_one(tokenizer, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
+    data = toy_dataset(n_train=32, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    runs = {}
+    for isolate in (False, True):
+        methods = baselines.make_methods(["magnitude_global", "layers"], tokenizer,
+                                         data["train"], importance_examples=16, max_length=16)
+        frame = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+                                        retrain_examples=16, progress=False, isolate=isolate,
+                                        save_root=tmp_path / str(isolate),
+                                        csv_path=tmp_path / f"{isolate}.csv")
+        runs[isolate] = (frame, baselines.method_records(methods))
+    (local, local_records), (isolated, isolated_records) = runs[False], runs[True]
+    # the child rebuilt each method from its recipe and started from the same weights
+    assert isolated_records == local_records and isolated_records["layers"]["order"]
+    assert methods["layers"].decisions == local_records["layers"]
+    columns = ["method", "target_sparsity", "final", "sparsity_encoder_linear",
+               "train_examples_total"]
+    pd.testing.assert_frame_equal(isolated[columns], local[columns])
+    before = ~local.final.astype(bool)          # pruned, not yet trained: the same scores
+    np.testing.assert_allclose(isolated[before].macro_f1, local[before].macro_f1)
+    assert (tmp_path / "True" / "layers" / "sparsity_45" / "config.json").exists()
+    assert len(pd.read_csv(tmp_path / "True.csv")) == len(isolated)
+
+
+def test_isolated_sweep_needs_a_recipe(tokenizer):
+    method = baselines.Method("made_by_hand", lambda model, target: {}, "unstructured")
+    with pytest.raises(ValueError, match="no recipe"):
+        baselines._sweep_in_process("unused", method, {})
+
+
 def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))

@@ -391,3 +391,42 @@ def test_target_lines_say_met_or_not_from_the_numbers():
     Rep.r["block_pruning"]["before_recovery"][0]["gap_points"] = 2.5
     lines = report.target_lines(Rep)
     assert "**not met** (1.1 points" in lines[0] and "**not met** (2.5 points)" in lines[2]
+
+
+def test_budgets_equal_follows_the_training_examples():
+    """Mutation test: one method 11% over block pruning's budget and the claim goes."""
+    rows = [{"level": 0.5, "method": "block", "reached": True, "train_examples_total": 9824},
+            {"level": 0.5, "method": "layers", "reached": True, "train_examples_total": 9824},
+            {"level": 0.5, "method": "heads", "reached": False, "train_examples_total": None},
+            {"level": 0.7, "method": "block", "reached": True, "train_examples_total": 15680},
+            {"level": 0.7, "method": "cofi", "reached": True, "train_examples_total": 15680 * 1.09}]
+    assert report.budgets_equal(rows)
+    rows[-1]["train_examples_total"] = 15680 * 1.11
+    assert not report.budgets_equal(rows)
+    rows[-1]["train_examples_total"] = float("nan")            # unknown is not equal
+    assert not report.budgets_equal(rows)
+
+
+def test_comparison_protocol_says_equal_budgets_only_when_they_are(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"level": 0.5, "method": "block", "reached": True, "max_sparsity_encoder_linear": 0.9,
+             "sparsity_encoder_linear": 0.5, "macro_f1": 0.83, "gap_to_dense_points": 0.5,
+             "rank": 1.0, "val_macro_f1": 0.82, "train_examples_total": 9824},
+            {"level": 0.5, "method": "layers", "reached": True, "max_sparsity_encoder_linear": 1.0,
+             "sparsity_encoder_linear": 0.5, "macro_f1": 0.80, "gap_to_dense_points": 3.5,
+             "rank": 2.0, "val_macro_f1": 0.79, "train_examples_total": 9824}]
+    write_csv(results / "comparison.csv", rows)
+    (results / "baselines.json").write_text(json.dumps({
+        "methods": ["magnitude_global", "layers"], "train_budget": {"0.5": 9824, "0.7": 15680},
+        "retrain": {"examples": 4000, "epochs": 1, "distill_alpha": 0.5},
+        "git_commit": "abc"}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none", data=tmp_path / "none")
+    section = section_of(md, "Comparison with other pruning methods")
+    assert "as many examples as block pruning's point at that level" in section
+    assert "9,824 at 50%, 15,680 at 70%" in section and "gradual" not in section
+    assert "trained on equal budgets at each level (within 10%" in md
+    rows[1]["train_examples_total"] = 4000                      # the old protocol's numbers
+    write_csv(results / "comparison.csv", rows)
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none", data=tmp_path / "none")
+    assert "equal budgets" not in md and "budgets are not equal" in md

@@ -37,9 +37,12 @@ dense model), with rows in `utils.sweep.SWEEP_COLUMNS` and validation scores.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import pickle
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -434,6 +437,8 @@ class Method:
     mode: str                 # granularity, written to the sweep CSV's "mode" column
     gradual_steps: int = 1    # > 1: prune -> retrain steps on the cubic schedule
     K: float = float("nan")   # comparable block count, where one exists
+    recipe: dict = None       # make_methods' arguments that rebuild it (in another process)
+    decisions: dict = None    # what it decided when it ran in another process
 
 
 METHODS = ("magnitude_global", "magnitude_per_matrix", "magnitude_gradual", "heads",
@@ -449,7 +454,7 @@ class CoFiPruner:
     def __init__(self, tokenizer, dataset, train_config, examples_for, distill_alpha=0.5,
                  temperature=2.0, reg_learning_rate=0.01, progress=False):
         self.tokenizer, self.dataset, self.train_config = tokenizer, dataset, train_config
-        self.examples_for = examples_for
+        self._examples = examples_for
         self.reg_learning_rate = reg_learning_rate
         self.distill_alpha, self.temperature, self.progress = distill_alpha, temperature, progress
         self.teacher = None
@@ -467,6 +472,17 @@ class CoFiPruner:
             distill_alpha=self.distill_alpha, temperature=self.temperature,
             reg_learning_rate=self.reg_learning_rate, progress=self.progress)
         return pruning.current_masks(model)
+
+    def examples_for(self, target):
+        """Training tweets of the pruning phase at `target` (examples_for: a callable or a
+        {target: examples} mapping, which pickles)."""
+        if callable(self._examples):
+            return self._examples(target)
+        by_target = {round(float(t), 4): n for t, n in self._examples.items()}
+        if round(float(target), 4) not in by_target:
+            raise ValueError(f"CoFi has no pruning budget for target {target}: examples_for "
+                             f"covers {sorted(by_target)}")
+        return by_target[round(float(target), 4)]
 
     def record(self):
         return {"runs": self.records}
@@ -487,9 +503,10 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
     """The methods `names` (from METHODS) as `Method`s. Head importance and layer losses are
     computed on `importance_examples` tweets of `importance_split` (the training split); the
     Fisher mask search on `fisher_examples` of them (default: the reference's 2,048, in its
-    batches of 32). cofi: {"dataset", "train_config", "examples_for": target -> training
-    tweets of its pruning phase, "distill_alpha", "temperature", "reg_learning_rate"} for
-    the method "cofi"."""
+    batches of 32). cofi: {"dataset", "train_config", "examples_for": training tweets of its
+    pruning phase, {target: examples} or a callable, "distill_alpha", "temperature",
+    "reg_learning_rate"} for the method "cofi". Each Method keeps these arguments as its
+    `recipe`, so `run_baselines(isolate=True)` can rebuild it in a fresh process."""
     from . import fisher_mask
     unknown = sorted(set(names) - set(METHODS))
     if unknown:
@@ -523,7 +540,18 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
     if "cofi" in names and not cofi:
         raise ValueError("the method 'cofi' trains: pass cofi={'dataset', 'train_config', "
                          "'examples_for', ...}")
-    return {name: factories[name]() for name in names}
+    options = {"importance_examples": importance_examples,
+               "head_step_fraction": head_step_fraction, "gradual_steps": gradual_steps,
+               "greedy_layers": greedy_layers, "max_length": max_length,
+               "batch_size": batch_size, "seed": seed, "progress": progress,
+               "fisher_examples": fisher_examples}
+    methods = {}
+    for name in names:
+        methods[name] = factories[name]()
+        methods[name].recipe = {"names": [name], "tokenizer": tokenizer,
+                                "importance_split": importance_split, **options,
+                                "cofi": cofi if name == "cofi" else None}
+    return methods
 
 
 def method_records(methods):
@@ -532,7 +560,9 @@ def method_records(methods):
     records = {}
     for name, method in methods.items():
         fn = method.masks_fn
-        if isinstance(fn, HeadImportancePruner):
+        if method.decisions is not None:
+            records[name] = method.decisions
+        elif isinstance(fn, HeadImportancePruner):
             records[name] = {"order": [list(k) for k in fn.order], "steps": fn.history}
         elif isinstance(fn, LayerDropper):
             records[name] = {"order": fn.order, "loss_increases": fn.increases}
@@ -700,13 +730,18 @@ def _gradual(model, tokenizer, recovery, masks_fn, target, steps, retrain_config
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                   retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
                   progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test",
-                  train_budget=None):
+                  train_budget=None, isolate=False):
     """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`, all with
     the same recovery sample (with `train_budget`, {target: examples}: the same pool and
     budgets, see `mask_sweep`), teacher logits (the dense start model's) and dense reference
     predictions; the CSV at `csv_path` is rewritten after each method, so a crash loses at most
     one method. With `resume`, methods already in that CSV are not run again. Returns the rows
     of all methods.
+
+    isolate: run each method's sweep in a fresh process (rebuilt from its `recipe`), so the
+    memory TensorFlow keeps after every fine-tune (~280 MB, results/exploratory/
+    recovery_memory.json) is returned when the method ends; what it decided comes back as
+    `method.decisions`.
     """
     frames, done = [], set()
     if resume and csv_path is not None and Path(csv_path).exists():
@@ -716,23 +751,70 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
         done = set(previous.method)
         print(f"resuming: {sorted(done)} already in {csv_path}")
     todo = [name for name in methods if name not in done]
-    if todo:
-        max_length = retrain_config.max_length
-        recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
-                                       None if train_budget else retrain_examples, seed,
-                                       max_length)
-        reference = train.evaluate(model, tokenizer, dataset[eval_split], max_length=max_length,
-                                   return_predictions=True)["predictions"]
-    for name in todo:
-        method = methods[name]
-        started = time.perf_counter()
-        frame = mask_sweep(model, tokenizer, dataset, name, method.masks_fn, targets,
-                           retrain_config, retrain_examples, method.gradual_steps, method.mode,
-                           method.K, None if save_root is None else Path(save_root) / name,
-                           seed, eval_split, progress, distill_alpha, temperature, recovery,
-                           reference, train_budget)
-        frames.append(frame)
-        print(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s", flush=True)
-        if csv_path is not None:
-            sweep.write_sweep_csv(pd.concat(frames, ignore_index=True), csv_path)
+    if not todo:
+        return pd.concat(frames, ignore_index=True)
+    max_length = retrain_config.max_length
+    recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
+                                   None if train_budget else retrain_examples, seed, max_length)
+    reference = train.evaluate(model, tokenizer, dataset[eval_split], max_length=max_length,
+                               return_predictions=True)["predictions"]
+    shared = {"tokenizer": tokenizer, "dataset": dataset, "targets": targets,
+              "retrain_config": retrain_config, "retrain_examples": retrain_examples,
+              "seed": seed, "eval_split": eval_split, "progress": progress,
+              "distill_alpha": distill_alpha, "temperature": temperature,
+              "recovery": recovery, "reference_predictions": reference,
+              "train_budget": train_budget}
+    with contextlib.ExitStack() as stack:
+        if isolate:   # the children start from the same weights, read from disk
+            start_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "start"
+            model_lib.save_model(model, start_dir)
+        for name in todo:
+            method = methods[name]
+            started = time.perf_counter()
+            args = {**shared, "method": name, "gradual_steps": method.gradual_steps,
+                    "mode": method.mode, "K": method.K,
+                    "save_dir": None if save_root is None else Path(save_root) / name}
+            if isolate:
+                frame, method.decisions = _sweep_in_process(start_dir, method, args)
+            else:
+                frame = mask_sweep(model, masks_fn=method.masks_fn, **args)
+            frames.append(frame)
+            print(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s",
+                  flush=True)
+            if csv_path is not None:
+                sweep.write_sweep_csv(pd.concat(frames, ignore_index=True), csv_path)
     return pd.concat(frames, ignore_index=True)
+
+
+def _sweep_in_process(start_dir, method, args):
+    """mask_sweep(**args) of `method` in a spawned process (a fresh TensorFlow): its rows and
+    decisions."""
+    import multiprocessing
+    if method.recipe is None:
+        raise ValueError(f"method {method.name!r} has no recipe to rebuild it in another "
+                         "process: make it with make_methods, or run without isolate")
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.pkl"
+        child = multiprocessing.get_context("spawn").Process(
+            target=_sweep_child, args=(str(start_dir), method.recipe, args, str(out)),
+            name=f"sweep-{method.name}")
+        child.start()
+        child.join()
+        if child.exitcode != 0 or not out.exists():
+            raise RuntimeError(f"the {method.name} sweep's process exited with code "
+                               f"{child.exitcode} (its error is in the process's stderr, "
+                               "e.g. the Jupyter server's log); the methods before it are "
+                               "saved: rerun with resume=True")
+        with open(out, "rb") as f:
+            result = pickle.load(f)
+    return result["frame"], result["decisions"]
+
+
+def _sweep_child(start_dir, recipe, args, out):
+    """The child's side of `_sweep_in_process`: rebuild the method, sweep, write the rows."""
+    model = model_lib.load_model(start_dir)
+    name = recipe["names"][0]
+    method = make_methods(**recipe)[name]
+    frame = mask_sweep(model, masks_fn=method.masks_fn, **args)
+    with open(out, "wb") as f:
+        pickle.dump({"frame": frame, "decisions": method_records({name: method}).get(name)}, f)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
+from . import io, report
 from . import model as model_lib
 
 LEVELS = (0.5, 0.7, 0.9)
@@ -260,15 +260,12 @@ def _gap(row):
     return f"{abs(gap):.1f} points {'below' if gap > 0 else 'above'} dense"
 
 
-BUDGET_TOLERANCE = 0.10   # budgets within 10% of block pruning's count as equal
-
-
 def budget_sentence(table, block="block"):
     """How many training examples each chosen point saw, where the table records it, and
-    whether that is the same budget as block pruning's (within BUDGET_TOLERANCE)."""
+    whether that is the same budget as block pruning's (`report.budgets_equal`)."""
     if "train_examples_total" not in table.columns:
         return ""
-    parts, equal = [], True
+    parts = []
     for level, part in table[table.reached].groupby("level"):
         mine = part[part.method == block].train_examples_total.dropna()
         others = part[part.method != block].train_examples_total.dropna()
@@ -276,10 +273,10 @@ def budget_sentence(table, block="block"):
             parts.append(f"≥{level:.0%}: block pruning {mine.iloc[0]:,.0f}, the others "
                          + (f"{others.min():,.0f}" if others.min() == others.max()
                             else f"{others.min():,.0f}-{others.max():,.0f}"))
-            equal &= bool((abs(others - mine.iloc[0]) <= BUDGET_TOLERANCE * mine.iloc[0]).all())
     if not parts:
         return ""
-    verdict = (f"equal within {BUDGET_TOLERANCE:.0%}, the pruning phase included" if equal
+    equal = report.budgets_equal(table[table.reached].to_dict("records"), block)
+    verdict = (f"equal within {report.BUDGET_TOLERANCE:.0%}, the pruning phase included" if equal
                else "block pruning's include its pruning run up to the snapshot, so the "
                     "budgets are not equal")
     return (f" Training examples behind each chosen point ({verdict}): "

@@ -33,6 +33,7 @@ from pathlib import Path
 from . import io
 from .bench import VARIANTS  # the benchmark's own order (bench imports no TensorFlow)
 
+BUDGET_TOLERANCE = 0.10   # training budgets within 10% of block pruning's count as equal
 NOTEBOOK_RUN = ".venv/bin/papermill --cwd notebooks notebooks/{0} notebooks/{0}"
 # key -> (file, directory argument it lives in, what produces it)
 SOURCES = {
@@ -587,6 +588,23 @@ def comparison_conclusions(comparison, block="block"):
     return lines
 
 
+def budgets_equal(comparison, block="block"):
+    """Whether every reached point of comparison.csv trained on block pruning's number of
+    examples at its level (within BUDGET_TOLERANCE); False when a count is missing."""
+    def examples(row):
+        n = row.get("train_examples_total")
+        return float(n) if n not in (None, "") and float(n) == float(n) else None
+    for level in {r["level"] for r in comparison}:
+        reached = [r for r in comparison if r["level"] == level and r["reached"]]
+        ours = [examples(r) for r in reached if r["method"] == block]
+        if not ours or not ours[0]:
+            return False
+        if any(examples(r) is None or abs(examples(r) - ours[0]) > BUDGET_TOLERANCE * ours[0]
+               for r in reached):
+            return False
+    return True
+
+
 def comparison_is_stale(comparison, sweep, block="block"):
     """True when a reached `block` row of comparison.csv matches no final `block` point of the
     sparsity sweep (its macro-F1 and sparsity), i.e. notebook 04 ran again after notebook 07."""
@@ -605,14 +623,27 @@ def comparison_section(rep):
     recovery = settings.get("retrain", {}) if settings else {}
     distilled = (f", distilled from the dense model (α = {recovery['distill_alpha']})"
                  if recovery.get("distill_alpha") else "")
+    methods = settings.get("methods", []) if settings else []
+    budget = settings.get("train_budget") if settings else None
+    if budget:
+        protocol = ("Each method prunes the same dense model, and each method's final point has "
+                    "trained on as many examples as block pruning's point at that level (its "
+                    "pruning run up to the snapshot plus its recovery: "
+                    + ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
+                        budget.items(), key=lambda item: float(item[0])))
+                    + "): a method that only scores the weights spends the whole budget on a "
+                    f"recovery fine-tune (zeros fixed{distilled}), CoFi its pruning phase plus "
+                    "the recovery block pruning's snapshots get")
+    else:
+        protocol = ("Each method prunes the same dense model and every pruned point gets the "
+                    "same recovery as block pruning's snapshots"
+                    + (f" ({recovery['examples']:,} training tweets, "
+                       f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
+                       if recovery.get("examples") else ""))
+    gradual = (" and gradual on the cubic schedule of Zhu & Gupta (2017) (as in Chen et al. "
+               "2020)" if "magnitude_gradual" in methods or not methods else "")
     out = ["## Comparison with other pruning methods",
-           "Each method prunes the same dense model and every pruned point gets the same "
-           "recovery as block pruning's snapshots"
-           + (f" ({recovery['examples']:,} training tweets, "
-              f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
-              if recovery.get("examples") else "")
-           + ": unstructured magnitude pruning, global and gradual on the cubic schedule of "
-           "Zhu & Gupta (2017) (as in Chen et al. 2020); whole layers by training-loss increase "
+           protocol + ": unstructured magnitude pruning, global" + gradual + "; whole layers by training-loss increase "
            "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
            "weight norm; heads and "
            "FFN neurons together by the Fisher information of their masks with the mask search "
@@ -658,7 +689,10 @@ def comparison_section(rep):
                       [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
                         f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
                         pct(r["macro_f1"])] for r in pareto_front(latency)])]
-    if settings is not None:
+    if settings is not None and budget:
+        out.append("Methods: " + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
+                   + rep.provenance("baselines"))
+    elif settings is not None:
         out.append(f"Recovery budget for every method: {settings['retrain']['examples']:,} "
                    f"tweets x {plural(settings['retrain']['epochs'], 'epoch')} (methods that "
                    "train to find their masks, block pruning and CoFi, also count their pruning "
@@ -895,9 +929,12 @@ def limitations(rep):
                      "was written before selection on validation (run `make study`).")
     elif comparison:
         items.append("Every selected point (sparsity table, comparison) is chosen on validation; "
-                     "test is reported once. The comparison's budgets are equal for the recovery "
-                     "only: block pruning's points also trained during the pruning run "
-                     "(see the training examples column).")
+                     "test is reported once. "
+                     + ("The comparison's methods trained on equal budgets at each level "
+                        f"(within {BUDGET_TOLERANCE:.0%}, pruning phase included)."
+                        if budgets_equal(comparison) else
+                        "The comparison's budgets are not equal: block pruning's points also "
+                        "trained during the pruning run (see the training examples column)."))
     if bench:
         items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
                      "cores), not a GPU or a phone; they move with other load on the machine.")

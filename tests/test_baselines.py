@@ -463,3 +463,10 @@ def test_block_train_examples_and_budget_sentence():
     table.loc[1, "train_examples_total"] = 9824 * 1.11
     assert "not equal" in comparison.budget_sentence(table)
     assert comparison.budget_sentence(table.drop(columns="train_examples_total")) == ""
+
+
+def test_cofi_budget_by_target_mapping():
+    pruner = baselines.CoFiPruner(None, None, None, examples_for={"0.5": 5824, 0.7: 11680})
+    assert pruner.examples_for(0.5) == 5824 and pruner.examples_for(0.70000001) == 11680
+    with pytest.raises(ValueError, match="no pruning budget for target 0.9"):
+        pruner.examples_for(0.9)

@@ -478,11 +478,11 @@ class CoFiPruner:
         {target: examples} mapping, which pickles)."""
         if callable(self._examples):
             return self._examples(target)
-        by_target = {round(float(t), 4): n for t, n in self._examples.items()}
-        if round(float(target), 4) not in by_target:
+        examples = _budget_of(self._examples, target)
+        if examples is None:
             raise ValueError(f"CoFi has no pruning budget for target {target}: examples_for "
-                             f"covers {sorted(by_target)}")
-        return by_target[round(float(target), 4)]
+                             f"covers {sorted(map(float, self._examples))}")
+        return examples
 
     def record(self):
         return {"runs": self.records}

@@ -264,3 +264,92 @@ def test_progressive_pruning_with_matrix_groups_reaches_targets_and_holds_zeros(
         assert r["target"] <= r["sparsity"] < r["target"] + 0.01
     assert all(seen) and len(seen) == 12
     assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(pruner.sparsity())
+
+
+def _best_kept_importance(values, costs, budget):
+    """Brute force: the largest total importance of any set of units within `budget`."""
+    import itertools
+    best = 0.0
+    for n in range(len(values) + 1):
+        for kept in itertools.combinations(range(len(values)), n):
+            if sum(costs[i] for i in kept) <= budget:
+                best = max(best, sum(values[i] for i in kept))
+    return best
+
+
+@pytest.mark.parametrize("target", [0.2, 0.45, 0.7])
+def test_select_by_importance_keeps_the_most_important_alive_units_within_the_target(target):
+    rng = np.random.default_rng(int(target * 100))
+    keys = [(0, "heads"), (1, "heads"), (0, "neurons"), (1, "neurons")]
+    sizes = {(0, "heads"): 2, (1, "heads"): 2, (0, "neurons"): 3, (1, "neurons"): 3}
+    counts = {k: (16 if k[1] == "heads" else 4) for k in keys}
+    importance = {k: rng.exponential(size=sizes[k]) for k in keys}
+    alive = {k: np.ones(sizes[k], bool) for k in keys}
+    alive[(1, "neurons")][0] = alive[(0, "heads")][1] = False        # already switched off
+    total = sum(counts[k] * sizes[k] for k in keys)                  # 64 + 24 = 88
+    chosen = U.select_by_importance(importance, counts, alive, target, total)
+    for k in keys:
+        assert not (chosen[k] & ~alive[k]).any()                    # only alive units are cut
+    kept = [(k, u) for k in keys for u in np.flatnonzero(alive[k] & ~chosen[k])]
+    pruned = total - sum(counts[k] for k, _ in kept)
+    assert pruned >= target * total - 1e-9
+    candidates = [(k, u) for k in keys for u in np.flatnonzero(alive[k])]
+    best = _best_kept_importance([importance[k][u] for k, u in candidates],
+                                 [counts[k] for k, _ in candidates], (1 - target) * total)
+    assert sum(importance[k][u] for k, u in kept) == pytest.approx(best)
+
+
+def test_select_by_importance_needs_one_size_per_kind():
+    counts = {(0, "heads"): 16, (1, "heads"): 8, (0, "neurons"): 4}
+    alive = {k: np.ones(2, bool) for k in counts}
+    with pytest.raises(ValueError, match="same size"):
+        U.select_by_importance({k: np.ones(2) for k in counts}, counts, alive, 0.5, 56)
+
+
+def test_progressive_pruning_by_fisher_cuts_the_least_important_units_at_each_period(tokenizer):
+    from helpers import toy_dataset
+    from utils import baselines, train
+    model = random_model(PROGRESSIVE, seed=7)
+    data = toy_dataset(n_train=96, n_val=16)
+    batches = baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0)
+    fisher = U.fisher_importance(batches)
+    calls = []
+
+    def importance(m):
+        calls.append({k: v.copy() for k, v in fisher(m).items()})
+        return calls[-1]
+    alive_after = []
+    pruner = U.ProgressiveUnitPruning(model, [0.3, 0.6], total_steps=12, prune_fraction=1.0,
+                                      every=1, importance=importance,
+                                      on_target=lambda t: alive_after.append(
+                                          {k: a.copy() for k, a in pruner.alive.items()}))
+    config = train.TrainConfig(learning_rate=1e-2, epochs=1, batch_size=8, max_length=16)
+    start = {k: a.copy() for k, a in pruner.alive.items()}
+    train.fine_tune(model, tokenizer, data, config, callbacks=[pruner.keras_callback()],
+                    progress=False)
+    assert len(calls) == 2 and [r["target"] for r in pruner.reached] == [0.3, 0.6]
+    counts, total = U.unit_weight_counts(model), U.encoder_linear_weights(model)
+    # each period cut exactly what select_by_importance picks from that period's Fisher
+    for period, (target, alive) in enumerate(zip([0.3, 0.6], [start, alive_after[0]])):
+        expected = U.select_by_importance(calls[period], counts, alive, target, total)
+        after = alive_after[period]
+        for key in alive:
+            assert (alive[key] & ~after[key] == expected[key]).all()
+    # a switched-off unit has exactly zero Fisher information at the next period's start
+    for key, alive in alive_after[0].items():
+        assert (calls[1][key][~alive] == 0).all()
+    for r in pruner.reached:
+        assert r["target"] <= r["sparsity"] < r["target"] + max(counts.values()) / total
+
+
+def test_importance_selection_rejects_matrix_groups_and_unknown_selections(tokenizer):
+    from helpers import toy_dataset
+    from utils import train
+    model = random_model(PROGRESSIVE, seed=0)
+    with pytest.raises(ValueError, match="UnitGroups"):
+        U.ProgressiveUnitPruning(model, [0.5], total_steps=10, groups=U.MatrixGroups(),
+                                 importance=lambda m: {})
+    config = train.TrainConfig(epochs=1, batch_size=8, max_length=16)
+    with pytest.raises(ValueError, match="selection = 'l0'"):
+        U.progressive_prune(model, tokenizer, toy_dataset(n_train=16, n_val=8), [0.5], config,
+                            "/nonexistent", selection="l0")

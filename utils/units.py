@@ -22,6 +22,7 @@ from . import model as model_lib
 from .train import inner_optimizer, optimizer_steps
 
 KINDS = ("heads", "neurons")
+SELECTIONS = ("rms", "fisher")   # how ProgressiveUnitPruning picks the units of a period
 
 
 def unit_parts(model):
@@ -124,6 +125,47 @@ def select_units(norms, counts, alive, target, total):
         chosen[key][unit] = True
         pruned += counts[key]
     return chosen
+
+
+def select_by_importance(importance, counts, alive, target, total):
+    """Units to switch off so that pruned encoder-linear weights reach `target` * `total`,
+    keeping the alive units of the largest total `importance` that fit in the remaining
+    (1 - target) * total weights: the exact knapsack of Kwon et al.'s mask search
+    (`fisher_mask.search_masks`), over the units still alive. Needs one weight count for every
+    head and one for every neuron (the unit groups of an uncompacted model). Returns
+    {key: bool array}."""
+    from .fisher_mask import search_masks
+    flat = {kind: [(k, u) for k in sorted(alive) if k[1] == kind
+                   for u in np.flatnonzero(alive[k])] for kind in KINDS}
+    costs = {kind: {counts[k] for k in alive if k[1] == kind} for kind in KINDS}
+    if any(len(c) > 1 for c in costs.values()):
+        raise ValueError(f"unit weight counts {costs}: importance selection needs every head "
+                         "(and every neuron) to have the same size")
+    cost = {kind: (c.pop() if c else 1) for kind, c in costs.items()}
+    keep_heads, keep_neurons = search_masks(
+        [importance[k][u] for k, u in flat["heads"]],
+        [importance[k][u] for k, u in flat["neurons"]],
+        cost["heads"], cost["neurons"], (1 - target) * total)
+    chosen = {k: np.array(a, bool) for k, a in alive.items()}   # alive and not kept -> off
+    for kind, kept in (("heads", keep_heads), ("neurons", keep_neurons)):
+        for index in kept:
+            key, unit = flat[kind][index]
+            chosen[key][unit] = False
+    return chosen
+
+
+def fisher_importance(batches):
+    """importance(model) -> {(layer, kind): diagonal Fisher information of each unit's mask}
+    over labelled `batches` (`fisher_mask.fisher_information`, Kwon et al. 2022), for
+    `ProgressiveUnitPruning(importance=...)`. Recomputed on the model as it is at each
+    period's start."""
+    from .fisher_mask import fisher_information
+
+    def importance(model):
+        fisher = fisher_information(model, batches)
+        return {(layer, kind): values for kind in KINDS
+                for layer, values in fisher[kind].items()}
+    return importance
 
 
 def adam_moments(optimizer, variable):
@@ -274,10 +316,15 @@ class ProgressiveUnitPruning:
     neurons, method `block`, the default) or `MatrixGroups(K, mode)` (the proposal's per-matrix
     row/column groups, method `block_seed`). As in HESSO (Chen et al. 2023), which removes groups
     progressively over periods instead of trusting a threshold after the fact.
+
+    importance: None chooses the smallest units by RMS weight (`select_units`); a callable
+    model -> {key: per-unit importance} (e.g. `fisher_importance(batches)`) chooses, at each
+    period's start, the alive units of least total importance that reach the target
+    (`select_by_importance`; unit groups only).
     """
 
     def __init__(self, classifier, targets, total_steps, prune_fraction=0.8, every=4,
-                 on_target=None, groups=None):
+                 on_target=None, groups=None, importance=None):
         targets = sorted(targets)
         if not targets or not all(0 < t < 1 for t in targets):
             raise ValueError(f"targets = {targets!r}: give sparsities in (0, 1), e.g. [0.3, 0.5]")
@@ -291,6 +338,10 @@ class ProgressiveUnitPruning:
         self.classifier, self.targets, self.every = classifier, targets, every
         self.on_target = on_target
         self.groups = groups if groups is not None else UnitGroups()
+        if importance is not None and not isinstance(self.groups, UnitGroups):
+            raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
+                             f"not on {self.groups.name!r} groups: pass importance=None")
+        self.importance = importance
         span = max(len(targets), int(prune_fraction * total_steps))
         # period p covers steps [ends[p-1], ends[p])
         self.ends = [round(span * (p + 1) / len(targets)) for p in range(len(targets))]
@@ -302,9 +353,13 @@ class ProgressiveUnitPruning:
         self.seconds = 0.0        # time spent in after_step: the cost of the step outside Adam
 
     def _start_period(self):
-        norms = self.groups.norms(self.classifier)
-        self.shrinking = select_units(norms, self.counts, self.alive, self.targets[self.period],
-                                      self.total)
+        target = self.targets[self.period]
+        if self.importance is None:
+            self.shrinking = select_units(self.groups.norms(self.classifier), self.counts,
+                                          self.alive, target, self.total)
+        else:
+            self.shrinking = select_by_importance(self.importance(self.classifier), self.counts,
+                                                  self.alive, target, self.total)
         self.period_start = self.step
         self.scale = 1.0          # the ramp's value at the last application
 
@@ -366,21 +421,36 @@ class ProgressiveUnitPruning:
 
 def progressive_prune(classifier, tokenizer, dataset, targets, train_config, save_dir,
                       teacher_logits=None, distill_alpha=0.5, temperature=2.0,
-                      prune_fraction=0.8, every=4, groups=None):
+                      prune_fraction=0.8, every=4, groups=None, selection="rms",
+                      fisher_examples=None):
     """One training run (task loss + distillation from `teacher_logits`) that passes through
     every target with `ProgressiveUnitPruning`, saving a snapshot at each to
-    save_dir/sparsity_XX. Returns (pruner, training state)."""
+    save_dir/sparsity_XX. Returns (pruner, training state).
+
+    selection: "rms" (the smallest units by RMS weight) or "fisher" (the least important by
+    the Fisher information of their masks on `fisher_examples` stratified training tweets,
+    default the reference's 2,048 in batches of 32, recomputed at each period's start; those
+    tweets are read without any update, so they add no training examples)."""
     from . import pruning, sweep, train
     from . import batching
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection = {selection!r}: choose one of {SELECTIONS}")
     steps = len(batching.make_batches(tokenizer, dataset["train"]["text"],
                                       dataset["train"]["label"], train_config.max_length,
                                       train_config.batch_size)[0]) * train_config.epochs
+    importance = None
+    if selection == "fisher":
+        from .baselines import _labelled_batches
+        from .fisher_mask import FISHER_BATCH_SIZE, FISHER_EXAMPLES
+        importance = fisher_importance(_labelled_batches(
+            tokenizer, dataset["train"], fisher_examples or FISHER_EXAMPLES,
+            train_config.max_length, FISHER_BATCH_SIZE, train_config.seed))
 
     def save(target):
         model_lib.save_model(classifier, Path(save_dir) / sweep.sparsity_dir_name(target))
 
     pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save,
-                                    groups)
+                                    groups, importance)
     config = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
                                    distill_alpha=distill_alpha if teacher_logits is not None
                                    else 0.0, temperature=temperature)

@@ -100,3 +100,99 @@ def test_pruner_reaches_the_target_with_whole_heads_and_neurons():
         <= 0.4 * sum(k.size for k in kernels.values())
     with pytest.raises(ValueError, match="target sparsity"):
         pruner(model, 1.0)
+
+
+def _valid(array, mask):
+    return np.asarray(array, np.float64)[np.asarray(mask, bool)]
+
+
+def _tuning_setup():
+    from utils import units
+    teacher = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=3)
+    student = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=3)
+    # prune neurons 1, 4, 6 of layer 0 and 0, 5 of layer 1, and head 0 of layer 1
+    units.zero_units(student, {(0, "neurons"): np.isin(np.arange(8), [1, 4, 6]),
+                               (1, "neurons"): np.isin(np.arange(8), [0, 5]),
+                               (1, "heads"): np.array([True, False])})
+    return teacher, student
+
+
+def test_least_squares_mask_tuning_solves_each_sublayer_as_numpy_lstsq():
+    import math
+    teacher, student = _tuning_setup()
+    before = [np.array(w) for w in student.get_weights()]
+    batches = toy_batches(3, length=6, seed=1)
+    applied = fisher_mask.least_squares_mask_tuning(student, teacher, batches)
+    assert set(applied) == {(0, "neurons"), (1, "heads"), (1, "neurons")}   # no layer-0 heads
+    erf = np.vectorize(math.erf)
+    t_layers, s_layers = model_lib.transformer_layers(teacher), model_lib.transformer_layers(student)
+
+    # layer 0's neurons: explicit A (one column per kept neuron, every real token and output
+    # dimension), from a numpy forward of the FFN with the untuned weights
+    ffn_t, ffn_s = t_layers[0].ffn, s_layers[0].ffn
+    w_in, b_in = np.asarray(ffn_s.input_dense.kernel, np.float64), np.asarray(ffn_s.input_dense.bias, np.float64)
+    w_out = np.asarray(before[[w.path for w in student.weights].index(ffn_s.output_dense.kernel.path)], np.float64)
+    kept = applied[(0, "neurons")][0]
+    assert kept.tolist() == [0, 2, 3, 5, 7]
+    columns, targets = [], []
+    for x, _ in batches:
+        mask = x["attention_mask"]
+        emb = teacher.get_layer("encoder").embeddings(x["input_ids"])
+        a_t = t_layers[0].attention(emb, mask)
+        a_s = _valid(s_layers[0].attention(emb, mask), mask)      # layer-0 heads untouched
+        inner = a_s @ w_in + b_in
+        inner = 0.5 * inner * (1 + erf(inner / np.sqrt(2)))
+        columns.append(np.stack([(inner[:, [j]] * w_out[j]).ravel() for j in kept], axis=1))
+        dense = _valid(a_t + ffn_t.output_dense(ffn_t.inner(a_t)), mask)
+        targets.append((dense - np.asarray(ffn_s.output_dense.bias) - a_s).ravel())
+    expected = np.linalg.lstsq(np.concatenate(columns), np.concatenate(targets), rcond=None)[0]
+    np.testing.assert_allclose(applied[(0, "neurons")][1], expected, rtol=1e-4, atol=1e-6)
+
+    # layer 1's heads, on the inputs of the tuned layer 0: columns context_h @ W_O[h] + ones
+    att_t, att_s = t_layers[1].attention, s_layers[1].attention
+    w_o = np.asarray(before[[w.path for w in student.weights].index(att_s.output_dense.kernel.path)], np.float64)
+    assert applied[(1, "heads")][0].tolist() == [1]
+    columns, targets = [], []
+    for x, _ in batches:
+        mask = x["attention_mask"]
+        h_s, h_t = (s_layers[0](m.get_layer("encoder").embeddings(x["input_ids"]), mask)
+                    for m, s_layers in ((student, s_layers), (teacher, t_layers)))
+        context = _valid(att_s.context(h_s, mask), mask)
+        head = (context[:, 8:16] @ w_o[8:16]).ravel()
+        columns.append(np.stack([head, np.ones_like(head)], axis=1))
+        dense = _valid(h_t + att_t.output_dense(att_t.context(h_t, mask)), mask)
+        targets.append((dense - np.asarray(att_s.output_dense.bias) - _valid(h_s, mask)).ravel())
+    expected = np.linalg.lstsq(np.concatenate(columns), np.concatenate(targets), rcond=None)[0]
+    np.testing.assert_allclose(applied[(1, "heads")][1], expected[:-1], rtol=1e-4, atol=1e-6)
+    # the tuned values are on the output rows: head 1's rows scaled, pruned rows still 0
+    after = np.asarray(att_s.output_dense.kernel)
+    np.testing.assert_allclose(after[8:16], w_o[8:16] * expected[0], rtol=1e-4, atol=1e-6)
+    assert not after[:8].any()
+
+
+def test_least_squares_mask_tuning_stops_at_out_of_range_scales_and_changes_nothing():
+    teacher, student = _tuning_setup()
+    before = [np.array(w) for w in student.get_weights()]
+    applied = fisher_mask.least_squares_mask_tuning(student, teacher, toy_batches(2),
+                                                    max_abs_scale=1e-6)
+    assert applied == {}
+    for a, b in zip(before, student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tuned_pruner_returns_the_same_zeros_with_tuned_output_rows():
+    model = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=4)
+    start = [np.array(w) for w in model.get_weights()]
+    plain = fisher_mask.FisherMaskPruner(toy_batches(2))(model, 0.5)
+    pruner = fisher_mask.FisherMaskPruner(toy_batches(2), tune=True)
+    tuned = pruner(model, 0.5)
+    for a, b in zip(start, model.get_weights()):      # the model it was given is unchanged
+        np.testing.assert_array_equal(a, b)
+    assert set(tuned) == set(plain)
+    changed = set()
+    for name in plain:
+        np.testing.assert_array_equal(tuned[name] == 0, plain[name] == 0)
+        if not np.array_equal(tuned[name], plain[name]):
+            changed.add(name.split("/", 1)[1])
+    assert changed and changed <= {"attention/output", "ffn/output"}
+    assert pruner.record()["chosen"][0.5]["tuned"]

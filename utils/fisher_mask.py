@@ -18,20 +18,29 @@ WoosukKwon/retraining-free-pruning), in this project's masks format (`utils.base
      a head is 4 * hidden * head_size weights and a neuron 2 * hidden. That is the quantity every
      method of the comparison is matched on, and it equals the linear layers' MACs per token.
 
-Not built: the reference's mask rearrangement (per-layer swaps using the block-diagonal Fisher)
-and its least-squares mask tuning. Both repair a model that is never retrained. In this
-comparison, every method's masks get the same recovery fine-tune (`utils.sweep.recover`).
+3. **Least-squares mask tuning** (prune/rescale.py: rescale_mask), optional (`tune=True`):
+   layer by layer, the kept heads' and neurons' masks become real numbers, chosen by linear
+   least squares so that each sublayer's output (before its LayerNorm) on the pruned model's
+   own inputs matches the dense model's (`least_squares_mask_tuning`). The tuned values are
+   returned as the mask's entries on the heads' output rows and the neurons' FFN-output rows
+   (0 stays 0), so every tool that applies masks applies them.
+
+Not built: the reference's mask rearrangement (per-layer swaps using the block-diagonal
+Fisher). Both it and the tuning repair a model that is never retrained; in this comparison
+every method's masks get the same recovery fine-tune (`utils.sweep.recover`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import model as model_lib
+from .pruning import apply_masks
 from .baselines import (head_gate_gradients_fn, head_units, neuron_units,
                         numpy_kernels, units_masks)
 
 FISHER_EXAMPLES = 2048   # the reference's --num_samples
 FISHER_BATCH_SIZE = 32   # its sample batch size for BERT-base classification
+MAX_ABS_SCALE = 10.0     # the reference stops tuning when a tuned mask leaves [-10, 10]
 
 
 def fisher_information(model, batches, gate_fn=None):
@@ -82,14 +91,142 @@ def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, bud
     return np.sort(head_order[:n_heads]), np.sort(neuron_order[:n_neurons])
 
 
+def _solve(gram, right):
+    """The least-squares solution of gram @ x = right (the normal equations; lstsq copes with
+    a singular gram, e.g. a unit whose output is always 0)."""
+    return np.linalg.lstsq(gram, right, rcond=None)[0]
+
+
+def _tokens(array, mask, cls_only=False):
+    """[B, T, D] activations -> [N, D] rows of the real (not padding) tokens, or of the first
+    token only."""
+    array = np.asarray(array, np.float64)
+    if cls_only:
+        return array[:, 0, :]
+    return array[np.asarray(mask, bool)]
+
+
+def attention_normal_equations(attention, teacher, hidden_s, hidden_t, batches, heads):
+    """(A^T A, A^T b) of the least-squares problem for the masks of `heads` (kept head indices)
+    of `attention` (the pruned model's SelfAttention): A's columns are each head's output
+    (context_h @ W_O[rows of h]) at every real token of the pruned model's inputs `hidden_s`,
+    plus a column of ones (the reference's free offset); b is the dense sublayer's output
+    (`teacher`, before LayerNorm, on its own inputs `hidden_t`) minus the output bias and the
+    pruned model's residual input."""
+    size = attention.head_size
+    kernel = np.asarray(attention.output_dense.kernel, np.float64)
+    bias = np.asarray(attention.output_dense.bias, np.float64)
+    n = len(heads)
+    gram, right = np.zeros((n + 1, n + 1)), np.zeros(n + 1)
+    for (x, _), h_s, h_t in zip(batches, hidden_s, hidden_t):
+        mask = x["attention_mask"]
+        context = _tokens(attention.context(h_s, mask), mask)
+        outputs = np.stack([context[:, h * size:(h + 1) * size] @ kernel[h * size:(h + 1) * size]
+                            for h in heads] + [np.ones((len(context), kernel.shape[1]))])
+        dense = _tokens(h_t + teacher.output_dense(teacher.context(h_t, mask)), mask)
+        target = dense - bias - _tokens(h_s, mask)
+        gram += np.einsum("itd,jtd->ij", outputs, outputs)
+        right += np.einsum("itd,td->i", outputs, target)
+    return gram, right
+
+
+def ffn_normal_equations(ffn, teacher, hidden_s, hidden_t, batches, neurons, cls_only=False):
+    """(A^T A, A^T b) for the masks of `neurons` (kept indices) of `ffn` (the pruned model's
+    FeedForward): A's column j is activation_j * W_out[j] at every real token (or only the first,
+    `cls_only`, for the last layer of a classifier, as the reference does); b is the dense
+    sublayer's output before LayerNorm minus the output bias and the pruned model's residual.
+    Built as the reference does, without A: A^T A = (W W^T) * (H^T H), A^T b_j = sum_t
+    H_tj (W_j . b_t)."""
+    weights = np.asarray(ffn.output_dense.kernel, np.float64)[neurons]
+    bias = np.asarray(ffn.output_dense.bias, np.float64)
+    n = len(neurons)
+    activation_gram, right = np.zeros((n, n)), np.zeros(n)
+    for (x, _), h_s, h_t in zip(batches, hidden_s, hidden_t):
+        mask = x["attention_mask"]
+        activations = _tokens(ffn.inner(h_s), mask, cls_only)[:, neurons]
+        dense = _tokens(h_t + teacher.output_dense(teacher.inner(h_t)), mask, cls_only)
+        target = dense - bias - _tokens(h_s, mask, cls_only)
+        activation_gram += activations.T @ activations
+        right += np.sum(activations * (target @ weights.T), axis=0)
+    return (weights @ weights.T) * activation_gram, right
+
+
+def least_squares_mask_tuning(model, teacher, batches, max_abs_scale=MAX_ABS_SCALE):
+    """Kwon et al.'s mask tuning, in place: `model` is the pruned model (masked weights zero,
+    same shapes as `teacher`, the dense model). Layer by layer, from the embeddings, the kept
+    heads' masks (attention-output rows; not in layer 0, as the reference) and then the kept
+    neurons' masks (FFN-output rows; in the last layer on the [CLS] token only) are set to the
+    least-squares solution, the pruned model's inputs to each layer coming from its already
+    tuned layers. Stops, as the reference, at the first solution outside
+    [-max_abs_scale, max_abs_scale] or not finite. Returns {(layer, "heads"|"neurons"):
+    (kept indices, scales)} of what it applied."""
+    layers, dense_layers = (model_lib.transformer_layers(m) for m in (model, teacher))
+    hidden_s = [model.get_layer("encoder").embeddings(x["input_ids"]) for x, _ in batches]
+    hidden_t = [teacher.get_layer("encoder").embeddings(x["input_ids"]) for x, _ in batches]
+    applied = {}
+
+    def accept(key, kept, scales, kernel):
+        if not np.all(np.isfinite(scales)) or np.max(np.abs(scales)) > max_abs_scale:
+            return False
+        rows = np.asarray(kernel)
+        factor = np.ones(rows.shape[0], np.float32)
+        width = model.encoder_config.head_size if key[1] == "heads" else 1
+        for unit, scale in zip(kept, scales):
+            factor[unit * width:(unit + 1) * width] = scale
+        kernel.assign(rows * factor[:, None])
+        applied[key] = (np.asarray(kept), np.asarray(scales))
+        return True
+
+    for i, (layer, dense) in enumerate(zip(layers, dense_layers)):
+        attention, ffn = layer.attention, layer.ffn
+        if attention.num_heads > 0 and i > 0:
+            size = attention.head_size
+            rows = np.asarray(attention.output_dense.kernel)
+            heads = [h for h in range(attention.num_heads)
+                     if np.any(rows[h * size:(h + 1) * size])]
+            if heads:
+                scales = _solve(*attention_normal_equations(
+                    attention, dense.attention, hidden_s, hidden_t, batches, heads))[:-1]
+                if not accept((i, "heads"), heads, scales, attention.output_dense.kernel):
+                    return applied
+        masks = [x["attention_mask"] for x, _ in batches]
+        hidden_s = [attention(h, m) for h, m in zip(hidden_s, masks)]
+        hidden_t = [dense.attention(h, m) for h, m in zip(hidden_t, masks)]
+        if ffn.intermediate_size > 0:
+            rows = np.asarray(ffn.output_dense.kernel)
+            neurons = [j for j in range(ffn.intermediate_size) if np.any(rows[j])]
+            if neurons:
+                scales = _solve(*ffn_normal_equations(
+                    ffn, dense.ffn, hidden_s, hidden_t, batches, neurons,
+                    cls_only=i == len(layers) - 1))
+                if not accept((i, "neurons"), neurons, scales, ffn.output_dense.kernel):
+                    return applied
+        hidden_s = [ffn(h) for h in hidden_s]
+        hidden_t = [dense.ffn(h) for h in hidden_t]
+    return applied
+
+
+def tuned_masks(masks, applied, head_size):
+    """`masks` (binary) with the tuned scales of `least_squares_mask_tuning` on the rows they
+    multiply: a head's attention-output rows, a neuron's FFN-output row."""
+    masks = {name: np.array(m, np.float32) for name, m in masks.items()}
+    for (layer, kind), (kept, scales) in applied.items():
+        name = f"layer_{layer}/" + ("attention/output" if kind == "heads" else "ffn/output")
+        width = head_size if kind == "heads" else 1
+        for unit, scale in zip(kept, scales):
+            masks[name][unit * width:(unit + 1) * width] *= scale
+    return masks
+
+
 class FisherMaskPruner:
     """masks_fn(model, target) for the Fisher mask search. The Fisher information is computed
     once, on the model as it is at the first call (the sweep calls it with the dense start
     weights every time). `chosen` records the kept heads and neurons per layer for each target.
     """
 
-    def __init__(self, batches):
+    def __init__(self, batches, tune=False):
         self.batches = list(batches)
+        self.tune = tune
         self.fisher = None
         self.chosen = {}
 
@@ -118,7 +255,20 @@ class FisherMaskPruner:
             "heads_kept": {i: sum(heads[k].key[0] == i for k in keep_heads) for i in layer_ids},
             "neurons_kept": {i: sum(neurons[k].key[0] == i for k in keep_neurons)
                              for i in layer_ids}}
-        return units_masks(kernels, pruned)
+        masks = units_masks(kernels, pruned)
+        if not self.tune:
+            return masks
+        # tune on the same tweets, on a copy of the model with the masks applied
+        teacher = model_lib.build_classifier(model.encoder_config)
+        teacher.set_weights(model.get_weights())
+        student = model_lib.build_classifier(model.encoder_config)
+        student.set_weights(model.get_weights())
+        apply_masks(student, masks)
+        applied = least_squares_mask_tuning(student, teacher, self.batches)
+        self.chosen[float(target)]["tuned"] = {
+            f"{layer}/{kind}": {"min": float(np.min(s)), "max": float(np.max(s))}
+            for (layer, kind), (_, s) in applied.items()}
+        return tuned_masks(masks, applied, model.encoder_config.head_size)
 
     def record(self):
         """What the search decided, for the run record (per-layer sums of the Fisher

@@ -337,7 +337,13 @@ class SelfAttention(keras.layers.Layer):
     def call(self, hidden, attention_mask, training=None):
         if self.num_heads == 0:
             return self.layer_norm(hidden + self.output_bias)
+        context = self.context(hidden, attention_mask, training=training)
+        attended = self.dropout(self.output_dense(context), training=training)
+        return self.layer_norm(hidden + attended)
 
+    def context(self, hidden, attention_mask, training=None):
+        """The heads' outputs before the output projection, [B, T, heads * head_size] (head h
+        in columns h * head_size ...): what least-squares mask tuning weighs per head."""
         def split_heads(x):  # [B, T, heads * size] -> [B, heads, T, size]
             x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], self.num_heads, self.head_size))
             return ops.transpose(x, (0, 2, 1, 3))
@@ -357,10 +363,8 @@ class SelfAttention(keras.layers.Layer):
         probs = self.attention_dropout(ops.cast(probs, self.compute_dtype), training=training)
 
         context = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))  # [B, T, heads, size]
-        context = ops.reshape(context, (ops.shape(context)[0], ops.shape(context)[1],
-                                        self.num_heads * self.head_size))
-        attended = self.dropout(self.output_dense(context), training=training)
-        return self.layer_norm(hidden + attended)
+        return ops.reshape(context, (ops.shape(context)[0], ops.shape(context)[1],
+                                     self.num_heads * self.head_size))
 
 
 class FeedForward(keras.layers.Layer):
@@ -390,9 +394,12 @@ class FeedForward(keras.layers.Layer):
     def call(self, hidden, training=None):
         if self.intermediate_size == 0:
             return self.layer_norm(hidden + self.output_bias)
-        inner = ops.gelu(self.input_dense(hidden), approximate=False)
-        out = self.dropout(self.output_dense(inner), training=training)
+        out = self.dropout(self.output_dense(self.inner(hidden)), training=training)
         return self.layer_norm(hidden + out)
+
+    def inner(self, hidden):
+        """The neurons' activations, [B, T, intermediate_size]."""
+        return ops.gelu(self.input_dense(hidden), approximate=False)
 
 
 @keras.saving.register_keras_serializable(package=KERAS_PACKAGE)

@@ -1,0 +1,61 @@
+"""Does the reference's least-squares mask tuning help `fisher_mask` here? (issue 13)
+
+    .venv/bin/python scripts/explore_fisher_tuning.py [--targets 0.5 0.7 0.9]
+
+Kwon et al.'s pipeline ends with least-squares mask tuning (`fisher_mask.least_squares_mask_
+tuning`), meant for a model that is never retrained. For each target this runs the Fisher mask
+search as notebook 07 does (2,048 stratified training tweets of seed 42, batches of 32, on the
+dense model of `make run`), with and without the tuning (on the same tweets), and records
+validation macro-F1 before any recovery. Writes results/exploratory/fisher_tuning.json.
+Validation only: no test score is computed.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.7, 0.9])
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    args = parser.parse_args()
+    baseline = Path(args.checkpoints) / "baseline/best"
+    if not (baseline / "config.json").exists():
+        print(f"error: {baseline} holds no model; run `make run` first", file=sys.stderr)
+        return 2
+    from utils import baselines, data, fisher_mask, io, model as model_lib, pruning, train
+    started = time.perf_counter()
+    dataset = data.load_splits(ROOT / "data")
+    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    model = model_lib.load_model(baseline)
+    dense = model.get_weights()
+    batches = baselines._labelled_batches(tokenizer, dataset["train"], fisher_mask.FISHER_EXAMPLES,
+                                          64, fisher_mask.FISHER_BATCH_SIZE, seed=42)
+    rows = []
+    for tune in (False, True):
+        pruner = fisher_mask.FisherMaskPruner(batches, tune=tune)
+        for target in args.targets:
+            began = time.perf_counter()
+            masks = pruner(model, target)
+            seconds = time.perf_counter() - began
+            pruning.apply_masks(model, masks)
+            score = train.evaluate(model, tokenizer, dataset["validation"], max_length=64)
+            rows.append({"target": target, "tuned": tune, "val_macro_f1": score["macro_f1"],
+                         "sparsity": baselines.masks_sparsity(masks), "seconds": seconds,
+                         "scales": pruner.chosen[float(target)].get("tuned")})
+            print({k: v for k, v in rows[-1].items() if k != "scales"}, flush=True)
+            model.set_weights(dense)
+    io.write_json(ROOT / "results/exploratory/fisher_tuning.json", {
+        "command": "python scripts/explore_fisher_tuning.py", "git_commit": io.git_commit(),
+        "fisher_examples": fisher_mask.FISHER_EXAMPLES, "rows": rows,
+        "seconds": time.perf_counter() - started})
+    print(f"wrote results/exploratory/fisher_tuning.json in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

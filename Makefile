@@ -43,7 +43,7 @@ report: install
 	$(PY) -m utils.report
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.
 smoke: install

@@ -196,3 +196,34 @@ def test_tuned_pruner_returns_the_same_zeros_with_tuned_output_rows():
             changed.add(name.split("/", 1)[1])
     assert changed and changed <= {"attention/output", "ffn/output"}
     assert pruner.record()["chosen"][0.5]["tuned"]
+
+
+def test_mask_rearrangement_matches_the_reference_implementation():
+    """tests/fixtures/kwon_rearrange.npz: prune/rearrange.py's rearrange_mask (PyTorch) on random
+    masks and per-batch gradients (scripts/make_rearrange_fixture.py)."""
+    from pathlib import Path
+    fixture = np.load(Path(__file__).parent / "fixtures" / "kwon_rearrange.npz")
+    changed = 0
+    for case in range(3):
+        mask, grads, expected = (fixture[f"{name}_{case}"] for name in ("mask", "grads", "rearranged"))
+        keep = {i: mask[i] > 0 for i in range(mask.shape[0])}
+        result = fisher_mask.rearrange_masks(keep, {i: grads[:, i, :] for i in keep})
+        for i in keep:
+            np.testing.assert_array_equal(result[i], expected[i] > 0)
+            assert result[i].sum() == keep[i].sum()
+            changed += int((result[i] != keep[i]).sum())
+    assert changed > 0          # the cases do move units
+
+
+def test_rearranged_pruner_keeps_the_count_per_layer_and_the_fisher_sums_its_gradients():
+    model = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=5)
+    batches = toy_batches(4)
+    plain = fisher_mask.FisherMaskPruner(batches)
+    moved = fisher_mask.FisherMaskPruner(batches, rearrange=True)
+    plain(model, 0.5)
+    moved(model, 0.5)
+    for kind in ("heads", "neurons"):
+        for i, g in plain.fisher["gradients"][kind].items():
+            assert g.shape[0] == 4
+            np.testing.assert_allclose(plain.fisher[kind][i], (g ** 2).sum(axis=0))
+    assert moved.chosen[0.5] == plain.chosen[0.5]      # the same counts per layer

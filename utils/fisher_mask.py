@@ -25,9 +25,13 @@ WoosukKwon/retraining-free-pruning), in this project's masks format (`utils.base
    returned as the mask's entries on the heads' output rows and the neurons' FFN-output rows
    (0 stays 0), so every tool that applies masks applies them.
 
-Not built: the reference's mask rearrangement (per-layer swaps using the block-diagonal
-Fisher). Both it and the tuning repair a model that is never retrained; in this comparison
-every method's masks get the same recovery fine-tune (`utils.sweep.recover`).
+4. **Mask rearrangement** (prune/rearrange.py), optional (`rearrange=True`, applied before
+   the tuning as in the reference): per layer, the same number of units kept, chosen again with
+   the block-diagonal Fisher (`greedy_rearrange`).
+
+The rearrangement and the tuning repair a model that is never retrained; in this comparison
+every method's masks get the same recovery fine-tune (`utils.sweep.recover`), and notebook 07
+runs neither (scripts/explore_fisher_tuning.py measured both on validation).
 """
 from __future__ import annotations
 
@@ -51,16 +55,50 @@ def fisher_information(model, batches, gate_fn=None):
     layers = model_lib.transformer_layers(model)
     head_layers = [i for i, l in enumerate(layers) if l.attention.num_heads > 0]
     neuron_layers = [i for i, l in enumerate(layers) if l.ffn.intermediate_size > 0]
-    heads = {i: 0.0 for i in head_layers}
-    neurons = {i: 0.0 for i in neuron_layers}
+    gradients = {"heads": {i: [] for i in head_layers}, "neurons": {i: [] for i in neuron_layers}}
     for x, y in batches:
         head_grads, neuron_grads = gate_fn(x["input_ids"], x["attention_mask"],
                                            np.asarray(y, np.int32))
         for i, g in zip(head_layers, head_grads):
-            heads[i] = heads[i] + np.asarray(g, np.float64) ** 2
+            gradients["heads"][i].append(np.asarray(g, np.float64))
         for i, g in zip(neuron_layers, neuron_grads):
-            neurons[i] = neurons[i] + np.asarray(g, np.float64) ** 2
-    return {"heads": heads, "neurons": neurons}
+            gradients["neurons"][i].append(np.asarray(g, np.float64))
+    gradients = {kind: {i: np.stack(g) for i, g in by_layer.items()}
+                 for kind, by_layer in gradients.items()}
+    # the per-batch gradients [batches, units] stay for the mask rearrangement
+    return {kind: {i: np.sum(g ** 2, axis=0) for i, g in gradients[kind].items()}
+            for kind in ("heads", "neurons")} | {"gradients": gradients}
+
+
+def greedy_rearrange(keep, gradients):
+    """Kwon et al.'s mask rearrangement of one layer (prune/rearrange.py): the same number of
+    units kept, but which ones chosen with the block-diagonal Fisher of the layer, i.e. the
+    loss increase of pruning a set S taken as ||sum over S of g_i||^2 (g_i: unit i's mask
+    gradients, one entry per batch) instead of sum ||g_i||^2. Greedy, as the reference: start
+    from the units of least ||g_i||^2, add the others one at a time in that order, each time
+    dropping from the pruned set the unit whose removal leaves the smallest norm.
+    keep: bool [units]; gradients: [batches, units]. Returns the new keep mask."""
+    keep = np.asarray(keep, bool)
+    pruned_count = int(np.sum(~keep))
+    if pruned_count in (0, len(keep)):
+        return keep.copy()
+    vectors = np.asarray(gradients, np.float64).T              # [units, batches]
+    order = np.argsort(np.sum(vectors ** 2, axis=1), kind="stable")
+    pruned = list(order[:pruned_count])
+    for unit in order[pruned_count:]:
+        pruned.append(unit)
+        members = vectors[pruned]
+        without = members.sum(axis=0) - members
+        del pruned[int(np.argmin(np.sum(without ** 2, axis=1)))]
+    rearranged = np.ones_like(keep)
+    rearranged[pruned] = False
+    return rearranged
+
+
+def rearrange_masks(keep, gradients):
+    """`greedy_rearrange` for every layer: keep {layer: bool [units]}, gradients {layer:
+    [batches, units]} -> {layer: bool [units]}."""
+    return {i: greedy_rearrange(k, gradients[i]) for i, k in keep.items()}
 
 
 def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, budget):
@@ -224,9 +262,9 @@ class FisherMaskPruner:
     weights every time). `chosen` records the kept heads and neurons per layer for each target.
     """
 
-    def __init__(self, batches, tune=False):
+    def __init__(self, batches, tune=False, rearrange=False):
         self.batches = list(batches)
-        self.tune = tune
+        self.tune, self.rearrange = tune, rearrange
         self.fisher = None
         self.chosen = {}
 
@@ -248,13 +286,22 @@ class FisherMaskPruner:
         neuron_imp = [self.fisher["neurons"][i][j] for i, j in (u.key for u in neurons)]
         keep_heads, keep_neurons = search_masks(head_imp, neuron_imp, head_costs.pop(),
                                                 neuron_costs.pop(), (1 - target) * total)
-        pruned = [u for k, u in enumerate(heads) if k not in set(keep_heads)] + \
-                 [u for k, u in enumerate(neurons) if k not in set(keep_neurons)]
+        kept = {"heads": {heads[k].key for k in keep_heads},
+                "neurons": {neurons[k].key for k in keep_neurons}}
+        if self.rearrange:   # the same count per layer, other units (block-diagonal Fisher)
+            for kind, units in (("heads", heads), ("neurons", neurons)):
+                by_layer = {}
+                for unit in units:
+                    by_layer.setdefault(unit.key[0], []).append(unit.key in kept[kind])
+                new = rearrange_masks({i: np.array(k) for i, k in by_layer.items()},
+                                      self.fisher["gradients"][kind])
+                kept[kind] = {(i, j) for i, k in new.items() for j in np.flatnonzero(k)}
+        pruned = [u for u in heads if u.key not in kept["heads"]] + \
+                 [u for u in neurons if u.key not in kept["neurons"]]
         layer_ids = sorted({u.key[0] for u in heads + neurons})
         self.chosen[float(target)] = {
-            "heads_kept": {i: sum(heads[k].key[0] == i for k in keep_heads) for i in layer_ids},
-            "neurons_kept": {i: sum(neurons[k].key[0] == i for k in keep_neurons)
-                             for i in layer_ids}}
+            f"{kind}_kept": {i: sum(key[0] == i for key in kept[kind]) for i in layer_ids}
+            for kind in ("heads", "neurons")}
         masks = units_masks(kernels, pruned)
         if not self.tune:
             return masks

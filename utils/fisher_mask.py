@@ -206,12 +206,9 @@ def least_squares_mask_tuning(model, teacher, batches, max_abs_scale=MAX_ABS_SCA
     def accept(key, kept, scales, kernel):
         if not np.all(np.isfinite(scales)) or np.max(np.abs(scales)) > max_abs_scale:
             return False
-        rows = np.asarray(kernel)
-        factor = np.ones(rows.shape[0], np.float32)
         width = model.encoder_config.head_size if key[1] == "heads" else 1
-        for unit, scale in zip(kept, scales):
-            factor[unit * width:(unit + 1) * width] = scale
-        kernel.assign(rows * factor[:, None])
+        rows = np.asarray(kernel)
+        kernel.assign(rows * _row_factors(rows.shape[0], kept, scales, width)[:, None])
         applied[key] = (np.asarray(kept), np.asarray(scales))
         return True
 
@@ -244,6 +241,14 @@ def least_squares_mask_tuning(model, teacher, batches, max_abs_scale=MAX_ABS_SCA
     return applied
 
 
+def _row_factors(rows, kept, scales, width):
+    """Per-row factors of an output kernel: unit u's `width` rows get its scale, others 1."""
+    factor = np.ones(rows, np.float32)
+    for unit, scale in zip(kept, scales):
+        factor[unit * width:(unit + 1) * width] = scale
+    return factor
+
+
 def tuned_masks(masks, applied, head_size):
     """`masks` (binary) with the tuned scales of `least_squares_mask_tuning` on the rows they
     multiply: a head's attention-output rows, a neuron's FFN-output row."""
@@ -251,8 +256,7 @@ def tuned_masks(masks, applied, head_size):
     for (layer, kind), (kept, scales) in applied.items():
         name = f"layer_{layer}/" + ("attention/output" if kind == "heads" else "ffn/output")
         width = head_size if kind == "heads" else 1
-        for unit, scale in zip(kept, scales):
-            masks[name][unit * width:(unit + 1) * width] *= scale
+        masks[name] *= _row_factors(len(masks[name]), kept, scales, width)[:, None]
     return masks
 
 
@@ -305,13 +309,12 @@ class FisherMaskPruner:
         masks = units_masks(kernels, pruned)
         if not self.tune:
             return masks
-        # tune on the same tweets, on a copy of the model with the masks applied
-        teacher = model_lib.build_classifier(model.encoder_config)
-        teacher.set_weights(model.get_weights())
+        # tune on the same tweets, on a copy of the model with the masks applied; `model`
+        # itself (dense, untouched) is the teacher
         student = model_lib.build_classifier(model.encoder_config)
         student.set_weights(model.get_weights())
         apply_masks(student, masks)
-        applied = least_squares_mask_tuning(student, teacher, self.batches)
+        applied = least_squares_mask_tuning(student, model, self.batches)
         self.chosen[float(target)]["tuned"] = {
             f"{layer}/{kind}": {"min": float(np.min(s)), "max": float(np.max(s))}
             for (layer, kind), (_, s) in applied.items()}

@@ -353,3 +353,48 @@ def test_importance_selection_rejects_matrix_groups_and_unknown_selections(token
     with pytest.raises(ValueError, match="selection = 'l0'"):
         U.progressive_prune(model, tokenizer, toy_dataset(n_train=16, n_val=8), [0.5], config,
                             "/nonexistent", selection="l0")
+
+
+def test_one_shot_prune_by_importance_cuts_the_knapsack_choice_on_the_dense_model():
+    model = random_model(PROGRESSIVE, seed=5)
+    rng = np.random.default_rng(5)
+    importance = {k: rng.exponential(size=v.shape) for k, v in U.unit_norms(model).items()}
+    counts, total = U.unit_weight_counts(model), U.encoder_linear_weights(model)
+    alive = {k: np.ones(v.shape, bool) for k, v in importance.items()}
+    expected = U.select_by_importance(importance, counts, alive, 0.5, total)
+    off = U.one_shot_prune(model, 0.5, importance=lambda m: importance)
+    norms = U.unit_norms(model)
+    for key in expected:
+        assert (off[key] == expected[key]).all()
+        assert (norms[key][off[key]] == 0).all() and (norms[key][~off[key]] > 0).all()
+    with pytest.raises(ValueError, match="UnitGroups"):
+        U.one_shot_prune(model, 0.5, groups=U.MatrixGroups(), importance=lambda m: importance)
+
+
+def _selection_runs(fisher, rms):
+    return {"validation_macro_f1": [
+        {"target": t, "fisher_val_after_recovery": f, "rms_val_after_recovery": r}
+        for t, f, r in zip([0.5, 0.7, 0.9], fisher, rms)]}
+
+
+def test_selection_on_validation_takes_the_higher_mean_and_keeps_rms_on_ties():
+    # Fisher loses at 50% and 70% but wins on the mean (the 90% point dominates)
+    assert U.selection_on_validation(_selection_runs([0.80, 0.79, 0.78], [0.81, 0.80, 0.70])) == "fisher"
+    assert U.selection_on_validation(_selection_runs([0.80, 0.79, 0.70], [0.81, 0.80, 0.70])) == "rms"
+    assert U.selection_on_validation(_selection_runs([0.8, 0.8, 0.8], [0.8, 0.8, 0.8])) == "rms"
+
+
+@pytest.mark.parametrize("runs, match", [
+    ({}, "validation_macro_f1"), ([], "validation_macro_f1"),
+    ({"validation_macro_f1": [{"target": 0.5, "fisher_val_after_recovery": 0.8}]}, "rms_val_after_recovery"),
+    (_selection_runs([0.8, float("nan"), 0.8], [0.8, 0.8, 0.8]), "fisher_val_after_recovery"),
+])
+def test_selection_on_validation_rejects_incomplete_runs(runs, match):
+    with pytest.raises(ValueError, match=match):
+        U.selection_on_validation(runs)
+
+
+def test_the_committed_selection_runs_choose_a_known_rule():
+    from utils import io
+    runs = io.read_json(io.REPO_ROOT / "results" / "exploratory" / "fisher_selection.json")
+    assert U.selection_on_validation(runs) in U.SELECTIONS

@@ -282,6 +282,34 @@ EQUATIONS = {
 }
 
 
+# How ProgressiveUnitPruning chose each period's units (block_pruning.json settings "selection";
+# a record without it predates the choice and used RMS).
+SELECTION_TEXT = {
+    "rms": "smallest RMS weight (norm over the square root of the group's size, comparable "
+           "between heads and neurons)",
+    "fisher": "least Fisher information of the units' masks (Kwon et al. 2022's score, on "
+              "{examples:,} stratified training tweets, recomputed on the model as it is at the "
+              "period's start; the alive units of greatest total importance that fit in the "
+              "weights left are kept, an exact knapsack)",
+}
+CHOSEN_ON_VALIDATION = (", the rule whose block run scored the higher mean validation macro-F1 "
+                        "after recovery (`scripts/explore_fisher_selection.py`, both rules)")
+
+
+def block_selection(rep):
+    """The recorded selection rule of notebook 03's run ("rms" for a record without one)."""
+    bp = rep.r.get("block_pruning") or {}
+    return bp.get("settings", {}).get("selection", "rms")
+
+
+def selection_text(rep):
+    bp = rep.r.get("block_pruning") or {}
+    settings = bp.get("settings", {})
+    chosen = str(bp.get("selection_from", "")).endswith(".json")
+    return SELECTION_TEXT[block_selection(rep)].format(
+        examples=settings.get("fisher_examples", 2048)) + (CHOSEN_ON_VALIDATION if chosen else "")
+
+
 def method_section(rep):
     eq = {k: f"$$ {v} $$" for k, v in EQUATIONS.items()}
     out = ["## Method",
@@ -297,8 +325,8 @@ def method_section(rep):
            "AdamW steps on the task loss only. The group lasso is applied by its proximal "
            "operator outside Adam's scaling, on a penalised set P: the training run is cut into "
            "one period per target sparsity; at a period's start P is the set of alive units "
-           "with the smallest RMS weight that brings the pruned share of encoder-linear weights "
-           "to the target; every few steps each g in P takes the step below, with τ_g adapted "
+           "that brings the pruned share of encoder-linear weights to the target, chosen by "
+           f"{selection_text(rep)}; every few steps each g in P takes the step below, with τ_g adapted "
            "so that g reaches exactly zero at the period's end (a linear ramp, the progressive "
            "forgetting of HESSO, Chen et al. 2023). At the period's end P is set to zero with "
            "its Adam moments (a unit whose weights are all zero gets zero gradient, so it stays "
@@ -479,8 +507,8 @@ def sparsity_section(rep):
                f"{budget['learning_rate']:g}, distilled from the dense model (α = "
                f"{budget.get('distill_alpha', 0):g}). Test macro-F1 unless marked; the gap to "
                "dense comes with a paired-bootstrap 95% interval (1,000 resamples of the test "
-               "tweets). The last column cuts the same kind of unit groups (smallest RMS "
-               "first) from the dense model with no training. Dense test macro-F1: "
+               "tweets). The last column cuts the same kind of unit groups from the dense model "
+               f"with no training, chosen by the same rule ({'least Fisher information' if block_selection(rep) == 'fisher' else 'smallest RMS first'}). Dense test macro-F1: "
                f"{pct(t['baseline_test']['macro_f1'])}.")
     out.append(table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
                       "empty FFN neurons", "macro-F1 as saved", "validation macro-F1, final",

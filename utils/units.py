@@ -168,6 +168,37 @@ def fisher_importance(batches):
     return importance
 
 
+def fisher_batches(tokenizer, split, examples=None, max_length=64, seed=42):
+    """Labelled batches for `fisher_importance`: `examples` stratified tweets of `split`
+    (default the reference's 2,048; all of a smaller split) in the reference's batches of 32."""
+    from .baselines import _labelled_batches
+    from .fisher_mask import FISHER_BATCH_SIZE, FISHER_EXAMPLES
+    return _labelled_batches(tokenizer, split, examples or FISHER_EXAMPLES, max_length,
+                             FISHER_BATCH_SIZE, seed)
+
+
+def selection_on_validation(runs):
+    """The selection ("rms" or "fisher") whose block run scored the higher mean validation
+    macro-F1 after recovery over its targets, from `runs`, the record
+    scripts/explore_fisher_selection.py writes (results/exploratory/fisher_selection.json):
+    {"validation_macro_f1": [{"target", "fisher_val_after_recovery",
+    "rms_val_after_recovery"}, ...]}. Ties keep "rms", the simpler rule."""
+    rows = runs.get("validation_macro_f1") if isinstance(runs, dict) else None
+    if not rows:
+        raise ValueError("the selection runs hold no 'validation_macro_f1' rows: re-run "
+                         "`.venv/bin/python scripts/explore_fisher_selection.py` or set the "
+                         "selection explicitly")
+    means = {}
+    for selection in SELECTIONS:
+        values = [row.get(f"{selection}_val_after_recovery") for row in rows]
+        if any(not isinstance(v, (int, float)) or not np.isfinite(v) for v in values):
+            raise ValueError(f"the selection runs lack a finite '{selection}_val_after_recovery'"
+                             f" for some target ({values}): re-run "
+                             "scripts/explore_fisher_selection.py")
+        means[selection] = float(np.mean(values))
+    return max(SELECTIONS, key=lambda name: (means[name], name == "rms"))
+
+
 def adam_moments(optimizer, variable):
     """[first moment, second moment] of `variable` in a Keras 3 Adam(W) (unwrapped from a
     LossScaleOptimizer); [] without an optimizer or before it is built."""
@@ -277,16 +308,24 @@ class MatrixGroups:
                 target.assign(ops.convert_to_numpy(target) * keep)
 
 
-def one_shot_prune(model, target, groups=None):
-    """Zero, with no training, the smallest-RMS groups of `model` (heads and neurons unless
-    `groups` says otherwise) until `target` of its encoder-linear weights are pruned (the
-    selection ProgressiveUnitPruning makes at a period's start): the contrast that shows what
-    pruning during training buys."""
+def one_shot_prune(model, target, groups=None, importance=None):
+    """Zero, with no training, groups of `model` (heads and neurons unless `groups` says
+    otherwise) until `target` of its encoder-linear weights are pruned, chosen as
+    ProgressiveUnitPruning chooses at a period's start: the smallest by RMS weight, or, with
+    `importance` (e.g. `fisher_importance(batches)`), the least important by the knapsack of
+    `select_by_importance`. The contrast that shows what pruning during training buys."""
     groups = groups if groups is not None else UnitGroups()
+    if importance is not None and not isinstance(groups, UnitGroups):
+        raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
+                         f"not on {groups.name!r} groups: pass importance=None")
     norms = groups.norms(model)
     alive = {key: value > 0 for key, value in norms.items()}
-    off = select_units(norms, groups.counts(model), alive, target,
-                       encoder_linear_weights(model))
+    if importance is None:
+        off = select_units(norms, groups.counts(model), alive, target,
+                           encoder_linear_weights(model))
+    else:
+        off = select_by_importance(importance(model), groups.counts(model), alive, target,
+                                   encoder_linear_weights(model))
     groups.zero(model, off)
     return off
 
@@ -440,11 +479,9 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
                                       train_config.batch_size)[0]) * train_config.epochs
     importance = None
     if selection == "fisher":
-        from .baselines import _labelled_batches
-        from .fisher_mask import FISHER_BATCH_SIZE, FISHER_EXAMPLES
-        importance = fisher_importance(_labelled_batches(
-            tokenizer, dataset["train"], fisher_examples or FISHER_EXAMPLES,
-            train_config.max_length, FISHER_BATCH_SIZE, train_config.seed))
+        importance = fisher_importance(fisher_batches(
+            tokenizer, dataset["train"], fisher_examples, train_config.max_length,
+            train_config.seed))
 
     def save(target):
         model_lib.save_model(classifier, Path(save_dir) / sweep.sparsity_dir_name(target))

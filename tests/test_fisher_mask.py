@@ -227,3 +227,40 @@ def test_rearranged_pruner_keeps_the_count_per_layer_and_the_fisher_sums_its_gra
             assert g.shape[0] == 4
             np.testing.assert_allclose(plain.fisher[kind][i], (g ** 2).sum(axis=0))
     assert moved.chosen[0.5] == plain.chosen[0.5]      # the same counts per layer
+
+
+def _tuning_rows(scores):
+    return {"rows": [{"target": t, "rearranged": r, "tuned": u, "val_macro_f1": v}
+                     for (r, u), values in scores.items() for t, v in zip([0.5, 0.7, 0.9], values)]}
+
+
+def test_options_on_validation_takes_the_best_mean_variant_measured_at_every_target():
+    scores = {(False, False): [0.81, 0.77, 0.65], (False, True): [0.81, 0.78, 0.67],
+              (True, False): [0.81, 0.78, 0.69], (True, True): [0.81, 0.78, 0.65]}
+    assert fisher_mask.options_on_validation(_tuning_rows(scores)) == {"rearrange": True, "tune": False}
+    # a variant missing a target does not compete, however well it scored
+    runs = _tuning_rows(scores)
+    runs["rows"].append({"target": 0.5, "rearranged": True, "tuned": True, "val_macro_f1": 0.99})
+    runs["rows"] = [r for r in runs["rows"] if not (r["rearranged"] and r["tuned"] and r["target"] == 0.9)]
+    assert fisher_mask.options_on_validation(runs) == {"rearrange": True, "tune": False}
+    # ties go to the simpler variant
+    tied = {v: [0.8, 0.8, 0.8] for v in scores}
+    assert fisher_mask.options_on_validation(_tuning_rows(tied)) == {"rearrange": False, "tune": False}
+
+
+@pytest.mark.parametrize("runs, match", [({}, "rows"), ({"rows": []}, "rows"),
+                                         ({"rows": [{"target": 0.5, "val_macro_f1": float("nan")}]}, "finite")])
+def test_options_on_validation_rejects_incomplete_runs(runs, match):
+    with pytest.raises(ValueError, match=match):
+        fisher_mask.options_on_validation(runs)
+
+
+def test_make_methods_passes_the_options_to_the_pruner_and_its_recipe(tokenizer):
+    from helpers import toy_dataset
+    split = toy_dataset(n_train=40, n_val=8)["train"]
+    methods = baselines.make_methods(["fisher_mask"], tokenizer, split, fisher_examples=32,
+                                     fisher_options={"rearrange": True, "tune": False})
+    pruner = methods["fisher_mask"].masks_fn
+    assert (pruner.rearrange, pruner.tune) == (True, False)
+    rebuilt = baselines.make_methods(**methods["fisher_mask"].recipe)["fisher_mask"].masks_fn
+    assert (rebuilt.rearrange, rebuilt.tune) == (True, False)

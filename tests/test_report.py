@@ -430,3 +430,13 @@ def test_comparison_protocol_says_equal_budgets_only_when_they_are(tmp_path):
     write_csv(results / "comparison.csv", rows)
     _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none", data=tmp_path / "none")
     assert "equal budgets" not in md and "budgets are not equal" in md
+
+
+def test_fisher_variant_text_names_the_repairs_notebook_07_ran():
+    from utils import report
+    assert "without" in report.fisher_variant_text(None)
+    text = report.fisher_variant_text({"fisher_options": {"rearrange": True, "tune": False},
+                                       "fisher_options_from": "../results/exploratory/fisher_tuning.json"})
+    assert "rearrangement" in text and "least-squares" not in text and "validation" in text
+    text = report.fisher_variant_text({"fisher_options": {"rearrange": False, "tune": True}})
+    assert "least-squares" in text and "validation" not in text

@@ -499,11 +499,13 @@ def _labelled_batches(tokenizer, split, examples, max_length, batch_size, seed):
 
 def make_methods(names, tokenizer, importance_split, importance_examples=1024,
                  head_step_fraction=0.1, gradual_steps=4, greedy_layers=False, max_length=64,
-                 batch_size=32, seed=42, progress=False, fisher_examples=None, cofi=None):
+                 batch_size=32, seed=42, progress=False, fisher_examples=None, cofi=None,
+                 fisher_options=None):
     """The methods `names` (from METHODS) as `Method`s. Head importance and layer losses are
     computed on `importance_examples` tweets of `importance_split` (the training split); the
     Fisher mask search on `fisher_examples` of them (default: the reference's 2,048, in its
-    batches of 32). cofi: {"dataset", "train_config", "examples_for": training tweets of its
+    batches of 32), with `fisher_options` ({"rearrange", "tune"} of FisherMaskPruner; default
+    neither). cofi: {"dataset", "train_config", "examples_for": training tweets of its
     pruning phase, {target: examples} or a callable, "distill_alpha", "temperature",
     "reg_learning_rate"} for the method "cofi". Each Method keeps these arguments as its
     `recipe`, so `run_baselines(isolate=True)` can rebuild it in a fresh process."""
@@ -533,7 +535,8 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
         "fisher_mask": lambda: Method("fisher_mask", fisher_mask.FisherMaskPruner(
             _labelled_batches(tokenizer, importance_split,
                               fisher_examples or fisher_mask.FISHER_EXAMPLES, max_length,
-                              fisher_mask.FISHER_BATCH_SIZE, seed)), "head+neuron"),
+                              fisher_mask.FISHER_BATCH_SIZE, seed),
+            **(fisher_options or {})), "head+neuron"),
         "cofi": lambda: Method("cofi", CoFiPruner(tokenizer, progress=progress, **cofi),
                                "head+neuron+sublayer"),
     }
@@ -544,7 +547,7 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
                "head_step_fraction": head_step_fraction, "gradual_steps": gradual_steps,
                "greedy_layers": greedy_layers, "max_length": max_length,
                "batch_size": batch_size, "seed": seed, "progress": progress,
-               "fisher_examples": fisher_examples}
+               "fisher_examples": fisher_examples, "fisher_options": fisher_options}
     methods = {}
     for name in names:
         methods[name] = factories[name]()

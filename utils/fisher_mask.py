@@ -30,8 +30,9 @@ WoosukKwon/retraining-free-pruning), in this project's masks format (`utils.base
    the block-diagonal Fisher (`greedy_rearrange`).
 
 The rearrangement and the tuning repair a model that is never retrained; in this comparison
-every method's masks get the same recovery fine-tune (`utils.sweep.recover`), and notebook 07
-runs neither (scripts/explore_fisher_tuning.py measured both on validation).
+every method's masks get the same recovery fine-tune (`utils.sweep.recover`) afterwards, and
+notebook 07 runs the variant that scored best on validation before recovery
+(`options_on_validation` of scripts/explore_fisher_tuning.py's runs).
 """
 from __future__ import annotations
 
@@ -258,6 +259,31 @@ def tuned_masks(masks, applied, head_size):
         width = head_size if kind == "heads" else 1
         masks[name] *= _row_factors(len(masks[name]), kept, scales, width)[:, None]
     return masks
+
+
+def options_on_validation(runs):
+    """{"rearrange": bool, "tune": bool}: the FisherMaskPruner variant with the highest mean
+    validation macro-F1 over its targets in `runs`, the record scripts/explore_fisher_tuning.py
+    writes (results/exploratory/fisher_tuning.json: {"rows": [{"target", "rearranged",
+    "tuned", "val_macro_f1"}, ...]}). Only variants measured at every target compete; ties go
+    to the variant with fewer steps."""
+    rows = runs.get("rows") if isinstance(runs, dict) else None
+    if not rows:
+        raise ValueError("the tuning runs hold no 'rows': re-run `.venv/bin/python "
+                         "scripts/explore_fisher_tuning.py` or set the options explicitly")
+    scores, targets = {}, set()
+    for row in rows:
+        value = row.get("val_macro_f1")
+        if not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"a tuning run has no finite 'val_macro_f1' ({row}): re-run "
+                             "scripts/explore_fisher_tuning.py")
+        variant = (bool(row.get("rearranged")), bool(row.get("tuned")))
+        scores.setdefault(variant, {})[row["target"]] = value
+        targets.add(row["target"])
+    complete = {v: float(np.mean(list(s.values()))) for v, s in scores.items()
+                if set(s) == targets}
+    best = max(complete, key=lambda v: (complete[v], -sum(v)))
+    return {"rearrange": best[0], "tune": best[1]}
 
 
 class FisherMaskPruner:

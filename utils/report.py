@@ -646,6 +646,20 @@ def comparison_is_stale(comparison, sweep, block="block"):
     return False
 
 
+def fisher_variant_text(settings):
+    """Which of the reference's repairs notebook 07's fisher_mask ran (baselines.json
+    "fisher_options"; a record without them ran neither)."""
+    options = (settings or {}).get("fisher_options") or {}
+    steps = [name for key, name in (("rearrange", "its mask rearrangement"),
+                                    ("tune", "its least-squares mask tuning")) if options.get(key)]
+    chosen = (", the variant with the highest mean validation macro-F1 before recovery "
+              "(`scripts/explore_fisher_tuning.py`)"
+              if str((settings or {}).get("fisher_options_from", "")).endswith(".json") else "")
+    if not steps:
+        return "without its mask rearrangement and least-squares tuning" + chosen
+    return "with " + " and ".join(steps) + chosen + ", before the recovery"
+
+
 def comparison_section(rep):
     comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
     recovery = settings.get("retrain", {}) if settings else {}
@@ -675,8 +689,7 @@ def comparison_section(rep):
            "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
            "weight norm; heads and "
            "FFN neurons together by the Fisher information of their masks with the mask search "
-           "of Kwon et al. (2022) (`fisher_mask`; without its mask rearrangement and "
-           "least-squares tuning, since the recovery follows); hard-concrete L0 gates on heads, "
+           f"of Kwon et al. (2022) (`fisher_mask`; {fisher_variant_text(settings)}); hard-concrete L0 gates on heads, "
            "neurons and whole sublayers under a Lagrangian sparsity constraint (`cofi`, Xia et "
            "al. 2022), whose pruning phase sees as many tweets as block pruning's run at the "
            "same level."]

@@ -440,3 +440,30 @@ def test_fisher_variant_text_names_the_repairs_notebook_07_ran():
     assert "rearrangement" in text and "least-squares" not in text and "validation" in text
     text = report.fisher_variant_text({"fisher_options": {"rearrange": False, "tune": True}})
     assert "least-squares" in text and "validation" not in text
+
+
+def test_studies_older_than_the_run_are_flagged_as_describing_earlier_models(tmp_path):
+    results = new_results(tmp_path)
+    (results / "recovery_budget.json").write_text(json.dumps({
+        "target": 0.5, "dense_test_macro_f1": 0.8, "dense_val_macro_f1": 0.8, "git_commit": "abc",
+        "rows": [{"method": "block", "recovery_examples": 4000, "macro_f1": 0.8, "val_macro_f1": 0.8}]}))
+    step = {"seconds": 60.0, "max_rss_mb": 100.0, "parameters": {}}
+    study = {"commit": "abc", "started_clean": False, "complete": True, "total_seconds": 120.0,
+             "steps": [{**step, "name": "08_binarization", "started": "2026-12-01T22:00:00+00:00"},
+                       {**step, "name": "11_recovery_budget", "started": "2026-12-02T12:00:00+00:00"}]}
+    run = {"commit": "abc", "started_clean": True, "complete": True, "total_seconds": 60.0,
+           "started": "2026-12-02T09:00:00+00:00",
+           "steps": [{**step, "name": "01_data_prep", "started": "2026-12-02T09:00:00+00:00"}]}
+    (results / "pipeline.json").write_text(json.dumps({"run": run, "study": study}))
+    assert report.stale_study_steps({"run": run, "study": study}) == ["08_binarization"]
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert "**Earlier models:** step 08_binarization" in section_of(md, "Binarized weights")
+    assert "Earlier models" not in section_of(md, "Study: recovery budget against optimiser")
+    assert "The studies 08_binarization ran before the `make run`" in md
+    # mutation: the run started before both study steps -> nothing is flagged
+    run["started"] = "2026-12-01T20:00:00+00:00"
+    (results / "pipeline.json").write_text(json.dumps({"run": run, "study": study}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert "Earlier models" not in md and "checkpoints of an earlier run" not in md
+    # records without times flag nothing
+    assert report.stale_study_steps({"run": {}, "study": study}) == []

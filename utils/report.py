@@ -24,6 +24,7 @@ alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a s
 import argparse
 import base64
 import csv
+import datetime
 import html
 import io as bytes_io
 import os
@@ -125,6 +126,29 @@ def commit(record):
     return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
+# The study step that writes each source of `make study`.
+STUDY_STEPS = {"comparison": "07_comparison", "latency": "07_comparison",
+               "baselines": "07_comparison", "binarization": "08_binarization",
+               "binarization_meta": "08_binarization", "lambda_k": "09_lambda_k_sweep",
+               "grouping": "10_block_seed", "recovery_budget": "11_recovery_budget"}
+
+
+def stale_study_steps(pipeline):
+    """Names of the study record's steps that started before the run record did: they read
+    the checkpoints of an earlier `make run` (every study step reads the run's models)."""
+    def when(record):
+        try:
+            return datetime.datetime.fromisoformat(record["started"])
+        except (KeyError, TypeError, ValueError):   # an older record without times
+            return None
+    if not pipeline or "run" not in pipeline or "study" not in pipeline:
+        return []
+    started = when(pipeline["run"])
+    return [step["name"] for step in pipeline["study"].get("steps", [])
+            if step.get("name") in STUDY_STEPS.values() and started is not None
+            and when(step) is not None and when(step) < started]
+
+
 class Report:
     """Collects what every section needs: the loaded files, their paths, figure links."""
 
@@ -150,7 +174,18 @@ class Report:
             if record.get("smoke") or record.get("meta", {}).get("smoke"):
                 text += (". **SMOKE run** (tiny model, a few hundred tweets): these numbers only "
                          "show that the pipeline works")
+        step = self.earlier_models(key)
+        if step:
+            text += (f". **Earlier models:** step {step} ran before the `make run` reported "
+                     "above, so these numbers were computed from the checkpoints (dense "
+                     f"baseline, block-pruning snapshots) of an earlier run; `make study REDO={step}` brings them up to date")
         return text + "."
+
+    def earlier_models(self, key):
+        """The study step that wrote source `key`, when it started before the `make run`
+        whose results this report shows: it then describes an earlier run's models."""
+        step = STUDY_STEPS.get(key)
+        return step if step in stale_study_steps(self.r.get("pipeline")) else None
 
     def figure(self, name, caption, producer_key):
         path = self.figures_dir / name
@@ -979,6 +1014,12 @@ def limitations(rep):
     if bench:
         items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
                      "cores), not a GPU or a phone; they move with other load on the machine.")
+    stale = stale_study_steps(rep.r.get("pipeline"))
+    if stale:
+        items.append(f"The studies {', '.join(stale)} ran before the `make run` reported here "
+                     "and were computed from the checkpoints of an earlier run (their sections "
+                     "say so); "
+                     f"`make study REDO={','.join(stale)}` re-runs them.")
     items.append("Movement pruning (Sanh et al. 2020) and the block pruning of Lagunas et al. "
                  "(2021) are not reimplemented here, so they are missing from the comparison.")
     if rep.r.get("binarization"):

@@ -467,3 +467,26 @@ def test_studies_older_than_the_run_are_flagged_as_describing_earlier_models(tmp
     assert "Earlier models" not in md and "checkpoints of an earlier run" not in md
     # records without times flag nothing
     assert report.stale_study_steps({"run": {}, "study": study}) == []
+
+
+@needs_results
+def test_readme_comparison_lines_say_when_they_come_from_an_earlier_run(tmp_path):
+    import shutil
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("baseline.json", "comparison.csv"):
+        shutil.copy(RESULTS / name, results / name)
+    step = {"seconds": 60.0, "max_rss_mb": 100.0, "parameters": {}}
+    run = {"commit": "abc", "started_clean": True, "complete": True, "total_seconds": 60.0,
+           "started": "2026-12-02T09:00:00+00:00",
+           "steps": [{**step, "name": "01_data_prep", "started": "2026-12-02T09:00:00+00:00"}]}
+    study = {"commit": "abc", "started_clean": False, "complete": True, "total_seconds": 60.0,
+             "steps": [{**step, "name": "07_comparison", "started": "2026-12-01T09:00:00+00:00"}]}
+
+    def readme_results():
+        (results / "pipeline.json").write_text(json.dumps({"run": run, "study": study}))
+        rep = report.Report({"results": results, "data": tmp_path}, tmp_path, tmp_path)
+        return report.readme_blocks(rep)["results"]
+    assert "from an earlier run's checkpoints" in readme_results()
+    study["steps"][0]["started"] = "2026-12-02T10:00:00+00:00"   # mutation: 07 after the run
+    assert "from an earlier run's checkpoints" not in readme_results()

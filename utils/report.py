@@ -1103,7 +1103,10 @@ def readme_blocks(rep):
         abstract_text += "\n\nTargets of the block-pruning work:\n\n" + "\n".join(targets)
     if rep.r.get("comparison"):
         abstract_text += ("\n\nAgainst the other methods (`make study`, notebook 07; each "
-                          "method's point chosen on validation, test macro-F1):\n\n"
+                          "method's point chosen on validation, test macro-F1"
+                          + ("; **from an earlier run's checkpoints**, before the `make run` "
+                             "above: `make study REDO=07_comparison` updates it"
+                             if rep.earlier_models("comparison") else "") + "):\n\n"
                           + "\n".join(comparison_conclusions(rep.r["comparison"])))
     return {"results": abstract_text + "\n\nThe full report, every number read from "
                                        "`results/`: [report/report.md](report/report.md).",

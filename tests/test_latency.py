@@ -1,0 +1,137 @@
+"""utils.latency: the latency table's fit, prediction and cache (timings on tiny models only
+check the plumbing; the prediction error on real models belongs to the benchmark)."""
+import json
+
+import numpy as np
+import pytest
+
+from utils import latency as L
+from utils import model as M
+
+TRUE = {"base": 2.0, "attention_fixed": 0.7, "head": 0.05, "ffn_fixed": 0.3, "neuron": 0.001}
+
+
+def synthetic_rows(config, coefficients, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, (heads, neurons) in L.variants(config).items():
+        value = L.predict({"latency_ms": coefficients}, [heads] * config.num_layers,
+                          [neurons] * config.num_layers)
+        rows.append({"variant": name, "heads": heads, "neurons": neurons,
+                     "latency_ms": value + noise * rng.normal(),
+                     "ms_per_example_batched": value / 10})
+    return rows
+
+
+def test_fit_recovers_the_coefficients_of_noiseless_timings():
+    config = M.EncoderConfig(vocab_size=50, hidden_size=64, num_heads=[4] * 3,
+                             intermediate_sizes=[128] * 3, head_size=16)
+    table = L.fit_table(synthetic_rows(config, TRUE), config.num_layers)
+    for key, value in TRUE.items():
+        assert table["latency_ms"][key] == pytest.approx(value)
+        assert table["ms_per_example_batched"][key] == pytest.approx(value / 10)
+
+
+def test_fit_is_the_least_squares_line_numpy_polyfit_gives():
+    config = M.EncoderConfig(vocab_size=50, hidden_size=64, num_heads=[4] * 2,
+                             intermediate_sizes=[128] * 2, head_size=16)
+    rows = synthetic_rows(config, TRUE, noise=0.2, seed=3)
+    table = L.fit_table(rows, config.num_layers)["latency_ms"]
+    base = next(r["latency_ms"] for r in rows if r["heads"] == r["neurons"] == 0)
+    for kind, fixed, slope in (("heads", "attention_fixed", "head"),
+                               ("neurons", "ffn_fixed", "neuron")):
+        points = [(r[kind], (r["latency_ms"] - base) / 2) for r in rows if r[kind] > 0]
+        b, a = np.polyfit(*np.array(points).T, deg=1)
+        assert (table[fixed], table[slope]) == pytest.approx((a, b))
+
+
+def test_prediction_adds_sublayers_and_a_removed_sublayer_costs_nothing():
+    table = {"latency_ms": TRUE}
+    assert L.predict(table, [0, 0], [0, 0]) == TRUE["base"]
+    by_hand = TRUE["base"] + (0.7 + 0.05 * 3) + (0.3 + 0.001 * 100) + 0 + (0.3 + 0.001 * 7)
+    assert L.predict(table, [3, 0], [100, 7]) == pytest.approx(by_hand)
+    # removing the last head saves the fixed part as well
+    assert L.predict(table, [1], [0]) - L.predict(table, [0], [0]) == pytest.approx(0.75)
+    assert L.predict(table, [2], [0]) - L.predict(table, [1], [0]) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: L.predict({"latency_ms": TRUE}, [1, 2], [3]), "one of each per layer"),
+    (lambda: L.predict({"latency_ms": TRUE}, [-1], [3]), ">= 0"),
+    (lambda: L.predict({"latency_ms": TRUE}, [1], [3], cost="flops"), "cost = 'flops'"),
+    (lambda: L.fit_table([{"heads": 1, "neurons": 0, "latency_ms": 1.0,
+                           "ms_per_example_batched": 1.0}], 2), "no sublayers"),
+    (lambda: L.grid(M.tiny_config(50), points=1), "points = 1"),
+])
+def test_bad_inputs_get_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_the_fit_needs_two_widths_per_sublayer():
+    rows = [{"heads": 0, "neurons": 0, "latency_ms": 1.0, "ms_per_example_batched": 1.0},
+            {"heads": 2, "neurons": 0, "latency_ms": 2.0, "ms_per_example_batched": 1.0},
+            {"heads": 0, "neurons": 8, "latency_ms": 2.0, "ms_per_example_batched": 1.0},
+            {"heads": 0, "neurons": 16, "latency_ms": 3.0, "ms_per_example_batched": 1.0}]
+    with pytest.raises(ValueError, match="two or more heads widths"):
+        L.fit_table(rows, 1)
+
+
+def test_measure_and_cache(tokenizer, tmp_path, monkeypatch):
+    config = M.tiny_config(len(tokenizer))
+    texts = ["good game tonight", "worst service ever", "ok I guess"]
+    messages = []
+    path = tmp_path / "latency_table.json"
+    table = L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2,
+                           rounds=1, points=2, log=messages.append)
+    record = json.loads(path.read_text())
+    assert {r["variant"] for r in record["rows"]} == set(L.variants(config, 2))
+    assert all(r["latency_ms"] > 0 and r["ms_per_example_batched"] > 0 for r in record["rows"])
+    assert set(table) == set(L.COSTS) and set(table["latency_ms"]) == set(L.COEFFICIENTS)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(L, "measure", fail)
+    assert L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2,
+                          rounds=1, points=2) == table          # same machine: the cache
+    measured = []
+    monkeypatch.setattr(L, "measure", lambda *a, **k: measured.append(1) or record["rows"])
+    L.cached_table(path, config, tokenizer, texts, max_length=32, batch_size=2, rounds=1,
+                   points=2, log=messages.append)              # other shapes: measured again
+    path.write_text("{not json")
+    L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
+                   points=2, log=messages.append)              # corrupt: measured again
+    assert len(measured) == 2
+    assert any("another machine" in m for m in messages) and any("unreadable" in m for m in messages)
+
+
+def test_prediction_check_times_the_compacted_models_and_reports_errors(tokenizer, tmp_path):
+    from helpers import random_model
+    config = M.tiny_config(len(tokenizer))
+    model = random_model(config, seed=1)
+    M.save_model(model, tmp_path / "dense")
+    # switch off every head of layer 0: compaction removes its attention sublayer
+    for part in ("query", "key", "value"):
+        kernel = M.prunable_kernels(model)[f"layer_0/attention/{part}"]
+        kernel.assign(np.zeros(kernel.shape, "f4"))
+    M.save_model(model, tmp_path / "pruned")
+    table = {cost: TRUE for cost in L.COSTS}
+    rows = L.prediction_check(table, {"dense": tmp_path / "dense", "pruned": tmp_path / "pruned"},
+                              tokenizer, ["good game", "bad day"], max_length=16, batch_size=2,
+                              rounds=1)
+    by = {r["model"]: r for r in rows}
+    assert by["dense"]["num_heads"] == config.num_heads
+    assert by["pruned"]["num_heads"][0] == 0
+    for row in rows:
+        predicted = L.predict(table, row["num_heads"], row["intermediate_sizes"])
+        assert row["latency_ms_predicted"] == pytest.approx(predicted)
+        assert row["latency_ms_relative_error"] == pytest.approx(
+            predicted / row["latency_ms_measured"] - 1)
+
+
+def test_cli_names_a_missing_model_without_a_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        L.main(["--dense", str(tmp_path / "nothing"), "--out", str(tmp_path / "out.json")])
+    assert exit_info.value.code == 2
+    assert "nothing/config.json is missing: run `make run` first" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()

@@ -1,0 +1,239 @@
+"""A latency table: what an attention head, an FFN neuron and each sublayer's fixed part cost on
+this machine, measured once and cached, so that a compacted model's latency can be predicted from
+its per-layer widths (as Kwon et al. 2022 and ZipLM prune against a measured latency table).
+
+The model of a compacted encoder's cost at one batch size, per example:
+
+    cost = base + sum over layers l of [attention(h_l) + ffn(n_l)]
+    attention(h) = 0 if h == 0 else attention_fixed + head * h
+    ffn(n)       = 0 if n == 0 else ffn_fixed + neuron * n
+
+`base` is the model with every sublayer removed (embeddings, the LayerNorms a layer keeps, the
+pooler and the classifier); a removed sublayer costs nothing, which is why removing the last head
+of a layer buys more than removing one of several (its fixed part: reshapes, the softmax, kernel
+launches). The coefficients come from whole classifiers of uniform widths timed round-robin in
+one process (`utils.bench.time_variants`): the model with no sublayers, with only attention at
+several head counts, with only the FFN at several widths. Weights are random: latency does not
+depend on their values.
+
+At batch 1 the cost is the median latency (ms); at `batch_size` it is milliseconds per example
+(1000 / throughput), so both are additive over sublayers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+
+COEFFICIENTS = ("base", "attention_fixed", "head", "ffn_fixed", "neuron")
+COSTS = ("latency_ms", "ms_per_example_batched")   # batch 1; batch `batch_size`
+
+
+def uniform_config(config, heads, neurons):
+    """`config` with every layer at `heads` heads and `neurons` FFN neurons."""
+    return dataclasses.replace(config, num_heads=[heads] * config.num_layers,
+                               intermediate_sizes=[neurons] * config.num_layers)
+
+
+def grid(config, points=4):
+    """Head counts and FFN widths to time: `points` evenly spaced values in (0, full]."""
+    if not isinstance(points, int) or points < 2:
+        raise ValueError(f"points = {points!r}: need an int >= 2 to fit a line per sublayer")
+    full_heads, full_neurons = max(config.num_heads), max(config.intermediate_sizes)
+    heads = sorted({max(1, round(full_heads * (i + 1) / points)) for i in range(points)})
+    neurons = sorted({max(1, round(full_neurons * (i + 1) / points)) for i in range(points)})
+    if len(heads) < 2 or len(neurons) < 2:
+        raise ValueError(f"the model has {full_heads} heads and {full_neurons} neurons per "
+                         "layer: too few distinct widths to fit a line")
+    return heads, neurons
+
+
+def variants(config, points=4):
+    """{name: (heads, neurons)} of the uniform models to time: "base" (no sublayers), attention
+    only at each head count, FFN only at each width."""
+    heads, neurons = grid(config, points)
+    return {"base": (0, 0), **{f"heads_{h}": (h, 0) for h in heads},
+            **{f"neurons_{n}": (0, n) for n in neurons}}
+
+
+def fit_table(rows, num_layers):
+    """The table's coefficients from timed uniform models.
+
+    rows: [{"heads", "neurons", "latency_ms", "ms_per_example_batched"}], one with 0 heads and
+    0 neurons (the base), at least two with only heads and two with only neurons.
+    Returns {cost: {coefficient: value}} for each cost in COSTS: each sublayer's line is the
+    least-squares fit of (cost - base) / num_layers against its width."""
+    base = [r for r in rows if r["heads"] == 0 and r["neurons"] == 0]
+    if len(base) != 1:
+        raise ValueError(f"need exactly one timed model with no sublayers, got {len(base)}")
+    table = {}
+    for cost in COSTS:
+        entry = {"base": float(base[0][cost])}
+        for kind, fixed, slope, other in (("heads", "attention_fixed", "head", "neurons"),
+                                          ("neurons", "ffn_fixed", "neuron", "heads")):
+            points = [(r[kind], (r[cost] - entry["base"]) / num_layers)
+                      for r in rows if r[kind] > 0 and r[other] == 0]
+            if len({w for w, _ in points}) < 2:
+                raise ValueError(f"need models at two or more {kind} widths (and nothing else) "
+                                 f"to fit the {kind} line, got {sorted(w for w, _ in points)}")
+            widths, values = np.array(points, dtype=float).T
+            design = np.stack([np.ones_like(widths), widths], axis=1)
+            (entry[fixed], entry[slope]), *_ = np.linalg.lstsq(design, values, rcond=None)
+            entry[fixed], entry[slope] = float(entry[fixed]), float(entry[slope])
+        table[cost] = entry
+    return table
+
+
+def predict(table, num_heads, intermediate_sizes, cost="latency_ms"):
+    """Predicted cost of a model with these per-layer widths (see the module docstring)."""
+    if cost not in table:
+        raise ValueError(f"cost = {cost!r}: the table has {sorted(table)}")
+    if len(num_heads) != len(intermediate_sizes):
+        raise ValueError(f"{len(num_heads)} head counts but {len(intermediate_sizes)} FFN "
+                         "widths: give one of each per layer")
+    c = table[cost]
+    total = c["base"]
+    for heads, neurons in zip(num_heads, intermediate_sizes):
+        if heads < 0 or neurons < 0:
+            raise ValueError(f"widths must be >= 0, got {heads} heads and {neurons} neurons")
+        total += (c["attention_fixed"] + c["head"] * heads) if heads else 0.0
+        total += (c["ffn_fixed"] + c["neuron"] * neurons) if neurons else 0.0
+    return total
+
+
+def machine_key(config, max_length, batch_size):
+    """What a cached table is valid for: this machine, this software, these shapes."""
+    import tensorflow as tf
+    return {"platform": platform.platform(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "tensorflow": tf.__version__, "hidden_size": config.hidden_size,
+            "head_size": config.head_size, "num_layers": config.num_layers,
+            "full_heads": max(config.num_heads), "full_neurons": max(config.intermediate_sizes),
+            "vocab_size": config.vocab_size, "max_length": max_length, "batch_size": batch_size}
+
+
+def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, points=4,
+            seed=0):
+    """Time the uniform models of `variants(config, points)` round-robin in this process on
+    `texts` (batch 1 each, then all of them at `batch_size`) and return their rows."""
+    import keras
+    from . import bench, model as model_lib
+    keras.utils.set_random_seed(seed)
+    shapes = variants(config, points)
+    loaded = {}
+    for name, (heads, neurons) in shapes.items():
+        model = model_lib.build_classifier(uniform_config(config, heads, neurons))
+        loaded[name] = (bench.serving_fn(model), tokenizer)
+    timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
+    return [{"variant": name, "heads": heads, "neurons": neurons,
+             "latency_ms": timings[name]["latency_ms_median"],
+             "ms_per_example_batched": 1000.0 / timings[name]["throughput_ex_per_s"]}
+            for name, (heads, neurons) in shapes.items()]
+
+
+def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, rounds=3,
+                 points=4, log=print):
+    """The table for this machine from `path`, measured (and written there) when the file is
+    missing, unreadable, or was made on another machine or for other shapes."""
+    path = Path(path)
+    key = machine_key(config, max_length, batch_size)
+    if path.exists():
+        try:
+            cached = io.read_json(path)
+        except ValueError as error:
+            log(f"{path} is unreadable ({error}); measuring the latency table again")
+            cached = None
+        if cached is not None and cached.get("key") == key and "table" in cached:
+            return cached["table"]
+        if cached is not None:
+            log(f"{path} was measured for another machine or model shape; measuring again")
+    rows = measure(config, tokenizer, texts, max_length, batch_size, rounds, points)
+    table = fit_table(rows, config.num_layers)
+    io.write_json(path, {"key": key, "rows": rows, "table": table,
+                         "texts": len(texts), "rounds": rounds})
+    return table
+
+
+def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_size=32,
+                     rounds=3):
+    """Predicted against measured cost of the compacted models in `directories` ({name:
+    model directory}), all timed round-robin in this process. Returns one row per model: its
+    per-layer widths, both costs measured and predicted, and the relative errors."""
+    from . import bench, compact, model as model_lib
+    loaded, widths = {}, {}
+    for name, directory in directories.items():
+        model = compact.compact_model(model_lib.load_model(directory))
+        widths[name] = (model.encoder_config.num_heads, model.encoder_config.intermediate_sizes)
+        loaded[name] = (bench.serving_fn(model), tokenizer)
+    timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
+    rows = []
+    for name, (heads, neurons) in widths.items():
+        measured = {"latency_ms": timings[name]["latency_ms_median"],
+                    "ms_per_example_batched": 1000.0 / timings[name]["throughput_ex_per_s"]}
+        row = {"model": name, "num_heads": heads, "intermediate_sizes": neurons}
+        for cost in COSTS:
+            predicted = predict(table, heads, neurons, cost)
+            row.update({f"{cost}_measured": measured[cost], f"{cost}_predicted": predicted,
+                        f"{cost}_relative_error": predicted / measured[cost] - 1})
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    """python -m utils.latency: measure (or read) this machine's latency table and check its
+    predictions on the dense model and block pruning's recovered snapshots."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m utils.latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dense", default="checkpoints/baseline/best")
+    parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
+                        help="directory of sparsity_XX models to check the predictions on")
+    parser.add_argument("--data", default="data", help="directory of the CSV splits")
+    parser.add_argument("--cache", default="checkpoints/latency_table.json")
+    parser.add_argument("--out", default="results/latency_table.json")
+    parser.add_argument("--examples", type=int, default=200, help="test tweets timed")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=64)
+    args = parser.parse_args(argv)
+    from . import data, model as model_lib
+    try:
+        if args.examples < 1 or args.rounds < 1:
+            raise ValueError(f"--examples {args.examples} / --rounds {args.rounds}: both must "
+                             "be >= 1")
+        for path in (Path(args.dense, model_lib.CONFIG_FILE), Path(args.snapshots_dir)):
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: run `make run` first")
+        texts = data.load_splits(args.data)["test"]["text"][:args.examples]
+        tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+        config = model_lib.EncoderConfig.load(Path(args.dense, model_lib.CONFIG_FILE))
+        table = cached_table(args.cache, config, tokenizer, texts, args.max_length,
+                             rounds=args.rounds)
+        directories = {"dense": args.dense, **{
+            d.name: d for d in sorted(Path(args.snapshots_dir).glob("sparsity_*"))
+            if (d / model_lib.CONFIG_FILE).exists()}}
+        rows = prediction_check(table, directories, tokenizer, texts, args.max_length,
+                                rounds=args.rounds)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+    io.write_json(args.out, {"table": table, "key": machine_key(config, args.max_length, 32),
+                             "checked_on": rows, "examples": len(texts), "rounds": args.rounds,
+                             "command": "python -m utils.latency", "git_commit": io.git_commit()})
+    for row in rows:
+        print(f"{row['model']}: batch 1 {row['latency_ms_measured']:.2f} ms measured, "
+              f"{row['latency_ms_predicted']:.2f} predicted "
+              f"({100 * row['latency_ms_relative_error']:+.0f}%); batched "
+              f"{row['ms_per_example_batched_measured']:.3f} ms/example, "
+              f"{row['ms_per_example_batched_predicted']:.3f} predicted "
+              f"({100 * row['ms_per_example_batched_relative_error']:+.0f}%)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

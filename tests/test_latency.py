@@ -135,3 +135,60 @@ def test_cli_names_a_missing_model_without_a_traceback(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "nothing/config.json is missing: run `make run` first" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def _brute_force(importance, alive, table, budget):
+    """Every count per sublayer (top-k alive units), the best total importance that fits."""
+    import itertools
+    keys = sorted(alive)
+    orders = {k: sorted(np.flatnonzero(alive[k]), key=lambda u: -importance[k][u]) for k in keys}
+    best = -np.inf
+    for counts in itertools.product(*[range(len(orders[k]) + 1) for k in keys]):
+        heads = {k[0]: 0 for k in keys}
+        neurons = dict(heads)
+        for k, n in zip(keys, counts):
+            (heads if k[1] == "heads" else neurons)[k[0]] = n
+        layers = sorted(heads)
+        if L.predict(table, [heads[i] for i in layers], [neurons[i] for i in layers]) <= budget:
+            best = max(best, sum(importance[k][u] for k, n in zip(keys, counts)
+                                 for u in orders[k][:n]))
+    return best
+
+
+@pytest.mark.parametrize("budget", [10.0, 17.0, 23.0, 31.0])
+def test_select_under_cost_is_the_brute_force_optimum(budget):
+    rng = np.random.default_rng(int(budget))
+    table = {"latency_ms": {"base": 5.0, "attention_fixed": 3.0, "head": 1.0,
+                            "ffn_fixed": 2.0, "neuron": 1.0}}   # integer costs: the DP is exact
+    keys = [(0, "heads"), (1, "heads"), (0, "neurons"), (1, "neurons")]
+    sizes = {(0, "heads"): 3, (1, "heads"): 3, (0, "neurons"): 4, (1, "neurons"): 4}
+    importance = {k: rng.exponential(size=sizes[k]) for k in keys}
+    alive = {k: np.ones(sizes[k], bool) for k in keys}
+    alive[(1, "neurons")][2] = alive[(0, "heads")][0] = False       # already switched off
+    off = L.select_under_cost(importance, alive, table, budget, step=1.0)
+    for k in keys:
+        assert not (off[k] & ~alive[k]).any()
+    kept = {k: alive[k] & ~off[k] for k in keys}
+    heads = [int(kept[(i, "heads")].sum()) for i in (0, 1)]
+    neurons = [int(kept[(i, "neurons")].sum()) for i in (0, 1)]
+    assert L.predict(table, heads, neurons) <= budget
+    assert sum(importance[k][kept[k]].sum() for k in keys) == pytest.approx(
+        _brute_force(importance, alive, table, budget))
+
+
+def test_select_under_cost_empties_a_sublayer_when_its_fixed_part_buys_the_most():
+    # two layers' FFNs of equal value per neuron; a budget that fits one FFN with all its
+    # neurons, or both with fewer: with a large fixed part, one FFN is removed entirely
+    table = {"latency_ms": {"base": 0.0, "attention_fixed": 0.0, "head": 0.0,
+                            "ffn_fixed": 10.0, "neuron": 1.0}}
+    importance = {(0, "neurons"): np.ones(10), (1, "neurons"): np.ones(10) * 1.01}
+    alive = {k: np.ones(10, bool) for k in importance}
+    off = L.select_under_cost(importance, alive, table, 20.0, step=1.0)
+    assert off[(0, "neurons")].all() and not off[(1, "neurons")].any()
+
+
+def test_select_under_cost_rejects_a_budget_below_the_base():
+    table = {"latency_ms": dict(TRUE)}
+    with pytest.raises(ValueError, match="below the cost of a model with no sublayers"):
+        L.select_under_cost({(0, "heads"): np.ones(2)}, {(0, "heads"): np.ones(2, bool)},
+                            table, 1.0)

@@ -237,3 +237,71 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------ selection under a cost budget
+
+def sublayer_cost(table, kind, units, cost="latency_ms"):
+    """Predicted cost of one sublayer (kind "heads" or "neurons") keeping `units` units."""
+    c = table[cost]
+    if units == 0:
+        return 0.0
+    return (c["attention_fixed"] + c["head"] * units if kind == "heads"
+            else c["ffn_fixed"] + c["neuron"] * units)
+
+
+def select_under_cost(importance, alive, table, budget, cost="latency_ms", step=None):
+    """Units to switch off so that the predicted cost (`predict`) is at most `budget`, keeping
+    the alive units of the largest total `importance`.
+
+    Within a sublayer the most important alive units are the ones worth keeping, so the choice
+    is how many to keep in each sublayer: a multiple-choice knapsack (one option per count, its
+    value the sum of the top-k importances, its cost the sublayer's predicted cost, 0 for k = 0),
+    solved exactly by dynamic programming over costs in multiples of `step` (default: 1/2000 of
+    the budget), each option's cost rounded up, so the budget always holds.
+
+    importance, alive: {(layer, kind): per-unit arrays}, kind "heads" or "neurons". Returns
+    {key: bool array} of the alive units to switch off. Raises ValueError when even removing
+    every sublayer does not fit (the budget is below the table's base cost)."""
+    keys = sorted(alive)
+    room = budget - table[cost]["base"]
+    if room < 0:
+        raise ValueError(f"budget {budget:.3f} is below the cost of a model with no sublayers "
+                         f"({table[cost]['base']:.3f} {cost}): no selection reaches it")
+    step = step if step is not None else max(room, 1e-12) / 2000
+    if not step > 0:
+        raise ValueError(f"step = {step!r}: must be positive")
+    bins = int(np.floor(room / step + 1e-9))
+    best = np.zeros(bins + 1)              # best value within each cost (in steps)
+    choices = []
+    orders = {}
+    for key in keys:
+        alive_units = np.flatnonzero(alive[key])
+        order = alive_units[np.argsort(-np.asarray(importance[key])[alive_units], kind="stable")]
+        orders[key] = order
+        values = np.concatenate([[0.0], np.cumsum(np.asarray(importance[key])[order])])
+        costs = [int(np.ceil(sublayer_cost(table, key[1], k, cost) / step - 1e-9))
+                 for k in range(len(order) + 1)]
+        new = np.full(bins + 1, -np.inf)
+        choice = np.zeros(bins + 1, dtype=int)
+        for k, (value, c) in enumerate(zip(values, costs)):
+            if c > bins:
+                continue
+            candidate = np.full(bins + 1, -np.inf)
+            candidate[c:] = best[:bins + 1 - c] + value
+            better = candidate > new
+            new[better], choice[better] = candidate[better], k
+        best = new
+        choices.append(choice)
+    # back-track from the full budget
+    kept, b = {}, bins
+    for key, choice in zip(reversed(keys), reversed(choices)):
+        k = int(choice[b])
+        kept[key] = k
+        b -= int(np.ceil(sublayer_cost(table, key[1], k, cost) / step - 1e-9))
+    off = {}
+    for key in keys:
+        units = np.zeros(len(alive[key]), dtype=bool)
+        units[orders[key][kept[key]:]] = True
+        off[key] = units
+    return off

@@ -398,3 +398,55 @@ def test_the_committed_selection_runs_choose_a_known_rule():
     from utils import io
     runs = io.read_json(io.REPO_ROOT / "results" / "exploratory" / "fisher_selection.json")
     assert U.selection_on_validation(runs) in U.SELECTIONS
+
+
+COST_TABLE = {"latency_ms": {"base": 1.0, "attention_fixed": 0.6, "head": 0.2,
+                             "ffn_fixed": 0.3, "neuron": 0.02}}
+
+
+def test_progressive_pruning_to_cost_targets_cuts_the_knapsack_choice_and_reaches_each_cost(tokenizer):
+    from helpers import toy_dataset
+    from utils import baselines, latency, train
+    model = random_model(PROGRESSIVE, seed=11)
+    data = toy_dataset(n_train=96, n_val=16)
+    fisher = U.fisher_importance(baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0))
+    calls, alive_after = [], []
+
+    def importance(m):
+        calls.append({k: v.copy() for k, v in fisher(m).items()})
+        return calls[-1]
+    pruner = U.ProgressiveUnitPruning(model, [0.5, 0.8], total_steps=12, prune_fraction=1.0,
+                                      every=1, importance=importance, cost_table=COST_TABLE,
+                                      on_target=lambda t: alive_after.append(
+                                          {k: a.copy() for k, a in pruner.alive.items()}))
+    assert pruner.targets == [0.8, 0.5]          # the cost falls period by period
+    start = {k: a.copy() for k, a in pruner.alive.items()}
+    config = train.TrainConfig(learning_rate=1e-2, epochs=1, batch_size=8, max_length=16)
+    train.fine_tune(model, tokenizer, data, config, callbacks=[pruner.keras_callback()],
+                    progress=False)
+    assert [r["target"] for r in pruner.reached] == [0.8, 0.5]
+    for period, (target, alive) in enumerate(zip([0.8, 0.5], [start, alive_after[0]])):
+        expected = latency.select_under_cost(calls[period], alive, COST_TABLE,
+                                             target * pruner.dense_cost)
+        for key in alive:
+            assert (alive[key] & ~alive_after[period][key] == expected[key]).all()
+        assert pruner.reached[period]["cost_ratio"] <= target + 1e-9
+    # the zeros are real: the model's unit norms are 0 exactly where units are off
+    norms = U.unit_norms(model)
+    for key, alive in pruner.alive.items():
+        assert (norms[key][~alive] == 0).all()
+
+
+def test_cost_targets_need_importance_and_a_reachable_target(tokenizer):
+    model = random_model(PROGRESSIVE, seed=0)
+    with pytest.raises(ValueError, match="pass importance="):
+        U.ProgressiveUnitPruning(model, [0.5], total_steps=10, cost_table=COST_TABLE)
+    with pytest.raises(ValueError, match="below the cost of a model with no sublayers"):
+        U.ProgressiveUnitPruning(model, [0.01], total_steps=10, cost_table=COST_TABLE,
+                                 importance=lambda m: {})
+    from helpers import toy_dataset
+    from utils import train
+    with pytest.raises(ValueError, match="selection='fisher'"):
+        U.progressive_prune(model, tokenizer, toy_dataset(n_train=16, n_val=8), [0.5],
+                            train.TrainConfig(epochs=1, batch_size=8, max_length=16),
+                            "/nonexistent", cost_table=COST_TABLE)

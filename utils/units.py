@@ -360,13 +360,21 @@ class ProgressiveUnitPruning:
     model -> {key: per-unit importance} (e.g. `fisher_importance(batches)`) chooses, at each
     period's start, the alive units of least total importance that reach the target
     (`select_by_importance`; unit groups only).
+
+    cost_table: a `utils.latency` table; the targets are then shares of the dense model's
+    predicted cost (`cost`, e.g. 0.5 = half the latency) instead of sparsities, and each period
+    keeps the alive units of greatest importance whose predicted cost fits
+    (`latency.select_under_cost`: a sublayer's fixed part is saved when it is emptied). Needs
+    `importance`.
     """
 
     def __init__(self, classifier, targets, total_steps, prune_fraction=0.8, every=4,
-                 on_target=None, groups=None, importance=None):
+                 on_target=None, groups=None, importance=None, cost_table=None,
+                 cost="latency_ms"):
         targets = sorted(targets)
         if not targets or not all(0 < t < 1 for t in targets):
-            raise ValueError(f"targets = {targets!r}: give sparsities in (0, 1), e.g. [0.3, 0.5]")
+            raise ValueError(f"targets = {targets!r}: give sparsities (or, with cost_table, "
+                             f"shares of the dense cost) in (0, 1), e.g. [0.3, 0.5]")
         if not 0 < prune_fraction <= 1:
             raise ValueError(f"prune_fraction = {prune_fraction!r}: must be in (0, 1]")
         if not isinstance(every, int) or every < 1:
@@ -381,6 +389,22 @@ class ProgressiveUnitPruning:
             raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
                              f"not on {self.groups.name!r} groups: pass importance=None")
         self.importance = importance
+        self.cost_table, self.cost = cost_table, cost
+        if cost_table is not None:
+            from . import latency
+            if importance is None:
+                raise ValueError("cost targets choose units by importance: pass importance= "
+                                 "(e.g. fisher_importance(batches)) with cost_table")
+            config = classifier.encoder_config
+            self.dense_cost = latency.predict(cost_table, config.num_heads,
+                                              config.intermediate_sizes, cost)
+            floor = cost_table[cost]["base"] / self.dense_cost
+            if targets[0] * self.dense_cost < cost_table[cost]["base"]:
+                raise ValueError(f"target {targets[0]} x dense {cost} is below the cost of a "
+                                 f"model with no sublayers ({floor:.3f} x dense): give targets "
+                                 f"above {floor:.3f}")
+            targets = sorted(targets, reverse=True)   # the cost falls period by period
+            self.targets = targets
         span = max(len(targets), int(prune_fraction * total_steps))
         # period p covers steps [ends[p-1], ends[p])
         self.ends = [round(span * (p + 1) / len(targets)) for p in range(len(targets))]
@@ -393,7 +417,12 @@ class ProgressiveUnitPruning:
 
     def _start_period(self):
         target = self.targets[self.period]
-        if self.importance is None:
+        if self.cost_table is not None:
+            from . import latency
+            self.shrinking = latency.select_under_cost(
+                self.importance(self.classifier), self.alive, self.cost_table,
+                target * self.dense_cost, self.cost)
+        elif self.importance is None:
             self.shrinking = select_units(self.groups.norms(self.classifier), self.counts,
                                           self.alive, target, self.total)
         else:
@@ -431,7 +460,9 @@ class ProgressiveUnitPruning:
             for key, units in self.shrinking.items():
                 self.alive[key] &= ~units
             self.reached.append({"target": self.targets[self.period], "step": self.step,
-                                 "sparsity": self.sparsity()})
+                                 "sparsity": self.sparsity(),
+                                 **({"cost_ratio": self.cost_ratio()}
+                                    if self.cost_table is not None else {})})
             if self.on_target is not None:
                 self.on_target(self.targets[self.period])
             self.period, self.shrinking = self.period + 1, None
@@ -449,6 +480,14 @@ class ProgressiveUnitPruning:
         """Pruned share of encoder-linear weights, from the units switched off so far."""
         return sum(self.counts[k] * float(np.sum(~a)) for k, a in self.alive.items()) / self.total
 
+    def cost_ratio(self):
+        """Predicted cost of the units still alive, as a share of the dense model's."""
+        from . import latency
+        layers = sorted({key[0] for key in self.alive})
+        heads = [int(self.alive[(i, "heads")].sum()) for i in layers]
+        neurons = [int(self.alive[(i, "neurons")].sum()) for i in layers]
+        return latency.predict(self.cost_table, heads, neurons, self.cost) / self.dense_cost
+
     def keras_callback(self):
         pruner = self
 
@@ -458,10 +497,15 @@ class ProgressiveUnitPruning:
         return _Callback()
 
 
+def cost_dir_name(target):
+    """Directory name of the snapshot at a cost target (a share of the dense cost)."""
+    return f"cost_{round(100 * target):02d}"
+
+
 def progressive_prune(classifier, tokenizer, dataset, targets, train_config, save_dir,
                       teacher_logits=None, distill_alpha=0.5, temperature=2.0,
                       prune_fraction=0.8, every=4, groups=None, selection="rms",
-                      fisher_examples=None):
+                      fisher_examples=None, cost_table=None, cost="latency_ms"):
     """One training run (task loss + distillation from `teacher_logits`) that passes through
     every target with `ProgressiveUnitPruning`, saving a snapshot at each to
     save_dir/sparsity_XX. Returns (pruner, training state).
@@ -469,7 +513,10 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
     selection: "rms" (the smallest units by RMS weight) or "fisher" (the least important by
     the Fisher information of their masks on `fisher_examples` stratified training tweets,
     default the reference's 2,048 in batches of 32, recomputed at each period's start; those
-    tweets are read without any update, so they add no training examples)."""
+    tweets are read without any update, so they add no training examples).
+
+    cost_table: a `utils.latency` table; `targets` are then shares of the dense model's
+    predicted `cost` (needs selection="fisher"), and the snapshots go to save_dir/cost_XX."""
     from . import pruning, sweep, train
     from . import batching
     if selection not in SELECTIONS:
@@ -483,11 +530,17 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
             tokenizer, dataset["train"], fisher_examples, train_config.max_length,
             train_config.seed))
 
+    if cost_table is not None and selection != "fisher":
+        raise ValueError(f"cost targets choose units by importance: pass selection='fisher', "
+                         f"not {selection!r}, with cost_table")
+
     def save(target):
-        model_lib.save_model(classifier, Path(save_dir) / sweep.sparsity_dir_name(target))
+        name = (sweep.sparsity_dir_name(target) if cost_table is None
+                else cost_dir_name(target))
+        model_lib.save_model(classifier, Path(save_dir) / name)
 
     pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save,
-                                    groups, importance)
+                                    groups, importance, cost_table, cost)
     config = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
                                    distill_alpha=distill_alpha if teacher_logits is not None
                                    else 0.0, temperature=temperature)

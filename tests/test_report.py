@@ -357,6 +357,13 @@ def test_comparison_conclusions_follow_the_numbers():
     lines = report.comparison_conclusions(swapped)
     assert lines[0] == ("- At ≥ 50% encoder-linear sparsity, `block` has the best macro-F1 "
                         "(82.0%) — block pruning wins, 2.0 points ahead of `layers`.")
+    # mutation: a margin that rounds to 0.0 is a tie at this precision, either way round
+    swapped[0]["macro_f1"] = 0.8196
+    assert report.comparison_conclusions(swapped)[0].endswith(
+        "block pruning ranks first, less than 0.1 points ahead of `layers` (a tie at this precision).")
+    rows[1]["macro_f1"] = 0.8196
+    assert report.comparison_conclusions(rows)[0].endswith(
+        "`block` ranks 2 of 2 (82.0%, less than 0.1 points behind).")
 
 
 def test_comparison_is_stale_when_its_block_rows_are_not_in_the_sweep():

@@ -641,12 +641,21 @@ def comparison_conclusions(comparison, block="block"):
             text += f"; `{block}` does not reach this sparsity."
         elif ours is best:
             runner = reached[1] if len(reached) > 1 else None
-            text += (" — block pruning wins" + (f", {100 * (best['macro_f1'] - runner['macro_f1']):.1f} "
-                     f"points ahead of `{runner['method']}`." if runner else "."))
+            margin = 100 * (best["macro_f1"] - runner["macro_f1"]) if runner else None
+            if runner is None:
+                text += " — block pruning wins."
+            elif round(margin, 1) == 0:
+                text += (f" — block pruning ranks first, less than 0.1 points ahead of "
+                         f"`{runner['method']}` (a tie at this precision).")
+            else:
+                text += (f" — block pruning wins, {margin:.1f} points ahead of "
+                         f"`{runner['method']}`.")
         else:
+            margin = 100 * (best["macro_f1"] - ours["macro_f1"])
             text += (f"; `{block}` ranks {int(ours['rank'])} of {len(reached)} "
-                     f"({pct(ours['macro_f1'])}, {100 * (best['macro_f1'] - ours['macro_f1']):.1f} "
-                     "points behind).")
+                     f"({pct(ours['macro_f1'])}, "
+                     + ("less than 0.1" if round(margin, 1) == 0 else f"{margin:.1f}")
+                     + " points behind).")
         lines.append(text)
     return lines
 

@@ -308,6 +308,12 @@ class MatrixGroups:
                 target.assign(ops.convert_to_numpy(target) * keep)
 
 
+def _check_importance_groups(importance, groups):
+    if importance is not None and not isinstance(groups, UnitGroups):
+        raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
+                         f"not on {groups.name!r} groups: pass importance=None")
+
+
 def one_shot_prune(model, target, groups=None, importance=None):
     """Zero, with no training, groups of `model` (heads and neurons unless `groups` says
     otherwise) until `target` of its encoder-linear weights are pruned, chosen as
@@ -315,9 +321,7 @@ def one_shot_prune(model, target, groups=None, importance=None):
     `importance` (e.g. `fisher_importance(batches)`), the least important by the knapsack of
     `select_by_importance`. The contrast that shows what pruning during training buys."""
     groups = groups if groups is not None else UnitGroups()
-    if importance is not None and not isinstance(groups, UnitGroups):
-        raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
-                         f"not on {groups.name!r} groups: pass importance=None")
+    _check_importance_groups(importance, groups)
     norms = groups.norms(model)
     alive = {key: value > 0 for key, value in norms.items()}
     if importance is None:
@@ -385,9 +389,7 @@ class ProgressiveUnitPruning:
         self.classifier, self.targets, self.every = classifier, targets, every
         self.on_target = on_target
         self.groups = groups if groups is not None else UnitGroups()
-        if importance is not None and not isinstance(self.groups, UnitGroups):
-            raise ValueError(f"importance selection works on heads and neurons (UnitGroups), "
-                             f"not on {self.groups.name!r} groups: pass importance=None")
+        _check_importance_groups(importance, self.groups)
         self.importance = importance
         self.cost_table, self.cost = cost_table, cost
         if cost_table is not None:

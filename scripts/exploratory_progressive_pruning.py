@@ -11,14 +11,14 @@ notebook 03/04 work will run this method inside the pipeline.
 import sys, time
 sys.path.insert(0, "/work/wt12")
 import pandas as pd
-from utils import data, io, model as model_lib, sweep, train, units
+from utils import data, io, model as model_lib, saved, sweep, train, units
 
 TARGETS = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9]
 OUT = "/tmp/prog"
 started = time.perf_counter()
 dataset = data.load_splits("/work/main/data")
 tok = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-model = model_lib.load_model("/work/main/checkpoints/baseline/best")
+model = saved.load_model("/work/main/checkpoints/baseline/best")
 teacher = train.predict_texts(model, tok, dataset["train"]["text"], max_length=64)
 print(f"teacher logits {time.perf_counter() - started:.0f} s", flush=True)
 cfg = train.TrainConfig(learning_rate=1e-4, epochs=1, batch_size=32, max_length=64, patience=1, seed=42)

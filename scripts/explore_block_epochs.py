@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils import data, io, sweep, train, units  # noqa: E402
-from utils import model as model_lib  # noqa: E402
+from utils import model as model_lib, saved  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def main(argv=None):
         parser.error(f"--epochs {args.epochs}: must be >= 1")
     started = time.perf_counter()
     baseline_dir = root / "checkpoints" / "baseline" / "best"
-    if not (baseline_dir / "config.json").exists():
+    if not (baseline_dir / "model_spec.json").exists():
         print(f"error: {baseline_dir} holds no model: run `make run` first", file=sys.stderr)
         return 2
     settings = io.read_json(root / "results" / "block_pruning.json")["settings"]
@@ -49,7 +49,7 @@ def main(argv=None):
         dataset = data.subsample(dataset, {"train": args.train_examples, "validation": 200,
                                            "test": 200}, seed=42)
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-    model = model_lib.load_model(baseline_dir)
+    model = saved.load_model(baseline_dir)
     config = {**settings["train"], "epochs": args.epochs, "patience": args.epochs}
     train_config = train.TrainConfig(**config)
     teacher = train.predict_texts(model, tokenizer, dataset["train"]["text"],
@@ -60,7 +60,7 @@ def main(argv=None):
         teacher_logits=teacher, distill_alpha=settings["distill_alpha"],
         temperature=settings["temperature"], prune_fraction=settings["prune_fraction"],
         every=settings["every"])
-    dense = model_lib.load_model(baseline_dir)
+    dense = saved.load_model(baseline_dir)
     reference = train.evaluate(dense, tokenizer, dataset["test"], return_predictions=True)
     dense_val = train.evaluate(dense, tokenizer, dataset["validation"])
     recovery_config = train.TrainConfig(learning_rate=recovery["learning_rate"],

@@ -25,14 +25,14 @@ def main():
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.1, 0.5])
     args = parser.parse_args()
-    needed = [ROOT / "checkpoints/baseline/best/config.json", ROOT / "results/block_pruning.json",
+    needed = [ROOT / "checkpoints/baseline/best/model_spec.json", ROOT / "results/block_pruning.json",
               ROOT / "results/baselines.json"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"error: missing {', '.join(missing)}; run `make run` and `make study` first",
               file=sys.stderr)
         return 2
-    from utils import cofi, data, io, model as model_lib, train
+    from utils import cofi, data, io, model as model_lib, saved, train
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     budget = io.read_json(ROOT / "results/baselines.json")["cofi"]["pruning_examples"]
     examples = budget.get(str(args.target))
@@ -43,7 +43,7 @@ def main():
     train_config = train.TrainConfig(**settings["train"])
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
     dataset = data.load_splits(ROOT / "data")
-    dense = model_lib.load_model(ROOT / "checkpoints/baseline/best")
+    dense = saved.load_model(ROOT / "checkpoints/baseline/best")
     start = dense.get_weights()
     teacher = train.predict_texts(dense, tokenizer, dataset["train"]["text"], max_length=64)
     runs = []

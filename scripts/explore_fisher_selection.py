@@ -28,25 +28,25 @@ def main():
                         help="the checkpoints of `make run` (baseline/best is read)")
     args = parser.parse_args()
     checkpoints = Path(args.checkpoints)
-    needed = [checkpoints / "baseline/best/config.json", ROOT / "results/block_pruning.json",
+    needed = [checkpoints / "baseline/best/model_spec.json", ROOT / "results/block_pruning.json",
               ROOT / "results/sparsity_sweep.csv"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"error: missing {', '.join(missing)}; run `make run` first", file=sys.stderr)
         return 2
     import pandas as pd
-    from utils import data, io, model as model_lib, sweep, train, units
+    from utils import data, io, model as model_lib, saved, sweep, train, units
     started = time.perf_counter()
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     out = ROOT / "results/exploratory"
     work = checkpoints / "explore_fisher_selection"
     dataset = data.load_splits(ROOT / "data")
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-    dense = model_lib.load_model(checkpoints / "baseline/best")
+    dense = saved.load_model(checkpoints / "baseline/best")
     config = train.TrainConfig(**settings["train"])
     teacher = train.predict_texts(dense, tokenizer, dataset["train"]["text"],
                                   max_length=config.max_length)
-    model = model_lib.load_model(checkpoints / "baseline/best")
+    model = saved.load_model(checkpoints / "baseline/best")
     pruner, state = units.progressive_prune(
         model, tokenizer, dataset, settings["targets"], config, work / "snapshots",
         teacher_logits=teacher, distill_alpha=settings["distill_alpha"],

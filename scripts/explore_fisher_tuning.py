@@ -25,14 +25,14 @@ def main():
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     args = parser.parse_args()
     baseline = Path(args.checkpoints) / "baseline/best"
-    if not (baseline / "config.json").exists():
+    if not (baseline / "model_spec.json").exists():
         print(f"error: {baseline} holds no model; run `make run` first", file=sys.stderr)
         return 2
-    from utils import baselines, data, fisher_mask, io, model as model_lib, pruning, train
+    from utils import baselines, data, fisher_mask, io, model as model_lib, pruning, saved, train
     started = time.perf_counter()
     dataset = data.load_splits(ROOT / "data")
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-    model = model_lib.load_model(baseline)
+    model = saved.load_model(baseline)
     dense = model.get_weights()
     batches = baselines._labelled_batches(tokenizer, dataset["train"], fisher_mask.FISHER_EXAMPLES,
                                           64, fisher_mask.FISHER_BATCH_SIZE, seed=42)

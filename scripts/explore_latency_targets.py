@@ -35,7 +35,7 @@ def main():
                         help="where latency_targets.json and its sweep CSV go")
     args = parser.parse_args()
     checkpoints = Path(args.checkpoints)
-    needed = [checkpoints / "baseline/best/config.json", checkpoints / "pruned",
+    needed = [checkpoints / "baseline/best/model_spec.json", checkpoints / "pruned",
               ROOT / "results/block_pruning.json", ROOT / "results/sparsity_sweep.csv"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -46,14 +46,14 @@ def main():
               file=sys.stderr)
         return 2
     import pandas as pd
-    from utils import data, io, latency, model as model_lib, sweep, train, units
+    from utils import data, io, latency, model as model_lib, saved, sweep, train, units
     started = time.perf_counter()
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     out = Path(args.out)
     work = checkpoints / "explore_latency_targets"
     dataset = data.load_splits(ROOT / "data")
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-    dense = model_lib.load_model(checkpoints / "baseline/best")
+    dense = saved.load_model(checkpoints / "baseline/best")
     config = train.TrainConfig(**settings["train"])
     texts = dataset["test"]["text"][:args.examples]
     table = latency.cached_table(checkpoints / "latency_table.json", dense.encoder_config,
@@ -61,7 +61,7 @@ def main():
     print(f"latency table: {table}", flush=True)
     teacher = train.predict_texts(dense, tokenizer, dataset["train"]["text"],
                                   max_length=config.max_length)
-    model = model_lib.load_model(checkpoints / "baseline/best")
+    model = saved.load_model(checkpoints / "baseline/best")
     pruner, state = units.progressive_prune(
         model, tokenizer, dataset, args.targets, config, work / "snapshots",
         teacher_logits=teacher, distill_alpha=settings["distill_alpha"],

@@ -23,11 +23,11 @@ def measure(mode, repeats, examples):
     import keras
     import numpy as np
     import psutil
-    from utils import data, model as model_lib, pruning, sweep, train
+    from utils import data, model as model_lib, pruning, saved, sweep, train
     tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
     dataset = data.subsample(data.load_splits(ROOT / "data"),
                              {"train": 2000, "validation": 200, "test": 200}, seed=0)
-    model = model_lib.load_model(ROOT / "checkpoints" / "baseline" / "best")
+    model = saved.load_model(ROOT / "checkpoints" / "baseline" / "best")
     start_weights = model.get_weights()
     recovery = sweep.recovery_data(dataset, tokenizer, model, examples, 0, 64)
     config = train.TrainConfig(learning_rate=1e-4, epochs=1, max_length=64, patience=1)
@@ -58,7 +58,7 @@ def main():
     if args.mode:   # the child: one measurement, printed as JSON
         print("RSS" + json.dumps(measure(args.mode, args.repeats, args.examples)))
         return 0
-    if not (ROOT / "checkpoints" / "baseline" / "best" / "config.json").exists():
+    if not (ROOT / "checkpoints" / "baseline" / "best" / "model_spec.json").exists():
         print("error: checkpoints/baseline/best holds no model; run `make run` first",
               file=sys.stderr)
         return 2

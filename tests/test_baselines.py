@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from utils import saved
 from utils import baselines, comparison, pruning, sweep, train
 from utils import model as model_lib
 from utils.baselines import UnreachableSparsity
@@ -252,11 +253,11 @@ def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
     assert set(frame[frame.method == "ffn_neurons"].K) == {1}
     for w0, w1 in zip(start, model.get_weights()):           # the model is restored
         np.testing.assert_array_equal(w0, w1)
-    saved = model_lib.load_model(tmp_path / "models" / "ffn_neurons" / "sparsity_45")
-    summary = pruning.sparsity_summary(saved)                # masks held through retraining
+    ffn = saved.load_model(tmp_path / "models" / "ffn_neurons" / "sparsity_45")
+    summary = pruning.sparsity_summary(ffn)                  # masks held through retraining
     assert summary["sparsity_encoder_linear"] >= 0.45 - 1e-9
     assert summary["fully_removable_neurons"] == 116         # ceil(0.45 * 16384 / 64)
-    gradual = model_lib.load_model(tmp_path / "models" / "magnitude_gradual" / "sparsity_45")
+    gradual = saved.load_model(tmp_path / "models" / "magnitude_gradual" / "sparsity_45")
     assert pruning.sparsity_summary(gradual)["sparsity_encoder_linear"] == pytest.approx(
         0.45, abs=1e-3)
     # resume: nothing left to run
@@ -338,7 +339,7 @@ def test_isolated_sweep_equals_the_in_process_one(tokenizer, tmp_path):
     pd.testing.assert_frame_equal(isolated[columns], local[columns])
     before = ~local.final.astype(bool)          # pruned, not yet trained: the same scores
     np.testing.assert_allclose(isolated[before].macro_f1, local[before].macro_f1)
-    assert (tmp_path / "True" / "layers" / "sparsity_45" / "config.json").exists()
+    assert (tmp_path / "True" / "layers" / "sparsity_45" / "model_spec.json").exists()
     assert len(pd.read_csv(tmp_path / "True.csv")) == len(isolated)
 
 

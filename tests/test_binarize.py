@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils import batching, binarize, model as model_lib, train
+from utils import batching, binarize, model as model_lib, saved, train
 
 TEXTS = ["good flight", "bad flight delayed again", "on my way to LAX", "love it"] * 6
 LABELS = [2, 0, 1, 2] * 6
@@ -72,11 +72,14 @@ def test_save_load_round_trip_and_exact_size(tiny, tokenizer, tmp_path):
     binarized = binarize.BinarizedClassifier(tiny, embeddings=True)
     batch = batch_of(tokenizer, TEXTS[:4])
     before = np.asarray(binarized.predict_on_batch(batch))
-    meta = binarize.save_binarized(binarized, tmp_path / "b")
-    loaded = binarize.load_binarized(tmp_path / "b")
+    spec = saved.save(binarized, tmp_path / "b")
+    meta = {**spec["binarization"], "parameters": spec["parameters"]}
+    loaded = saved.load_model(tmp_path / "b")
     np.testing.assert_array_equal(np.asarray(loaded.predict_on_batch(batch)), before)
     np.testing.assert_array_equal(np.asarray(binarized.to_float().predict_on_batch(batch)), before)
-    assert meta["npz_bytes"] == (tmp_path / "b" / binarize.PACKED_FILE).stat().st_size
+    assert meta["npz_bytes"] == (tmp_path / "b" / saved.PACKED_FILE).stat().st_size
+    assert saved.load(tmp_path / "b", tokenizer).disk_bytes == sum(
+        f.stat().st_size for f in (tmp_path / "b").iterdir())
     targets = binarize.binarization_targets(tiny, embeddings=True)
     assert meta["binarized_weights"] == sum(int(np.prod(v.shape)) for v in targets.values())
     float_bytes = 4 * (meta["parameters"] - meta["binarized_weights"])
@@ -123,5 +126,5 @@ def test_distillation_needs_teacher_logits_and_missing_files_are_named(tiny, tok
     with pytest.raises(ValueError, match="teacher_logits"):
         binarize.train_binarized(binarize.BinarizedClassifier(tiny, distill_alpha=0.5), tokenizer,
                                  TEXTS, LABELS, train.TrainConfig(epochs=1))
-    with pytest.raises(FileNotFoundError, match="save_binarized"):
-        binarize.load_binarized(tmp_path)
+    with pytest.raises(saved.SavedModelError, match="not a saved model"):
+        saved.load_model(tmp_path)

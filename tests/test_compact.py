@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401  (sets KERAS_BACKEND)
+from utils import saved
 from utils import compact as C
 from utils import model as M
 from utils import pruning as P
@@ -194,12 +195,12 @@ RELOAD_SCRIPT = """
 import json, sys
 import numpy as np
 import utils
-from utils import model as M
+from utils import saved
 spec = json.loads(sys.argv[1])
 out = {}
 for name, directory in spec["dirs"].items():
     inputs = dict(np.load(spec["inputs"][name]))
-    out[name] = np.asarray(M.load_model(directory)(inputs)).tolist()
+    out[name] = np.asarray(saved.load_model(directory)(inputs)).tolist()
 print(json.dumps(out))
 """
 
@@ -224,9 +225,9 @@ def test_save_and_reload_in_fresh_process(tmp_path):
         kernels["layer_2/attention/value"].assign(np.zeros((32, 32), np.float32))
         compact = C.compact_model(model)
         assert compact.encoder_config.num_heads[2] == 0
-        M.save_model(compact, tmp_path / model_type)
-        saved = M.EncoderConfig.load(tmp_path / model_type / M.CONFIG_FILE)
-        assert saved == compact.encoder_config
+        saved.save(compact, tmp_path / model_type)
+        written = saved.read_spec(tmp_path / model_type)
+        assert M.EncoderConfig.from_dict(written["encoder"]) == compact.encoder_config
         inputs = random_inputs(config, seed=6)
         np.savez(tmp_path / f"{model_type}.npz", **inputs)
         spec["dirs"][model_type] = str(tmp_path / model_type)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from utils import saved
 from utils import bench, comparison
 from utils import compact as compact_lib
 from utils import model as model_lib
@@ -52,12 +53,12 @@ def grouped_run(tmp_path_factory, tokenizer):
     config = one_layer_config(tokenizer)
     variants = {}
     for name, seed, heads, neurons in (("v0", 1, 1, 0), ("v1", 2, 0, 16), ("dense", 0, 0, 0)):
-        model_lib.save_model(masked_model(config, seed, heads, neurons), root / name)
+        saved.save(masked_model(config, seed, heads, neurons), root / name)
         variants[name] = root / name
     held = masked_model(config, 9, heads=1)
     variants["held"] = held
     for name, seed, heads, neurons in (("v2", 3, 1, 8), ("v3", 4, 0, 0)):
-        model_lib.save_model(masked_model(config, seed, heads, neurons), root / name)
+        saved.save(masked_model(config, seed, heads, neurons), root / name)
         variants[name] = root / name
 
     compacted, live_before_compact, timed = [], [], []
@@ -110,7 +111,7 @@ def test_time_compacted_in_groups_rows_in_order(grouped_run, tokenizer):
     assert rows.loc["v3", "parameters"] == rows.loc["dense", "parameters"]
     # the caller's model is untouched and still usable after its group was released
     assert held.encoder_config.num_heads == [2]
-    logits = bench.predict_texts(bench.serving_fn(held), tokenizer, TEXTS)
+    logits = saved.in_memory(held, tokenizer).predict_logits(TEXTS)
     assert logits.shape == (4, 3) and np.isfinite(logits).all()
 
 

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from utils import batching, data, demo, model as model_lib
+from utils import saved
+from utils import batching, data, demo
 
 TEXTS = ["@united thanks the crew was great", "delayed again, lost my bag", "on my way to LAX",
          "great service today :)"]
@@ -48,7 +49,7 @@ def test_answers_match_the_saved_models_called_directly(models, smoke_root, toke
     the dense model's own logits, loaded independently from its directory."""
     text = "@AmericanAir worst flight ever, 3 hours late https://t.co/x"
     answer = demo.classify(text, models)
-    dense = model_lib.load_model(smoke_root / demo.DEFAULT_MODELS["dense"][0])
+    dense = saved.load_model(smoke_root / demo.DEFAULT_MODELS["dense"][0])
     ids, _ = batching.encode_texts(tokenizer, [data.clean_text(text)], 64)
     logits = np.asarray(dense.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -68,7 +69,7 @@ def test_compact_model_answers_like_the_masked_model_it_came_from(models, smoke_
     from utils import bench
     with tempfile.TemporaryDirectory() as scratch:
         _, masked_dir = bench.make_smoke_models(scratch, tokenizer)   # same seed: same weights
-        masked = model_lib.load_model(masked_dir)
+        masked = saved.load_model(masked_dir)
         text = "on my way to LAX"
         ids, _ = batching.encode_texts(tokenizer, [text], 64)
         logits = np.asarray(masked.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
@@ -103,9 +104,12 @@ def test_pruned_vocabulary_reports_unknown_word_pieces(models):
 
 
 def test_a_failing_model_is_reported_and_the_others_still_answer(models):
-    def broken(input_ids, attention_mask):
-        raise RuntimeError("interpreter exploded")
-    bad = demo.DemoModel("broken", "", models[0].directory, broken, models[0].tokenizer, 0, 1)
+    class Broken:
+        tokenizer, directory, parameters, disk_bytes = models[0].tokenizer, None, 0, 1
+
+        def logits(self, input_ids, attention_mask):
+            raise RuntimeError("interpreter exploded")
+    bad = demo.DemoModel("broken", "", Broken())
     answer = demo.classify("hello", [models[0], bad])
     assert not answer.answers[0].error
     assert "interpreter exploded" in answer.answers[1].error

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from utils import saved
 from utils import batching, demo, export, vocab
 from utils import model as model_lib
 
@@ -16,13 +17,17 @@ TEXTS = ["@united thanks, the crew was wonderful &amp; we landed early! 😂 htt
          "worst   airline ever", "zebra quokka xylophone " * 30]
 
 
+CORPUS = ["@USER thanks the crew was great", "worst airline ever", "we landed"]
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tokenizer):
-    """A bundle of the demo's tiny smoke models: compact, vocabulary pruned, int8 TFLite."""
+    """The demo's tiny smoke models (its compact+int8 is a bundle: compact, vocabulary pruned,
+    int8 TFLite), and a bundle exported here from the compact saved model."""
     root = tmp_path_factory.mktemp("models")
-    paths = demo.make_smoke_models(root, tokenizer, ["@USER thanks the crew was great",
-                                                     "worst airline ever", "we landed"])
-    return export.export_bundle(paths["compact+int8"], root / "bundle", tokenizer), paths
+    paths = demo.make_smoke_models(root, tokenizer, CORPUS)
+    out = export.export_saved(paths["compact+int8"], root / "bundle", tokenizer)   # a copy
+    return out, paths
 
 
 def test_rewritten_tokenizer_matches_the_remapped_one(tokenizer):
@@ -45,10 +50,13 @@ def test_bundle_loads_and_matches_the_models_own_predictions(bundle, tokenizer):
     directory, paths = bundle
     from utils import tflite
     from utils.data import clean_text
-    loaded = export.load_bundle(directory)
+    loaded = saved.load(directory)
+    assert loaded.kind == "tflite" and loaded.quantization == "dynamic_range"
     probabilities = loaded.predict_texts(TEXTS)
     assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(1), 1)
-    classifier, remapped = tflite.load_tflite(paths["compact+int8"], tokenizer)
+    # independently: the flatbuffer run on RemappedTokenizer's ids of the same pruning
+    _, remapped = vocab.prune_vocabulary(saved.load_model(paths["compact"]), tokenizer, CORPUS)
+    classifier = tflite.TFLiteClassifier(directory / "model.tflite")
     for text, p in zip(TEXTS, probabilities):
         ids, _ = batching.encode_texts(remapped, [clean_text(text)], 64)
         z = classifier.predict_on_batch({"input_ids": ids[0][None],
@@ -104,7 +112,7 @@ def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
 
 def test_export_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert export.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
-    assert "is not a model directory" in capsys.readouterr().err
+    assert "is not a saved model" in capsys.readouterr().err
 
 
 def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp_path, capsys):
@@ -113,8 +121,8 @@ def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp
     shutil.copytree(directory, tmp_path / export.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT))
     assert demo.main(["--root", str(tmp_path), "the crew was great"]) == 0
     out = capsys.readouterr().out
-    assert "answering with the bundle" in out and "make run" in out
-    assert "bundle:" in out and "%" in out
+    assert "Answering with the models that are here" in out and "make run" in out
+    assert "compact+int8" in out and "%" in out
 
 
 def test_committed_bundle_reproduces_its_recorded_probabilities():
@@ -140,7 +148,7 @@ def test_hf_export_is_the_inverse_of_loading(tmp_path, tokenizer):
         read_json(fixtures / "tiny_bert" / "config.json")))
     report = model_lib.load_hf_weights(model, original, classifier=True)
     assert "classifier" not in report["randomly_initialised"] and not report["unexpected"]
-    model_lib.save_model(model, tmp_path / "keras")
+    saved.save(model, tmp_path / "keras")
     out = export.export_hf(tmp_path / "keras", tmp_path / "hf", tokenizer)
     exported = load_file(str(out / "model.safetensors"))
     expected = {k: v for k, v in original.items() if not k.endswith("position_ids")}
@@ -178,9 +186,9 @@ def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):
     import shutil
     from tokenizers import Tokenizer
     _, paths = bundle
-    small, remapped = vocab.prune_vocabulary(model_lib.load_model(paths["compact"]), tokenizer,
+    small, remapped = vocab.prune_vocabulary(saved.load_model(paths["compact"]), tokenizer,
                                              ["the crew was great", "worst airline ever"])
-    vocab.save_pruned(small, remapped, tmp_path / "pruned")
+    saved.save(small, tmp_path / "pruned", remapped)
     assert export.main([str(tmp_path / "pruned"), str(tmp_path / "out"), "--format", "keras"]) == 0
     model = model_lib.load_keras(tmp_path / "out" / "model.keras")
     rewritten = Tokenizer.from_file(str(tmp_path / "out" / "tokenizer.json"))

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from utils import saved
 from utils import latency as L
 from utils import model as M
 
@@ -109,12 +110,12 @@ def test_prediction_check_times_the_compacted_models_and_reports_errors(tokenize
     from helpers import random_model
     config = M.tiny_config(len(tokenizer))
     model = random_model(config, seed=1)
-    M.save_model(model, tmp_path / "dense")
+    saved.save(model, tmp_path / "dense")
     # switch off every head of layer 0: compaction removes its attention sublayer
     for part in ("query", "key", "value"):
         kernel = M.prunable_kernels(model)[f"layer_0/attention/{part}"]
         kernel.assign(np.zeros(kernel.shape, "f4"))
-    M.save_model(model, tmp_path / "pruned")
+    saved.save(model, tmp_path / "pruned")
     table = {cost: TRUE for cost in L.COSTS}
     rows = L.prediction_check(table, {"dense": tmp_path / "dense", "pruned": tmp_path / "pruned"},
                               tokenizer, ["good game", "bad day"], max_length=16, batch_size=2,
@@ -133,7 +134,7 @@ def test_cli_names_a_missing_model_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         L.main(["--dense", str(tmp_path / "nothing"), "--out", str(tmp_path / "out.json")])
     assert exit_info.value.code == 2
-    assert "nothing/config.json is missing: run `make run` first" in capsys.readouterr().err
+    assert "nothing/model_spec.json is missing: run `make run` first" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
 
 

@@ -12,8 +12,9 @@ import utils  # noqa: F401  (sets KERAS_BACKEND before keras is imported)
 import keras
 from keras import ops
 
+from utils import saved
 from utils import model as M
-from utils.io import read_json
+from utils.io import read_json, write_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOLERANCE = 1e-4
@@ -162,8 +163,8 @@ def test_config_round_trips_through_json(tmp_path):
     config = M.EncoderConfig(100, 32, (2, np.int64(0)), [64, 0], head_size=16, model_type="roberta",
                              pad_token_id=1)
     assert config.num_heads == [2, 0] and config.num_layers == 2
-    config.save(tmp_path / "config.json")
-    assert M.EncoderConfig.load(tmp_path / "config.json") == config
+    write_json(tmp_path / "encoder.json", config.to_dict())
+    assert M.EncoderConfig.from_dict(read_json(tmp_path / "encoder.json")) == config
     with pytest.raises(ValueError, match="unknown EncoderConfig fields"):
         M.EncoderConfig.from_dict({**config.to_dict(), "n_layer": 2})
 
@@ -235,14 +236,15 @@ def test_save_and_load_model_round_trip(tmp_path):
     randomise_weights(model)
     inputs = random_inputs()
     expected = model.predict(inputs, verbose=0)
-    M.save_model(model, tmp_path / "pruned")
-    assert sorted(p.name for p in (tmp_path / "pruned").iterdir()) == ["config.json", "model.weights.h5"]
+    saved.save(model, tmp_path / "pruned")
+    assert sorted(p.name for p in (tmp_path / "pruned").iterdir()) == ["model.weights.h5",
+                                                                       "model_spec.json"]
     M.build_classifier(M.tiny_config(60))  # shifts Keras' auto-naming counters, as a new process would
-    loaded = M.load_model(tmp_path / "pruned")
+    loaded = saved.load_model(tmp_path / "pruned")
     assert loaded.encoder_config == PRUNED
     np.testing.assert_array_equal(loaded.predict(inputs, verbose=0), expected)
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        M.load_model(tmp_path / "missing")
+    with pytest.raises(saved.SavedModelError, match="missing is not a saved model"):
+        saved.load_model(tmp_path / "missing")
 
 
 def test_training_step_reduces_loss_and_stays_finite():
@@ -261,12 +263,12 @@ def test_saved_model_holds_no_optimizer_state(tmp_path, tokenizer):
     from utils import train
     model = M.build_classifier(M.tiny_config(tokenizer.vocab_size))
     train.compile_for_training(model, train.TrainConfig(), steps_per_epoch=1)
-    M.save_model(model, tmp_path / "compiled")
-    M.save_model(M.build_classifier(M.tiny_config(tokenizer.vocab_size)), tmp_path / "plain")
+    saved.save(model, tmp_path / "compiled")
+    saved.save(M.build_classifier(M.tiny_config(tokenizer.vocab_size)), tmp_path / "plain")
     compiled, plain = ((tmp_path / d / "model.weights.h5").stat().st_size
                        for d in ("compiled", "plain"))
     assert compiled < 1.1 * plain
-    reloaded = M.load_model(tmp_path / "compiled")
+    reloaded = saved.load_model(tmp_path / "compiled")
     for a, b in zip(model.get_weights(), reloaded.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert isinstance(reloaded, keras.Model)

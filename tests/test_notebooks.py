@@ -97,7 +97,7 @@ def test_03_block_pruning_smoke(smoke_dirs):
     assert len(record["before_recovery"]) == 4
     assert (smoke_dirs["figures"] / "03_group_norm_histograms.png").stat().st_size > 1000
     snapshots = smoke_dirs["checkpoints"] / "block_pruning" / "snapshots"
-    assert len(list(snapshots.glob("sparsity_*/config.json"))) == len(reached)
+    assert len(list(snapshots.glob("sparsity_*/model_spec.json"))) == len(reached)
 
 
 def test_04_thresholding_smoke(smoke_dirs):
@@ -172,7 +172,7 @@ def test_05_benchmark_smoke(smoke_dirs):
     assert snapshot["directory"].startswith(str(smoke_dirs["checkpoints"] / "pruned" / "sparsity_"))
     assert bench["meta"]["dense_dir"] == str(smoke_dirs["checkpoints"] / "baseline" / "best")
     assert {"dense", "compact", "compact+vocab+tflite-int8"} <= set(bench["variants"])
-    assert (smoke_dirs["checkpoints"] / "bench" / "compact" / "config.json").exists()
+    assert (smoke_dirs["checkpoints"] / "bench" / "compact" / "model_spec.json").exists()
 
 
 def test_09_lambda_k_sweep_smoke(smoke_dirs):
@@ -221,6 +221,24 @@ def test_06_demo_says_what_to_run_when_models_are_missing(tmp_path):
         run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
                      DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
     assert "MissingModelsError" in str(error.value) and "utils.bench" in str(error.value)
+
+
+def test_06_demo_on_a_fresh_clone_answers_with_the_committed_bundle(tmp_path):
+    """Before any training only the committed bundle exists: the notebook answers with it and
+    names what makes the other two."""
+    import shutil
+    from utils import export
+    bundle = tmp_path / export.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT)
+    shutil.copytree(export.DEFAULT_BUNDLE, bundle)
+    out = run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
+                       DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path),
+                       FIGURES_DIR=str(tmp_path))
+    cells = json.loads(Path(out).read_text())["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+    assert "missing" in printed and "checkpoints/baseline/best" in printed
+    record = json.loads((tmp_path / "demo.json").read_text())
+    assert [r["model"] for r in record["models"]] == ["compact+int8"]
+    assert record["models"][0]["errors"] == 0
 
 
 def test_08_binarization_smoke(smoke_dirs):

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401
+from utils import saved
 from utils import compact as C
 from utils import model as M
 from utils import quantize as Q
@@ -74,19 +75,19 @@ LOAD_SCRIPT = """
 import json, sys
 import numpy as np
 import utils
-from utils import quantize as Q
+from utils import quantize as Q, saved
 directory, inputs = sys.argv[1], dict(np.load(sys.argv[2]))
-model = Q.load_model(directory)
+model = saved.load_model(directory)
 print(json.dumps({"mode": Q.quantization_mode(model), "logits": np.asarray(model(inputs)).tolist()}))
 """
 
 
 def test_save_and_load_int8_in_fresh_process(tmp_path):
     model = Q.quantized_copy(random_model(M.tiny_config(80), seed=4))
-    Q.save_model(model, tmp_path / "int8")
-    assert json.loads((tmp_path / "int8" / Q.QUANTIZATION_FILE).read_text())["mode"] == "int8"
-    assert set(json.loads((tmp_path / "int8" / M.CONFIG_FILE).read_text())) == \
-        set(M.tiny_config(80).to_dict())              # config.json stays a plain EncoderConfig
+    saved.save(model, tmp_path / "int8")
+    spec = saved.read_spec(tmp_path / "int8")
+    assert spec["quantization"] == "int8"
+    assert M.EncoderConfig.from_dict(spec["encoder"]) == M.tiny_config(80)
     inputs = {"input_ids": np.array([[2, 5, 9, 11, 3, 0]], np.int32),
               "attention_mask": np.array([[1, 1, 1, 1, 1, 0]], np.int32)}
     np.savez(tmp_path / "inputs.npz", **inputs)
@@ -100,8 +101,8 @@ def test_save_and_load_int8_in_fresh_process(tmp_path):
     np.testing.assert_array_equal(np.array(loaded["logits"], np.float32),
                                   np.asarray(model(inputs)))
     # a float directory loads as float
-    M.save_model(random_model(M.tiny_config(80)), tmp_path / "float")
-    assert Q.quantization_mode(Q.load_model(tmp_path / "float")) is None
+    saved.save(random_model(M.tiny_config(80)), tmp_path / "float")
+    assert Q.quantization_mode(saved.load_model(tmp_path / "float")) is None
 
 
 def test_quantize_rejects_unknown_mode_and_double_quantization():

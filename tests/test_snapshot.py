@@ -4,6 +4,7 @@ import json
 import pandas as pd
 import pytest
 
+from utils import saved
 from utils import sweep
 
 DENSE_VAL = 0.830
@@ -31,7 +32,7 @@ def write_results(root, val_f1_by_target, with_dirs=None, dense_val=DENSE_VAL):
     for target in (val_f1_by_target if with_dirs is None else with_dirs):
         directory = snapshots / sweep.sparsity_dir_name(target)
         directory.mkdir(parents=True)
-        (directory / "config.json").write_text("{}")
+        (directory / "model_spec.json").write_text("{}")
     return results, snapshots
 
 
@@ -101,6 +102,6 @@ def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
                                   save_dir=tmp_path, progress=False)
     retrained = frame[frame.retrained]
     assert list(retrained.target_sparsity) == [0.5] and frame[~frame.retrained].val_macro_f1.isna().all()
-    saved = model_lib.load_model(tmp_path / "sparsity_50")
-    expected = train.evaluate(saved, tokenizer, data["validation"], max_length=16)["macro_f1"]
+    snapshot = saved.load_model(tmp_path / "sparsity_50")
+    expected = train.evaluate(snapshot, tokenizer, data["validation"], max_length=16)["macro_f1"]
     assert retrained.val_macro_f1.iloc[0] == pytest.approx(expected, abs=1e-9)

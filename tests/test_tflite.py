@@ -70,26 +70,26 @@ def test_evaluate_accepts_the_classifier(tokenizer, exported):
     assert metrics["accuracy"] == train.evaluate(model, tokenizer, split)["accuracy"]
 
 
-def test_pruned_vocabulary_directory_round_trip(tokenizer, tmp_path):
+def test_pruned_vocabulary_bundle_round_trip(tokenizer, tmp_path):
+    from utils import export, saved
     model = random_model(M.tiny_config(len(tokenizer)), seed=5)
     small, remapped = V.prune_vocabulary(model, tokenizer, TWEETS)
-    T.save_tflite(small, tmp_path / "tfl", remapped, quantize=None)
-    assert {p.name for p in (tmp_path / "tfl").iterdir()} == {
-        T.TFLITE_FILE, T.METADATA_FILE, M.CONFIG_FILE, V.VOCAB_MAP_FILE}
-    classifier, loaded = T.load_tflite(tmp_path / "tfl", tokenizer, num_threads=1)
-    assert isinstance(loaded, V.RemappedTokenizer)
-    np.testing.assert_array_equal(loaded.kept_ids, remapped.kept_ids)
-    assert classifier.encoder_config == small.encoder_config
-    assert classifier.metadata["parameters"] == M.count_parameters(small)
+    export.export_bundle(small, tmp_path / "tfl", tokenizer, remapped.kept_ids, quantize=None)
+    loaded = saved.load(tmp_path / "tfl")
+    assert loaded.kind == "tflite" and loaded.quantization is None
+    assert loaded.encoder_config == small.encoder_config
+    assert loaded.parameters == M.count_parameters(small)
+    # the bundle's own tokenizer gives the remapped ids
+    assert loaded.tokenizer(TWEETS)["input_ids"] == remapped(TWEETS)["input_ids"]
     # the pruned TFLite model on the remapped ids == the full Keras model on the base ids
-    np.testing.assert_allclose(train.predict_texts(classifier, loaded, TWEETS),
+    np.testing.assert_allclose(loaded.predict_logits(TWEETS),
                                train.predict_texts(model, tokenizer, TWEETS),
                                atol=T.FLOAT_TOLERANCE, rtol=0)
-    with pytest.raises(ValueError, match="base tokenizer"):
-        T.load_tflite(tmp_path / "tfl")
-    # a plain (unpruned) export loads with the base tokenizer
-    T.save_tflite(model, tmp_path / "plain", tokenizer, quantize="dynamic_range")
-    assert T.load_tflite(tmp_path / "plain", tokenizer)[1] is tokenizer
+    # a plain (unpruned) export keeps every base id
+    export.export_bundle(model, tmp_path / "plain", tokenizer)
+    plain = saved.load(tmp_path / "plain")
+    assert plain.quantization == "dynamic_range"
+    assert plain.tokenizer(TWEETS)["input_ids"] == tokenizer(TWEETS)["input_ids"]
 
 
 def test_rejects_unknown_mode():

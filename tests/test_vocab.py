@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401
+from utils import saved
 from utils import batching, vocab as V
 from utils import model as M
 from utils.train import predict_texts
@@ -104,20 +105,20 @@ def test_roberta_layout_keeps_pad_offset_positions(tmp_path):
               for row in tokenizer(texts)["input_ids"]]
     np.testing.assert_allclose(logits_on_ids(small, remapped(texts)["input_ids"], 1),
                                logits_on_ids(model, as_unk, 1), atol=TOLERANCE)
-    V.save_pruned(small, remapped, tmp_path / "pruned")
-    loaded, loaded_tok = V.load_pruned(tmp_path / "pruned", tokenizer)
-    np.testing.assert_array_equal(loaded_tok.kept_ids, remapped.kept_ids)
-    np.testing.assert_allclose(predict_texts(loaded, loaded_tok, texts),
-                               predict_texts(small, remapped, texts), atol=0)
+    saved.save(small, tmp_path / "pruned", remapped)
+    loaded = saved.load(tmp_path / "pruned", tokenizer)
+    np.testing.assert_array_equal(loaded.tokenizer.kept_ids, remapped.kept_ids)
+    np.testing.assert_allclose(loaded.predict_logits(texts),
+                               predict_texts(small, remapped, texts), atol=1e-6)
 
 
 def test_save_load_checks_the_tokenizer(tmp_path, tokenizer, bert_model):
     small, remapped = V.prune_vocabulary(bert_model, tokenizer, ["great flight"])
-    V.save_pruned(small, remapped, tmp_path / "m")
-    assert (tmp_path / "m" / V.VOCAB_MAP_FILE).exists()
-    model, tok = V.load_pruned(tmp_path / "m", tokenizer)
+    saved.save(small, tmp_path / "m", remapped)
+    assert saved.read_spec(tmp_path / "m")["vocabulary"]["kept_ids"] == remapped.kept_ids.tolist()
+    tok = saved.load(tmp_path / "m", tokenizer).tokenizer
     assert isinstance(tok, V.RemappedTokenizer) and len(tok) == len(remapped)
     with pytest.raises(ValueError, match="tokenizer"):
-        V.load_pruned(tmp_path / "m", WordTokenizer(WORDS))
-    M.save_model(bert_model, tmp_path / "plain")                 # no vocab map: base tokenizer
-    assert V.load_pruned(tmp_path / "plain", tokenizer)[1] is tokenizer
+        saved.load(tmp_path / "m", WordTokenizer(WORDS))
+    saved.save(bert_model, tmp_path / "plain")                 # no vocab map: base tokenizer
+    assert saved.load(tmp_path / "plain", tokenizer).tokenizer is tokenizer

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import model as model_lib
+from . import saved
 from . import pruning, sweep, train
 
 MAGNITUDE_SCOPES = ("global", "per_matrix")
@@ -686,7 +687,7 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
             print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
             continue
         if save_dir is not None and rows[-1]["final"]:
-            model_lib.save_model(model, Path(save_dir) / sweep.sparsity_dir_name(target))
+            saved.save(model, Path(save_dir) / sweep.sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
         rows[-1]["gradual_steps"] = gradual_steps
     model.set_weights(start_weights)
@@ -770,7 +771,7 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
     with contextlib.ExitStack() as stack:
         if isolate:   # the children start from the same weights, read from disk
             start_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "start"
-            model_lib.save_model(model, start_dir)
+            saved.save(model, start_dir)
         for name in todo:
             method = methods[name]
             started = time.perf_counter()
@@ -815,7 +816,7 @@ def _sweep_in_process(start_dir, method, args):
 
 def _sweep_child(start_dir, recipe, args, out):
     """The child's side of `_sweep_in_process`: rebuild the method, sweep, write the rows."""
-    model = model_lib.load_model(start_dir)
+    model = saved.load_model(start_dir)
     name = recipe["names"][0]
     method = make_methods(**recipe)[name]
     frame = mask_sweep(model, masks_fn=method.masks_fn, **args)

@@ -1,6 +1,7 @@
 """Benchmark: is the pruned model genuinely smaller and faster? `python -m utils.bench --help`
 
-Variants (each a saved model directory, rebuilt from its own files):
+Variants (each saved with utils.saved, the TFLite ones as utils.export bundles, and loaded back
+with `utils.saved.load` before it is measured):
   dense                 the fine-tuned baseline (--dense)
   masked                the pruned model: zeros in pruned groups, same shapes (--pruned)
   compact               heads / FFN neurons physically removed (utils.compact)
@@ -12,7 +13,10 @@ Variants (each a saved model directory, rebuilt from its own files):
   compact+vocab+tflite  compact+vocab exported to TFLite, float32 (utils.tflite)
   compact+vocab+tflite-int8   the same with dynamic-range int8 weights
 TFLite variants run in the LiteRT interpreter (ai_edge_litert) with num_threads = os.cpu_count() (TF's default
-intra-op thread count here); their "weights" bytes are the .tflite file's size.
+intra-op thread count here); their "weights" bytes are the .tflite file's size. Bytes on disk
+are the model's own files (spec + weights, or a bundle's model.tflite + bundle.json), tokenizer
+files excluded for every variant. With --bundle-out, compact+vocab+tflite-int8 is also
+published there with its model card (`make run` publishes models/tweet-sentiment-int8).
 
 Per variant: parameters, non-zero parameters, bytes on disk (raw and gzipped), bytes of weights
 in memory, resident-memory growth when loading and predicting (psutil RSS, in a fresh
@@ -38,12 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from .io import REPO_ROOT, git_commit, write_json, write_text
+from .saved import SavedModelError
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
             "compact+vocab+int8", "dense+int8", "dense+tflite-int8", "compact+vocab+tflite",
             "compact+vocab+tflite-int8")
-MODEL_FILES = ("config.json", "model.weights.h5", "quantization.json", "vocab_map.json",
-               "model.tflite", "tflite.json", "binary.npz", "binarize.json")
 TFLITE_THREADS = os.cpu_count()
 
 
@@ -70,7 +73,7 @@ def smoke_dataset(n_train=48, n_test=24, seed=0):
 def make_smoke_models(directory, tokenizer, seed=0):
     """A tiny random dense model and a masked copy of it (heads, neurons and block rows zeroed,
     including a value-zero head and input-zero neurons whose constants get bias-folded)."""
-    from . import model as model_lib
+    from . import model as model_lib, saved
     directory = Path(directory)
     config = model_lib.EncoderConfig(vocab_size=len(tokenizer), hidden_size=32,
                                      num_heads=[4, 4], intermediate_sizes=[64, 64],
@@ -80,7 +83,7 @@ def make_smoke_models(directory, tokenizer, seed=0):
     for w in dense.weights:
         if "layer_norm" not in w.path:
             w.assign(rng.normal(0, 0.2, size=w.shape).astype("float32"))
-    model_lib.save_model(dense, directory / "dense")
+    saved.save(dense, directory / "dense")
     kernels = model_lib.prunable_kernels(dense)
 
     def zero(name, rows=slice(None), cols=slice(None)):
@@ -93,69 +96,17 @@ def make_smoke_models(directory, tokenizer, seed=0):
     zero("layer_0/ffn/input", cols=slice(0, 24))            # neurons 0-23: bias-folded
     zero("layer_1/ffn/output", rows=slice(0, 40))
     zero("layer_0/attention/query", rows=slice(0, 16))      # zeros that stay (block rows)
-    model_lib.save_model(dense, directory / "masked")
+    saved.save(dense, directory / "masked")
     return directory / "dense", directory / "masked"
-
-
-# ------------------------------------------------------------------------------ prediction
-
-def serving_fn(model):
-    """One tf.function for all batch shapes (no retracing per padded length); for a
-    TFLiteClassifier its interpreter (which resizes its inputs per batch shape)."""
-    import tensorflow as tf
-    from .tflite import TFLiteClassifier
-    if isinstance(model, TFLiteClassifier):
-        def predict_tflite(input_ids, attention_mask):
-            return model.predict_on_batch({"input_ids": input_ids,
-                                           "attention_mask": attention_mask})
-        return predict_tflite
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
-    def predict(input_ids, attention_mask):
-        return model({"input_ids": input_ids, "attention_mask": attention_mask},
-                     training=False)
-    return predict
-
-
-def predict_texts(fn, tokenizer, texts, max_length=64, batch_size=128):
-    from . import batching
-    batches, _ = batching.make_batches(tokenizer, texts, max_length=max_length,
-                                       batch_size=batch_size)
-    parts = [np.asarray(fn(b["input_ids"], b["attention_mask"])) for b in batches]
-    logits = np.concatenate(parts)
-    out = np.empty_like(logits)
-    out[batches.order()] = logits
-    return out
-
-
-def load_variant(directory, base_tokenizer, first_token=False):
-    from . import compact, tflite, vocab
-    if tflite.is_tflite_dir(directory):
-        if first_token:
-            raise ValueError("first_token applies to Keras models, not to TFLite exports")
-        return tflite.load_tflite(directory, base_tokenizer, num_threads=TFLITE_THREADS)
-    model, tokenizer = vocab.load_pruned(directory, base_tokenizer)
-    if first_token:
-        model = compact.first_token_classifier(model)
-    return model, tokenizer
 
 
 # ------------------------------------------------------------------------------ sizes, FLOPs
 
-def model_files(directory):
-    return [Path(directory) / name for name in MODEL_FILES if (Path(directory) / name).exists()]
-
-
-def model_bytes(directory):
-    """Bytes of the model directory's files (what a copy of the model costs on disk)."""
-    return sum(f.stat().st_size for f in model_files(directory))
-
-
-def disk_bytes(directory):
-    """(raw, gzipped) bytes of the model directory's files."""
-    files = model_files(directory)
-    raw = model_bytes(directory)
-    zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in files)
+def disk_bytes(loaded):
+    """(raw, gzipped) bytes of a utils.saved.SavedModel's model files (tokenizer files are not
+    counted for any variant)."""
+    raw = loaded.disk_bytes
+    zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in loaded.files)
     return int(raw), int(zipped)
 
 
@@ -187,7 +138,7 @@ def memory_child(spec):
     import psutil
     import keras
     from keras import ops
-    from . import model as model_lib
+    from . import model as model_lib, saved
     process = psutil.Process()
     base_tokenizer = model_lib.load_tokenizer(spec["tokenizer"])
     texts = spec["texts"]
@@ -196,11 +147,11 @@ def memory_child(spec):
     keras.backend.clear_session()
     gc.collect()
     before = process.memory_info().rss
-    model, tokenizer = load_variant(spec["directory"], base_tokenizer, spec["first_token"])
+    model = saved.load(spec["directory"], base_tokenizer, num_threads=TFLITE_THREADS,
+                       first_token=spec["first_token"])
     gc.collect()
     loaded = process.memory_info().rss
-    fn = serving_fn(model)
-    predict_texts(fn, tokenizer, texts, spec["max_length"], batch_size=32)
+    model.predict_logits(texts, batch_size=32)
     predicting = process.memory_info().rss
     return {"rss_before_mb": before / 2**20,
             "rss_growth_load_mb": (loaded - before) / 2**20,
@@ -225,12 +176,14 @@ def measure_memory(directory, first_token, texts, tokenizer_name, max_length):
 def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_size=32):
     """Latency at batch 1 and throughput at `batch_size`, round-robin over variants.
 
-    loaded: {name: (serving fn, tokenizer)}. Returns {name: {"latency_ms_median",
+    loaded: {name: utils.saved.SavedModel} (anything with `logits(input_ids,
+    attention_mask)` and `tokenizer`). Returns {name: {"latency_ms_median",
     "latency_ms_p90", "throughput_ex_per_s", per-round lists}}.
     """
     from . import batching
     inputs = {}
-    for name, (fn, tokenizer) in loaded.items():
+    for name, model in loaded.items():
+        fn, tokenizer = model.logits, model.tokenizer
         encoded, _ = batching.encode_texts(tokenizer, texts, max_length)
         singles = [batching.pad_batch([ids], tokenizer.pad_token_id) for ids in encoded]
         batches, _ = batching.make_batches(tokenizer, throughput_texts, max_length=max_length,
@@ -246,7 +199,7 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]   # rotate the order
         for name in order:
-            fn = loaded[name][0]
+            fn = loaded[name].logits
             singles, batches = inputs[name]
             times = []
             for x in singles:
@@ -271,29 +224,32 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
 # ------------------------------------------------------------------------------ main
 
 def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
-    """Save the derived variants under work_dir; returns {name: (directory, first_token)} and
-    the compaction report."""
-    from . import compact, model as model_lib, quantize, tflite, vocab
+    """Save the derived variants under work_dir (utils.saved model directories; the TFLite
+    ones as utils.export bundles); returns {name: (directory, first_token)} and the
+    compaction report."""
+    from . import compact, export, quantize, saved, vocab
     work_dir = Path(work_dir)
     log(f"compacting {pruned_dir}")
-    masked = model_lib.load_model(pruned_dir)
+    masked = saved.load_model(pruned_dir)
     report = compact.compaction_report(masked)
     log(compact.format_report(report))
     compacted = compact.compact_model(masked)
-    model_lib.save_model(compacted, work_dir / "compact")
+    saved.save(compacted, work_dir / "compact")
     log("pruning the vocabulary to the training corpus")
     small, remapped = vocab.prune_vocabulary(compacted, tokenizer, train_texts)
     log(f"vocabulary {len(tokenizer)} -> {len(remapped)} ids")
-    vocab.save_pruned(small, remapped, work_dir / "compact_vocab")
-    vocab.save_pruned(quantize.quantized_copy(small), remapped, work_dir / "compact_vocab_int8")
-    log("exporting compact+vocab to TFLite (float32 and dynamic-range int8)")
-    tflite.save_tflite(small, work_dir / "compact_vocab_tflite", remapped, quantize=None)
-    tflite.save_tflite(small, work_dir / "compact_vocab_tflite_int8", remapped,
-                       quantize="dynamic_range")
-    log("quantizing the dense model to int8 (Keras, and TFLite dynamic range)")
-    dense = model_lib.load_model(dense_dir)
-    quantize.save_model(quantize.quantized_copy(dense), work_dir / "dense_int8")
-    tflite.save_tflite(dense, work_dir / "dense_tflite_int8", tokenizer, quantize="dynamic_range")
+    saved.save(small, work_dir / "compact_vocab", remapped)
+    saved.save(quantize.quantized_copy(small), work_dir / "compact_vocab_int8", remapped)
+    log("exporting compact+vocab to TFLite bundles (float32 and dynamic-range int8)")
+    export.export_bundle(small, work_dir / "compact_vocab_tflite", tokenizer,
+                         remapped.kept_ids, quantize=None)
+    export.export_bundle(small, work_dir / "compact_vocab_tflite_int8", tokenizer,
+                         remapped.kept_ids, quantize="dynamic_range")
+    log("quantizing the dense model to int8 (Keras, and a TFLite dynamic-range bundle)")
+    dense = saved.load_model(dense_dir)
+    saved.save(quantize.quantized_copy(dense), work_dir / "dense_int8")
+    export.export_bundle(dense, work_dir / "dense_tflite_int8", tokenizer,
+                         quantize="dynamic_range")
     del masked, compacted, small, dense
     dirs = {"dense": (Path(dense_dir), False), "masked": (Path(pruned_dir), False),
             "compact": (work_dir / "compact", False),
@@ -310,7 +266,7 @@ def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
 def run(args):
     import keras
     import tensorflow as tf
-    from . import evaluation, model as model_lib, quantize, tflite
+    from . import evaluation, model as model_lib, saved
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
     out_dir = Path(args.out_dir)
@@ -348,37 +304,25 @@ def run(args):
     for name in variants:
         directory, first_token = dirs[name]
         log(f"{name}: loading {directory} and evaluating on {len(test_texts)} test tweets")
-        model, tok = load_variant(directory, tokenizer, first_token)
-        base = model.base if first_token else model
-        if isinstance(base, tflite.TFLiteClassifier):
-            # counted on the float model at export; the flatbuffer holds the weights
-            parameters = base.metadata["parameters"]
-            nonzero = base.metadata["nonzero_parameters"]
-            weight_bytes = base.file_bytes
-            mode = f"tflite-{base.metadata['quantize'] or 'float32'}"
-        else:
-            # int8 scales are storage overhead, not parameters (they do count in weight_bytes)
-            weights = [np.asarray(w) for w in base.weights if not w.path.endswith("_scale")]
-            parameters = int(sum(w.size for w in weights))
-            nonzero = int(sum(np.count_nonzero(w) for w in weights))
-            weight_bytes = quantize.weight_bytes(base)
-            mode = quantize.quantization_mode(base) or "float32"
-        raw, zipped = disk_bytes(directory)
-        fn = serving_fn(model)
-        logits[name] = predict_texts(fn, tok, test_texts, args.max_length)
+        model = saved.load(directory, tokenizer, num_threads=TFLITE_THREADS,
+                           first_token=first_token)
+        mode = (f"tflite-{model.quantization or 'float32'}" if model.kind == "tflite"
+                else model.quantization or "float32")
+        config = model.encoder_config
+        raw, zipped = disk_bytes(model)
+        logits[name] = model.predict_logits(test_texts, batch_size=128)
         metrics = evaluation.classification_metrics(test_labels, logits[name].argmax(-1))
-        config = base.encoder_config
         results[name] = {
             "directory": str(directory), "first_token_last_layer": first_token,
             "quantization": mode,
             "num_heads": config.num_heads, "intermediate_sizes": config.intermediate_sizes,
             "vocab_size": config.vocab_size,
-            "parameters": parameters, "nonzero_parameters": nonzero,
-            "disk_bytes": raw, "disk_bytes_gzip": zipped, "weight_bytes": weight_bytes,
+            "parameters": model.parameters, "nonzero_parameters": model.nonzero_parameters,
+            "disk_bytes": raw, "disk_bytes_gzip": zipped, "weight_bytes": model.weight_bytes,
             "flops_per_token": flops_per_token(config, mean_length, first_token),
             **{k: metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
         }
-        loaded[name] = (fn, tok)
+        loaded[name] = model
     reference = {"masked": "dense", "compact": "masked", "compact+vocab": "compact",
                  "compact+vocab+first": "compact+vocab", "compact+vocab+int8": "compact+vocab",
                  "dense+int8": "dense", "dense+tflite-int8": "dense",
@@ -442,6 +386,17 @@ def run(args):
     log(f"wrote {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'} "
         f"({time.time() - started:.0f} s)")
     print(markdown_table(output), flush=True)
+    if args.bundle_out and args.smoke and \
+            Path(args.bundle_out).resolve() == (REPO_ROOT / "models" / "tweet-sentiment-int8"):
+        log(f"SMOKE: not replacing the committed bundle {args.bundle_out} with a tiny model")
+    elif args.bundle_out:
+        from . import export
+        log(f"publishing the compact+vocab+tflite-int8 bundle to {args.bundle_out}")
+        scores = export.publish(dirs["compact+vocab+tflite-int8"][0], args.bundle_out, tokenizer,
+                                args.data, out_dir)
+        log(f"bundle written to {args.bundle_out}" + (
+            f" (test macro-F1 {100 * scores['macro_f1']:.1f}%, one tweet at a time)"
+            if scores else ""))
     return output
 
 
@@ -503,6 +458,10 @@ def main(argv=None):
     parser.add_argument("--out-dir", default="results")
     parser.add_argument("--work-dir", default=None,
                         help="where derived variants are saved (default checkpoints/bench)")
+    parser.add_argument("--bundle-out", default=None,
+                        help="also publish the compact+vocab+tflite-int8 variant as a bundle "
+                             "here (utils.export, with model card and examples), e.g. "
+                             "models/tweet-sentiment-int8, which the demo loads")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     parser.add_argument("--memory-variants", nargs="*", choices=VARIANTS, default=None,
                         help="variants to measure RSS for (default all; none: skip)")
@@ -533,7 +492,7 @@ def main(argv=None):
             args.memory_variants = ["compact+vocab"]
     try:
         return run(args)
-    except FileNotFoundError as error:   # a missing model or results file: say which, no traceback
+    except (FileNotFoundError, SavedModelError) as error:   # a missing model or results file: say which, no traceback
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
 

@@ -13,11 +13,11 @@ own layers are untouched: `BinarizedClassifier.call` runs them inside a `keras.S
 that substitutes W_hat for W, so gradients reach W, alpha and gamma. The loss is cross-entropy,
 or with distillation (1 - a) CE + a T^2 KL(teacher || student) towards the dense model's logits.
 
-Storage (`save_binarized`): one bit per binarized weight (numpy.packbits of W >= 0) plus alpha
+Storage (utils.saved, kind "binarized", written with `pack`): one bit per binarized weight (numpy.packbits of W >= 0) plus alpha
 and gamma in float32, every other weight (LayerNorm, biases, position embeddings, classifier
 head) in float32, all in one uncompressed .npz whose size is reported exactly.
-`load_binarized` rebuilds a plain float classifier holding W_hat, which predicts what the
-BinarizedClassifier predicted before saving.
+Loading (`utils.saved.load_model`, through `unpack_into`) rebuilds a plain float classifier
+holding W_hat, which predicts what the BinarizedClassifier predicted before saving.
 """
 from __future__ import annotations
 
@@ -33,8 +33,6 @@ from .io import atomic_path, read_json, write_json
 
 GRANULARITIES = ("layer", "row")
 WORD_EMBEDDINGS = "embeddings/word"
-PACKED_FILE = "binary.npz"
-METADATA_FILE = "binarize.json"
 
 
 def check_options(granularity, clip):
@@ -197,67 +195,53 @@ def _key(path):
     return path.replace("/", "__")
 
 
-def save_binarized(binarized, directory):
-    """config.json + binary.npz (packed signs, alpha, gamma, float32 rest) + binarize.json.
-    Returns the metadata, with the exact bytes of the .npz."""
+def pack(binarized):
+    """({name: array} for utils.saved's binary.npz, metadata): packed signs (numpy.packbits of
+    W >= 0), alpha and gamma of every binarized weight, float32 for every other weight."""
     arrays, bits = {}, 0
-    targets = {w.path: (w, a, g) for (w, _), a, g in
+    targets = {w.path: (a, g) for (w, _), a, g in
                zip(binarized.binarized_weights(), binarized.scales, binarized.shifts)}
     for variable in binarized.classifier.weights:
         value = np.asarray(variable)
         if variable.path in targets:
-            _, alpha, gamma = targets[variable.path]
+            alpha, gamma = targets[variable.path]
             arrays[_key(variable.path) + "::bits"] = np.packbits(value.ravel() >= 0)
             arrays[_key(variable.path) + "::scale"] = np.asarray(alpha, dtype=np.float32)
             arrays[_key(variable.path) + "::shift"] = np.asarray(gamma, dtype=np.float32)
             bits += value.size
         else:
             arrays[_key(variable.path)] = value.astype(np.float32)
-    parameters = int(sum(np.prod(v.shape) for v in binarized.classifier.weights))
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
-        binarized.encoder_config.save(tmp / model_lib.CONFIG_FILE)
-        np.savez(tmp / PACKED_FILE, **arrays)
-        metadata = {"granularity": binarized.granularity, "embeddings": binarized.embeddings,
-                    "clip": binarized.clip, "binarized_weights": int(bits),
-                    "parameters": parameters, "npz_bytes": (tmp / PACKED_FILE).stat().st_size}
-        metadata["bits_per_parameter"] = 8 * metadata["npz_bytes"] / parameters
-        write_json(tmp / METADATA_FILE, metadata)
-    return metadata
+    return arrays, {"granularity": binarized.granularity, "embeddings": binarized.embeddings,
+                    "clip": binarized.clip, "binarized_weights": int(bits)}
 
 
-def load_binarized(directory):
-    """A plain float classifier holding W_hat, rebuilt from a `save_binarized` directory."""
-    directory = Path(directory)
-    for name in (model_lib.CONFIG_FILE, PACKED_FILE):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} does not exist; expected a directory "
-                                    "written by utils.binarize.save_binarized")
-    model = model_lib.build_classifier(model_lib.EncoderConfig.load(directory / model_lib.CONFIG_FILE))
-    with np.load(directory / PACKED_FILE) as arrays:
-        for variable in model.weights:
-            key = _key(variable.path)
-            if key + "::bits" in arrays:
-                size = int(np.prod(variable.shape))
-                signs = np.unpackbits(arrays[key + "::bits"], count=size).reshape(variable.shape)
-                value = binarized_numpy(np.where(signs == 1, 1.0, -1.0), arrays[key + "::scale"],
-                                        arrays[key + "::shift"])
-            elif key in arrays:
-                value = arrays[key]
-            else:
-                raise ValueError(f"{directory / PACKED_FILE} has no weights for {variable.path}")
-            variable.assign(value)
+def unpack_into(model, arrays):
+    """Assign W_hat (and every float weight) from `pack`'s arrays to the plain classifier
+    `model`, which then predicts what the BinarizedClassifier predicted."""
+    for variable in model.weights:
+        key = _key(variable.path)
+        if key + "::bits" in arrays:
+            size = int(np.prod(variable.shape))
+            signs = np.unpackbits(arrays[key + "::bits"], count=size).reshape(variable.shape)
+            value = binarized_numpy(np.where(signs == 1, 1.0, -1.0), arrays[key + "::scale"],
+                                    arrays[key + "::shift"])
+        elif key in arrays:
+            value = arrays[key]
+        else:
+            raise ValueError(f"the packed weights have nothing for {variable.path}")
+        variable.assign(value)
     return model
 
 
 # ------------------------------------------------------------------------------ comparison
 
-def variant_row(name, model, tokenizer, test_split, directory, dense_parameters, **extra):
-    """One row of the bits-per-weight comparison: test metrics of `model` and the exact bytes
-    of the model files in `directory` (as utils.bench counts them)."""
-    from .bench import model_bytes
-    metrics = train.evaluate(model, tokenizer, test_split)
-    disk = model_bytes(directory)
+def variant_row(name, loaded, test_split, dense_parameters, **extra):
+    """One row of the bits-per-weight comparison: test metrics of the utils.saved.SavedModel
+    `loaded` and the exact bytes of its model files (as utils.bench counts them)."""
+    from .evaluation import classification_metrics
+    metrics = classification_metrics(test_split["label"],
+                                     loaded.predict_logits(test_split["text"]).argmax(-1))
+    disk = loaded.disk_bytes
     return {"variant": name, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
             "macro_recall": metrics["macro_recall"], "disk_bytes": disk,
             "disk_mb": disk / 1e6, "bits_per_dense_weight": 8 * disk / dense_parameters, **extra}
@@ -299,19 +283,19 @@ def binarize_variant(name, model, tokenizer, train_split, teacher_logits, config
     import time
     binarized = BinarizedClassifier(model, embeddings=embeddings, granularity=granularity,
                                     clip=clip, distill_alpha=distill_alpha, temperature=temperature)
+    from . import saved, vocab
     options = {"embeddings": embeddings, "granularity": granularity}
+    base = tokenizer.base if isinstance(tokenizer, vocab.RemappedTokenizer) else tokenizer
     rows = []
-    save_binarized(binarized, Path(directory) / "untrained")
-    rows.append(variant_row(name, load_binarized(Path(directory) / "untrained"), tokenizer,
-                            test_split, Path(directory) / "untrained", dense_parameters,
-                            trained=False, **options))
+    saved.save(binarized, Path(directory) / "untrained", tokenizer)
+    rows.append(variant_row(name, saved.load(Path(directory) / "untrained", base), test_split,
+                            dense_parameters, trained=False, **options))
     start = time.perf_counter()
     train_binarized(binarized, tokenizer, train_split["text"], train_split["label"], config,
                     teacher_logits=teacher_logits, checkpoint_dir=Path(directory) / "last",
                     progress=progress)
     seconds = time.perf_counter() - start
-    save_binarized(binarized, Path(directory) / "trained")
-    rows.append(variant_row(name, load_binarized(Path(directory) / "trained"), tokenizer,
-                            test_split, Path(directory) / "trained", dense_parameters,
-                            trained=True, train_seconds=seconds, **options))
+    saved.save(binarized, Path(directory) / "trained", tokenizer)
+    rows.append(variant_row(name, saved.load(Path(directory) / "trained", base), test_split,
+                            dense_parameters, trained=True, train_seconds=seconds, **options))
     return rows

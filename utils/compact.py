@@ -12,7 +12,7 @@ zero, contribute at most a constant to their sublayer's output:
 
 `compact_model` builds a new `build_classifier` model whose config lists the surviving widths per
 layer (0 = sublayer gone: LayerNorm(x + folded bias)); everything else is copied exactly, so it
-saves/loads with `utils.model.save_model` / `load_model` and predicts what the masked model does.
+saves/loads with `utils.saved.save` / `load_model` and predicts what the masked model does.
 
 `compaction_report` says what was removed, the parameter counts, and -- for the zeros that
 cannot be removed (zeros inside kept rows/columns, e.g. block-sparse rows of a query kernel) --

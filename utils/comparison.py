@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import io, report
 from . import model as model_lib
+from . import saved
 
 LEVELS = (0.5, 0.7, 0.9)
 X_LABELS = {"sparsity_encoder_linear": "sparsity of encoder linear weights (%)",
@@ -44,7 +45,7 @@ def _load_for_timing(source, compact):
     compacted. The loaded masked model is garbage once compacted; it is part of reference
     cycles (functional model), so collect it now rather than when Python's gc gets to it."""
     from . import compact as compact_lib
-    model = source if hasattr(source, "encoder_config") else model_lib.load_model(source)
+    model = source if hasattr(source, "encoder_config") else saved.load_model(source)
     if compact:
         model = compact_lib.compact_model(model)
         gc.collect()
@@ -108,11 +109,11 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
                 model = _load_for_timing(variants[name], compact)
                 if name not in info:
                     info[name] = _describe(name, model)
-                loaded[name] = (bench.serving_fn(model), tokenizer)
+                loaded[name] = saved.in_memory(model, tokenizer)
                 del model
             timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
         finally:
-            loaded.clear()          # the serving fns hold the models: drop them all
+            loaded.clear()          # the predictors hold the models: drop them all
             del loaded
             gc.collect()
         dense = timings["dense"]
@@ -138,7 +139,7 @@ def latency_variants(sweep_frame, model_dirs, dense_dir):
         if method not in model_dirs:
             continue
         directory = Path(model_dirs[method]) / sparsity_dir_name(target)
-        if (directory / "config.json").exists():
+        if saved.is_model_dir(directory):
             name = f"{method} @ {target:.0%}"
             variants[name], keys[name] = directory, (method, float(target))
     return variants, keys

@@ -4,11 +4,13 @@ The notebook (06_demo) wraps `build_widget`; outside Jupyter the same comparison
 
     python -m utils.demo "@united thanks, the crew was great"
 
-Only saved models are loaded (no training): by default the fine-tuned baseline and the two
-variants `python -m utils.bench` derives from the pruned snapshot it chose on validation. If one
-is missing, `MissingModelsError` says which command makes it; the command line then answers with
-the committed bundle models/tweet-sentiment-int8 (`utils.export`) instead, so a fresh clone can
-demo before any training.
+Only saved models are loaded (no training), each with `utils.saved.load`: by default the
+fine-tuned baseline, the compact model `python -m utils.bench` derives from the pruned snapshot
+it chose on validation, and the bundle models/tweet-sentiment-int8 (`utils.export`: that model
+with its unused vocabulary removed, int8 TFLite) which the benchmark publishes. A copy of that
+bundle is committed, so a fresh clone can demo before any training: `load_models(
+allow_missing=True)` answers with what exists and `MissingModelsError` says which command makes
+the rest.
 
 Anything typed is answered without a traceback: empty or non-string input gives a message
 instead of predictions; the text goes through the same normalisation as the training tweets
@@ -46,9 +48,10 @@ DEFAULT_MODELS = {
                 "block-pruned snapshot chosen on validation, empty heads and FFN neurons "
                 "removed, float32",
                 f"notebooks 03-04, then {BENCH}"),
-    "compact+int8": ("checkpoints/bench/compact_vocab_tflite_int8",
-                     "compact + unused vocabulary removed, int8 weights (TFLite dynamic range)",
-                     f"notebooks 03-04, then {BENCH}"),
+    "compact+int8": ("models/tweet-sentiment-int8",
+                     "compact + unused vocabulary removed, int8 weights (TFLite dynamic range); "
+                     "a bundle that runs without this repository",
+                     f"notebooks 03-04, then {BENCH}; a copy is committed"),
 }
 
 EXAMPLES = (
@@ -70,11 +73,23 @@ class MissingModelsError(FileNotFoundError):
 class DemoModel:
     name: str
     description: str
-    directory: Path
-    predict: object          # fn(input_ids, attention_mask) -> logits
-    tokenizer: object
-    parameters: int
-    disk_bytes: int
+    saved: object            # utils.saved.SavedModel: logits(input_ids, attention_mask), tokenizer
+
+    @property
+    def directory(self):
+        return self.saved.directory
+
+    @property
+    def tokenizer(self):
+        return self.saved.tokenizer
+
+    @property
+    def parameters(self):
+        return self.saved.parameters
+
+    @property
+    def disk_bytes(self):
+        return self.saved.disk_bytes
 
 
 @dataclass
@@ -100,10 +115,12 @@ class DemoAnswer:
 # ------------------------------------------------------------------------------ loading
 
 def missing_models(models=None, root=REPO_ROOT):
-    """[(name, directory, command)] of the model directories that do not exist."""
+    """[(name, directory, command)] of the models that are not saved (neither a utils.saved
+    model directory nor a bundle)."""
+    from . import export, saved
     models = DEFAULT_MODELS if models is None else models
     return [(name, Path(root, path), command) for name, (path, _, command) in models.items()
-            if not (Path(root, path) / "config.json").exists()]
+            if not (saved.is_model_dir(Path(root, path)) or export.is_bundle(Path(root, path)))]
 
 
 def missing_message(missing):
@@ -113,41 +130,22 @@ def missing_message(missing):
     return "\n".join(lines)
 
 
-def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True):
-    """[DemoModel] for {name: (directory, description, command)}; raises MissingModelsError
-    naming every missing directory and its command before loading anything."""
-    from . import bench, model as model_lib
-    from .tflite import TFLiteClassifier
+def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
+                allow_missing=False):
+    """[DemoModel] for {name: (directory, description, command)}, each loaded with
+    `utils.saved.load`. A missing model raises MissingModelsError naming every missing
+    directory and its command before anything is loaded; with allow_missing, the models that
+    exist are loaded (the error is raised only if none does)."""
+    from . import model as model_lib, saved
     models = DEFAULT_MODELS if models is None else models
     missing = missing_models(models, root)
-    if missing:
+    if missing and (not allow_missing or len(missing) == len(models)):
         raise MissingModelsError(missing_message(missing))
+    absent = {name for name, _, _ in missing}
     base_tokenizer = model_lib.load_tokenizer(tokenizer_name or model_lib.DEFAULT_MODEL)
-    loaded = []
-    for name, (path, description, _) in models.items():
-        directory = Path(root, path).resolve()
-        model, tokenizer = bench.load_variant(directory, base_tokenizer)
-        parameters = (model.metadata.get("parameters", 0) if isinstance(model, TFLiteClassifier)
-                      else model_lib.count_parameters(model))
-        loaded.append(DemoModel(name, description, directory, bench.serving_fn(model),
-                                tokenizer, int(parameters),
-                                bench.model_bytes(directory)))
+    loaded = [DemoModel(name, description, saved.load(Path(root, path).resolve(), base_tokenizer))
+              for name, (path, description, _) in models.items() if name not in absent]
     if warm_up:   # trace / allocate once so the first tweet is timed like every other
-        classify("warm up", loaded, repeats=1)
-    return loaded
-
-
-def load_bundle_model(directory, warm_up=True):
-    """[DemoModel] of an exported bundle (utils.export), e.g. the committed
-    models/tweet-sentiment-int8 that answers on a fresh clone before any training."""
-    from . import export
-    bundle = export.load_bundle(directory)
-    loaded = [DemoModel("bundle", "exported bundle: block-pruned, compact, pruned vocabulary, "
-                        "int8 TFLite", bundle.directory,
-                        lambda ids, mask: bundle.classifier.predict_on_batch(
-                            {"input_ids": ids, "attention_mask": mask}),
-                        bundle.hf_tokenizer(), bundle.parameters, bundle.disk_bytes)]
-    if warm_up:
         classify("warm up", loaded, repeats=1)
     return loaded
 
@@ -155,20 +153,20 @@ def load_bundle_model(directory, warm_up=True):
 def make_smoke_models(root, tokenizer, texts):
     """Tiny random stand-ins for DEFAULT_MODELS, saved at the same paths under `root` (SMOKE
     runs and tests): a dense model, its compacted masked copy (utils.bench's smoke models) and
-    that copy with a vocabulary pruned to `texts` exported to TFLite int8."""
+    that copy with a vocabulary pruned to `texts` as an int8 TFLite bundle."""
     import shutil
     import tempfile
-    from . import bench, compact, model as model_lib, tflite, vocab
+    from . import bench, compact, export, saved, vocab
     paths = {name: Path(root, path) for name, (path, _, _) in DEFAULT_MODELS.items()}
     with tempfile.TemporaryDirectory() as scratch:
         dense_dir, masked_dir = bench.make_smoke_models(scratch, tokenizer)
         paths["dense"].parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(paths["dense"], ignore_errors=True)
         shutil.copytree(dense_dir, paths["dense"])
-        compacted = compact.compact_model(model_lib.load_model(masked_dir))
-    model_lib.save_model(compacted, paths["compact"])
+        compacted = compact.compact_model(saved.load_model(masked_dir))
+    saved.save(compacted, paths["compact"])
     small, remapped = vocab.prune_vocabulary(compacted, tokenizer, texts)
-    tflite.save_tflite(small, paths["compact+int8"], remapped, quantize="dynamic_range")
+    export.export_bundle(small, paths["compact+int8"], tokenizer, remapped.kept_ids)
     return paths
 
 
@@ -230,7 +228,7 @@ def answer_with(model, text, repeats=TIMING_REPEATS):
         times = []
         for _ in range(max(1, repeats)):
             start = time.perf_counter()
-            logits = np.asarray(model.predict(batch["input_ids"], batch["attention_mask"]))
+            logits = model.saved.logits(batch["input_ids"], batch["attention_mask"])
             times.append(time.perf_counter() - start)
         probabilities = softmax(logits[0].astype(np.float64))
         return ModelAnswer(model.name, LABELS[int(np.argmax(probabilities))],
@@ -408,18 +406,15 @@ def main(argv=None):
                         help="repository root the model directories are relative to")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    from .saved import SavedModelError
     try:
-        models = load_models(root=args.root)
-    except MissingModelsError as error:
-        from . import export
-        bundle = Path(args.root, export.DEFAULT_BUNDLE.relative_to(REPO_ROOT))
-        try:
-            models = load_bundle_model(bundle)
-        except export.BundleError as bundle_error:
-            print(f"{error}\nNo bundle to fall back on either: {bundle_error}", file=sys.stderr)
-            return 2
-        print(f"The trained checkpoints are not here (run `make run` to compare the dense and "
-              f"pruned models side by side); answering with the bundle {bundle}.")
+        missing = missing_models(root=args.root)
+        models = load_models(root=args.root, allow_missing=True)
+    except (MissingModelsError, SavedModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if missing:
+        print(missing_message(missing) + "\nAnswering with the models that are here.")
     print(f"models loaded in {time.perf_counter() - start:.1f} s")
     for text in args.texts or EXAMPLES:
         print()

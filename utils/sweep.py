@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import evaluation, io, pruning, train
-from . import model as model_lib
+from . import saved
 
 SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
                  "target_sparsity", "sparsity_encoder_linear", "sparsity_total",
@@ -103,7 +103,7 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
                 rows[-1].update(val_accuracy=best["val_accuracy"],
                                 val_macro_f1=best["val_macro_f1"])
             if save_dir is not None:
-                model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
+                saved.save(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     model.set_weights(start_weights)
     return pd.DataFrame(rows)
@@ -217,7 +217,7 @@ def choose_snapshot(results_dir="results", snapshots_dir="checkpoints/pruned", m
     frame = frame[(frame.method == method) & frame.retrained.astype(bool)
                   & frame.val_macro_f1.notna()].copy()
     frame["directory"] = [snapshots_dir / sparsity_dir_name(t) for t in frame.target_sparsity]
-    frame = frame[[(d / "config.json").exists() for d in frame.directory]]
+    frame = frame[[saved.is_model_dir(d) for d in frame.directory]]
     if frame.empty:
         raise NoSnapshotError(f"no retrained '{method}' snapshot in {sweep_csv} has a model "
                               f"directory under {snapshots_dir}: run "
@@ -341,7 +341,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
     for target, directory in tqdm(sorted(snapshot_dirs.items()), desc="snapshots",
                                   disable=not progress):
         started = time.perf_counter()
-        model = model_lib.load_model(directory)
+        model = saved.load_model(directory)
         for retrained in (False, True):
             if retrained:
                 recover(model, tokenizer, retrain_data, retrain_config, teacher_logits,
@@ -350,7 +350,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
                                    retrained, retrain_config.max_length, eval_split,
                                    reference_predictions if retrained else None, seed))
         if save_dir is not None:
-            model_lib.save_model(model, Path(save_dir) / sparsity_dir_name(target))
+            saved.save(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     return pd.DataFrame(rows)
 

@@ -17,9 +17,8 @@ activations, LayerNorms and biases stay float32. MiniLM: 91.0 MB -> 23.2 MB.
 its inputs when a batch's shape changes, and offers `predict_on_batch({"input_ids",
 "attention_mask"}) -> logits` so utils.train's `evaluate` / `predict_logits` accept it.
 
-A model directory (`save_tflite` / `load_tflite`): model.tflite, config.json (the
-EncoderConfig, for FLOP counts), tflite.json (mode, parameter counts, TF version) and, for a
-vocabulary-pruned model, vocab_map.json in utils.vocab's format.
+On disk a TFLite model is a bundle (utils.export): model.tflite with its tokenizer, labels and
+normalisation, loadable without this repository.
 """
 from __future__ import annotations
 
@@ -27,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model as model_lib
-from . import vocab as vocab_lib
-from .io import atomic_path, read_json, write_json
+from .io import atomic_path
 
 TFLITE_FILE = "model.tflite"
-METADATA_FILE = "tflite.json"
 QUANTIZE_MODES = (None, "dynamic_range")
 INPUT_NAMES = ("input_ids", "attention_mask")
 # Measured on tiny random models (tests/test_tflite.py) and MiniLM: float TFLite matches Keras
@@ -103,8 +99,6 @@ class TFLiteClassifier:
             raise ValueError(f"{self.path}: expected one output (logits), found {len(outputs)}")
         self._output = outputs[0]["index"]
         self._shape = None
-        self.encoder_config = None          # load_tflite sets these from the directory's
-        self.metadata = {}                  # config.json and tflite.json
 
     def predict_on_batch(self, inputs):
         arrays = {name: np.ascontiguousarray(np.asarray(inputs[name]), dtype=np.int32)
@@ -131,47 +125,3 @@ class TFLiteClassifier:
 
     def __repr__(self):
         return f"TFLiteClassifier({str(self.path)!r}, num_threads={self.num_threads})"
-
-
-# ------------------------------------------------------------------------------ directories
-
-def is_tflite_dir(directory):
-    return (Path(directory) / TFLITE_FILE).exists()
-
-
-def save_tflite(model, directory, tokenizer=None, quantize="dynamic_range"):
-    """A model directory holding the .tflite export of the float `model`, its config.json,
-    tflite.json and, if `tokenizer` is a utils.vocab RemappedTokenizer, the vocab map
-    (utils.vocab's vocab_map.json format). All-or-nothing."""
-    import tensorflow as tf
-    flatbuffer = convert(model, quantize)
-    weights = [np.asarray(w) for w in model.weights]
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
-        (tmp / TFLITE_FILE).write_bytes(flatbuffer)
-        model.encoder_config.save(tmp / model_lib.CONFIG_FILE)
-        write_json(tmp / METADATA_FILE, {
-            "quantize": quantize, "tensorflow": tf.__version__,
-            "parameters": int(sum(w.size for w in weights)),
-            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))})
-        if isinstance(tokenizer, vocab_lib.RemappedTokenizer):
-            vocab_lib.write_vocab_map(tokenizer, tmp)
-
-
-def load_tflite(directory, base_tokenizer=None, num_threads=None):
-    """(TFLiteClassifier, tokenizer) from a `save_tflite` directory: the tokenizer is the
-    RemappedTokenizer of its vocab map if it has one, else `base_tokenizer`."""
-    directory = Path(directory)
-    classifier = TFLiteClassifier(directory / TFLITE_FILE, num_threads=num_threads)
-    if (directory / model_lib.CONFIG_FILE).exists():
-        classifier.encoder_config = model_lib.EncoderConfig.load(
-            directory / model_lib.CONFIG_FILE)
-    if (directory / METADATA_FILE).exists():
-        classifier.metadata = read_json(directory / METADATA_FILE)
-    tokenizer = base_tokenizer
-    if (directory / vocab_lib.VOCAB_MAP_FILE).exists():
-        if base_tokenizer is None:
-            raise ValueError(f"{directory} has a pruned vocabulary: pass the base tokenizer")
-        vocab_size = classifier.encoder_config.vocab_size if classifier.encoder_config else None
-        tokenizer = vocab_lib.read_vocab_map(directory, base_tokenizer, vocab_size)
-    return classifier, tokenizer

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm  # a widget in notebooks: one output, not hundreds of lines
 
 from . import batching, evaluation, io
-from . import model as model_lib
+from . import saved
 
 
 @dataclasses.dataclass
@@ -301,7 +301,7 @@ def evaluate(model, tokenizer, split, max_length=64, batch_size=128, return_pred
 def _save_checkpoint(model, optimizer, state, directory):
     """Weights, optimizer slots and loop state, written all-or-nothing."""
     with io.atomic_path(directory) as tmp:
-        model_lib.save_model(model, tmp)
+        saved.save(model, tmp)
         np.savez(tmp / "optimizer.npz", *[np.asarray(v) for v in optimizer.variables])
         io.write_json(tmp / "state.json", state)
 
@@ -389,7 +389,7 @@ class _EpochMonitor(keras.callbacks.Callback):
                   + ("  *best*" if improved else ""))
         if self.checkpoint_dir is not None:
             if improved:
-                model_lib.save_model(self.classifier, Path(self.checkpoint_dir) / "best")
+                saved.save(self.classifier, Path(self.checkpoint_dir) / "best")
             _save_checkpoint(self.classifier, self.model.optimizer, state,
                              Path(self.checkpoint_dir) / "last")
 
@@ -438,12 +438,12 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
              "train_truncated": truncated, "config": run_config}
     last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
     if last is not None and (last / "state.json").exists():
-        saved = _restore_checkpoint(model, optimizer, last)
-        if saved["config"] != run_config:
+        restored = _restore_checkpoint(model, optimizer, last)
+        if restored["config"] != run_config:
             raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "
-                             f"{saved['config']}, not {run_config}; "
+                             f"{restored['config']}, not {run_config}; "
                              "delete it or pass the same config to resume")
-        state = saved
+        state = restored
         for _ in range(state["epoch"]):
             train_batches.next_epoch()
         print(f"resuming from {last} after epoch {state['epoch']}")

@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from . import model as model_lib
+from . import saved
 from .train import inner_optimizer, optimizer_steps
 
 KINDS = ("heads", "neurons")
@@ -539,7 +540,7 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
     def save(target):
         name = (sweep.sparsity_dir_name(target) if cost_table is None
                 else cost_dir_name(target))
-        model_lib.save_model(classifier, Path(save_dir) / name)
+        saved.save(classifier, Path(save_dir) / name)
 
     pruner = ProgressiveUnitPruning(classifier, targets, steps, prune_fraction, every, save,
                                     groups, importance, cost_table, cost)

@@ -8,23 +8,19 @@ of all parameters) and returns a `RemappedTokenizer` that maps the base tokenize
 new rows; an id that was not kept becomes the new id of the unknown token ([UNK] / <unk>), which is
 exactly what feeding that unknown token to the unpruned model would do.
 
-On disk a pruned model is a model directory (utils.model.save_model, or utils.quantize.save_model
-for int8) plus `vocab_map.json` (the kept base ids, in new-id order); `load_pruned` rebuilds the
-model and the remapped tokenizer from it and the base tokenizer.
+On disk a pruned model is a saved model (utils.saved.save(model, directory, remapped)) whose
+spec records the vocabulary map (`vocab_map`: the kept base ids, in new-id order);
+`utils.saved.load` rebuilds the model and the remapped tokenizer from it and the base tokenizer.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
 from . import compact as compact_lib
-from . import quantize as quantize_lib
-from .io import atomic_path, read_json, write_json
 
-VOCAB_MAP_FILE = "vocab_map.json"
 WORD_EMBEDDINGS = "encoder/embeddings/word_embeddings/embeddings"
 _SPECIAL_ATTRS = ("pad", "cls", "sep", "unk", "bos", "eos", "mask")
 
@@ -171,46 +167,27 @@ def apply_vocab_map(model, kept_ids):
     return compact_lib.build_from_weights(new_config, weights)
 
 
-def save_pruned(model, tokenizer, directory):
-    """Model (float or int8) + vocab_map.json in `directory`, written all-or-nothing."""
-    with atomic_path(directory) as tmp:
-        quantize_lib.save_model(model, tmp)
-        write_vocab_map(tokenizer, tmp)
+def vocab_map(tokenizer):
+    """The vocabulary map of a RemappedTokenizer, as utils.saved records it in a model's spec:
+    the kept base ids (in new-id order) and a hash of their token strings."""
+    return {"kept_ids": tokenizer.kept_ids.tolist(),
+            "base_vocab_size": tokenizer.base_vocab_size,
+            "base_name_or_path": str(tokenizer.name_or_path),
+            "tokens_sha256": tokenizer.fingerprint()}
 
 
-def write_vocab_map(tokenizer, directory):
-    """vocab_map.json for a RemappedTokenizer: kept ids and a hash of their token strings."""
-    write_json(Path(directory) / VOCAB_MAP_FILE, {
-        "kept_ids": tokenizer.kept_ids.tolist(),
-        "base_vocab_size": tokenizer.base_vocab_size,
-        "base_name_or_path": str(tokenizer.name_or_path),
-        "tokens_sha256": tokenizer.fingerprint(),
-    })
-
-
-def read_vocab_map(directory, base_tokenizer, vocab_size=None):
-    """The RemappedTokenizer of `directory`'s vocab_map.json, checked against the base
-    tokenizer (size and token hash) and, if given, the model's embedding rows."""
-    vocab_map = read_json(Path(directory) / VOCAB_MAP_FILE)
+def tokenizer_from_map(vocab_map, base_tokenizer, vocab_size=None, where="the saved model"):
+    """The RemappedTokenizer of a `vocab_map`, checked against the base tokenizer (size and
+    token hash) and, if given, the model's embedding rows."""
     if len(base_tokenizer) != vocab_map["base_vocab_size"]:
-        raise ValueError(f"{directory} was pruned from a tokenizer with "
+        raise ValueError(f"{where} was pruned from a tokenizer with "
                          f"{vocab_map['base_vocab_size']} ids ({vocab_map['base_name_or_path']}),"
                          f" but the given one has {len(base_tokenizer)}")
     if tokens_fingerprint(base_tokenizer, vocab_map["kept_ids"]) != vocab_map["tokens_sha256"]:
-        raise ValueError(f"{directory}: the given tokenizer's tokens differ from those of "
+        raise ValueError(f"{where}: the given tokenizer's tokens differ from those of "
                          f"{vocab_map['base_name_or_path']}, the tokenizer it was pruned with")
     tokenizer = RemappedTokenizer(base_tokenizer, vocab_map["kept_ids"])
     if vocab_size is not None and len(tokenizer) != vocab_size:
-        raise ValueError(f"{directory}: vocab map has {len(tokenizer)} ids, the model "
+        raise ValueError(f"{where}: vocab map has {len(tokenizer)} ids, the model "
                          f"{vocab_size} embedding rows")
     return tokenizer
-
-
-def load_pruned(directory, base_tokenizer):
-    """(model, tokenizer) from a `save_pruned` directory; a plain model directory (no
-    vocab_map.json) gives (model, base_tokenizer). int8 directories are handled too."""
-    directory = Path(directory)
-    model = quantize_lib.load_model(directory)
-    if not (directory / VOCAB_MAP_FILE).exists():
-        return model, base_tokenizer
-    return model, read_vocab_map(directory, base_tokenizer, model.encoder_config.vocab_size)

@@ -65,7 +65,8 @@ def _json_default(obj):
 
 # What a run writes (executed notebooks, results, figures, the report and its README lines):
 # these differ from the commit while a pipeline runs, without the code being any different.
-RUN_OUTPUTS = ("notebooks/*.ipynb", "results", "figures", "report", "data", "README.md")
+RUN_OUTPUTS = ("notebooks/*.ipynb", "results", "figures", "report", "data", "README.md",
+               "models")   # the bundle notebook 05 publishes
 
 
 def git_commit():

@@ -42,7 +42,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from .io import REPO_ROOT, atomic_path, read_json, write_json
 from .saved import SavedModelError
@@ -131,11 +130,9 @@ def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_r
     kept_ids: for a pruned vocabulary, the base id of every embedding row (its
     RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
     TFLite). Returns the output path."""
-    from . import tflite
+    from . import saved, tflite
     from .data import LABELS
-    weights = [np.asarray(w) for w in model.weights]
-    counts = {"parameters": int(sum(w.size for w in weights)),
-              "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))}
+    counts = saved.parameter_counts(model)
     flatbuffer = tflite.convert(model, quantize)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir(parents=True)

@@ -72,16 +72,13 @@ def save(model, directory, tokenizer=None):
             quantize.quantize_model(clean, mode)
         clean.set_weights(model.get_weights())
         model = classifier = clean
-    weights = [np.asarray(w) for w in classifier.weights if not w.path.endswith("_scale")]
     spec = {"format": FORMAT, "version": VERSION, "kind": "binarized" if binarized else "keras",
             "quantization": None if binarized else quantize.quantization_mode(model),
             "encoder": classifier.encoder_config.to_dict(),
             "vocabulary": (vocab.vocab_map(tokenizer)
                            if isinstance(tokenizer, vocab.RemappedTokenizer) else None),
             "binarization": None,
-            "parameters": int(sum(w.size for w in weights)),
-            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights)),
-            "keras": keras.__version__}
+            **parameter_counts(classifier), "keras": keras.__version__}
     if spec["vocabulary"] and len(tokenizer) != classifier.encoder_config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the model's vocabulary "
                          f"has {classifier.encoder_config.vocab_size} rows")
@@ -97,6 +94,14 @@ def save(model, directory, tokenizer=None):
             model.save_weights(str(tmp / WEIGHTS_FILE))
         write_json(tmp / SPEC_FILE, spec)
     return spec
+
+
+def parameter_counts(model):
+    """{"parameters", "nonzero_parameters"} of a Keras classifier; int8 scales are storage
+    overhead, not parameters."""
+    weights = [np.asarray(w) for w in model.weights if not w.path.endswith("_scale")]
+    return {"parameters": int(sum(w.size for w in weights)),
+            "nonzero_parameters": int(sum(np.count_nonzero(w) for w in weights))}
 
 
 # ------------------------------------------------------------------------------ reading
@@ -250,10 +255,9 @@ def _serving_fn(model):
 def in_memory(model, tokenizer):
     """A SavedModel interface over a Keras classifier that is not on disk (for timing models
     built or compacted in this process): disk_bytes is 0."""
-    weights = [np.asarray(w) for w in model.weights if not w.path.endswith("_scale")]
+    counts = parameter_counts(model)
     return SavedModel(None, "keras", model, tokenizer, getattr(model, "encoder_config", None),
-                      sum(w.size for w in weights),
-                      sum(np.count_nonzero(w) for w in weights), [])
+                      counts["parameters"], counts["nonzero_parameters"], [])
 
 
 def load(directory, base_tokenizer=None, num_threads=None, first_token=False):

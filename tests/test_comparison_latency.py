@@ -175,3 +175,57 @@ def test_time_compacted_rejects_bad_group_size(bad, tmp_path, tokenizer):
 def test_time_compacted_needs_dense(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="no 'dense' entry"):
         comparison.time_compacted({"v": tmp_path / "missing"}, tokenizer, TEXTS, rounds=1)
+
+
+def pareto_row(method, variant, speedup, f1, final=True):
+    return {"method": method, "variant": variant, "latency_speedup_vs_dense": speedup,
+            "macro_f1": f1, "final": final}
+
+
+def test_front_check_says_which_points_block_pruning_dominates():
+    latency = pd.DataFrame([
+        pareto_row("dense", "dense", 1.0, 0.85),
+        pareto_row("block", "block @ 50%", 1.3, 0.84),
+        pareto_row("block_latency", "block_latency @ 0.3x latency", 3.0, 0.80),
+        # dominated: 0.95 x 3.1 = 2.945 <= 3.0 and 0.80 >= 0.802 - 0.003
+        pareto_row("layers", "layers @ 70%", 3.1, 0.802),
+        # too fast for any block point
+        pareto_row("layers", "layers @ 90%", 4.0, 0.80),
+        # fast enough (1.3 >= 0.95 x 1.2) but 0.84 < 0.845 - 0.003
+        pareto_row("fisher_mask", "fisher_mask @ 50%", 1.2, 0.845),
+        # below the floor: not counted
+        pareto_row("cofi", "cofi @ 90%", 5.0, 0.70),
+        # not final: not counted
+        pareto_row("layers", "layers @ 50%, as pruned", 2.0, 0.83, final=False)])
+    check = comparison.front_check(latency, floor=0.79).set_index("variant")
+    assert list(check.index) == ["layers @ 70%", "layers @ 90%", "fisher_mask @ 50%"]
+    assert check.dominated.tolist() == [True, False, False]
+    assert check.loc["layers @ 70%", "block_variant"] == "block_latency @ 0.3x latency"
+    assert check.loc["layers @ 90%", "block_variant"] == ""
+    # not dominated: the most accurate block point that is fast enough is named
+    assert check.loc["fisher_mask @ 50%", "block_variant"] == "block @ 50%"
+    # dominated: the dominating point closest in speed is named
+    relaxed = comparison.front_check(latency, floor=0.79, margin=0.01).set_index("variant")
+    assert relaxed.loc["fisher_mask @ 50%", "dominated"]
+    assert relaxed.loc["fisher_mask @ 50%", "block_variant"] == "block @ 50%"
+    # a block point 0.1 points worse than required flips the verdict (mutation)
+    latency.loc[2, "macro_f1"] = 0.798
+    assert not comparison.front_check(latency, floor=0.79).set_index("variant").loc[
+        "layers @ 70%", "dominated"]
+
+
+def test_latency_variants_find_cost_directories_for_latency_targets(tmp_path, tokenizer):
+    config = one_layer_config(tokenizer)
+    saved.save(random_model(config, seed=0), tmp_path / "dense")
+    saved.save(random_model(config, seed=1), tmp_path / "lat" / "cost_30")
+    saved.save(random_model(config, seed=2), tmp_path / "block" / "sparsity_50")
+    points = pd.DataFrame([{"method": "block_latency", "target_sparsity": 0.3, "retrained": True},
+                           {"method": "block", "target_sparsity": 0.5, "retrained": True},
+                           {"method": "block", "target_sparsity": 0.7, "retrained": True}])
+    variants, keys = comparison.latency_variants(
+        points, {"block": tmp_path / "block", "block_latency": tmp_path / "lat"},
+        tmp_path / "dense", cost_methods=("block_latency",))
+    assert variants == {"dense": tmp_path / "dense",
+                        "block_latency @ 0.3x latency": tmp_path / "lat" / "cost_30",
+                        "block @ 50%": tmp_path / "block" / "sparsity_50"}
+    assert keys["block_latency @ 0.3x latency"] == ("block_latency", 0.3)

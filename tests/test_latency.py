@@ -193,3 +193,18 @@ def test_select_under_cost_rejects_a_budget_below_the_base():
     with pytest.raises(ValueError, match="below the cost of a model with no sublayers"):
         L.select_under_cost({(0, "heads"): np.ones(2)}, {(0, "heads"): np.ones(2, bool)},
                             table, 1.0)
+
+
+def test_speedups_divide_the_dense_models_times_measured_in_the_same_run():
+    rows = [{"model": "dense", "latency_ms_measured": 10.0, "latency_ms_predicted": 9.0,
+             "ms_per_example_batched_measured": 2.0, "ms_per_example_batched_predicted": 2.2},
+            {"model": "small", "latency_ms_measured": 4.0, "latency_ms_predicted": 3.0,
+             "ms_per_example_batched_measured": 0.5, "ms_per_example_batched_predicted": 0.4}]
+    frame = L.speedups(rows).set_index("model")
+    assert frame.loc["dense", ["speedup_batch1", "speedup_batched",
+                               "predicted_speedup_batch1"]].tolist() == [1.0, 1.0, 1.0]
+    assert frame.loc["small", "speedup_batch1"] == pytest.approx(2.5)
+    assert frame.loc["small", "speedup_batched"] == pytest.approx(4.0)
+    assert frame.loc["small", "predicted_speedup_batch1"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no model named 'dense'"):
+        L.speedups(rows[1:])

@@ -497,3 +497,52 @@ def test_readme_comparison_lines_say_when_they_come_from_an_earlier_run(tmp_path
     assert "from an earlier run's checkpoints" in readme_results()
     study["steps"][0]["started"] = "2026-12-02T10:00:00+00:00"   # mutation: 07 after the run
     assert "from an earlier run's checkpoints" not in readme_results()
+
+
+def latency_point(curve, label, speedup, val, on_front, sparsity=0.6):
+    return {"curve": curve, "label": label, "sparsity_encoder_linear": sparsity,
+            "speedup_batch1": speedup, "speedup_batched": speedup + 0.5,
+            "predicted_speedup_batch1": speedup * 1.1, "val_macro_f1": val,
+            "macro_f1": val + 0.01, "on_validation_front": on_front}
+
+
+def test_latency_target_section_reads_the_run_from_thresholding_json(tmp_path):
+    class Rep:
+        r = {"thresholding": {"latency_run": {
+            "reached": [{"target": 0.5, "sparsity": 0.62, "step": 100, "cost_ratio": 0.5}],
+            "train_seconds": 330.0, "timing": {"examples": 200, "rounds": 3},
+            "median_abs_prediction_error": 0.123,
+            "points": [latency_point("sparsity targets", "70%", 1.43, 0.822, True),
+                       latency_point("latency targets", "0.5x", 1.73, 0.814, True),
+                       latency_point("latency targets", "0.65x", 1.42, 0.818, False)]}}}
+        provenance = staticmethod(lambda key: "Source: x.")
+        figure = staticmethod(lambda name, caption, key: f"[{name}]")
+    text = report.latency_target_section(Rep)
+    assert "0.5x at 62.0% encoder-linear sparsity" in text and "5.5 min" in text
+    assert "off by 12.3%" in text
+    assert "| latency targets | 0.5x | 60.0% | 1.73x | 2.23x | 1.90x | 81.4% | 82.4% | yes |" in text
+    assert ("the joint front holds 1 point of the sparsity targets curve (1.43x); "
+            "1 point of the latency targets curve (1.73x).") in text
+    # mutation: the front moves, the sentence follows
+    Rep.r["thresholding"]["latency_run"]["points"][2]["on_validation_front"] = True
+    assert "2 points of the latency targets curve (1.42x, 1.73x)" in report.latency_target_section(Rep)
+    del Rep.r["thresholding"]["latency_run"]
+    assert "*Not run yet:*" in report.latency_target_section(Rep)
+
+
+def test_front_check_lines_say_met_only_when_every_point_is_dominated():
+    settings = {"front_check": {"floor": 0.792, "speed_ratio": 0.95, "margin": 0.003, "points": [
+        {"variant": "layers @ 70%", "latency_speedup_vs_dense": 3.48, "macro_f1": 0.792,
+         "dominated": True, "block_variant": "block_latency @ 0.25x latency",
+         "block_speedup": 3.6, "block_macro_f1": 0.80},
+        {"variant": "fisher_mask @ 90%", "latency_speedup_vs_dense": 2.34, "macro_f1": 0.812,
+         "dominated": False, "block_variant": "block @ 90%", "block_speedup": 2.4,
+         "block_macro_f1": 0.805}]}}
+    lines = report.front_check_lines(settings)
+    assert "**not met** (1 of 2 dominated)" in lines[0] and "79.2%" in lines[0]
+    assert lines[1] == ("  - fisher_mask @ 90% (2.34x, 81.2%): the closest block point at least "
+                        "as fast, block @ 90%, runs at 2.40x with 80.5%.")
+    settings["front_check"]["points"][1]["dominated"] = True
+    lines = report.front_check_lines(settings)
+    assert "**met** (2 of 2 dominated)" in lines[0] and len(lines) == 1
+    assert report.front_check_lines({}) == []

@@ -128,19 +128,24 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
     return pd.DataFrame([{**info[n], **rows[n]} for n in variants])
 
 
-def latency_variants(sweep_frame, model_dirs, dense_dir):
+def latency_variants(sweep_frame, model_dirs, dense_dir, cost_methods=()):
     """{variant name: model directory} for the dense model and every retrained point of
     `sweep_frame` whose directory exists: model_dirs = {method: directory holding
-    sparsity_XX}. Also returns the (method, target_sparsity) of each variant."""
+    sparsity_XX}, or cost_XX for the methods in `cost_methods` (block pruning to latency
+    targets, whose target is a share of dense latency). Also returns the
+    (method, target_sparsity) of each variant."""
     from .sweep import sparsity_dir_name
+    from .units import cost_dir_name
     variants, keys = {"dense": Path(dense_dir)}, {"dense": ("dense", 0.0)}
     retrained = sweep_frame[sweep_frame.retrained.astype(bool)]
     for (method, target), _ in retrained.groupby(["method", "target_sparsity"]):
         if method not in model_dirs:
             continue
-        directory = Path(model_dirs[method]) / sparsity_dir_name(target)
+        by_cost = method in cost_methods
+        directory = Path(model_dirs[method]) / (cost_dir_name if by_cost
+                                                else sparsity_dir_name)(target)
         if saved.is_model_dir(directory):
-            name = f"{method} @ {target:.0%}"
+            name = f"{method} @ {target:g}x latency" if by_cost else f"{method} @ {target:.0%}"
             variants[name], keys[name] = directory, (method, float(target))
     return variants, keys
 
@@ -186,6 +191,38 @@ def pareto_front(frame, cost="latency_ms_median", quality="macro_f1"):
             front.append(index)
             best = row[quality]
     return frame.loc[front].sort_values(cost)
+
+
+def front_check(latency, floor, block_methods=("block", "block_latency"), speed_ratio=0.95,
+                margin=0.003):
+    """The latency issue's target, point by point: every `final` point of another method whose
+    test macro-F1 is at least `floor` (the TF-IDF model's) should be weakly dominated by a
+    final block-pruning point (any method in `block_methods`), one whose batch-1 speedup vs
+    dense (timed in the same group) is >= speed_ratio x the other point's and whose macro-F1
+    is >= the other's - margin. One row per such point: its method, variant, speedup and
+    macro-F1, `dominated`, and the dominating block point closest in speed (or, when none
+    dominates, the block point of highest macro-F1 among those at least as fast; "" when no
+    block point is that fast)."""
+    points = latency[latency.method != "dense"]
+    if "final" in points.columns:
+        points = points[points.final.astype(bool)]
+    block = points[points.method.isin(block_methods)]
+    rows = []
+    for other in points[~points.method.isin(block_methods)
+                        & (points.macro_f1 >= floor)].itertuples():
+        fast = block[block.latency_speedup_vs_dense >= speed_ratio * other.latency_speedup_vs_dense]
+        good = fast[fast.macro_f1 >= other.macro_f1 - margin]
+        best = (good.sort_values("latency_speedup_vs_dense").iloc[0] if len(good)
+                else fast.sort_values("macro_f1").iloc[-1] if len(fast) else None)
+        rows.append({"method": other.method, "variant": other.variant,
+                     "latency_speedup_vs_dense": other.latency_speedup_vs_dense,
+                     "macro_f1": other.macro_f1, "dominated": bool(len(good)),
+                     "block_variant": "" if best is None else best.variant,
+                     "block_speedup": np.nan if best is None else best.latency_speedup_vs_dense,
+                     "block_macro_f1": np.nan if best is None else best.macro_f1})
+    return pd.DataFrame(rows, columns=["method", "variant", "latency_speedup_vs_dense",
+                                       "macro_f1", "dominated", "block_variant",
+                                       "block_speedup", "block_macro_f1"])
 
 
 # ------------------------------------------------------------------ comparison table

@@ -185,6 +185,24 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
     return rows
 
 
+def speedups(rows, dense="dense"):
+    """`prediction_check` rows as a DataFrame with each model's measured and predicted speedup
+    over the model named `dense` (timed in the same round-robin): speedup_batch1 (batch-1
+    latency), speedup_batched (time per example at the batch size) and
+    predicted_speedup_batch1."""
+    import pandas as pd
+    frame = pd.DataFrame(rows)
+    if dense not in set(frame.get("model", [])):
+        raise ValueError(f"no model named {dense!r} among {list(frame.get('model', []))}: "
+                         "time the dense model with the others")
+    base = frame[frame.model == dense].iloc[0]
+    frame["speedup_batch1"] = base.latency_ms_measured / frame.latency_ms_measured
+    frame["speedup_batched"] = (base.ms_per_example_batched_measured
+                                / frame.ms_per_example_batched_measured)
+    frame["predicted_speedup_batch1"] = base.latency_ms_predicted / frame.latency_ms_predicted
+    return frame
+
+
 def main(argv=None):
     """python -m utils.latency: measure (or read) this machine's latency table and check its
     predictions on the dense model and block pruning's recovered snapshots."""

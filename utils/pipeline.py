@@ -81,7 +81,9 @@ STEPS = {
              gpu={"EPOCHS": 3, "TARGETS": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9]}),
         Step("04_thresholding", "04_thresholding.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
-                   "PRUNED_DIR": "checkpoints/pruned"},
+                   "PRUNED_DIR": "checkpoints/pruned", "LATENCY_DIR": "checkpoints/block_latency",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
+                   "LATENCY_TABLE": "checkpoints/latency_table.json"},
              gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
@@ -94,6 +96,7 @@ STEPS = {
     "study": (
         Step("07_comparison", "07_comparison.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/pruned",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
                    "BASELINES_DIR": "checkpoints/baselines"},
              gpu={"IMPORTANCE_EXAMPLES": 2048, "LATENCY_ROUNDS": 5}),
         Step("08_binarization", "08_binarization.ipynb",

@@ -157,3 +157,28 @@ def plot_lambda_k_sweep(sweep_frame, dense_val_macro_f1, path=None):
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_speed_curves(points, dense_val_macro_f1, path=None):
+    """Validation macro-F1 against measured CPU speedup over dense, one line per curve
+    (`curve` column: block pruning to sparsity targets, to latency targets): batch-1 latency
+    on the left, time per example at batch 32 on the right."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, x, label in zip(axes, ("speedup_batch1", "speedup_batched"),
+                            ("speedup over dense, batch-1 latency (x)",
+                             "speedup over dense, batch-32 time per tweet (x)")):
+        for curve, part in points.groupby("curve", sort=False):
+            part = part.sort_values(x)
+            ax.plot(part[x], 100 * part.val_macro_f1, "o-", label=curve)
+            for row in part.itertuples():
+                ax.annotate(row.label, (getattr(row, x), 100 * row.val_macro_f1), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.axhline(100 * dense_val_macro_f1, color="k", lw=1, ls=":", label="dense (1.0x)")
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation macro-F1 (%)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

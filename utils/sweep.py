@@ -103,7 +103,7 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
                 rows[-1].update(val_accuracy=best["val_accuracy"],
                                 val_macro_f1=best["val_macro_f1"])
             if save_dir is not None:
-                saved.save(model, Path(save_dir) / sparsity_dir_name(target))
+                saved.save(model, Path(save_dir) / dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     model.set_weights(start_weights)
     return pd.DataFrame(rows)
@@ -322,7 +322,7 @@ def recover(model, tokenizer, retrain_data, retrain_config, teacher_logits=None,
 def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
                    method="block", seed=42, eval_split="test", save_dir=None, teacher=None,
                    distill_alpha=0.5, temperature=2.0, reference_predictions=None,
-                   progress=True):
+                   progress=True, dir_name=sparsity_dir_name):
     """Rows (as threshold_sweep's) for saved pruned snapshots {target: directory}: each
     evaluated as saved, then given the same recovery fine-tune (`recover`: its zeros fixed, the
     same stratified sample of `retrain_examples` tweets for every point) and evaluated again,
@@ -333,7 +333,8 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
     reference_predictions: the dense model's predictions on `eval_split`; each final row then
         gets diff_macro_f1 (its macro-F1 minus dense) with a paired-bootstrap 95% interval
         (diff_low, diff_high).
-    save_dir: each recovered model is saved to save_dir/sparsity_XX.
+    save_dir: each recovered model is saved to save_dir/<dir_name(target)> (sparsity_XX by
+        default; latency-targeted snapshots use units.cost_dir_name).
     """
     retrain_data, teacher_logits = recovery_data(dataset, tokenizer, teacher, retrain_examples,
                                                  seed, retrain_config.max_length)
@@ -350,7 +351,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
                                    retrained, retrain_config.max_length, eval_split,
                                    reference_predictions if retrained else None, seed))
         if save_dir is not None:
-            saved.save(model, Path(save_dir) / sparsity_dir_name(target))
+            saved.save(model, Path(save_dir) / dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     return pd.DataFrame(rows)
 

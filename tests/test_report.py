@@ -546,3 +546,5 @@ def test_front_check_lines_say_met_only_when_every_point_is_dominated():
     lines = report.front_check_lines(settings)
     assert "**met** (2 of 2 dominated)" in lines[0] and len(lines) == 1
     assert report.front_check_lines({}) == []
+    settings["front_check"]["points"] = []
+    assert "nothing for block pruning to dominate" in report.front_check_lines(settings)[0]

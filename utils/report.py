@@ -622,6 +622,9 @@ def front_check_lines(settings):
     if not check:
         return []
     points = check["points"]
+    if not points:
+        return [f"- No final point of another method reaches the TF-IDF model's test macro-F1 "
+                f"({pct(check['floor'])}): there is nothing for block pruning to dominate."]
     missed = [p for p in points if not p["dominated"]]
     lines = [f"- Every final point of another method with test macro-F1 at least "
              f"{pct(check['floor'])} (the TF-IDF model) weakly dominated by a final block-pruning "

@@ -7,10 +7,18 @@ PY := $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The pinned runtime requirements, then the project itself, editable (pyproject.toml), so every
+# notebook, script and test imports the package `utils` wherever it runs.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# What only the tests need (requirements-dev.txt).
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 # The main job, in order, on the embedded default data and model (notebooks 01-06: data,
@@ -42,7 +50,7 @@ bench: install
 report: install
 	$(PY) -m utils.report
 
-test: install
+test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q --durations=15 tests
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.

@@ -451,3 +451,13 @@ def test_cost_targets_need_importance_and_a_reachable_target(tokenizer):
         U.progressive_prune(model, tokenizer, toy_dataset(n_train=16, n_val=8), [0.5],
                             train.TrainConfig(epochs=1, batch_size=8, max_length=16),
                             "/nonexistent", cost_table=COST_TABLE)
+
+
+@pytest.mark.parametrize("targets", [[0.0], [-0.2], [1.0], [1.3], [0.5, float("nan")]])
+def test_latency_targets_at_or_below_zero_or_at_or_above_dense_are_rejected(targets):
+    """A latency target is a share of the dense model's predicted latency: 0 or less cannot be
+    reached, 1 or more is the dense model itself."""
+    model = random_model(PROGRESSIVE, seed=0)
+    with pytest.raises(ValueError, match=r"shares of the dense cost\) in \(0, 1\)"):
+        U.ProgressiveUnitPruning(model, targets, total_steps=10, cost_table=COST_TABLE,
+                                 importance=lambda m: {})

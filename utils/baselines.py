@@ -235,14 +235,13 @@ def _serving_batches(batches):
 
 def _loss_fn(model):
     import tensorflow as tf
-    from keras import ops
     ids = tf.TensorSpec([None, None], tf.int32)
 
     @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
     def loss(input_ids, attention_mask, labels):
         logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
                        training=False)
-        return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        return pruning.task_loss(labels, logits)
     return loss
 
 
@@ -269,8 +268,7 @@ def head_gate_gradients_fn(model, neurons=False):
         with tf.GradientTape() as tape:
             logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
                            training=False)
-            loss = ops.mean(ops.sparse_categorical_crossentropy(labels, logits,
-                                                                from_logits=True))
+            loss = pruning.task_loss(labels, logits)
         grads = tape.gradient(loss, head_kernels + neuron_kernels)
         heads = []
         for kernel, grad, (count, size) in zip(head_kernels, grads, shapes):

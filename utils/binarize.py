@@ -21,7 +21,6 @@ holding W_hat, which predicts what the BinarizedClassifier predicted before savi
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras

@@ -184,13 +184,9 @@ def attach_latency(sweep_frame, latency, keys, dense_metrics):
 def pareto_front(frame, cost="latency_ms_median", quality="macro_f1"):
     """Rows not dominated by another (no other is at most as costly and at least as good, and
     strictly better in one), sorted by cost."""
-    rows = frame.sort_values([cost, quality], ascending=[True, False])
-    front, best = [], -np.inf
-    for index, row in rows.iterrows():
-        if row[quality] > best:
-            front.append(index)
-            best = row[quality]
-    return frame.loc[front].sort_values(cost)
+    rows = [{"index": i, cost: c, quality: q}
+            for i, c, q in zip(frame.index, frame[cost], frame[quality])]
+    return frame.loc[[r["index"] for r in report.pareto_front(rows, cost, quality)]]
 
 
 def front_check(latency, floor, block_methods=("block", "block_latency"), speed_ratio=0.95,
@@ -284,9 +280,7 @@ def comparison_table(points, dense_metrics, levels=LEVELS, latency=None):
 
 
 def write_table(table, path):
-    with io.atomic_path(Path(path)) as tmp:
-        table.to_csv(tmp, index=False)
-    return Path(path)
+    return io.write_csv(table, path)
 
 
 # ------------------------------------------------------------------ discussion

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.io import atomic_path, read_json, write_json
+from utils.io import read_json, write_csv, write_json
 
 LABELS = ("negative", "neutral", "positive")
 LABEL_TO_ID = {name: i for i, name in enumerate(LABELS)}
@@ -635,9 +635,7 @@ def save_splits(dataset_dict, out_dir, stats=None):
     if missing:
         raise ValueError(f"dataset_dict lacks split(s) {missing}; it needs {list(SPLITS)}")
     for split in SPLITS:
-        frame = dataset_dict[split].to_pandas()[["text", "label"]]
-        with atomic_path(out_dir / f"{split}.csv") as tmp:
-            frame.to_csv(tmp, index=False)
+        write_csv(dataset_dict[split].to_pandas()[["text", "label"]], out_dir / f"{split}.csv")
     write_json(out_dir / "stats.json", {**(stats or {}), "splits": split_stats(dataset_dict)})
     return out_dir
 

@@ -41,6 +41,13 @@ def write_text(path, text):
         tmp.write_text(text)
 
 
+def write_csv(frame, path):
+    """A pandas DataFrame as CSV (no index), atomically; returns the path."""
+    with atomic_path(Path(path)) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 

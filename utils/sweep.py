@@ -103,7 +103,7 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
                 rows[-1].update(val_accuracy=best["val_accuracy"],
                                 val_macro_f1=best["val_macro_f1"])
             if save_dir is not None:
-                saved.save(model, Path(save_dir) / dir_name(target))
+                saved.save(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     model.set_weights(start_weights)
     return pd.DataFrame(rows)
@@ -115,9 +115,7 @@ def write_sweep_csv(frame, path, append=False):
     if append and path.exists():
         frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
     columns = SWEEP_COLUMNS + [c for c in frame.columns if c not in SWEEP_COLUMNS]
-    with io.atomic_path(path) as tmp:
-        frame[columns].to_csv(tmp, index=False)
-    return path
+    return io.write_csv(frame[columns], path)
 
 
 def config_record(pruning_config, train_config):

@@ -449,10 +449,14 @@ def test_comparison_table_chooses_on_validation_and_reports_test():
 
 
 def test_block_train_examples_and_budget_sentence():
-    record = {"settings": {"train": {"batch_size": 32}},
-              "reached": [{"target": 0.5, "step": 182}, {"target": 0.7, "step": 365}]}
-    seen = comparison.block_train_examples(record, {"examples": 4000, "epochs": 1})
-    assert seen == {0.5: 182 * 32 + 4000, 0.7: 365 * 32 + 4000}
+    reached = [{"target": 0.5, "step": 182}, {"target": 0.7, "step": 365}]
+    points = pd.DataFrame({"target_sparsity": [0.5, 0.5, 0.7], "final": [False, True, True]})
+    totals = comparison.block_train_examples(points, reached, 32, {"examples": 4000, "epochs": 1})
+    assert totals == [182 * 32, 182 * 32 + 4000, 365 * 32 + 4000]
+    with pytest.raises(ValueError, match=r"targets \[0.9\] are not in the run"):
+        comparison.block_train_examples(pd.DataFrame({"target_sparsity": [0.9], "final": [True]}),
+                                        reached, 32, {"examples": 4000, "epochs": 1})
+    seen = {0.5: totals[1]}
     table = pd.DataFrame([{"level": 0.5, "method": "block", "reached": True,
                            "train_examples_total": seen[0.5]},
                           {"level": 0.5, "method": "heads", "reached": True,

@@ -119,8 +119,10 @@ def test_prediction_check_times_the_compacted_models_and_reports_errors(tokenize
     table = {cost: TRUE for cost in L.COSTS}
     rows = L.prediction_check(table, {"dense": tmp_path / "dense", "pruned": tmp_path / "pruned"},
                               tokenizer, ["good game", "bad day"], max_length=16, batch_size=2,
-                              rounds=1)
+                              rounds=1, group_size=1)
     by = {r["model"]: r for r in rows}
+    # one group per non-dense model, each with its own dense copy
+    assert by["pruned"]["dense_latency_ms_in_group"] > 0
     assert by["dense"]["num_heads"] == config.num_heads
     assert by["pruned"]["num_heads"][0] == 0
     for row in rows:
@@ -195,6 +197,47 @@ def test_select_under_cost_rejects_a_budget_below_the_base():
                             table, 1.0)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_nonnegative_line_is_scipys_nonnegative_least_squares(seed):
+    from scipy.optimize import nnls
+    rng = np.random.default_rng(seed)
+    widths = np.sort(rng.choice(np.arange(1, 50), size=rng.integers(2, 6), replace=False))
+    # lines of every sign, with noise, so every face of the constraint gets hit
+    values = rng.normal(0, 1) + rng.normal(0, 0.05) * widths + rng.normal(0, 0.5, len(widths))
+    expected, _ = nnls(np.stack([np.ones_like(widths, dtype=float), widths], axis=1), values)
+    assert L.nonnegative_line(widths, values) == pytest.approx(tuple(expected), abs=1e-9)
+
+
+def test_noisy_timings_never_give_a_negative_cost_and_the_knapsack_runs():
+    """The CI failure of 2026-12-02: a tiny model's noisy timings fitted a negative FFN intercept,
+    so a sublayer's predicted cost was negative and select_under_cost crashed."""
+    config = M.EncoderConfig(vocab_size=50, hidden_size=64, num_heads=[4] * 2,
+                             intermediate_sizes=[128] * 2, head_size=16)
+    rows = synthetic_rows(config, {**TRUE, "ffn_fixed": 0.0}, noise=0.0)
+    narrowest = min(r["neurons"] for r in rows if r["neurons"])
+    for row in rows:   # the narrowest FFN timed fast: the unconstrained intercept is < 0
+        if row["neurons"] == narrowest:
+            row["latency_ms"] -= 0.2
+    points = np.array([(r["neurons"], r["latency_ms"] - TRUE["base"]) for r in rows
+                       if r["neurons"] and not r["heads"]])
+    assert np.polyfit(*points.T, deg=1)[1] < 0          # the case this test is about
+    table = L.fit_table(rows, config.num_layers)
+    assert min(table["latency_ms"].values()) >= 0
+    alive = {(0, "heads"): np.ones(4, bool), (0, "neurons"): np.ones(128, bool)}
+    importance = {k: np.linspace(1, 2, len(v)) for k, v in alive.items()}
+    off = L.select_under_cost(importance, alive, table, table["latency_ms"]["base"] + 0.5)
+    kept = {k: int((~v).sum()) for k, v in off.items()}
+    assert L.predict(table, [kept[(0, "heads")]], [kept[(0, "neurons")]]) <= (
+        table["latency_ms"]["base"] + 0.5 + 1e-9)
+
+
+def test_select_under_cost_names_a_table_with_negative_coefficients():
+    table = {"latency_ms": {**TRUE, "ffn_fixed": -0.2}}
+    with pytest.raises(ValueError, match="ffn_fixed.*negative.*re-measure"):
+        L.select_under_cost({(0, "heads"): np.ones(2)}, {(0, "heads"): np.ones(2, bool)},
+                            table, 10.0)
+
+
 def test_speedups_divide_the_dense_models_times_measured_in_the_same_run():
     rows = [{"model": "dense", "latency_ms_measured": 10.0, "latency_ms_predicted": 9.0,
              "ms_per_example_batched_measured": 2.0, "ms_per_example_batched_predicted": 2.2},
@@ -208,3 +251,38 @@ def test_speedups_divide_the_dense_models_times_measured_in_the_same_run():
     assert frame.loc["small", "predicted_speedup_batch1"] == pytest.approx(3.0)
     with pytest.raises(ValueError, match="no model named 'dense'"):
         L.speedups(rows[1:])
+
+
+def test_speedups_use_dense_timed_in_the_same_group_when_given():
+    rows = [{"model": "dense", "latency_ms_measured": 10.0, "latency_ms_predicted": 9.0,
+             "ms_per_example_batched_measured": 2.0, "ms_per_example_batched_predicted": 2.2,
+             "dense_latency_ms_in_group": 10.0, "dense_ms_per_example_batched_in_group": 2.0},
+            {"model": "small", "latency_ms_measured": 4.0, "latency_ms_predicted": 3.0,
+             "ms_per_example_batched_measured": 0.5, "ms_per_example_batched_predicted": 0.4,
+             "dense_latency_ms_in_group": 12.0, "dense_ms_per_example_batched_in_group": 3.0}]
+    frame = L.speedups(rows).set_index("model")
+    assert frame.loc["small", "speedup_batch1"] == pytest.approx(3.0)
+    assert frame.loc["small", "speedup_batched"] == pytest.approx(6.0)
+    assert frame.loc["small", "predicted_speedup_batch1"] == pytest.approx(3.0)
+
+
+def test_speed_points_mark_the_validation_front_brute_force_finds():
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    n = 12
+    timed = pd.DataFrame({"model": ["dense"] + [f"m{i}" for i in range(n)],
+                          "speedup_batch1": np.r_[1.0, rng.uniform(1, 4, n)]})
+    keys = {f"m{i}": ("block" if i % 2 else "block_latency", i / 100,
+                      "sparsity targets" if i % 2 else "latency targets", str(i)) for i in range(n)}
+    finals = pd.DataFrame([{"method": k[0], "target_sparsity": k[1], "sparsity_encoder_linear": 0.5,
+                            "val_macro_f1": v, "macro_f1": -v}          # test reversed: unused
+                           for k, v in zip(keys.values(), rng.uniform(0.7, 0.85, n))])
+    speed = L.speed_points(timed, finals, keys)
+    assert len(speed) == n and "dense" not in set(speed.model)
+    s, v = speed.speedup_batch1.to_numpy(), speed.val_macro_f1.to_numpy()
+    dominated = [any(s[j] >= s[i] and v[j] >= v[i] and (s[j] > s[i] or v[j] > v[i])
+                     for j in range(n)) for i in range(n)]
+    assert speed.on_validation_front.tolist() == [not d for d in dominated]
+    assert speed.set_index("model").loc["m3", "curve"] == "sparsity targets"
+    with pytest.raises(ValueError, match="no timings for"):
+        L.speed_points(timed[timed.model != "m3"], finals, keys)

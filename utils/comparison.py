@@ -223,14 +223,19 @@ def front_check(latency, floor, block_methods=("block", "block_latency"), speed_
 
 # ------------------------------------------------------------------ comparison table
 
-def block_train_examples(block_record, retrain):
-    """{target: training examples a final block-pruning point has seen}: the pruning run up to
-    its snapshot (optimizer steps x batch size, from results/block_pruning.json's `reached`)
-    plus its recovery (results/thresholding.json's `retrain`: examples x epochs)."""
-    batch = block_record["settings"]["train"]["batch_size"]
+def block_train_examples(points, reached, batch_size, retrain):
+    """Training examples each row of a block-pruning sweep (`points`: target_sparsity, final)
+    has seen: the pruning run up to its snapshot (optimizer steps x `batch_size`, the step from
+    the run's `reached` records), plus its recovery (`retrain`: examples x epochs) for the
+    final, recovered rows."""
+    steps = {float(r["target"]): int(r["step"]) for r in reached}
+    missing = sorted(set(points.target_sparsity.astype(float)) - set(steps))
+    if missing:
+        raise ValueError(f"targets {missing} are not in the run's reached records "
+                         f"({sorted(steps)}): the sweep and the run do not match")
     recovery = retrain["examples"] * retrain["epochs"]
-    return {float(r["target"]): int(r["step"]) * batch + recovery
-            for r in block_record["reached"]}
+    return [steps[float(t)] * batch_size + (recovery if final else 0)
+            for t, final in zip(points.target_sparsity, points.final.astype(bool))]
 
 
 def comparison_table(points, dense_metrics, levels=LEVELS, latency=None):

@@ -68,7 +68,9 @@ def fit_table(rows, num_layers):
     rows: [{"heads", "neurons", "latency_ms", "ms_per_example_batched"}], one with 0 heads and
     0 neurons (the base), at least two with only heads and two with only neurons.
     Returns {cost: {coefficient: value}} for each cost in COSTS: each sublayer's line is the
-    least-squares fit of (cost - base) / num_layers against its width."""
+    least-squares fit of (cost - base) / num_layers against its width, with intercept and slope
+    held >= 0 (`nonnegative_line`): a sublayer cannot save time by existing, and a negative cost
+    from timing noise would break the knapsack of `select_under_cost`."""
     base = [r for r in rows if r["heads"] == 0 and r["neurons"] == 0]
     if len(base) != 1:
         raise ValueError(f"need exactly one timed model with no sublayers, got {len(base)}")
@@ -82,12 +84,24 @@ def fit_table(rows, num_layers):
             if len({w for w, _ in points}) < 2:
                 raise ValueError(f"need models at two or more {kind} widths (and nothing else) "
                                  f"to fit the {kind} line, got {sorted(w for w, _ in points)}")
-            widths, values = np.array(points, dtype=float).T
-            design = np.stack([np.ones_like(widths), widths], axis=1)
-            (entry[fixed], entry[slope]), *_ = np.linalg.lstsq(design, values, rcond=None)
-            entry[fixed], entry[slope] = float(entry[fixed]), float(entry[slope])
+            entry[fixed], entry[slope] = nonnegative_line(*np.array(points, dtype=float).T)
         table[cost] = entry
     return table
+
+
+def nonnegative_line(widths, values):
+    """(intercept, slope) >= 0 minimizing the squared error of intercept + slope * widths
+    against values. The problem is convex in two variables, so its optimum is the
+    unconstrained fit when that is feasible, else the best of the fits on the faces
+    (intercept = 0, slope = 0, both = 0), each clipped at zero."""
+    widths, values = np.asarray(widths, dtype=float), np.asarray(values, dtype=float)
+    design = np.stack([np.ones_like(widths), widths], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, values, rcond=None)
+    candidates = [(0.0, max(0.0, float(widths @ values / (widths @ widths)))),
+                  (max(0.0, float(values.mean())), 0.0), (0.0, 0.0)]
+    if intercept >= 0 and slope >= 0:
+        candidates.append((float(intercept), float(slope)))
+    return min(candidates, key=lambda c: float(np.sum((c[0] + c[1] * widths - values) ** 2)))
 
 
 def predict(table, num_heads, intermediate_sizes, cost="latency_ms"):
@@ -161,25 +175,35 @@ def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, r
 
 
 def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_size=32,
-                     rounds=3):
+                     rounds=3, group_size=4):
     """Predicted against measured cost of the compacted models in `directories` ({name:
-    model directory}), all timed round-robin in this process. Returns one row per model: its
-    per-layer widths, both costs measured and predicted, and the relative errors."""
-    from . import bench, compact, saved
-    loaded, widths = {}, {}
-    for name, directory in directories.items():
-        model = compact.compact_model(saved.load_model(directory))
-        widths[name] = (model.encoder_config.num_heads, model.encoder_config.intermediate_sizes)
-        loaded[name] = saved.in_memory(model, tokenizer)
-    timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
+    model directory}, with a "dense" entry).
+
+    Timed by `comparison.time_compacted`: in groups of at most `group_size` models, each group
+    round-robin with its own copy of dense, then released. Holding all of notebook 04's 11
+    compacted models at once took its peak to 7.7 GB; the in-group dense times make the
+    speedups (`speedups`) comparisons within one set of rounds, as timings drift between groups.
+
+    Returns one row per model: its per-layer widths, both costs measured and predicted, the
+    relative errors, and dense's measured costs in the same group."""
+    from . import comparison, compact, saved
+    widths = {}
+    for name, directory in directories.items():     # widths from the plan: no model is built
+        config = compact.compaction_plan(saved.load_model(directory))[0]
+        widths[name] = (config.num_heads, config.intermediate_sizes)
+    timed = comparison.time_compacted(directories, tokenizer, texts, rounds, max_length,
+                                      batch_size, group_size=group_size).set_index("variant")
     rows = []
     for name, (heads, neurons) in widths.items():
-        measured = {"latency_ms": timings[name]["latency_ms_median"],
-                    "ms_per_example_batched": 1000.0 / timings[name]["throughput_ex_per_s"]}
-        row = {"model": name, "num_heads": heads, "intermediate_sizes": neurons}
+        t = timed.loc[name]
+        measured = {"latency_ms": t.latency_ms_median,
+                    "ms_per_example_batched": 1000.0 / t.throughput_ex_per_s}
+        row = {"model": name, "num_heads": heads, "intermediate_sizes": neurons,
+               "dense_latency_ms_in_group": float(t.dense_latency_ms_in_group),
+               "dense_ms_per_example_batched_in_group": 1000.0 / t.dense_throughput_in_group}
         for cost in COSTS:
             predicted = predict(table, heads, neurons, cost)
-            row.update({f"{cost}_measured": measured[cost], f"{cost}_predicted": predicted,
+            row.update({f"{cost}_measured": float(measured[cost]), f"{cost}_predicted": predicted,
                         f"{cost}_relative_error": predicted / measured[cost] - 1})
         rows.append(row)
     return rows
@@ -187,20 +211,46 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
 
 def speedups(rows, dense="dense"):
     """`prediction_check` rows as a DataFrame with each model's measured and predicted speedup
-    over the model named `dense` (timed in the same round-robin): speedup_batch1 (batch-1
-    latency), speedup_batched (time per example at the batch size) and
-    predicted_speedup_batch1."""
+    over the model named `dense`: speedup_batch1 (batch-1 latency), speedup_batched (time per
+    example at the batch size) and predicted_speedup_batch1. The measured ones are against
+    dense timed in the same group (`dense_*_in_group`) when the rows have it."""
     import pandas as pd
     frame = pd.DataFrame(rows)
     if dense not in set(frame.get("model", [])):
         raise ValueError(f"no model named {dense!r} among {list(frame.get('model', []))}: "
                          "time the dense model with the others")
     base = frame[frame.model == dense].iloc[0]
-    frame["speedup_batch1"] = base.latency_ms_measured / frame.latency_ms_measured
-    frame["speedup_batched"] = (base.ms_per_example_batched_measured
-                                / frame.ms_per_example_batched_measured)
+    in_group = {"dense_latency_ms_in_group", "dense_ms_per_example_batched_in_group"} <= set(frame)
+    dense_latency = (frame.dense_latency_ms_in_group if in_group
+                     else base.latency_ms_measured)
+    dense_batched = (frame.dense_ms_per_example_batched_in_group if in_group
+                     else base.ms_per_example_batched_measured)
+    frame["speedup_batch1"] = dense_latency / frame.latency_ms_measured
+    frame["speedup_batched"] = dense_batched / frame.ms_per_example_batched_measured
     frame["predicted_speedup_batch1"] = base.latency_ms_predicted / frame.latency_ms_predicted
     return frame
+
+
+def speed_points(timed, finals, keys):
+    """Validation macro-F1 against measured speedup, for choosing between curves.
+
+    timed: `speedups` rows; finals: the curves' final sweep rows (method, target_sparsity,
+    sparsity_encoder_linear, val_macro_f1, macro_f1); keys: {timed model name: (method,
+    target_sparsity, curve, label)} naming the timed models that are curve points. Returns one
+    row per point with `on_validation_front`: no other point is at least as fast (batch 1) and
+    at least as good on validation and better in one. Test macro-F1 is carried, never used."""
+    from . import comparison
+    speed = timed[timed.model.isin(list(keys))].copy()
+    missing = set(keys) - set(speed.model)
+    if missing:
+        raise ValueError(f"no timings for {sorted(missing)}: time every curve point")
+    speed[["method", "target_sparsity", "curve", "label"]] = [list(keys[m]) for m in speed.model]
+    columns = ["method", "target_sparsity", "sparsity_encoder_linear", "val_macro_f1", "macro_f1"]
+    speed = speed.merge(finals[columns], on=["method", "target_sparsity"], validate="one_to_one")
+    front = comparison.pareto_front(speed.assign(_cost=-speed.speedup_batch1), cost="_cost",
+                                    quality="val_macro_f1")
+    speed["on_validation_front"] = speed.index.isin(front.index)
+    return speed
 
 
 def main(argv=None):
@@ -282,6 +332,11 @@ def select_under_cost(importance, alive, table, budget, cost="latency_ms", step=
     {key: bool array} of the alive units to switch off. Raises ValueError when even removing
     every sublayer does not fit (the budget is below the table's base cost)."""
     keys = sorted(alive)
+    negative = {k: v for k, v in table[cost].items() if k != "base" and v < 0}
+    if negative:
+        raise ValueError(f"the latency table's {cost} coefficients {negative} are negative: "
+                         f"re-measure it (delete the cached table) with the current fit_table, "
+                         f"which holds them >= 0")
     room = budget - table[cost]["base"]
     if room < 0:
         raise ValueError(f"budget {budget:.3f} is below the cost of a model with no sublayers "

@@ -402,8 +402,8 @@ class ProgressiveUnitPruning:
             self.dense_cost = latency.predict(cost_table, config.num_heads,
                                               config.intermediate_sizes, cost)
             floor = cost_table[cost]["base"] / self.dense_cost
-            if targets[0] * self.dense_cost < cost_table[cost]["base"]:
-                raise ValueError(f"target {targets[0]} x dense {cost} is below the cost of a "
+            if min(targets) * self.dense_cost < cost_table[cost]["base"]:
+                raise ValueError(f"target {min(targets)} x dense {cost} is below the cost of a "
                                  f"model with no sublayers ({floor:.3f} x dense): give targets "
                                  f"above {floor:.3f}")
             targets = sorted(targets, reverse=True)   # the cost falls period by period

@@ -95,6 +95,11 @@ def test_measure_and_cache(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setattr(L, "measure", fail)
     assert L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2,
                           rounds=1, points=2) == table          # same machine: the cache
+    # a table written by an older fit: the cached timings are fitted again by this code
+    stale = {**record, "table": {cost: {**TRUE, "ffn_fixed": -1.0} for cost in L.COSTS}}
+    path.write_text(json.dumps(stale))
+    assert L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2,
+                          rounds=1, points=2) == L.fit_table(record["rows"], config.num_layers)
     measured = []
     monkeypatch.setattr(L, "measure", lambda *a, **k: measured.append(1) or record["rows"])
     L.cached_table(path, config, tokenizer, texts, max_length=32, batch_size=2, rounds=1,

@@ -153,8 +153,9 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
 
 def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, rounds=3,
                  points=4, log=print):
-    """The table for this machine from `path`, measured (and written there) when the file is
-    missing, unreadable, or was made on another machine or for other shapes."""
+    """The table for this machine: the timed models cached in `path`, fitted by `fit_table`
+    (so a change of the fit applies to cached timings), measured (and written there) when the
+    file is missing, unreadable, or was made on another machine or for other shapes."""
     path = Path(path)
     key = machine_key(config, max_length, batch_size)
     if path.exists():
@@ -163,8 +164,8 @@ def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, r
         except ValueError as error:
             log(f"{path} is unreadable ({error}); measuring the latency table again")
             cached = None
-        if cached is not None and cached.get("key") == key and "table" in cached:
-            return cached["table"]
+        if cached is not None and cached.get("key") == key and "rows" in cached:
+            return fit_table(cached["rows"], config.num_layers)   # the timings, fitted by this code
         if cached is not None:
             log(f"{path} was measured for another machine or model shape; measuring again")
     rows = measure(config, tokenizer, texts, max_length, batch_size, rounds, points)

@@ -359,6 +359,27 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
     return pd.DataFrame(rows)
 
 
+def hidden_distillation_choice(rows):
+    """Per method, the hidden_alpha of the best validation macro-F1 among `rows` (dicts with
+    method, hidden_alpha, val_macro_f1; alpha 0 is recovery without hidden states), ties to
+    the smaller alpha, and whether it helps (the chosen alpha is > 0). Test is not looked at.
+    Returns {method: {"hidden_alpha", "val_macro_f1", "val_gain_points", "helps"}}."""
+    chosen = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method),
+                      key=lambda r: (-r["val_macro_f1"], r["hidden_alpha"]))
+        without = [r for r in mine if r["hidden_alpha"] == 0]
+        if not without:
+            raise ValueError(f"{method}: no row with hidden_alpha = 0 to compare with")
+        best = mine[0]
+        chosen[method] = {"hidden_alpha": float(best["hidden_alpha"]),
+                          "val_macro_f1": float(best["val_macro_f1"]),
+                          "val_gain_points": 100 * float(best["val_macro_f1"]
+                                                         - without[0]["val_macro_f1"]),
+                          "helps": best["hidden_alpha"] > 0}
+    return chosen
+
+
 def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,
                eval_split="test", reference_predictions=None, seed=42):
     """metrics_row on `eval_split` plus validation scores, `final`, and (given the dense

@@ -241,6 +241,17 @@ def test_11_recovery_budget_smoke(smoke_dirs):
     assert {(r["method"], r["recovery_examples"]) for r in record["rows"]} == {
         (m, n) for m in ("block", "penalty in the loss", "ffn_neurons", "magnitude_global") for n in (96, 240)}
     assert all(r["sparsity_encoder_linear"] >= 0.5 - 1e-9 for r in record["rows"])
+    # hidden-state distillation at the smallest budget: alpha 0 is the row of the table above
+    hidden = record["hidden_distillation"]
+    assert {(r["method"], r["hidden_alpha"]) for r in hidden["rows"]} == {
+        (m, a) for m in ("block", "ffn_neurons") for a in (0.0, 0.1, 1.0)}
+    assert all(r["recovery_examples"] == 96 for r in hidden["rows"])
+    without = {r["method"]: r for r in record["rows"] if r["recovery_examples"] == 96}
+    for method, chosen in hidden["chosen"].items():
+        best = max(r["val_macro_f1"] for r in hidden["rows"] if r["method"] == method)
+        assert chosen["val_macro_f1"] == best
+        assert chosen["val_gain_points"] == pytest.approx(
+            100 * (best - without[method]["val_macro_f1"]))
 
 
 def test_06_demo_smoke(smoke_dirs):

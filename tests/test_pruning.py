@@ -358,6 +358,88 @@ def test_distillation_needs_teacher_logits(tokenizer):
                         pruning=PruningConfig(distill_alpha=0.5), progress=False)
 
 
+def test_hidden_state_loss_matches_numpy_and_ignores_padding():
+    rng = np.random.default_rng(1)
+    student = [rng.normal(size=(3, 5, 4)) for _ in range(2)]
+    teacher = [rng.normal(size=(3, 5, 4)) for _ in range(2)]
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    expected = 0.0
+    for s, t in zip(student, teacher):           # explicit loop over the real tokens
+        errors = [np.mean((s[b, i] - t[b, i]) ** 2) for b in range(3) for i in range(5)
+                  if mask[b, i]]
+        expected += np.mean(errors)
+    got = float(pruning.hidden_state_loss([x.astype("f4") for x in student],
+                                          [x.astype("f4") for x in teacher], mask))
+    assert got == pytest.approx(expected, rel=1e-5)
+    # what stands at padded positions does not matter
+    noisy = [s.copy() for s in student]
+    for s in noisy:
+        s[mask == 0] = 1e3
+    assert float(pruning.hidden_state_loss([x.astype("f4") for x in noisy],
+                                           [x.astype("f4") for x in teacher], mask)) \
+        == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="pair every layer"):
+        pruning.hidden_state_loss(student[:1], teacher, mask)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), "1"])
+def test_hidden_alpha_must_be_a_finite_number_at_least_zero(value):
+    with pytest.raises(ValueError, match="hidden_alpha"):
+        PruningConfig(hidden_alpha=value)
+
+
+def test_hidden_state_distillation_gives_the_classifiers_logits_and_pulls_towards_the_teacher(
+        tokenizer):
+    """The wrapper's training forward (encoder run for its hidden states, then the head) is
+    the classifier itself (parity, dropout off); a student that is a copy of the teacher has
+    no hidden loss; training with hidden_alpha lowers the hidden loss of a perturbed copy."""
+    import utils
+    from utils import batching, train
+    config = dataclasses.replace(utils.model.tiny_config(tokenizer.vocab_size),
+                                 hidden_dropout=0.0, attention_dropout=0.0)
+    teacher = utils.model.build_classifier(config)
+    student = utils.model.build_classifier(config)
+    student.set_weights(teacher.get_weights())
+    wrapper = pruning.PenalizedClassifier(student, PruningConfig(hidden_alpha=1.0), 10,
+                                          teacher=teacher)
+    batches, _ = batching.make_batches(tokenizer, ["lovely great tweet", "awful", "a b c d e"],
+                                       max_length=16, batch_size=3)
+    inputs = batches[0][0] if isinstance(batches[0], tuple) else batches[0]
+    np.testing.assert_allclose(np.asarray(wrapper(inputs, training=True)),
+                               np.asarray(student(inputs, training=False)), atol=1e-5)
+    assert float(wrapper.hidden_term) == pytest.approx(0.0, abs=1e-10)
+
+    _, data = tiny_setup(tokenizer)
+    rng = np.random.default_rng(0)
+    student.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype)
+                         for w in teacher.get_weights()])
+
+    def hidden_loss():
+        s, t = utils.model.encode(student, inputs), utils.model.encode(teacher, inputs)
+        return float(pruning.hidden_state_loss(s[1:], t[1:], inputs["attention_mask"]))
+    before = hidden_loss()
+    teacher_weights = [np.array(w) for w in teacher.get_weights()]
+    state = train.fine_tune(student, tokenizer, data,
+                            train.TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3),
+                            pruning=PruningConfig(lambda_group=0.0, lambda_polar=0.0,
+                                                  polarization="none", hidden_alpha=10.0),
+                            teacher=teacher, progress=False)
+    assert hidden_loss() < 0.8 * before
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teacher.get_weights()))
+    assert any(t.get("hidden_distillation", 0) > 0 for t in state["loss_terms"])
+
+
+def test_hidden_state_distillation_needs_a_matching_teacher(tokenizer):
+    import utils
+    model, _ = tiny_setup(tokenizer)
+    with pytest.raises(ValueError, match="needs teacher="):
+        pruning.PenalizedClassifier(model, PruningConfig(hidden_alpha=1.0), 10)
+    other = utils.model.build_classifier(dataclasses.replace(
+        model.encoder_config, num_heads=[2], intermediate_sizes=[64]))
+    with pytest.raises(ValueError, match="layer l is distilled towards layer l"):
+        pruning.PenalizedClassifier(model, PruningConfig(hidden_alpha=1.0), 10, teacher=other)
+
+
 def test_sparsity_summary_counts_zeros(tokenizer):
     model, _ = tiny_setup(tokenizer)
     kernels = pruning.prunable_kernels(model)
@@ -369,3 +451,19 @@ def test_sparsity_summary_counts_zeros(tokenizer):
     assert summary["sparsity_encoder_linear"] == pytest.approx(
         zeros / sum(m.size for m in masks.values()))
     assert 0 < summary["sparsity_total"] < summary["sparsity_encoder_linear"]
+
+
+def test_recovery_passes_the_teacher_for_hidden_state_distillation(tokenizer):
+    import utils
+    from utils import sweep, train
+    model, data = tiny_setup(tokenizer)
+    teacher = utils.model.build_classifier(model.encoder_config)
+    short = train.TrainConfig(epochs=1, batch_size=32, max_length=16)
+    state = sweep.recover(model, tokenizer, data, short, teacher=teacher, hidden_alpha=0.5)
+    assert state["config"]["pruning"]["hidden_alpha"] == 0.5
+    assert state["config"]["pruning"]["distill_alpha"] == 0.0     # no teacher logits given
+    assert all(t["hidden_distillation"] > 0 for t in state["loss_terms"])
+    with pytest.raises(ValueError, match="needs teacher="):
+        sweep.recover(model, tokenizer, data, short, hidden_alpha=0.5)
+    plain = sweep.recover(model, tokenizer, data, short)              # unchanged default
+    assert plain["config"]["pruning"] is None

@@ -548,3 +548,23 @@ def test_front_check_lines_say_met_only_when_every_point_is_dominated():
     assert report.front_check_lines({}) == []
     settings["front_check"]["points"] = []
     assert "nothing for block pruning to dominate" in report.front_check_lines(settings)[0]
+
+
+def test_hidden_distillation_lines_state_the_validation_choice_from_the_record():
+    from utils import report
+    assert "not measured" in " ".join(report.hidden_distillation_lines(None, 4000))
+    rows = [{"method": "block", "hidden_alpha": a, "val_macro_f1": v, "macro_f1": t}
+            for a, v, t in ((0.0, 0.80, 0.81), (0.1, 0.83, 0.82), (1.0, 0.79, 0.84))]
+    rows += [{"method": "ffn_neurons", "hidden_alpha": a, "val_macro_f1": v, "macro_f1": v}
+             for a, v in ((0.0, 0.82), (0.1, 0.81), (1.0, 0.80))]
+    from utils import sweep
+    h = {"alphas": [0.1, 1.0], "rows": rows, "chosen": sweep.hidden_distillation_choice(rows)}
+    text = "\n".join(report.hidden_distillation_lines(h, 4000))
+    assert "for `block` validation chooses hidden_alpha = 0.1, +3.0 points" in text
+    assert "for `ffn_neurons` validation keeps hidden_alpha = 0" in text
+    assert "| block | 81.0% (80.0%) | 82.0% (83.0%) | 84.0% (79.0%) |" in text
+    # mutation: a better validation score at alpha 1 changes the sentence
+    rows[2]["val_macro_f1"] = 0.9
+    h["chosen"] = sweep.hidden_distillation_choice(rows)
+    assert "chooses hidden_alpha = 1, +10.0 points" in "\n".join(
+        report.hidden_distillation_lines(h, 4000))

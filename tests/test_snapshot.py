@@ -105,3 +105,19 @@ def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
     snapshot = saved.load_model(tmp_path / "sparsity_50")
     expected = train.evaluate(snapshot, tokenizer, data["validation"], max_length=16)["macro_f1"]
     assert retrained.val_macro_f1.iloc[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_hidden_distillation_choice_is_made_on_validation():
+    from utils import sweep
+    rows = [{"method": "block", "hidden_alpha": 0.0, "val_macro_f1": 0.80, "macro_f1": 0.90},
+            {"method": "block", "hidden_alpha": 0.1, "val_macro_f1": 0.82, "macro_f1": 0.70},
+            {"method": "block", "hidden_alpha": 1.0, "val_macro_f1": 0.82, "macro_f1": 0.99},
+            {"method": "ffn_neurons", "hidden_alpha": 0.0, "val_macro_f1": 0.81, "macro_f1": 0.1},
+            {"method": "ffn_neurons", "hidden_alpha": 1.0, "val_macro_f1": 0.79, "macro_f1": 0.9}]
+    chosen = sweep.hidden_distillation_choice(rows)
+    assert chosen["block"]["hidden_alpha"] == 0.1 and chosen["block"]["helps"]   # tie: smaller
+    assert chosen["block"]["val_gain_points"] == pytest.approx(2.0)
+    assert chosen["ffn_neurons"] == {"hidden_alpha": 0.0, "val_macro_f1": 0.81,
+                                     "val_gain_points": 0.0, "helps": False}
+    with pytest.raises(ValueError, match="no row with hidden_alpha = 0"):
+        sweep.hidden_distillation_choice(rows[1:3])

@@ -128,3 +128,27 @@ def test_fit_input_restarts_at_the_current_epoch_on_every_pass(tokenizer):
         np.testing.assert_array_equal(got, want)
     assert not all(np.array_equal(a, b) for a, b in
                    zip(batches.epoch_batches(0), batches.epoch_batches(1)))
+
+
+def test_a_checkpoint_from_before_a_config_field_was_added_still_resumes(tokenizer, tmp_path):
+    """Fields added to TrainConfig / PruningConfig later (e.g. hidden_alpha) take their
+    defaults, which reproduce the old behaviour, when an older checkpoint is compared."""
+    import json
+    from utils.pruning import PruningConfig
+    data = toy_dataset(n_train=32, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    penalty = PruningConfig(lambda_group=1e-4, lambda_polar=0.0, polarization="none")
+    train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
+                    progress=False, pruning=penalty)
+    state_file = tmp_path / "last" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["pruning"]["hidden_alpha"], state["config"]["weight_decay"]
+    state_file.write_text(json.dumps(state))
+    resumed = train.fine_tune(tiny_model(tokenizer, seed=1), tokenizer, data, config,
+                              checkpoint_dir=tmp_path, progress=False, pruning=penalty)
+    assert resumed["epoch"] == 1          # resumed, nothing left to train
+    state["config"]["pruning"]["lambda_group"] = 1e-3       # a real difference still refuses
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="delete it or pass the same config"):
+        train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
+                        progress=False, pruning=penalty)

@@ -54,6 +54,7 @@ class PruningConfig:
     include_pooler: bool = False
     distill_alpha: float = 0.0       # weight of the KL term to the dense teacher; 0 = no KD
     temperature: float = 2.0
+    hidden_alpha: float = 0.0        # weight of the layer-wise hidden-state MSE to the teacher
 
     def __post_init__(self):
         if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) \
@@ -76,6 +77,10 @@ class PruningConfig:
         if not 0 <= self.distill_alpha <= 1:
             raise ValueError(f"PruningConfig.distill_alpha = {self.distill_alpha!r}: must be "
                              "in [0, 1]")
+        if not isinstance(self.hidden_alpha, (int, float)) or not np.isfinite(self.hidden_alpha) \
+                or self.hidden_alpha < 0:
+            raise ValueError(f"PruningConfig.hidden_alpha = {self.hidden_alpha!r}: must be a "
+                             "finite number >= 0 (0: no hidden-state distillation)")
         if not self.temperature > 0:
             raise ValueError(f"PruningConfig.temperature = {self.temperature!r}: must be > 0")
         if not isinstance(self.reweight_every_steps, int) or self.reweight_every_steps < 1:
@@ -182,11 +187,29 @@ class PenalizedClassifier(keras.Model):
 
     The task loss is cross-entropy, or with distillation (1 - a) * CE + a * T^2 * KL(teacher ||
     student) on temperature-softened logits; teacher logits arrive with the labels as
-    y = {"label", "teacher"}. Each term is reported in the training logs.
+    y = {"label", "teacher"}. With config.hidden_alpha > 0, hidden_alpha * `hidden_state_loss`
+    to `teacher` (the dense model, run in the step, frozen) is added: pruning keeps the hidden
+    size and the layers, so student layer l is distilled towards teacher layer l (CoFi's
+    layer distillation with the identity layer map and no learned transformation).
+    Each term is reported in the training logs.
     """
 
-    def __init__(self, classifier, config, total_steps, **kwargs):
+    def __init__(self, classifier, config, total_steps, teacher=None, **kwargs):
         super().__init__(**kwargs)
+        if config.hidden_alpha > 0:
+            if teacher is None:
+                raise ValueError(f"PruningConfig.hidden_alpha = {config.hidden_alpha}: "
+                                 "hidden-state distillation needs teacher= (the dense model)")
+            widths = (teacher.encoder_config.num_layers, teacher.encoder_config.hidden_size)
+            if widths != (classifier.encoder_config.num_layers,
+                          classifier.encoder_config.hidden_size):
+                raise ValueError(f"teacher has {widths[0]} layers of width {widths[1]}, the "
+                                 f"student {classifier.encoder_config.num_layers} of "
+                                 f"{classifier.encoder_config.hidden_size}: layer l is "
+                                 f"distilled towards layer l, so they must match")
+            teacher.trainable = False    # frozen, and left out of the optimizer's variables
+        self.teacher = teacher if config.hidden_alpha > 0 else None
+        self.hidden_term = None          # this step's hidden-state loss, set by call()
         self.classifier = classifier
         self.encoder_config = classifier.encoder_config
         self.pruning_config = config
@@ -202,10 +225,22 @@ class PenalizedClassifier(keras.Model):
                 for i, (name, factors) in enumerate(
                     reweighting_factors(self.kernels, config).items())}
         self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("task_loss", "group_lasso", "polarization")}
+                         for name in ("task_loss", "group_lasso", "polarization",
+                                      "hidden_distillation")}
 
     def call(self, inputs, training=False):
-        return self.classifier(inputs, training=training)
+        if self.teacher is None or not training:
+            return self.classifier(inputs, training=training)
+        # the classifier's own layers, run so that its hidden states are at hand for the loss
+        from . import model as model_lib
+        hidden = model_lib.encode(self.classifier, inputs, output_hidden_states=True,
+                                  training=training)
+        teacher = model_lib.encode(self.teacher, inputs, output_hidden_states=True)
+        self.hidden_term = hidden_state_loss(
+            hidden[1:], [ops.stop_gradient(t) for t in teacher[1:]], inputs["attention_mask"])
+        pooled = self.classifier.get_layer("pooler")(hidden[-1])
+        pooled = self.classifier.get_layer("classifier_dropout")(pooled, training=training)
+        return self.classifier.get_layer("classifier")(pooled)
 
     @property
     def metrics(self):
@@ -222,8 +257,11 @@ class PenalizedClassifier(keras.Model):
         polarization = polarization_penalty(self.kernels, config)
         loss = task + self.lambda_ramp() * (config.lambda_group * group_lasso
                                             + config.lambda_polar * polarization)
+        hidden = ops.zeros(()) if self.hidden_term is None else self.hidden_term
+        if self.hidden_term is not None:
+            loss = loss + config.hidden_alpha * hidden
         for name, value in (("task_loss", task), ("group_lasso", group_lasso),
-                            ("polarization", polarization)):
+                            ("polarization", polarization), ("hidden_distillation", hidden)):
             self.trackers[name].update_state(value)
         return per_replica(loss)
 
@@ -255,6 +293,23 @@ def task_loss(y, logits, distill_alpha=0.0, temperature=2.0):
         kd = distillation_loss(y["teacher"], logits, temperature)
         loss = (1.0 - distill_alpha) * loss + distill_alpha * kd
     return loss
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, attention_mask):
+    """Layer-wise distillation: the sum over layers of the mean squared difference between
+    the student's and the teacher's hidden states, averaged over the hidden size and the real
+    (attention_mask = 1) tokens of the batch; padding positions do not count.
+    student_hidden, teacher_hidden: sequences of (batch, tokens, hidden) arrays, paired."""
+    if len(student_hidden) != len(teacher_hidden):
+        raise ValueError(f"{len(student_hidden)} student layers against "
+                         f"{len(teacher_hidden)} teacher layers: pair every layer")
+    mask = ops.cast(attention_mask, "float32")[:, :, None]
+    tokens = ops.maximum(ops.sum(mask), 1.0)
+    total = 0.0
+    for s, t in zip(student_hidden, teacher_hidden):
+        diff = ops.cast(s, "float32") - ops.cast(t, "float32")
+        total = total + ops.sum(ops.mean(diff * diff, axis=-1, keepdims=True) * mask) / tokens
+    return total
 
 
 def distillation_loss(teacher_logits, student_logits, temperature):
@@ -291,7 +346,8 @@ class LossTermLogger(keras.callbacks.Callback):
         if step % self.every == 0:
             self.records.append({"step": step, **{k: float(logs[k]) for k in
                                                    ("loss", "task_loss", "group_lasso",
-                                                    "polarization") if k in logs}})
+                                                    "polarization", "hidden_distillation")
+                                                   if k in logs}})
 
 
 # ------------------------------------------------------------------ thresholding

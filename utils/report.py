@@ -693,8 +693,34 @@ def recovery_budget_section(rep):
             table(["start", *(f"{n:,} tweets" for n in budgets)],
                   [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
                          if (m, n) in by else "–" for n in budgets)] for m in methods]),
+            *hidden_distillation_lines(b.get("hidden_distillation"), budgets[0]),
             rep.provenance("recovery_budget")]
     return "\n\n".join(out)
+
+
+def hidden_distillation_lines(h, budget):
+    """The hidden-state distillation table and verdict of notebook 11 (absent from older runs)."""
+    if h is None:
+        return ["Hidden-state distillation: not measured by this run of notebook 11 (it predates "
+                "it); `make study REDO=11_recovery_budget` measures it."]
+    alphas = sorted({r["hidden_alpha"] for r in h["rows"]})
+    by = {(r["method"], r["hidden_alpha"]): r for r in h["rows"]}
+    verdicts = []
+    for method, c in h["chosen"].items():
+        if c["helps"]:
+            verdicts.append(f"for `{method}` validation chooses hidden_alpha = "
+                            f"{c['hidden_alpha']:g}, {c['val_gain_points']:+.1f} points of "
+                            f"validation macro-F1 over recovery without it")
+        else:
+            verdicts.append(f"for `{method}` validation keeps hidden_alpha = 0 (no weight tried "
+                            f"beats recovery without hidden states)")
+    return [f"Hidden-state distillation at {budget:,} recovery tweets (layer-wise MSE to the "
+            f"dense model's hidden states, weighted by hidden_alpha; 0 is the row above): test "
+            f"macro-F1 (validation in brackets).",
+            table(["start", *(f"hidden_alpha {a:g}" for a in alphas)],
+                  [[m, *(f"{pct(by[(m, a)]['macro_f1'])} ({pct(by[(m, a)]['val_macro_f1'])})"
+                         if (m, a) in by else "–" for a in alphas)] for m in h["chosen"]]),
+            "Chosen on validation: " + "; ".join(verdicts) + "."]
 
 
 def comparison_conclusions(comparison, block="block"):

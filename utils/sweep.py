@@ -304,30 +304,35 @@ def recovery_for(pool, examples, retrain_config, seed=42):
 
 
 def recover(model, tokenizer, retrain_data, retrain_config, teacher_logits=None,
-            distill_alpha=0.5, temperature=2.0):
+            distill_alpha=0.5, temperature=2.0, teacher=None, hidden_alpha=0.0):
     """The recovery fine-tune every pruned point gets: `retrain_config` on `retrain_data`
     with the model's current zeros fixed (masked gradients), distilled from `teacher_logits`
-    when given. Returns fine_tune's state (its best epoch was scored on validation)."""
+    when given, and with hidden_alpha > 0 from the hidden states of `teacher` (the dense
+    model) too. Returns fine_tune's state (its best epoch was scored on validation)."""
     distill = None
-    if teacher_logits is not None and distill_alpha > 0:
-        distill = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
-                                        distill_alpha=distill_alpha, temperature=temperature)
+    if (teacher_logits is not None and distill_alpha > 0) or hidden_alpha > 0:
+        distill = pruning.PruningConfig(
+            lambda_group=0.0, lambda_polar=0.0, polarization="none",
+            distill_alpha=distill_alpha if teacher_logits is not None else 0.0,
+            temperature=temperature, hidden_alpha=hidden_alpha)
     return train.fine_tune(model, tokenizer, retrain_data, retrain_config,
                            masks=pruning.current_masks(model), pruning=distill,
-                           teacher_logits=teacher_logits if distill else None, progress=False)
+                           teacher_logits=teacher_logits if distill else None, progress=False,
+                           teacher=teacher if hidden_alpha > 0 else None)
 
 
 def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
                    method="block", seed=42, eval_split="test", save_dir=None, teacher=None,
                    distill_alpha=0.5, temperature=2.0, reference_predictions=None,
-                   progress=True, dir_name=sparsity_dir_name):
+                   progress=True, dir_name=sparsity_dir_name, hidden_alpha=0.0):
     """Rows (as threshold_sweep's) for saved pruned snapshots {target: directory}: each
     evaluated as saved, then given the same recovery fine-tune (`recover`: its zeros fixed, the
     same stratified sample of `retrain_examples` tweets for every point) and evaluated again,
     with validation scores on both rows. Retrained rows are marked `final`.
 
     teacher: the dense model; recovery then distils from its logits on the recovery sample
-        ((1 - distill_alpha) CE + distill_alpha T^2 KL, as in the pruning run).
+        ((1 - distill_alpha) CE + distill_alpha T^2 KL, as in the pruning run), and with
+        hidden_alpha > 0 from its hidden states too (`pruning.hidden_state_loss`).
     reference_predictions: the dense model's predictions on `eval_split`; each final row then
         gets diff_macro_f1 (its macro-F1 minus dense) with a paired-bootstrap 95% interval
         (diff_low, diff_high).
@@ -344,7 +349,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
         for retrained in (False, True):
             if retrained:
                 recover(model, tokenizer, retrain_data, retrain_config, teacher_logits,
-                        distill_alpha, temperature)
+                        distill_alpha, temperature, teacher, hidden_alpha)
             rows.append(scored_row(model, tokenizer, dataset, {"method": method}, target,
                                    retrained, retrain_config.max_length, eval_split,
                                    reference_predictions if retrained else None, seed))
@@ -352,6 +357,27 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
             saved.save(model, Path(save_dir) / dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
     return pd.DataFrame(rows)
+
+
+def hidden_distillation_choice(rows):
+    """Per method, the hidden_alpha of the best validation macro-F1 among `rows` (dicts with
+    method, hidden_alpha, val_macro_f1; alpha 0 is recovery without hidden states), ties to
+    the smaller alpha, and whether it helps (the chosen alpha is > 0). Test is not looked at.
+    Returns {method: {"hidden_alpha", "val_macro_f1", "val_gain_points", "helps"}}."""
+    chosen = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method),
+                      key=lambda r: (-r["val_macro_f1"], r["hidden_alpha"]))
+        without = [r for r in mine if r["hidden_alpha"] == 0]
+        if not without:
+            raise ValueError(f"{method}: no row with hidden_alpha = 0 to compare with")
+        best = mine[0]
+        chosen[method] = {"hidden_alpha": float(best["hidden_alpha"]),
+                          "val_macro_f1": float(best["val_macro_f1"]),
+                          "val_gain_points": 100 * float(best["val_macro_f1"]
+                                                         - without[0]["val_macro_f1"]),
+                          "helps": best["hidden_alpha"] > 0}
+    return chosen
 
 
 def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,

@@ -263,13 +263,14 @@ def _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_deca
 
 def predict_logits(model, batches):
     """Logits for every example of `batches`, in the original example order."""
-    predict = model.predict_on_batch
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         # predict_on_batch under several replicas gives every replica the whole batch and
         # concatenates their outputs; one plain call on the batch is what is wanted here
         def predict(x):
             return keras.ops.convert_to_numpy(model(x, training=False))
+    else:
+        predict = model.predict_on_batch
     parts = [np.asarray(predict(b[0] if isinstance(b, tuple) else b)) for b in batches]
     logits = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
     out = np.empty_like(logits)
@@ -394,12 +395,25 @@ class _EpochMonitor(keras.callbacks.Callback):
                              Path(self.checkpoint_dir) / "last")
 
 
+def _with_defaults(run_config):
+    """A checkpoint's run config with the fields added to TrainConfig / PruningConfig since it
+    was written set to their defaults (which reproduce the old behaviour), so that an older
+    checkpoint still resumes."""
+    from . import pruning as pruning_lib
+    config = {**dataclasses.asdict(TrainConfig()), **run_config}
+    if config.get("pruning") is not None:
+        config["pruning"] = {**dataclasses.asdict(pruning_lib.PruningConfig()),
+                             **config["pruning"]}
+    return config
+
+
 def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True,
-              pruning=None, teacher_logits=None, masks=None, callbacks=()):
+              pruning=None, teacher_logits=None, masks=None, callbacks=(), teacher=None):
     """Fine-tune every weight of `model` on dataset["train"], early-stopping on validation.
 
     pruning: a `pruning.PruningConfig` to add its group-lasso and polarisation terms (and
     distillation towards `teacher_logits`, one row per training example) to the loss.
+    teacher: the dense model, for hidden-state distillation (pruning.hidden_alpha > 0).
     masks: {kernel name: 0/1 array}; masked weights and their gradients stay exactly 0.
     If `checkpoint_dir` holds a checkpoint of an interrupted run, training resumes from it.
     On return the model holds the weights of the best validation epoch. Returns the
@@ -422,7 +436,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     steps = len(train_batches) * config.epochs
     with _strategy_scope(model):   # the wrapper and the optimizer live in the model's strategy
         fit_model = model if pruning is None else \
-            pruning_lib.PenalizedClassifier(model, pruning, total_steps=steps)
+            pruning_lib.PenalizedClassifier(model, pruning, total_steps=steps, teacher=teacher)
         if masks is not None:
             pruning_lib.apply_masks(model, masks)
         optimizer = compile_for_training(
@@ -439,7 +453,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
     if last is not None and (last / "state.json").exists():
         restored = _restore_checkpoint(model, optimizer, last)
-        if restored["config"] != run_config:
+        if _with_defaults(restored["config"]) != run_config:
             raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "
                              f"{restored['config']}, not {run_config}; "
                              "delete it or pass the same config to resume")

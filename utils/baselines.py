@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import pickle
 import re
 import tempfile
 import time
@@ -791,32 +790,24 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
 def _sweep_in_process(start_dir, method, args):
     """mask_sweep(**args) of `method` in a spawned process (a fresh TensorFlow): its rows and
     decisions."""
-    import multiprocessing
+    from .isolation import run_in_fresh_process
     if method.recipe is None:
         raise ValueError(f"method {method.name!r} has no recipe to rebuild it in another "
                          "process: make it with make_methods, or run without isolate")
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "result.pkl"
-        child = multiprocessing.get_context("spawn").Process(
-            target=_sweep_child, args=(str(start_dir), method.recipe, args, str(out)),
-            name=f"sweep-{method.name}")
-        child.start()
-        child.join()
-        if child.exitcode != 0 or not out.exists():
-            raise RuntimeError(f"the {method.name} sweep's process exited with code "
-                               f"{child.exitcode} (its error is in the process's stderr, "
-                               "e.g. the Jupyter server's log); the methods before it are "
-                               "saved: rerun with resume=True")
-        with open(out, "rb") as f:
-            result = pickle.load(f)
+    try:
+        result = run_in_fresh_process(_sweep_child, {"start_dir": str(start_dir),
+                                                     "recipe": method.recipe, "args": args},
+                                      name=f"the {method.name} sweep")
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}; the methods before it are saved: rerun with "
+                           "resume=True") from None
     return result["frame"], result["decisions"]
 
 
-def _sweep_child(start_dir, recipe, args, out):
-    """The child's side of `_sweep_in_process`: rebuild the method, sweep, write the rows."""
+def _sweep_child(start_dir, recipe, args):
+    """The child's side of `_sweep_in_process`: rebuild the method, sweep, return the rows."""
     model = saved.load_model(start_dir)
     name = recipe["names"][0]
     method = make_methods(**recipe)[name]
     frame = mask_sweep(model, masks_fn=method.masks_fn, **args)
-    with open(out, "wb") as f:
-        pickle.dump({"frame": frame, "decisions": method_records({name: method}).get(name)}, f)
+    return {"frame": frame, "decisions": method_records({name: method}).get(name)}

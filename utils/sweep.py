@@ -359,6 +359,12 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
     return pd.DataFrame(rows)
 
 
+def snapshot_sweep_saved(teacher_dir, **kwargs):
+    """`snapshot_sweep(teacher=<the model saved in teacher_dir>, **kwargs)`: the form
+    `isolation.run_in_fresh_process` can run (a Keras model does not cross processes)."""
+    return snapshot_sweep(teacher=saved.load_model(teacher_dir), **kwargs)
+
+
 def hidden_distillation_choice(rows):
     """Per method, the hidden_alpha of the best validation macro-F1 among `rows` (dicts with
     method, hidden_alpha, val_macro_f1; alpha 0 is recovery without hidden states), ties to

@@ -550,3 +550,18 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
     state = train.fine_tune(classifier, tokenizer, dataset, train_config, pruning=config,
                             teacher_logits=teacher_logits, callbacks=[pruner.keras_callback()])
     return pruner, state
+
+
+def progressive_prune_saved(model_dir, tokenizer, dataset, targets, train_config, save_dir,
+                            distill=True, **options):
+    """`progressive_prune` of the model saved in `model_dir`, distilled (with `distill`) from
+    that model's own logits on the training split, as notebooks 03 and 04 run it; the form
+    `isolation.run_in_fresh_process` can run. Returns {"reached": the pruner's records,
+    "state": the training state}."""
+    from . import train
+    classifier = saved.load_model(model_dir)
+    teacher = (train.predict_texts(classifier, tokenizer, dataset["train"]["text"],
+                                   max_length=train_config.max_length) if distill else None)
+    pruner, state = progressive_prune(classifier, tokenizer, dataset, targets, train_config,
+                                      save_dir, teacher_logits=teacher, **options)
+    return {"reached": pruner.reached, "state": state}

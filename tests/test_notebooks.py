@@ -195,9 +195,13 @@ def test_07_comparison_smoke(smoke_dirs):
     assert (latency[latency.method == "magnitude_global"].parameters == dense_params).all()
     assert (latency[latency.method == "layers"].parameters < dense_params).all()
     table = pd.read_csv(smoke_dirs["results"] / "comparison.csv")
-    assert set(table.level) == {0.5, 0.7, 0.9} and table[table.level == 0.5].reached.all()
+    # every method with sparsity targets reaches 50%; block_latency's targets are latency shares,
+    # and how sparse a latency target leaves the tiny model depends on this machine's table
+    assert set(table.level) == {0.5, 0.7, 0.9}
+    assert table[(table.level == 0.5) & (table.method != "block_latency")].reached.all()
+    assert "block_latency" in set(table.method)
     at50 = table[table.level == 0.5].set_index("method")
-    assert at50.val_macro_f1.between(0, 1).all()
+    assert at50[at50.reached.astype(bool)].val_macro_f1.between(0, 1).all()
     assert at50.loc["block", "train_examples_total"] == at50.loc["fisher_mask", "train_examples_total"]
     for fig in ("07_methods_sparsity_vs_f1.png", "07_pareto_latency_vs_f1.png"):
         assert (smoke_dirs["figures"] / fig).stat().st_size > 1000

@@ -9,7 +9,7 @@ import pytest
 from utils import saved
 from utils import baselines, comparison, pruning, sweep, train
 from utils import model as model_lib
-from utils.baselines import UnreachableSparsity
+from utils.sweep import UnreachableSparsity
 from helpers import toy_dataset
 
 
@@ -70,11 +70,11 @@ def test_magnitude_global_vs_per_matrix_on_4x4():
 
 
 def test_cubic_schedule_values():
-    np.testing.assert_allclose(baselines.cubic_schedule(0.8, 4),
+    np.testing.assert_allclose(sweep.cubic_schedule(0.8, 4),
                                [0.8 * (1 - 0.75 ** 3), 0.8 * 0.875, 0.8 * (1 - 0.25 ** 3), 0.8])
-    np.testing.assert_allclose(baselines.cubic_schedule(0.8, 4), [0.4625, 0.7, 0.7875, 0.8])
-    assert baselines.cubic_schedule(0.5, 1) == [0.5]
-    steps = baselines.cubic_schedule(0.9, 10)
+    np.testing.assert_allclose(sweep.cubic_schedule(0.8, 4), [0.4625, 0.7, 0.7875, 0.8])
+    assert sweep.cubic_schedule(0.5, 1) == [0.5]
+    steps = sweep.cubic_schedule(0.9, 10)
     assert all(x < y for x, y in zip(steps, steps[1:])) and steps[-1] == pytest.approx(0.9)
     # the increments shrink: fast pruning early, slow near the end
     increments = np.diff([0.0] + steps)
@@ -312,7 +312,7 @@ def test_mask_sweep_spends_the_equal_budget(tokenizer):
     assert frame[~frame.final.astype(bool)].set_index("method").train_examples_total.to_dict() \
         == {"ffn_neurons": 0, "trains": 30}
     with pytest.raises(ValueError, match="no entry for targets"):
-        baselines.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
+        sweep.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
                              [0.7], config, train_budget=budget, progress=False)
 
 
@@ -355,7 +355,7 @@ def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     data = toy_dataset(n_train=32, n_val=16)
     methods = baselines.make_methods(["heads", "layers"], tokenizer, data["train"],
                                      importance_examples=16, max_length=16)
-    rows = {name: baselines.mask_sweep(model, tokenizer, data, name, m.masks_fn,
+    rows = {name: sweep.mask_sweep(model, tokenizer, data, name, m.masks_fn,
                                        [0.3, 0.45, 0.6], mode=m.mode, progress=False)
             for name, m in methods.items()}
     heads = rows["heads"].set_index("target_sparsity")

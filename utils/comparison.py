@@ -25,16 +25,14 @@ def latency_variants(sweep_frame, model_dirs, dense_dir, cost_methods=()):
     sparsity_XX}, or cost_XX for the methods in `cost_methods` (block pruning to latency
     targets, whose target is a share of dense latency). Also returns the
     (method, target_sparsity) of each variant."""
-    from .sweep import sparsity_dir_name
-    from .units import cost_dir_name
     variants, keys = {"dense": Path(dense_dir)}, {"dense": ("dense", 0.0)}
     retrained = sweep_frame[sweep_frame.retrained.astype(bool)]
     for (method, target), _ in retrained.groupby(["method", "target_sparsity"]):
         if method not in model_dirs:
             continue
         by_cost = method in cost_methods
-        directory = Path(model_dirs[method]) / (cost_dir_name if by_cost
-                                                else sparsity_dir_name)(target)
+        directory = Path(model_dirs[method]) / (io.cost_dir_name if by_cost
+                                                else io.sparsity_dir_name)(target)
         if saved.is_model_dir(directory):
             name = f"{method} @ {target:g}x latency" if by_cost else f"{method} @ {target:.0%}"
             variants[name], keys[name] = directory, (method, float(target))

@@ -238,8 +238,9 @@ def abstract(rep):
 
 def pruned_level(bench):
     """'30%' from the benchmark's pruned directory name (sparsity_30), else its path."""
-    match = re.search(r"sparsity_(\d+(?:\.\d+)?)$", str(bench["meta"]["pruned_dir"]))
-    return f"{match.group(1)}%" if match else f"`{bench['meta']['pruned_dir']}`"
+    named = io.snapshot_target(bench["meta"]["pruned_dir"])
+    return (f"{round(100 * named[1])}%" if named and named[0] == "sparsity"
+            else f"`{bench['meta']['pruned_dir']}`")
 
 
 def data_section(rep):

@@ -3,7 +3,7 @@
 
 `mask_sweep` is the one engine for pruning from a model's weights with any masks function
 (thresholding a regularised model: `threshold_sweep`; the baselines: `utils.baselines`);
-`snapshot_sweep` gives saved snapshots the same recovery; `sparsity_dir_name` names the
+`snapshot_sweep` gives saved snapshots the same recovery; `utils.io.sparsity_dir_name` names the
 directories every sweep saves to.
 """
 import dataclasses
@@ -18,18 +18,13 @@ from tqdm.auto import tqdm
 from . import data as data_lib
 from . import evaluation, io, pruning, train
 from . import saved
+from .io import sparsity_dir_name
 
 SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
                  "target_sparsity", "sparsity_encoder_linear", "sparsity_total",
                  "fully_removable_heads", "fully_removable_neurons", "accuracy", "macro_f1",
                  "macro_recall", "retrained"]
 SNAPSHOT_TOLERANCE_POINTS = 1.0   # benchmark/demo model: within this much val macro-F1 of dense
-
-
-def sparsity_dir_name(target):
-    """0.7 -> 'sparsity_70': the directory of a pruned model saved at that target."""
-    return f"sparsity_{round(target * 100):02d}"
-
 
 
 def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
@@ -321,7 +316,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
         gets diff_macro_f1 (its macro-F1 minus dense) with a paired-bootstrap 95% interval
         (diff_low, diff_high).
     save_dir: each recovered model is saved to save_dir/<dir_name(target)> (sparsity_XX by
-        default; latency-targeted snapshots use units.cost_dir_name).
+        default; latency-targeted snapshots use io.cost_dir_name).
     """
     retrain_data, teacher_logits = recovery_data(dataset, tokenizer, teacher, retrain_examples,
                                                  seed, retrain_config.max_length)

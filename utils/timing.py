@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import model as model_lib
 from . import saved
 
 
@@ -99,6 +98,7 @@ def _load_for_timing(source, compact):
 
 
 def _describe(name, model):
+    from . import model as model_lib   # not at import: utils.bench (and so report) stay free of TensorFlow
     config = model.encoder_config
     return {"variant": name, "parameters": model_lib.count_parameters(model),
             "nonzero_parameters": int(sum(np.count_nonzero(np.asarray(w))

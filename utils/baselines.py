@@ -565,13 +565,18 @@ def method_records(methods):
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                   retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
                   progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test",
-                  train_budget=None, isolate=False):
+                  train_budget=None, isolate=False, chained=False):
     """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`, all with
     the same recovery sample (with `train_budget`, {target: examples}: the same pool and
     budgets, see `mask_sweep`), teacher logits (the dense start model's) and dense reference
     predictions; the CSV at `csv_path` is rewritten after each method, so a crash loses at most
     one method. With `resume`, methods already in that CSV are not run again. Returns the rows
     of all methods.
+
+    chained: every method that prunes the weights it is given in one shot runs as one chain
+    through the targets (`mask_sweep(chained=True)`: each target pruned from the previous one's
+    recovered model, recovering on what the budget adds); CoFi, which trains its masks from dense
+    per target, and gradual methods run per target as before.
 
     isolate: run each method's sweep in a fresh process (rebuilt from its `recipe`), so the
     memory TensorFlow keeps after every fine-tune (~280 MB, results/exploratory/
@@ -607,6 +612,8 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
             method = methods[name]
             started = time.perf_counter()
             args = {**shared, "method": name, "gradual_steps": method.gradual_steps,
+                    "chained": chained and method.gradual_steps == 1
+                    and not hasattr(method.masks_fn, "examples_for"),
                     "mode": method.mode, "K": method.K,
                     "save_dir": None if save_root is None else Path(save_root) / name}
             if isolate:

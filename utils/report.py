@@ -812,14 +812,19 @@ def comparison_section(rep):
     methods = settings.get("methods", []) if settings else []
     budget = settings.get("train_budget") if settings else None
     if budget:
-        protocol = ("Each method prunes the same dense model, and each method's final point has "
-                    "trained on as many examples as block pruning's point at that level (its "
-                    "pruning run up to the snapshot plus its recovery: "
+        protocol = ("Each method starts from the same dense model, and each method's final "
+                    "point has trained on as many examples as block pruning's point at that "
+                    "level (its pruning run up to the snapshot plus its recovery: "
                     + ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
                         budget.items(), key=lambda item: float(item[0])))
                     + "): a method that only scores the weights spends the whole budget on a "
                     f"recovery fine-tune (zeros fixed{distilled}), CoFi its pruning phase plus "
                     "the recovery block pruning's snapshots get")
+        if settings.get("chained"):
+            protocol += (". As block pruning passes through its levels in one run, the methods "
+                         "that only score the weights run as one chain: each level is pruned "
+                         "from the method's recovered previous level and recovers on what its "
+                         "budget adds (CoFi trains its gates from dense for each level)")
     else:
         protocol = ("Each method prunes the same dense model and every pruned point gets the "
                     "same recovery as block pruning's snapshots"

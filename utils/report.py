@@ -639,28 +639,22 @@ def comparison_conclusions(comparison, block="block"):
             continue
         best = reached[0]
         ours = next((r for r in reached if r["method"] == block), None)
-        text = (f"- At ≥ {pct(level, 0)} encoder-linear sparsity, `{best['method']}` has the "
-                f"best macro-F1 ({pct(best['macro_f1'])})")
+        runner = reached[1] if len(reached) > 1 else None
+        values = {"level": pct(level, 0), "best": best["method"],
+                  "best_macro_f1": pct(best["macro_f1"]), "block": block}
         if ours is None:
-            text += f"; `{block}` does not reach this sparsity."
-        elif ours is best:
-            runner = reached[1] if len(reached) > 1 else None
-            margin = 100 * (best["macro_f1"] - runner["macro_f1"]) if runner else None
-            if runner is None:
-                text += " — block pruning wins."
-            elif round(margin, 1) == 0:
-                text += (f" — block pruning ranks first, less than 0.1 points ahead of "
-                         f"`{runner['method']}` (a tie at this precision).")
-            else:
-                text += (f" — block pruning wins, {margin:.1f} points ahead of "
-                         f"`{runner['method']}`.")
+            values["outcome"] = "absent"
+        elif ours is best and runner is None:
+            values["outcome"] = "alone"
         else:
-            margin = 100 * (best["macro_f1"] - ours["macro_f1"])
-            text += (f"; `{block}` ranks {int(ours['rank'])} of {len(reached)} "
-                     f"({pct(ours['macro_f1'])}, "
-                     + ("less than 0.1" if round(margin, 1) == 0 else f"{margin:.1f}")
-                     + " points behind).")
-        lines.append(text)
+            margin = 100 * (best["macro_f1"] - (runner if ours is best else ours)["macro_f1"])
+            values.update(runner=runner["method"] if runner else None,
+                          margin=None if round(margin, 1) == 0 else f"{margin:.1f}",
+                          rank=int(ours["rank"]), reached=len(reached),
+                          macro_f1=pct(ours["macro_f1"]))
+            values["outcome"] = ("behind" if ours is not best
+                                 else "tie" if values["margin"] is None else "wins")
+        lines.append(words("comparison_conclusion", **values))
     return lines
 
 
@@ -698,111 +692,72 @@ def fisher_variant_text(settings):
     """Which of the reference's repairs notebook 07's fisher_mask ran (baselines.json
     "fisher_options"; a record without them ran neither)."""
     options = (settings or {}).get("fisher_options") or {}
-    steps = [name for key, name in (("rearrange", "its mask rearrangement"),
-                                    ("tune", "its least-squares mask tuning")) if options.get(key)]
-    chosen = (", the variant with the highest mean validation macro-F1 before recovery "
-              "(`scripts/explore_fisher_tuning.py`)"
-              if str((settings or {}).get("fisher_options_from", "")).endswith(".json") else "")
-    if not steps:
-        return "without its mask rearrangement and least-squares tuning" + chosen
-    return "with " + " and ".join(steps) + chosen + ", before the recovery"
+    return words("fisher_variant", rearrange=bool(options.get("rearrange")),
+                 tune=bool(options.get("tune")),
+                 chosen=str((settings or {}).get("fisher_options_from", "")).endswith(".json"))
 
 
 def comparison_section(rep):
     comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
     recovery = settings.get("retrain", {}) if settings else {}
-    distilled = (f", distilled from the dense model (α = {recovery['distill_alpha']})"
-                 if recovery.get("distill_alpha") else "")
     methods = settings.get("methods", []) if settings else []
     budget = settings.get("train_budget") if settings else None
-    if budget:
-        protocol = ("Each method starts from the same dense model, and each method's final "
-                    "point has trained on as many examples as block pruning's point at that "
-                    "level (its pruning run up to the snapshot plus its recovery: "
-                    + ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
-                        budget.items(), key=lambda item: float(item[0])))
-                    + "): a method that only scores the weights spends the whole budget on a "
-                    f"recovery fine-tune (zeros fixed{distilled}), CoFi its pruning phase plus "
-                    "the recovery block pruning's snapshots get")
-        if settings.get("chained"):
-            protocol += (". As block pruning passes through its levels in one run, the methods "
-                         "that only score the weights run as one chain: each level is pruned "
-                         "from the method's recovered previous level and recovers on what its "
-                         "budget adds (CoFi trains its gates from dense for each level)")
-    else:
-        protocol = ("Each method prunes the same dense model and every pruned point gets the "
-                    "same recovery as block pruning's snapshots"
-                    + (f" ({recovery['examples']:,} training tweets, "
-                       f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
-                       if recovery.get("examples") else ""))
-    gradual = (" and gradual on the cubic schedule of Zhu & Gupta (2017) (as in Chen et al. "
-               "2020)" if "magnitude_gradual" in methods or not methods else "")
-    out = ["## Comparison with other pruning methods",
-           protocol + ": unstructured magnitude pruning, global" + gradual + "; whole layers by training-loss increase "
-           "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
-           "weight norm; heads and "
-           "FFN neurons together by the Fisher information of their masks with the mask search "
-           f"of Kwon et al. (2022) (`fisher_mask`; {fisher_variant_text(settings)}); hard-concrete L0 gates on heads, "
-           "neurons and whole sublayers under a Lagrangian sparsity constraint (`cofi`, Xia et "
-           "al. 2022), whose pruning phase sees as many tweets as block pruning's run at the "
-           "same level."]
-    if comparison is None:
-        out.append(rep.not_run("comparison"))
-    else:
-        rows = []
-        for r in comparison:
-            reached = r["reached"]
-            rows.append([f"≥ {pct(r['level'], 0)}", int(r["rank"]) if reached else "–",
-                         r["method"],
-                         pct(r["sparsity_encoder_linear"]) if reached
-                         else f"not reached (max {pct(r['max_sparsity_encoder_linear'])})",
-                         pct(r["macro_f1"]) if reached else "–",
-                         f"{r['gap_to_dense_points']:.1f}" if reached else "–",
-                         f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
-                         f"{r['latency_speedup_vs_dense']:.2f}x"
-                         if r.get("latency_speedup_vs_dense") else "–",
-                         f"{r['train_examples_total']:,.0f}"
-                         if reached and r.get("train_examples_total") else "–"])
-        out += ["Each method's point at matched sparsity, chosen on validation macro-F1, with "
-                "its test scores:",
-                table(["sparsity level", "rank", "method", "encoder-linear sparsity",
-                       "test macro-F1", "points below dense", "latency ms (batch 1, compacted)",
-                       "speedup vs dense", "training examples"], rows),
-                "\n".join(comparison_conclusions(comparison))]
-        if rep.r["sweep"] is not None and comparison_is_stale(comparison, rep.r["sweep"]):
-            out.append("**Out of date:** the `block` rows of `results/comparison.csv` are not "
-                       "points of the current `results/sparsity_sweep.csv` (notebook 04 ran "
-                       "again since notebook 07): run `make study` to compare the current "
-                       "method.")
-    if latency is None:
-        out.append(rep.not_run("latency"))
-    else:
-        out += ["Pareto front of measured CPU latency (compacted models) against macro-F1:",
-                table(["variant", "encoder-linear sparsity", "parameters", "latency ms",
-                       "speedup", "macro-F1"],
-                      [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
-                        f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
-                        pct(r["macro_f1"])] for r in pareto_front(latency)])]
-        check = front_check_lines(settings)
-        if check:
-            out += ["Does block pruning own the front (the latency issue's target)?",
-                    "\n".join(check)]
-    if settings is not None and budget:
-        out.append("Methods: " + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
-                   + rep.provenance("baselines"))
-    elif settings is not None:
-        out.append(f"Recovery budget for every method: {settings['retrain']['examples']:,} "
-                   f"tweets x {plural(settings['retrain']['epochs'], 'epoch')} (methods that "
-                   "train to find their masks, block pruning and CoFi, also count their pruning "
-                   "phase in the training examples column); methods: "
-                   + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
-                   + rep.provenance("baselines"))
-    if comparison is not None or latency is not None:
-        out += [rep.figure("07_methods_sparsity_vs_f1.png",
-                           "every method's macro-F1 against sparsity", "comparison"),
-                rep.figure("07_pareto_latency_vs_f1.png", "CPU latency against macro-F1",
-                           "latency")]
-    return "\n\n".join(out)
+    values = {
+        "budgets": budget and ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
+            budget.items(), key=lambda item: float(item[0]))),
+        "distilled": (f", distilled from the dense model (α = {recovery['distill_alpha']})"
+                      if recovery.get("distill_alpha") else ""),
+        "chained": bool(budget and settings.get("chained")),
+        "recovery": recovery.get("examples") and {
+            "examples": f"{recovery['examples']:,}",
+            "epochs": plural(recovery["epochs"], "epoch")},
+        "gradual": "magnitude_gradual" in methods or not methods,
+        "fisher": fisher_variant_text(settings), "has_settings": settings is not None,
+        "methods": settings and ", ".join(f"`{m}`" for m in settings["methods"]),
+        "provenance": settings and rep.provenance("baselines"),
+        "retrain": settings and not budget and {
+            "examples": f"{settings['retrain']['examples']:,}",
+            "epochs": plural(settings["retrain"]["epochs"], "epoch")},
+        "comparison_not_run": comparison is None and rep.not_run("comparison"),
+        "latency_not_run": latency is None and rep.not_run("latency")}
+    if comparison is not None:
+        values.update(rows=comparison_table(comparison),
+                      conclusions="\n".join(comparison_conclusions(comparison)),
+                      stale=rep.r["sweep"] is not None
+                      and comparison_is_stale(comparison, rep.r["sweep"]))
+    if latency is not None:
+        values.update(front=table(
+            ["variant", "encoder-linear sparsity", "parameters", "latency ms", "speedup",
+             "macro-F1"],
+            [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
+              f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
+              pct(r["macro_f1"])] for r in pareto_front(latency)]),
+            front_check="\n".join(front_check_lines(settings)))
+    values["figures"] = (comparison is not None or latency is not None) and rep.figures(
+        ("07_methods_sparsity_vs_f1.png", "every method's macro-F1 against sparsity",
+         "comparison"),
+        ("07_pareto_latency_vs_f1.png", "CPU latency against macro-F1", "latency"))
+    return words("comparison", **values)
+
+
+def comparison_table(comparison):
+    rows = []
+    for r in comparison:
+        reached = r["reached"]
+        rows.append([f"≥ {pct(r['level'], 0)}", int(r["rank"]) if reached else "–",
+                     r["method"],
+                     pct(r["sparsity_encoder_linear"]) if reached
+                     else f"not reached (max {pct(r['max_sparsity_encoder_linear'])})",
+                     pct(r["macro_f1"]) if reached else "–",
+                     f"{r['gap_to_dense_points']:.1f}" if reached else "–",
+                     f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
+                     f"{r['latency_speedup_vs_dense']:.2f}x"
+                     if r.get("latency_speedup_vs_dense") else "–",
+                     f"{r['train_examples_total']:,.0f}"
+                     if reached and r.get("train_examples_total") else "–"])
+    return table(["sparsity level", "rank", "method", "encoder-linear sparsity",
+                  "test macro-F1", "points below dense", "latency ms (batch 1, compacted)",
+                  "speedup vs dense", "training examples"], rows)
 
 
 def variant_rank(name):

@@ -766,10 +766,9 @@ def variant_rank(name):
 
 def benchmark_section(rep):
     bench = rep.r["benchmark"]
-    out = ["## Memory and latency"]
     if bench is None:
-        return "\n\n".join(out + [rep.not_run("benchmark")])
-    meta, v = bench["meta"], bench["variants"]
+        return words("benchmark", not_run=rep.not_run("benchmark"))
+    meta, v, c = bench["meta"], bench["variants"], bench["compaction"]
 
     def mb(n):
         return f"{n / 2 ** 20:.1f}"
@@ -780,82 +779,57 @@ def benchmark_section(rep):
              f"{r['throughput_ex_per_s']:.0f} ({r['throughput_speedup_vs_dense']:.2f}x)",
              f"{r['flops_per_token'] / 1e6:.2f}", pct(r["macro_f1"])]
             for name, r in sorted(v.items(), key=lambda item: variant_rank(item[0]))]
-    c = bench["compaction"]
-    out.append(f"The pruned model at {pruned_level(bench)} encoder-linear sparsity "
-               f"(`{meta['pruned_dir']}`) against the dense baseline (`{meta['dense_dir']}`), "
-               f"every variant rebuilt from its saved files and timed round-robin in one process "
-               f"on {meta['cpu_count']} CPU cores (TensorFlow {meta['tensorflow']}, Keras "
-               f"{meta['keras']}): latency is the median over {meta['latency_examples']} test "
-               f"tweets x {meta['rounds']} rounds at batch 1, throughput over "
-               f"{meta['throughput_examples']:,} tweets at batch 32; RSS is the growth of "
-               "resident memory of a fresh process after loading and predicting. *masked*: "
-               "pruned weights zeroed, same shapes; *compact*: empty heads/neurons removed; "
-               "*vocab*: embedding rows of tokens unseen in training removed; *first*: last layer "
-               "computed at the first position only; *int8*: Keras int8 weights; *tflite*: "
-               "TFLite export (dynamic-range int8 where named).")
-    out.append(table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
-                      "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
-                      "macro-F1"], rows))
     small = min(v, key=lambda name: v[name]["disk_bytes"])
     fast = min(v, key=lambda name: v[name]["latency_ms_median"])
-    out.append(f"Compaction removed {c['heads_removed']} heads and {c['neurons_removed']:,} FFN "
-               f"neurons ({c['parameters_before']:,} -> {c['parameters_after']:,} parameters); "
-               f"{c['residual_totals']['zeros']:,} zeros remain inside kept weights. The compact "
-               f"model is {100 * (v['dense']['macro_f1'] - v['compact']['macro_f1']):.1f} points "
-               f"of macro-F1 below dense with {v['compact']['flop_reduction_vs_dense']:.2f}x fewer "
-               f"FLOPs, {v['compact']['latency_speedup_vs_dense']:.2f}x lower latency and "
-               f"{v['compact']['throughput_speedup_vs_dense']:.2f}x throughput. "
-               + (f"The smallest variant, `{small}`, is " if small != fast else
-                  f"The smallest and fastest variant, `{small}`, is ")
-               + f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk than "
-               + (f"dense; the fastest, `{fast}`, has " if small != fast else "dense and has ")
-               + f"{v[fast]['latency_speedup_vs_dense']:.2f}x lower latency at batch 1.")
-    out.append(rep.provenance("benchmark"))
-    return "\n\n".join(out)
+    compact = v["compact"]
+    return words(
+        "benchmark", level=pruned_level(bench), pruned_dir=meta["pruned_dir"],
+        dense_dir=meta["dense_dir"], cpu_count=meta["cpu_count"], tensorflow=meta["tensorflow"],
+        keras=meta["keras"], latency_examples=meta["latency_examples"], rounds=meta["rounds"],
+        throughput_examples=f"{meta['throughput_examples']:,}",
+        variants=table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
+                        "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
+                        "macro-F1"], rows),
+        c={"heads": c["heads_removed"], "neurons": f"{c['neurons_removed']:,}",
+           "before": f"{c['parameters_before']:,}", "after": f"{c['parameters_after']:,}",
+           "zeros": f"{c['residual_totals']['zeros']:,}"},
+        compact={"gap": f"{100 * (v['dense']['macro_f1'] - compact['macro_f1']):.1f}",
+                 "flop_reduction": f"{compact['flop_reduction_vs_dense']:.2f}",
+                 "latency_speedup": f"{compact['latency_speedup_vs_dense']:.2f}",
+                 "throughput_speedup": f"{compact['throughput_speedup_vs_dense']:.2f}"},
+        small=small, fast=fast,
+        smaller=f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}",
+        fast_speedup=f"{v[fast]['latency_speedup_vs_dense']:.2f}",
+        provenance=rep.provenance("benchmark"))
 
 
 def demo_section(rep):
     d = rep.r["demo"]
-    out = ["## Live demo",
-           "The dense model and its pruned variants answer the same tweet side by side, from "
-           "the saved models alone (nothing is trained): open `notebooks/06_demo.ipynb`, type a "
-           "tweet and press **classify**, or from a shell run "
-           "`.venv/bin/python -m utils.demo \"some tweet\"`, which prints each model's label, "
-           "probabilities and latency. Both need the models of notebooks 02-05 (`make run`), "
-           "and say which command to run when one is missing."]
     if d is None:
-        return "\n\n".join(out + [rep.not_run("demo")])
+        return words("demo", not_run=rep.not_run("demo"))
     models = d["models"]
     # measure_latency names these columns after the first (reference) model: speedup_vs_dense
     reference = next(k for k in models[0] if k.startswith("speedup_vs_")).removeprefix(
         "speedup_vs_")
-    out.append(f"Run top to bottom, the notebook gave its first answer "
-               f"{d['time_to_first_answer_s']:.1f} s after its first cell (the kernel's own "
-               f"start-up not included), {d['load_seconds']:.1f} s of it spent loading the "
-               f"{plural(len(models), 'model')}. Latency per tweet at batch 1: "
-               f"{d['timing_tweets']:,} test tweets one at a time (at most {d['max_length']} "
-               f"tokens), the models interleaved tweet by tweet, the median of "
-               f"{d['repeats']} forward pass{'' if d['repeats'] == 1 else 'es'} per tweet and "
-               "model; label agreement is the share of those tweets"
-               f" on which a model gives the {reference} model's label. "
-               "MB = 10⁶ bytes of model files.")
-    # descriptions as a list: in a table cell they would push the numbers off the page
-    out.append("\n".join(f"- `{m['model']}`: {m['description']}" for m in models))
     rows = [[f"`{m['model']}`", f"{m['latency_ms_median']:.2f}",
              f"{m['latency_ms_p90']:.2f}", f"{m['speedup_vs_' + reference]:.2f}x",
              pct(m["label_agreement_with_" + reference]), f"{m['disk_mb']:.2f}",
              f"{m['parameters']:,}"] for m in models]
-    out.append(table(["model", "median ms", "p90 ms", f"speed-up vs {reference}",
-                      f"label agreement with {reference}", "MB on disk", "parameters"], rows,
-                     ["l"] + ["r"] * 6))
-    failed = [f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}" for m in models
-              if m.get("errors")]
-    if failed:
-        out.append("Timed tweets a model failed to answer: " + ", ".join(failed) + ".")
-    out += [rep.provenance("demo"),
-            rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
-                       "models", "demo")]
-    return "\n\n".join(out)
+    return words(
+        "demo", first_answer=f"{d['time_to_first_answer_s']:.1f}",
+        load_seconds=f"{d['load_seconds']:.1f}", models=plural(len(models), "model"),
+        timing_tweets=f"{d['timing_tweets']:,}", max_length=d["max_length"],
+        repeats=d["repeats"], reference=reference,
+        # descriptions as a list: in a table cell they would push the numbers off the page
+        descriptions="\n".join(f"- `{m['model']}`: {m['description']}" for m in models),
+        timings=table(["model", "median ms", "p90 ms", f"speed-up vs {reference}",
+                       f"label agreement with {reference}", "MB on disk", "parameters"], rows,
+                      ["l"] + ["r"] * 6),
+        failed=", ".join(f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}"
+                         for m in models if m.get("errors")),
+        provenance=rep.provenance("demo"),
+        figure=rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
+                          "models", "demo"))
 
 
 # The binarization as utils.binarize computes it (binarized_numpy, ste_sign).

@@ -842,10 +842,6 @@ BINARIZATION_EQUATIONS = {
            r"\dfrac{\partial \mathcal{L}}{\partial \hat{W}}\,\alpha\,"
            r"\mathbf{1}\left[|W| \leq c\right]",
 }
-GRANULARITY_WORDS = {"row": "one α, γ pair per output unit (per column of a Keras kernel)",
-                     "layer": "one α, γ pair per weight matrix"}
-
-
 def duration_range(seconds):
     """'8 s', '2.5 min' or '2.5-3.1 min' (one unit, picked by the longest)."""
     if max(seconds) < 90:
@@ -864,25 +860,9 @@ def signed_points(x):
 def binarization_section(rep):
     rows, meta = rep.r["binarization"], rep.r["binarization_meta"]
     eq = {k: f"$$ {v} $$" for k, v in BINARIZATION_EQUATIONS.items()}
-    out = ["## Binarized weights",
-           "Pruning removes structure; binarization shrinks what is left to one bit per weight, "
-           "following the CSE 481N capstone blog of Rohde & Canumalla (team \"bitmaps\", post 9), "
-           "who binarized BERT with a learned scale α and shift γ and found one pair per hidden "
-           "dimension to work best for the word embeddings. Every encoder weight matrix and the "
-           "pooler, and optionally the word embeddings (one pair per hidden dimension), become",
-           eq["binary"],
-           "with α and γ starting at the least-squares fit W ≈ α·sign(W) + γ. Training keeps "
-           "the float \"latent\" W and passes gradients through the sign with the "
-           "straight-through estimator, zero where |W| exceeds the clip value c:",
-           eq["ste"],
-           "The loss is the task loss of the pruning runs without the penalties, "
-           "(1 − a) CE + a T² KL towards the dense model's logits. Stored, a binarized matrix is "
-           "its packed sign bits plus α and γ in float32; every other weight (LayerNorm, biases, "
-           "position embeddings, classifier head) stays float32 (`utils/binarize.py`)."]
     if rows is None:
-        return "\n\n".join(out + [rep.not_run("binarization")])
+        return words("binarization", eq=eq, not_run=rep.not_run("binarization"))
     bench = rep.r["benchmark"]
-    pruned = f"{pruned_level(bench)} block-pruned" if bench else "block-pruned"
 
     def retrained(row):
         if row.get("granularity") is None:   # float32/int8/pruned: saved models, not retrained
@@ -892,92 +872,49 @@ def binarization_section(rep):
               signed_points(r["gap_to_dense_points"]), f"{r['disk_mb']:.2f}",
               f"{r['smaller_than_dense']:.1f}x", f"{r['bits_per_dense_weight']:.2f}"]
              for r in rows]
-    text = (f"Test split, every variant scored on the same tweets and sized by its files on disk "
-            f"(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / "
-            f"{meta['dense_parameters']:,} dense parameters" if meta else
-            "Test split, every variant scored on the same tweets and sized by its files on disk "
-            "(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / dense parameters")
-    out.append(text + f"; dense is the `{rows[0]['variant']}` row. Retrained \"–\": a saved "
-               f"model of notebooks 02-05 (*pruned*: {pruned}, compact, unused "
-               "vocabulary removed; *int8*: TFLite dynamic range), not retrained here; \"no\": "
-               "binarized as is; \"yes\": after STE training.")
-    out.append(table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
-                      "smaller than dense", "bits per dense weight"], cells,
-                     ["l", "l"] + ["r"] * 5))
     kept = [r for r in rows if r["trained"]]   # what a user would keep: no untrained binary rows
     small = min(kept, key=lambda r: r["disk_bytes"])
     binary = [r for r in kept if r.get("granularity") is not None]
-    summary = (f"The smallest file, `{small['variant']}`, is {small['smaller_than_dense']:.1f}x "
-               f"smaller than dense at {pct(small['macro_f1'])} macro-F1 "
-               f"({signed_points(small['gap_to_dense_points'])} points)")
-    if binary:
-        best = max(binary, key=lambda r: r["macro_f1"])
-        summary += (f"; the best retrained binary variant, `{best['variant']}`, reaches "
-                    f"{pct(best['macro_f1'])} ({signed_points(best['gap_to_dense_points'])} "
-                    f"points) at {best['bits_per_dense_weight']:.2f} bits per dense weight")
-    out.append(summary + ".")
-    if meta is None:
-        out.append(rep.not_run("binarization_meta"))
-    else:
-        seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
-        out.append(f"STE training budget of every binary variant: {meta['train_examples']:,} "
-                   f"training tweets, {plural(meta['epochs'], 'epoch')}, learning rate "
-                   f"{meta['learning_rate']:g}, distillation a = {meta['distill_alpha']:g} at "
-                   f"T = {meta['temperature']:g}, "
-                   + GRANULARITY_WORDS.get(meta["granularity"], f"`{meta['granularity']}` "
-                                           "granularity")
-                   + f", clip c = {meta['clip']:g}"
-                   + (f"; {duration_range(seconds)} of STE training per variant on CPU"
-                      if seconds else "")
-                   + f" (the whole notebook: {duration_range([meta['notebook_seconds']])}). "
-                   + rep.provenance("binarization_meta"))
-    out.append(rep.figure("08_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
+    best = max(binary, key=lambda r: r["macro_f1"]) if binary else None
+    seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
+    return words(
+        "binarization", eq=eq, dense_row=rows[0]["variant"],
+        dense_parameters=meta and f"{meta['dense_parameters']:,}",
+        pruned=f"{pruned_level(bench)} block-pruned" if bench else "block-pruned",
+        variants=table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
+                        "smaller than dense", "bits per dense weight"], cells,
+                       ["l", "l"] + ["r"] * 5),
+        small={"variant": small["variant"], "smaller": f"{small['smaller_than_dense']:.1f}",
+               "macro_f1": pct(small["macro_f1"]),
+               "gap": signed_points(small["gap_to_dense_points"])},
+        best=best and {"variant": best["variant"], "macro_f1": pct(best["macro_f1"]),
+                       "gap": signed_points(best["gap_to_dense_points"]),
+                       "bits": f"{best['bits_per_dense_weight']:.2f}"},
+        meta_not_run=meta is None and rep.not_run("binarization_meta"),
+        training=meta and {
+            "examples": f"{meta['train_examples']:,}", "epochs": plural(meta["epochs"], "epoch"),
+            "learning_rate": f"{meta['learning_rate']:g}",
+            "distill_alpha": f"{meta['distill_alpha']:g}",
+            "temperature": f"{meta['temperature']:g}", "granularity": meta["granularity"],
+            "clip": f"{meta['clip']:g}", "duration": seconds and duration_range(seconds),
+            "notebook": duration_range([meta["notebook_seconds"]])},
+        provenance=meta and rep.provenance("binarization_meta"),
+        figure=rep.figure("08_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
                           "(x: binarized, not retrained)", "binarization"))
-    return "\n\n".join(out)
 
 
 def limitations(rep):
-    b, bp, t, bench = (rep.r[k] for k in ("baseline", "block_pruning", "thresholding",
-                                           "benchmark"))
-    items = ["Each number comes from one training run (one seed); the intervals of the "
-             "sparsity table cover the test sample's variation, not the training run's."]
-    if b:
-        items.append(f"Data and model are `{b['dataset']}` and `{b['model']}`, not BERTweet "
-                     "(the proposal's model) on TweetEval; the GPU path for those (README) has "
-                     "no results in this repository.")
-    if t:
-        items.append(f"Every sparsity point is retrained on only {t['retrain']['examples']:,} "
-                     f"tweets for {plural(t['retrain']['epochs'], 'epoch')}; more retraining or "
-                     "gradual "
-                     "thresholding would likely recover more accuracy at high sparsity.")
+    b, t, bench = (rep.r[k] for k in ("baseline", "thresholding", "benchmark"))
     comparison = rep.r.get("comparison")
-    if comparison and not any("val_macro_f1" in r for r in comparison):
-        items.append("The comparison table picks each method's best point by its test score: it "
-                     "was written before selection on validation (run `make study`).")
-    elif comparison:
-        items.append("Every selected point (sparsity table, comparison) is chosen on validation; "
-                     "test is reported once. "
-                     + ("The comparison's methods trained on equal budgets at each level "
-                        f"(within {BUDGET_TOLERANCE:.0%}, pruning phase included)."
-                        if budgets_equal(comparison) else
-                        "The comparison's budgets are not equal: block pruning's points also "
-                        "trained during the pruning run (see the training examples column)."))
-    if bench:
-        items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
-                     "cores), not a GPU or a phone; they move with other load on the machine.")
-    stale = stale_study_steps(rep.r.get("pipeline"))
-    if stale:
-        items.append(f"The studies {', '.join(stale)} ran before the `make run` reported here "
-                     "and were computed from the checkpoints of an earlier run (their sections "
-                     "say so); "
-                     f"`make study REDO={','.join(stale)}` re-runs them.")
-    items.append("Movement pruning (Sanh et al. 2020) and the block pruning of Lagunas et al. "
-                 "(2021) are not reimplemented here, so they are missing from the comparison.")
-    if rep.r.get("binarization"):
-        items.append("The binarized models are smaller on disk only: they are unpacked to "
-                     "float32 to run, so they are not faster; a bit-packed kernel would be "
-                     "needed for speed.")
-    return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
+    return words(
+        "limitations", dataset=b and b["dataset"], model=b and b["model"],
+        retrain=t and {"examples": f"{t['retrain']['examples']:,}",
+                       "epochs": plural(t["retrain"]["epochs"], "epoch")},
+        comparison=comparison and ("validation" if any("val_macro_f1" in r for r in comparison)
+                                   else "test"),
+        budgets_equal=bool(comparison) and budgets_equal(comparison),
+        tolerance=f"{BUDGET_TOLERANCE:.0%}", cpu_count=bench and bench["meta"]["cpu_count"],
+        stale=stale_study_steps(rep.r.get("pipeline")), binarization=rep.r.get("binarization"))
 
 
 def pipeline_lines(rep):

@@ -558,49 +558,41 @@ def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
 
 def grouping_section(rep):
     g = rep.r.get("grouping")
-    out = ["## Study: what unit-aligned groups buy"]
     if g is None:
-        return "\n\n".join(out + [rep.not_run("grouping")])
-    groups = g["seed_groups"]
+        return words("grouping", not_run=rep.not_run("grouping"))
     rows = [[r["method"], pct(r["target_sparsity"], 0), pct(r["sparsity_encoder_linear"]),
              r["fully_removable_heads"], f"{r['fully_removable_neurons']:,}",
              pct(r["val_macro_f1"]), pct(r["macro_f1"]),
              f"{-100 * r['diff_macro_f1']:.1f} [{-100 * r['diff_high']:.1f}, "
              f"{-100 * r['diff_low']:.1f}]" if r.get("diff_macro_f1") is not None else "–"]
             for r in g["rows"] if r["final"]]
-    out += [f"`block` (unit groups) against `block_seed` (the proposal's per-matrix groups, "
-            f"`{groups['mode']}`, K = {groups['num_blocks']}), trained by the same optimiser "
-            f"for the same epoch ({g['block_train_seconds'] / 60:.1f} and "
-            f"{g['seed_run']['train_seconds'] / 60:.1f} min) and given the same recovery; "
-            "macro-F1 after recovery, the test gap to dense with its paired-bootstrap 95% "
-            "interval. Only heads and neurons empty in every matrix can be removed physically:",
-            table(["method", "target", "encoder-linear sparsity", "empty heads",
-                   "empty FFN neurons", "validation macro-F1", "macro-F1",
-                   "points below dense [95% CI]"], rows),
-            rep.provenance("grouping"),
-            rep.figure("10_grouping_vs_f1.png", "block against block_seed: macro-F1 against "
-                       "sparsity", "grouping")]
-    return "\n\n".join(out)
+    return words(
+        "grouping", mode=g["seed_groups"]["mode"], num_blocks=g["seed_groups"]["num_blocks"],
+        block_minutes=f"{g['block_train_seconds'] / 60:.1f}",
+        seed_minutes=f"{g['seed_run']['train_seconds'] / 60:.1f}",
+        rows=table(["method", "target", "encoder-linear sparsity", "empty heads",
+                    "empty FFN neurons", "validation macro-F1", "macro-F1",
+                    "points below dense [95% CI]"], rows),
+        provenance=rep.provenance("grouping"),
+        figure=rep.figure("10_grouping_vs_f1.png", "block against block_seed: macro-F1 against "
+                          "sparsity", "grouping"))
 
 
 def recovery_budget_section(rep):
     b = rep.r.get("recovery_budget")
-    out = ["## Study: recovery budget against optimiser"]
     if b is None:
-        return "\n\n".join(out + [rep.not_run("recovery_budget")])
+        return words("recovery_budget", not_run=rep.not_run("recovery_budget"))
     budgets = sorted({r["recovery_examples"] for r in b["rows"]})
     by = {(r["method"], r["recovery_examples"]): r for r in b["rows"]}
     methods = list(dict.fromkeys(r["method"] for r in b["rows"]))
-    out += [f"Four ways to reach {pct(b['target'], 0)} encoder-linear sparsity, each recovered "
-            "on a fixed sample of each size (the largest is the whole training split), distilled "
-            "from the dense model; test macro-F1 (validation in brackets). Dense: "
-            f"{pct(b['dense_test_macro_f1'])} ({pct(b['dense_val_macro_f1'])}).",
-            table(["start", *(f"{n:,} tweets" for n in budgets)],
-                  [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
-                         if (m, n) in by else "–" for n in budgets)] for m in methods]),
-            *hidden_distillation_lines(b.get("hidden_distillation"), budgets[0]),
-            rep.provenance("recovery_budget")]
-    return "\n\n".join(out)
+    return words(
+        "recovery_budget", target=pct(b["target"], 0), dense_test=pct(b["dense_test_macro_f1"]),
+        dense_val=pct(b["dense_val_macro_f1"]),
+        rows=table(["start", *(f"{n:,} tweets" for n in budgets)],
+                   [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
+                          if (m, n) in by else "–" for n in budgets)] for m in methods]),
+        hidden="\n\n".join(hidden_distillation_lines(b.get("hidden_distillation"), budgets[0])),
+        provenance=rep.provenance("recovery_budget"))
 
 
 def hidden_distillation_lines(h, budget):

@@ -41,13 +41,18 @@ from pathlib import Path
 import numpy as np
 
 from .io import REPO_ROOT, git_commit, write_json, write_text
-from .timing import log, time_variants
+from . import timing
+from .timing import time_variants
 from .saved import SavedModelError
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
             "compact+vocab+int8", "dense+int8", "dense+tflite-int8", "compact+vocab+tflite",
             "compact+vocab+tflite-int8")
 TFLITE_THREADS = os.cpu_count()
+
+
+def log(message):
+    timing.log(message, "bench")
 
 
 

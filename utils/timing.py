@@ -18,8 +18,8 @@ import pandas as pd
 from . import saved
 
 
-def log(message):
-    print(f"[timing {time.strftime('%H:%M:%S')}] {message}", flush=True)
+def log(message, source="timing"):
+    print(f"[{source} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_size=32):

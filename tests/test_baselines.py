@@ -9,7 +9,7 @@ import pytest
 from utils import saved
 from utils import baselines, comparison, pruning, sweep, train
 from utils import model as model_lib
-from utils.baselines import UnreachableSparsity
+from utils.sweep import UnreachableSparsity
 from helpers import toy_dataset
 
 
@@ -70,11 +70,11 @@ def test_magnitude_global_vs_per_matrix_on_4x4():
 
 
 def test_cubic_schedule_values():
-    np.testing.assert_allclose(baselines.cubic_schedule(0.8, 4),
+    np.testing.assert_allclose(sweep.cubic_schedule(0.8, 4),
                                [0.8 * (1 - 0.75 ** 3), 0.8 * 0.875, 0.8 * (1 - 0.25 ** 3), 0.8])
-    np.testing.assert_allclose(baselines.cubic_schedule(0.8, 4), [0.4625, 0.7, 0.7875, 0.8])
-    assert baselines.cubic_schedule(0.5, 1) == [0.5]
-    steps = baselines.cubic_schedule(0.9, 10)
+    np.testing.assert_allclose(sweep.cubic_schedule(0.8, 4), [0.4625, 0.7, 0.7875, 0.8])
+    assert sweep.cubic_schedule(0.5, 1) == [0.5]
+    steps = sweep.cubic_schedule(0.9, 10)
     assert all(x < y for x, y in zip(steps, steps[1:])) and steps[-1] == pytest.approx(0.9)
     # the increments shrink: fast pruning early, slow near the end
     increments = np.diff([0.0] + steps)
@@ -312,8 +312,58 @@ def test_mask_sweep_spends_the_equal_budget(tokenizer):
     assert frame[~frame.final.astype(bool)].set_index("method").train_examples_total.to_dict() \
         == {"ffn_neurons": 0, "trains": 30}
     with pytest.raises(ValueError, match="no entry for targets"):
-        baselines.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
+        sweep.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
                              [0.7], config, train_budget=budget, progress=False)
+    # chained: the scoring method runs as a chain, the one that trains its masks per target not
+    chained = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+                                      retrain_examples=48, progress=False, train_budget=budget,
+                                      chained=True)
+    assert chained.groupby("method").chained.last().to_dict() == {"ffn_neurons": True,
+                                                                 "trains": False}
+    assert chained[chained.final.astype(bool)].set_index("method").train_examples_total \
+        .to_dict() == {"ffn_neurons": 100, "trains": 100}
+
+
+def test_chained_sweep_spends_each_budget_once_and_masks_only_grow(tokenizer, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
+    start = [np.array(w) for w in model.get_weights()]
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    budget = {0.3: 40, 0.6: 100}
+    seen_by_masks_fn = []
+
+    def magnitude(model, target):   # records the zeros of the weights it is given
+        kernels = baselines.numpy_kernels(model)
+        seen_by_masks_fn.append(baselines.masks_sparsity(
+            {n: (k != 0).astype(np.float32) for n, k in kernels.items()}))
+        return baselines.magnitude_masks(kernels, target)
+    pool = sweep.recovery_data(data, tokenizer, model, None, 42, 16)
+    frame = sweep.mask_sweep(model, tokenizer, data, "magnitude_global", magnitude, [0.3, 0.6],
+                             config, train_budget=budget, recovery=pool, chained=True,
+                             progress=False, save_dir=tmp_path)
+    final = frame[frame.final.astype(bool)].set_index("target_sparsity")
+    before = frame[~frame.final.astype(bool)].set_index("target_sparsity")
+    # 0.6 starts from 0.3's recovered model (its 30% zeros) and recovers on 100 - 40 = 60
+    assert seen_by_masks_fn[0] == pytest.approx(0.0)
+    assert seen_by_masks_fn[1] == pytest.approx(final.loc[0.3, "sparsity_encoder_linear"], abs=1e-6)
+    assert final.train_examples_total.to_dict() == {0.3: 40, 0.6: 100}
+    assert before.train_examples_total.to_dict() == {0.3: 0, 0.6: 40}
+    assert final.loc[0.6, "train_seconds"] > final.loc[0.3, "train_seconds"]   # cumulative
+    assert frame.chained.dropna().astype(bool).all()
+    first = baselines.numpy_kernels(saved.load_model(tmp_path / "sparsity_30"))
+    second = baselines.numpy_kernels(saved.load_model(tmp_path / "sparsity_60"))
+    for name in first:   # what 0.3 pruned stays pruned at 0.6
+        assert np.all(second[name][first[name] == 0] == 0)
+    # the model comes back as it started
+    for w, w0 in zip(model.get_weights(), start):
+        np.testing.assert_array_equal(w, w0)
+    with pytest.raises(ValueError, match="ascending"):
+        sweep.mask_sweep(model, tokenizer, data, "m", magnitude, [0.6, 0.3], config,
+                         train_budget=budget, recovery=pool, chained=True, progress=False)
+    with pytest.raises(ValueError, match="trains its own masks"):
+        sweep.mask_sweep(model, tokenizer, data, "m", ExamplesFor(), [0.3], config,
+                         train_budget=budget, recovery=pool, chained=True, progress=False)
 
 
 def test_isolated_sweep_equals_the_in_process_one(tokenizer, tmp_path):
@@ -355,7 +405,7 @@ def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     data = toy_dataset(n_train=32, n_val=16)
     methods = baselines.make_methods(["heads", "layers"], tokenizer, data["train"],
                                      importance_examples=16, max_length=16)
-    rows = {name: baselines.mask_sweep(model, tokenizer, data, name, m.masks_fn,
+    rows = {name: sweep.mask_sweep(model, tokenizer, data, name, m.masks_fn,
                                        [0.3, 0.45, 0.6], mode=m.mode, progress=False)
             for name, m in methods.items()}
     heads = rows["heads"].set_index("target_sparsity")

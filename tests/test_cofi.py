@@ -126,14 +126,14 @@ def test_cofi_as_a_method_of_the_sweep(tokenizer):
     """In the comparison's sweep, CoFi's pruning phase counts in the training budget of its
     rows, and its point reaches the target in whole units."""
     import keras
-    from utils import baselines, train
+    from utils import baselines, sweep, train
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, batch_size=16, max_length=16, epochs=1)
     methods = baselines.make_methods(["cofi"], tokenizer, data["train"], max_length=16, cofi={
         "dataset": data, "train_config": config, "examples_for": lambda t: 32})
-    frame = baselines.mask_sweep(model, tokenizer, data, "cofi", methods["cofi"].masks_fn,
+    frame = sweep.mask_sweep(model, tokenizer, data, "cofi", methods["cofi"].masks_fn,
                                  [0.4], config, retrain_examples=32, progress=False)
     assert frame.train_examples_total.tolist() == [32, 64]
     assert (frame.sparsity_encoder_linear >= 0.4 - 1e-9).all()

@@ -1,4 +1,4 @@
-"""comparison.time_compacted in groups (bounded memory, dense re-timed in every group) and
+"""timing.time_compacted in groups (bounded memory, dense re-timed in every group) and
 attach_latency's in-group speedups. Tiny random models, 4 texts, one round: timings are only
 checked for shape and sign, never for speed."""
 import dataclasses
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from utils import saved
-from utils import bench, comparison
+from utils import comparison, timing
 from utils import compact as compact_lib
 from utils import model as model_lib
 from helpers import TWEETS, random_model
@@ -62,7 +62,7 @@ def grouped_run(tmp_path_factory, tokenizer):
         variants[name] = root / name
 
     compacted, live_before_compact, timed = [], [], []
-    real_compact, real_time = compact_lib.compact_model, bench.time_variants
+    real_compact, real_time = compact_lib.compact_model, timing.time_variants
 
     def live():
         gc.collect()
@@ -80,8 +80,8 @@ def grouped_run(tmp_path_factory, tokenizer):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(compact_lib, "compact_model", tracking_compact)
-        patch.setattr(bench, "time_variants", tracking_time)
-        frame = comparison.time_compacted(variants, tokenizer, TEXTS, rounds=1, batch_size=2,
+        patch.setattr(timing, "time_variants", tracking_time)
+        frame = timing.time_compacted(variants, tokenizer, TEXTS, rounds=1, batch_size=2,
                                           group_size=GROUP_SIZE)
     return {"frame": frame, "variants": variants, "held": held, "timed": timed,
             "live_before_compact": live_before_compact, "live_after": live()}
@@ -169,12 +169,12 @@ def test_attach_latency_uses_in_group_dense():
 def test_time_compacted_rejects_bad_group_size(bad, tmp_path, tokenizer):
     variants = {"dense": tmp_path / "missing", "v": tmp_path / "missing_too"}
     with pytest.raises(ValueError, match=re.escape(f"group_size = {bad!r}: must be an int >= 1")):
-        comparison.time_compacted(variants, tokenizer, TEXTS, rounds=1, group_size=bad)
+        timing.time_compacted(variants, tokenizer, TEXTS, rounds=1, group_size=bad)
 
 
 def test_time_compacted_needs_dense(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="no 'dense' entry"):
-        comparison.time_compacted({"v": tmp_path / "missing"}, tokenizer, TEXTS, rounds=1)
+        timing.time_compacted({"v": tmp_path / "missing"}, tokenizer, TEXTS, rounds=1)
 
 
 def pareto_row(method, variant, speedup, f1, final=True):

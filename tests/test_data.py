@@ -1,4 +1,4 @@
-"""Tests for utils/data.py: repair, normalisation, Deflategate, splits, TweetEval, I/O."""
+"""Tests for utils/data.py and utils/mojibake.py: repair, normalisation, Deflategate, splits, TweetEval, I/O."""
 import sys
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import data  # noqa: E402
+from utils import data, mojibake  # noqa: E402
 
 # Bytes as they occur in the real file: MacRoman, CRLF record ends, a bare CR inside a
 # quoted tweet, an HTML entity, "’" corrupted twice (E4 F3 BB = "‰Ûª") and an emoji
@@ -50,7 +50,7 @@ def test_fixture_texts_are_repaired(fixture_csv):
     assert list(frame["label"]) == [0, 2, 1]
 
 
-@pytest.mark.parametrize("mojibake, expected", [
+@pytest.mark.parametrize("mojibake_text, expected", [
     ("don\u2030\u00db\u00aat", "don\u2019t"),            # 2 rounds: ’
     ("\u2030\u00db\u00cf@united", "\u201c@united"),       # 2 rounds: “
     ("I\u00e4\u00f3\u00bbm", "I\u2019m"),                 # 3 rounds: ’
@@ -60,13 +60,13 @@ def test_fixture_texts_are_repaired(fixture_csv):
     ("S\u00e3o Paulo", "S\u00e3o Paulo"),                 # already fine (repairs to itself)
     ("snake_case stays", "snake_case stays"),
 ])
-def test_repair_mojibake_examples(mojibake, expected):
-    assert data.repair_mojibake(mojibake) == expected
+def test_repair_mojibake_examples(mojibake_text, expected):
+    assert mojibake.repair_mojibake(mojibake_text) == expected
 
 
 def test_repair_mojibake_rejects_non_str():
     with pytest.raises(TypeError, match="bytes"):
-        data.repair_mojibake(b"abc")
+        mojibake.repair_mojibake(b"abc")
 
 
 # ---- normalisation --------------------------------------------------------------------

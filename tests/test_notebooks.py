@@ -184,6 +184,16 @@ def test_07_comparison_smoke(smoke_dirs):
         "latency_run"]["targets"]
     assert sorted(latency[latency.method == "block_latency"].variant) == sorted(
         f"block_latency @ {t:g}x latency" for t in targets)
+    # the front holds every final snapshot of block pruning's run, not only the table's targets
+    sweep = pd.read_csv(smoke_dirs["results"] / "sparsity_sweep.csv")
+    snapshots = sweep[(sweep.method == "block") & sweep.final.astype(bool)].target_sparsity
+    assert len(snapshots) > 1 and sorted(latency[latency.method == "block"].variant) == sorted(
+        f"block @ {t:.0%}" for t in snapshots)
+    # one-shot methods ran as chains; CoFi trains its gates from dense per target
+    assert record["chained"] is True
+    assert final.set_index("method").chained.astype(bool).to_dict() == {
+        "magnitude_global": True, "layers": True, "ffn_neurons": True, "fisher_mask": True,
+        "cofi": False}
     # the dominance check counts every final point of another method at or above the floor
     check = record["front_check"]
     above = latency[~latency.method.isin(["dense", "block", "block_latency"]) & latency.final.astype(bool)

@@ -437,6 +437,11 @@ def test_comparison_protocol_says_equal_budgets_only_when_they_are(tmp_path):
     write_csv(results / "comparison.csv", rows)
     _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none", data=tmp_path / "none")
     assert "equal budgets" not in md and "budgets are not equal" in md
+    assert "one chain" not in md
+    record = json.loads((results / "baselines.json").read_text())
+    (results / "baselines.json").write_text(json.dumps({**record, "chained": True}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path / "none", data=tmp_path / "none")
+    assert "run as one chain" in section_of(md, "Comparison with other pruning methods")
 
 
 def test_fisher_variant_text_names_the_repairs_notebook_07_ran():

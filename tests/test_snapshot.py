@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from utils import saved
-from utils import sweep
+from utils import io, sweep
 
 DENSE_VAL = 0.830
 
@@ -30,7 +30,7 @@ def write_results(root, val_f1_by_target, with_dirs=None, dense_val=DENSE_VAL):
                  "sparsity_encoder_linear": 0.9, "macro_f1": 0.9, "val_macro_f1": 0.9})
     pd.DataFrame(rows).to_csv(results / "sparsity_sweep.csv", index=False)
     for target in (val_f1_by_target if with_dirs is None else with_dirs):
-        directory = snapshots / sweep.sparsity_dir_name(target)
+        directory = snapshots / io.sparsity_dir_name(target)
         directory.mkdir(parents=True)
         (directory / "model_spec.json").write_text("{}")
     return results, snapshots
@@ -101,7 +101,7 @@ def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
     frame = sweep.threshold_sweep(model, tokenizer, data, config, [0.0, 0.5], retrain_config=retrain,
                                   save_dir=tmp_path, progress=False)
     retrained = frame[frame.retrained]
-    assert list(retrained.target_sparsity) == [0.5] and frame[~frame.retrained].val_macro_f1.isna().all()
+    assert list(retrained.target_sparsity) == [0.5] and frame.val_macro_f1.notna().all()
     snapshot = saved.load_model(tmp_path / "sparsity_50")
     expected = train.evaluate(snapshot, tokenizer, data["validation"], max_length=16)["macro_f1"]
     assert retrained.val_macro_f1.iloc[0] == pytest.approx(expected, abs=1e-9)
@@ -121,3 +121,15 @@ def test_hidden_distillation_choice_is_made_on_validation():
                                      "val_gain_points": 0.0, "helps": False}
     with pytest.raises(ValueError, match="no row with hidden_alpha = 0"):
         sweep.hidden_distillation_choice(rows[1:3])
+
+
+@pytest.mark.parametrize("target, kind, name", [(0.7, "sparsity", "sparsity_70"),
+                                                (0.05, "sparsity", "sparsity_05"),
+                                                (0.45, "cost", "cost_45")])
+def test_snapshot_directory_names_read_back(target, kind, name, tmp_path):
+    write = io.sparsity_dir_name if kind == "sparsity" else io.cost_dir_name
+    assert write(target) == name
+    assert io.snapshot_target(tmp_path / name) == (kind, pytest.approx(target))
+    assert io.snapshot_target(f"{tmp_path / name}/") == (kind, pytest.approx(target))
+    assert io.snapshot_target(tmp_path / f"{name}_old") is None
+    assert io.snapshot_target(tmp_path / "best") is None

@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 import utils  # noqa: F401  (sets KERAS_BACKEND)
-from utils import saved
+from utils import io, saved
 from utils import compact as C
 from utils import model as M
 from utils import units as U
@@ -176,7 +176,7 @@ def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_th
     teacher = np.random.default_rng(0).normal(size=(96, 3)).astype("float32")
     pruner, state = U.progressive_prune(model, tokenizer, data, [0.3, 0.6], config, tmp_path,
                                         teacher_logits=teacher, prune_fraction=1.0, every=1)
-    dirs = {t: tmp_path / sweep.sparsity_dir_name(t) for t in (0.3, 0.6)}
+    dirs = {t: tmp_path / io.sparsity_dir_name(t) for t in (0.3, 0.6)}
     on_disk = {t: P.sparsity_summary(saved.load_model(d))["sparsity_encoder_linear"] for t, d in dirs.items()}
     assert [r["sparsity"] for r in pruner.reached] == pytest.approx([on_disk[0.3], on_disk[0.6]])
     dense = random_model(PROGRESSIVE, seed=6)
@@ -189,7 +189,7 @@ def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_th
     assert np.allclose(final.diff_macro_f1, final.macro_f1 - reference["macro_f1"])
     assert (final.diff_low <= final.diff_macro_f1).all() and (final.diff_macro_f1 <= final.diff_high).all()
     for target in (0.3, 0.6):   # recovered models are saved with their zeros
-        recovered = saved.load_model(tmp_path / "recovered" / sweep.sparsity_dir_name(target))
+        recovered = saved.load_model(tmp_path / "recovered" / io.sparsity_dir_name(target))
         assert P.sparsity_summary(recovered)["sparsity_encoder_linear"] == pytest.approx(on_disk[target])
     # retraining keeps every zero: sparsity after equals sparsity before
     for target in (0.3, 0.6):

@@ -12,7 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _SUBMODULES = ("data", "model", "batching", "train", "evaluation", "plots", "io", "pruning",
                "sweep", "compact", "vocab", "quantize", "tflite", "bench", "baselines",
-               "comparison", "demo", "report", "binarize", "pipeline", "units")
+               "comparison", "demo", "report", "binarize", "pipeline", "units", "hub", "mojibake",
+               "latency", "saved", "export", "fisher_mask", "cofi", "isolation", "results",
+               "timing")
 
 
 def __getattr__(name):

@@ -12,7 +12,7 @@ third of the encoder's linear weights, FFN neurons two thirds).
 1. Unstructured magnitude pruning: the smallest |w|, over all kernels together ("global") or
    within each kernel ("per_matrix"); one-shot, or gradual with the cubic schedule of Zhu &
    Gupta (2017), s_t = s_f (1 - (1 - t/T)^3), t = 1..T (as in Chen et al. 2020, lottery
-   tickets for BERT) -- see `mask_sweep(gradual_steps=T)`.
+   tickets for BERT) -- see `utils.sweep.mask_sweep(gradual_steps=T)`.
 2. Attention heads by importance (Michel et al. 2019): I_h = E_batches |dL/d gate_h|. Our model
    has no gates, but a gate g_h multiplying head h's context equals scaling the rows of the
    attention-output kernel W_o that belong to h (the bias is added once, after the sum over
@@ -31,9 +31,10 @@ third of the encoder's linear weights, FFN neurons two thirds).
 
 5. Fisher mask search (Kwon et al. 2022), heads and FFN neurons together: `utils.fisher_mask`.
 
-`mask_sweep` runs any masks function over a grid of targets and gives every point the recovery
-block pruning's snapshots get (`utils.sweep.recover`: same sample, same distillation from the
-dense model), with rows in `utils.sweep.SWEEP_COLUMNS` and validation scores.
+They run in the one sweep engine, `utils.sweep.mask_sweep`: any masks function over a grid of
+targets, every point given the recovery block pruning's snapshots get (`utils.sweep.recover`:
+same sample, same distillation from the dense model), rows in `utils.sweep.SWEEP_COLUMNS` with
+validation scores; `run_baselines` runs it for every method, each in its own process.
 """
 from __future__ import annotations
 
@@ -47,20 +48,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import data as data_lib
 from . import model as model_lib
 from . import saved
 from . import pruning, sweep, train
+# the methods raise UnreachableSparsity; the sweep engine they run in is utils.sweep's
+from .sweep import UnreachableSparsity, budget_of, mask_sweep
 
 MAGNITUDE_SCOPES = ("global", "per_matrix")
 ATTENTION = ("query", "key", "value", "output")
 _LAYER = re.compile(r"layer_(\d+)/")
-
-
-class UnreachableSparsity(ValueError):
-    """Even pruning every unit of a structured method leaves the target out of reach."""
 
 
 def numpy_kernels(model, include_pooler=False):
@@ -105,14 +103,6 @@ def magnitude_masks(kernels, sparsity, scope="global"):
         masks[name] = (~off[start:start + k.size]).reshape(k.shape).astype(np.float32)
         start += k.size
     return masks
-
-
-def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):
-    """Zhu & Gupta's s_t = s_f + (s_i - s_f)(1 - t/T)^3 for t = 1..T (the last is s_f)."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps = {steps!r}: must be a positive int")
-    return [final_sparsity + (initial_sparsity - final_sparsity) * (1 - t / steps) ** 3
-            for t in range(1, steps + 1)]
 
 
 # ------------------------------------------------------------------ structured units
@@ -476,7 +466,7 @@ class CoFiPruner:
         {target: examples} mapping, which pickles)."""
         if callable(self._examples):
             return self._examples(target)
-        examples = _budget_of(self._examples, target)
+        examples = budget_of(self._examples, target)
         if examples is None:
             raise ValueError(f"CoFi has no pruning budget for target {target}: examples_for "
                              f"covers {sorted(map(float, self._examples))}")
@@ -572,172 +562,21 @@ def method_records(methods):
     return records
 
 
-# ------------------------------------------------------------------ the sweep
-
-def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
-               retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
-               seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
-               recovery=None, reference_predictions=None, train_budget=None):
-    """For each target: masks_fn(model, target) on the start (dense) weights, evaluate, give the
-    recovery every pruned point gets (`utils.sweep.recover`: retrain_config on a fixed stratified
-    sample of retrain_examples training tweets, zeros fixed, distilled from the dense start
-    model's logits with `distill_alpha`), evaluate again. Rows are `sweep.scored_row`s (test and
-    validation scores; the recovered row is `final`, with the paired-bootstrap interval of its
-    difference to dense when `reference_predictions`, the dense model's predictions on
-    `eval_split`, are given) plus train_examples_total (examples the point was trained on) and
-    train_seconds.
-
-    gradual_steps = T > 1: no one-shot point; instead T prune -> recover steps with targets
-    `cubic_schedule(target, T)`, masks_fn applied to the current weights (masks only grow),
-    each step recovering on its own 1/T of the same sample -- the same budget in total (each
-    step restarts the learning-rate warm-up/decay). Only the final row is written.
-    Unreachable targets (`UnreachableSparsity`) are skipped with a message; a target whose
-    masks equal an earlier target's (e.g. 70% and 80% both mean 5 of 6 layers) copies its rows
-    (column same_masks_as_target) without retraining or saving again. `model` is
-    restored to its start weights at the end. save_dir: recovered models are saved to
-    save_dir/sparsity_XX. recovery: `sweep.recovery_data`'s (sample, teacher logits), when
-    the caller already has them.
-
-    train_budget: {target: training examples} -- equal budgets. Each final point then has
-    trained on that many examples in all: what the method's pruning phase trained on (CoFi:
-    `masks_fn.examples_for(target)`; 0 for methods that only score the weights) plus a recovery
-    of the rest, drawn by `sweep.recovery_for` (more passes when the rest exceeds the training
-    split) -- retrain_examples and retrain_config.epochs are then not used, and `recovery` is
-    the pool (`sweep.recovery_data` on the whole training split).
-    Returns a DataFrame (SWEEP_COLUMNS first).
-    """
-    start_weights = model.get_weights()
-    max_length = retrain_config.max_length if retrain_config else 64
-    if train_budget is not None:
-        if retrain_config is None:
-            raise ValueError("train_budget needs a retrain_config for the recoveries")
-        missing = [t for t in targets if t > 0 and _budget_of(train_budget, t) is None]
-        if missing:
-            raise ValueError(f"train_budget has no entry for targets {missing}: give every "
-                             f"target its examples (it has {sorted(train_budget)})")
-        retrain_examples = None
-    if recovery is None and retrain_config is not None:
-        recovery = sweep.recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
-                                       retrain_examples, seed, max_length)
-
-    def recovery_of(target, pruned_on):
-        """(retrain_data, teacher_logits, config) of the target's recovery, or None."""
-        if train_budget is None:
-            return (*recovery, retrain_config)
-        rest = _budget_of(train_budget, target) - pruned_on
-        if rest < 1:
-            print(f"{method}: the pruning phase used the whole budget at {target:.0%}: "
-                  "no recovery", flush=True)
-            return None
-        return sweep.recovery_for(recovery, int(rest), retrain_config, seed)
-    fields = {"method": method, "K": K, "mode": mode}
-    rows = []
-
-    def row(target, final, trained_on=0, seconds=0.0):
-        return {**sweep.scored_row(model, tokenizer, dataset, fields, target, final,
-                                   max_length, eval_split,
-                                   reference_predictions if final else None, seed),
-                "train_examples_total": trained_on, "train_seconds": seconds}
-    seen = {}   # masks digest -> target: structured methods give the same masks to several
-    for target in tqdm(targets, desc=f"{method} sweep", disable=not progress):
-        started = time.perf_counter()
-        model.set_weights(start_weights)
-        try:
-            if gradual_steps > 1 and retrain_config is not None and target > 0:
-                data, logits, config = recovery_of(target, 0)
-                trained_on = _gradual(model, tokenizer, (data, logits), masks_fn, target,
-                                      gradual_steps, config, distill_alpha, temperature)
-                rows.append(row(target, True, trained_on, time.perf_counter() - started))
-            else:
-                masks = masks_fn(model, target)
-                # same masks and, with budgets, the same budget
-                digest = (_digest(masks),
-                          None if train_budget is None else _budget_of(train_budget, target))
-                if digest in seen:   # same masks, same (deterministic) retraining: same rows
-                    copies = [{**r, "target_sparsity": target, "seconds": 0.0,
-                               "same_masks_as_target": seen[digest]}
-                              for r in rows if r["target_sparsity"] == seen[digest]]
-                    print(f"{method}: target {target:.0%} gives the same masks as "
-                          f"{seen[digest]:.0%}; rows copied, no model saved", flush=True)
-                    rows.extend(copies)
-                    continue
-                seen[digest] = target
-                pruning.apply_masks(model, masks)
-                # a method that trains to find its masks (CoFi) says on how many tweets
-                pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
-                pruning_seconds = time.perf_counter() - started
-                rows.append(row(target, False, pruned_on, pruning_seconds if pruned_on else 0.0))
-                plan = recovery_of(target, pruned_on) \
-                    if retrain_config is not None and target > 0 else None
-                if plan is not None:
-                    data, logits, config = plan
-                    recovering = time.perf_counter()
-                    sweep.recover(model, tokenizer, data, config, logits, distill_alpha,
-                                  temperature)
-                    rows.append(row(target, True,
-                                    pruned_on + len(data["train"]) * config.epochs,
-                                    time.perf_counter() - recovering
-                                    + (pruning_seconds if pruned_on else 0.0)))
-                elif train_budget is not None and target > 0:
-                    rows[-1]["final"] = True   # the pruning phase spent the whole budget
-        except UnreachableSparsity as error:
-            print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
-            continue
-        if save_dir is not None and rows[-1]["final"]:
-            saved.save(model, Path(save_dir) / sweep.sparsity_dir_name(target))
-        rows[-1]["seconds"] = time.perf_counter() - started
-        rows[-1]["gradual_steps"] = gradual_steps
-    model.set_weights(start_weights)
-    frame = pd.DataFrame(rows)
-    return frame if len(frame) else pd.DataFrame(columns=sweep.SWEEP_COLUMNS)
-
-
-def _budget_of(train_budget, target):
-    """train_budget's examples for `target` (keys compared to 4 decimals), or None."""
-    by_target = {round(float(t), 4): n for t, n in train_budget.items()}
-    return by_target.get(round(float(target), 4))
-
-
-def _digest(masks):
-    import hashlib
-    digest = hashlib.sha1()
-    for name in sorted(masks):
-        digest.update(name.encode())
-        digest.update(np.packbits(np.asarray(masks[name]) != 0).tobytes())
-    return digest.hexdigest()
-
-
-def _gradual(model, tokenizer, recovery, masks_fn, target, steps, retrain_config,
-             distill_alpha, temperature):
-    """The prune -> recover steps of a gradual point; returns the examples trained on."""
-    retrain_data, teacher_logits = recovery
-    masks, trained_on = None, 0
-    for t, sparsity in enumerate(cubic_schedule(target, steps)):
-        step_masks = masks_fn(model, sparsity)
-        masks = step_masks if masks is None else \
-            {n: m * masks[n] if n in masks else m for n, m in step_masks.items()}
-        pruning.apply_masks(model, masks)
-        chunk = dict(retrain_data)
-        # shard(contiguous=False) holds rows t, t + steps, ...: the same rows of the logits
-        chunk["train"] = retrain_data["train"].shard(num_shards=steps, index=t,
-                                                     contiguous=False)
-        logits = None if teacher_logits is None else np.asarray(teacher_logits)[t::steps]
-        sweep.recover(model, tokenizer, chunk, retrain_config, logits, distill_alpha,
-                      temperature)
-        trained_on += len(chunk["train"]) * retrain_config.epochs
-    return trained_on
-
-
 def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
                   retrain_examples, csv_path=None, save_root=None, seed=42, resume=False,
                   progress=True, distill_alpha=0.5, temperature=2.0, eval_split="test",
-                  train_budget=None, isolate=False):
+                  train_budget=None, isolate=False, chained=False):
     """`mask_sweep` of every `Method` in `methods` ({name: Method}) over `targets`, all with
     the same recovery sample (with `train_budget`, {target: examples}: the same pool and
     budgets, see `mask_sweep`), teacher logits (the dense start model's) and dense reference
     predictions; the CSV at `csv_path` is rewritten after each method, so a crash loses at most
     one method. With `resume`, methods already in that CSV are not run again. Returns the rows
     of all methods.
+
+    chained: every method that prunes the weights it is given in one shot runs as one chain
+    through the targets (`mask_sweep(chained=True)`: each target pruned from the previous one's
+    recovered model, recovering on what the budget adds); CoFi, which trains its masks from dense
+    per target, and gradual methods run per target as before.
 
     isolate: run each method's sweep in a fresh process (rebuilt from its `recipe`), so the
     memory TensorFlow keeps after every fine-tune (~280 MB, results/exploratory/
@@ -773,6 +612,8 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
             method = methods[name]
             started = time.perf_counter()
             args = {**shared, "method": name, "gradual_steps": method.gradual_steps,
+                    "chained": chained and method.gradual_steps == 1
+                    and not hasattr(method.masks_fn, "examples_for"),
                     "mode": method.mode, "K": method.K,
                     "save_dir": None if save_root is None else Path(save_root) / name}
             if isolate:

@@ -33,7 +33,6 @@ import gzip
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from .io import REPO_ROOT, git_commit, write_json, write_text
+from . import timing
+from .timing import time_variants
 from .saved import SavedModelError
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
@@ -51,7 +52,9 @@ TFLITE_THREADS = os.cpu_count()
 
 
 def log(message):
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    timing.log(message, "bench")
+
+
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -172,54 +175,6 @@ def measure_memory(directory, first_token, texts, tokenizer_name, max_length):
 
 
 # ------------------------------------------------------------------------------ timing
-
-def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_size=32):
-    """Latency at batch 1 and throughput at `batch_size`, round-robin over variants.
-
-    loaded: {name: utils.saved.SavedModel} (anything with `logits(input_ids,
-    attention_mask)` and `tokenizer`). Returns {name: {"latency_ms_median",
-    "latency_ms_p90", "throughput_ex_per_s", per-round lists}}.
-    """
-    from . import batching
-    inputs = {}
-    for name, model in loaded.items():
-        fn, tokenizer = model.logits, model.tokenizer
-        encoded, _ = batching.encode_texts(tokenizer, texts, max_length)
-        singles = [batching.pad_batch([ids], tokenizer.pad_token_id) for ids in encoded]
-        batches, _ = batching.make_batches(tokenizer, throughput_texts, max_length=max_length,
-                                           batch_size=batch_size)
-        batches = [batches[i] for i in range(len(batches))]
-        inputs[name] = (singles, batches)
-        for x in singles[:3] + batches[:1]:                       # warm-up
-            np.asarray(fn(x["input_ids"], x["attention_mask"]))
-    names = list(loaded)
-    latencies = {n: [] for n in names}
-    round_medians = {n: [] for n in names}
-    throughputs = {n: [] for n in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]   # rotate the order
-        for name in order:
-            fn = loaded[name].logits
-            singles, batches = inputs[name]
-            times = []
-            for x in singles:
-                start = time.perf_counter()
-                np.asarray(fn(x["input_ids"], x["attention_mask"]))
-                times.append(time.perf_counter() - start)
-            latencies[name].extend(times)
-            round_medians[name].append(1000 * statistics.median(times))
-            start = time.perf_counter()
-            for x in batches:
-                np.asarray(fn(x["input_ids"], x["attention_mask"]))
-            throughputs[name].append(len(throughput_texts) / (time.perf_counter() - start))
-        log(f"timing round {r + 1}/{rounds}: " + ", ".join(
-            f"{n} {round_medians[n][-1]:.2f} ms" for n in names))
-    return {n: {"latency_ms_median": 1000 * statistics.median(latencies[n]),
-                "latency_ms_p90": 1000 * float(np.percentile(latencies[n], 90)),
-                "latency_ms_round_medians": round_medians[n],
-                "throughput_ex_per_s": statistics.median(throughputs[n]),
-                "throughput_rounds": throughputs[n]} for n in names}
-
 
 # ------------------------------------------------------------------------------ main
 

@@ -1,21 +1,15 @@
-"""Block pruning against the baselines: latency of compacted variants, the comparison table at
-matched sparsity, the figures and the generated discussion (notebook 07).
-
-Latency: `time_compacted` loads, compacts and times the variants in groups of `group_size` (each
-group with its own copy of dense), releasing one group before loading the next, so memory stays
-bounded by group_size + 1 models instead of growing with the number of variants (all ≈38 at once
-took 22 GB). Timings drift between groups, so `attach_latency` divides by the dense model timed
-in the same group (`dense_latency_ms_in_group`, `dense_throughput_in_group`)."""
+"""Block pruning against the baselines (notebook 07): which compacted models to time
+(`latency_variants`; `utils.timing.time_compacted` times them in groups), speedups against the
+dense model timed in the same group (`attach_latency`), the Pareto front and its dominance check,
+the comparison table at matched sparsity, the figures and the generated discussion."""
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import io, report
-from . import model as model_lib
 from . import saved
 
 LEVELS = (0.5, 0.7, 0.9)
@@ -25,125 +19,20 @@ X_LABELS = {"sparsity_encoder_linear": "sparsity of encoder linear weights (%)",
 
 # ------------------------------------------------------------------ latency
 
-def _check_group_size(group_size):
-    if (isinstance(group_size, (bool, np.bool_)) or not isinstance(group_size, (int, np.integer))
-            or group_size < 1):
-        raise ValueError(f"group_size = {group_size!r}: must be an int >= 1 (how many non-dense "
-                         f"variants are loaded and timed together with dense)")
-    return int(group_size)
-
-
-def _timing_groups(variants, group_size):
-    """[[non-dense names of group 1], ...]: `variants` order, at most `group_size` each; one
-    empty group when dense is the only variant."""
-    others = [name for name in variants if name != "dense"]
-    return [others[i:i + group_size] for i in range(0, len(others), group_size)] or [[]]
-
-
-def _load_for_timing(source, compact):
-    """The model to time: `source` (directory or keras model) loaded and, with `compact`,
-    compacted. The loaded masked model is garbage once compacted; it is part of reference
-    cycles (functional model), so collect it now rather than when Python's gc gets to it."""
-    from . import compact as compact_lib
-    model = source if hasattr(source, "encoder_config") else saved.load_model(source)
-    if compact:
-        model = compact_lib.compact_model(model)
-        gc.collect()
-    return model
-
-
-def _describe(name, model):
-    config = model.encoder_config
-    return {"variant": name, "parameters": model_lib.count_parameters(model),
-            "nonzero_parameters": int(sum(np.count_nonzero(np.asarray(w))
-                                          for w in model.weights)),
-            "heads": int(sum(config.num_heads)),
-            "ffn_neurons": int(sum(config.intermediate_sizes))}
-
-
-TIMING_COLUMNS = ("latency_ms_median", "latency_ms_p90", "throughput_ex_per_s")
-
-
-def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_size=32,
-                   compact=True, group_size=6):
-    """Latency (batch 1, median over `texts`) and throughput (batch `batch_size` over the same
-    `texts`) of every variant after `utils.compact.compact_model`, timed in groups.
-
-    variants: {name: model directory or keras model}, with a "dense" entry (as
-    `latency_variants` returns). A masked model whose zeros do not form whole heads/neurons
-    (unstructured magnitude) compacts to its own shapes: same cost as dense.
-
-    Why groups: holding every compacted variant at once (≈38 MiniLM models in notebook 07)
-    took 22 GB of RSS. So the non-dense variants are split, in `variants` order, into groups of
-    at most `group_size`; each group is loaded and compacted together with a fresh copy of the
-    dense model, timed round-robin in this process by `utils.bench.time_variants`, then
-    released (references dropped, `gc.collect()`) before the next group is loaded. At most
-    group_size + 1 compacted models are alive at a time.
-    (`keras.backend.clear_session()` is not called: once the references are gone the models and
-    their tf.function traces are freed by gc anyway, and clear_session would reset the caller's
-    global Keras state -- dtype policy, `keras.utils.set_random_seed` generator, layer names.)
-
-    Why the dense copy in every group: timings drift between groups (thermal state, other load
-    on the machine), so each variant is compared with the dense model timed in the same rounds:
-    columns `dense_latency_ms_in_group` and `dense_throughput_in_group`, which
-    `attach_latency` uses for the speedups. The "dense" row reports the median over groups of
-    its latency median / p90 / throughput, and its in-group columns equal those medians.
-
-    Returns a DataFrame, one row per variant in `variants` order (variant, parameters after
-    compaction, non-zero parameters, heads, FFN neurons, latency_ms_median, latency_ms_p90,
-    throughput_ex_per_s, dense_latency_ms_in_group, dense_throughput_in_group).
-    """
-    from . import bench
-    group_size = _check_group_size(group_size)
-    if "dense" not in variants:
-        raise ValueError(f"variants has no 'dense' entry (names: {list(variants)}): every "
-                         f"group is timed against the dense model")
-    texts = list(texts)
-    groups = _timing_groups(variants, group_size)
-    info, rows, dense_runs = {}, {}, []
-    for index, group in enumerate(groups):
-        bench.log(f"latency group {index + 1}/{len(groups)}: dense + {len(group)} variant(s)")
-        loaded = {}
-        try:
-            for name in ["dense", *group]:
-                model = _load_for_timing(variants[name], compact)
-                if name not in info:
-                    info[name] = _describe(name, model)
-                loaded[name] = saved.in_memory(model, tokenizer)
-                del model
-            timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
-        finally:
-            loaded.clear()          # the predictors hold the models: drop them all
-            del loaded
-            gc.collect()
-        dense = timings["dense"]
-        dense_runs.append(dense)
-        for name in group:
-            rows[name] = {**{k: timings[name][k] for k in TIMING_COLUMNS},
-                          "dense_latency_ms_in_group": dense["latency_ms_median"],
-                          "dense_throughput_in_group": dense["throughput_ex_per_s"]}
-    rows["dense"] = {k: float(np.median([run[k] for run in dense_runs])) for k in TIMING_COLUMNS}
-    rows["dense"]["dense_latency_ms_in_group"] = rows["dense"]["latency_ms_median"]
-    rows["dense"]["dense_throughput_in_group"] = rows["dense"]["throughput_ex_per_s"]
-    return pd.DataFrame([{**info[n], **rows[n]} for n in variants])
-
-
 def latency_variants(sweep_frame, model_dirs, dense_dir, cost_methods=()):
     """{variant name: model directory} for the dense model and every retrained point of
     `sweep_frame` whose directory exists: model_dirs = {method: directory holding
     sparsity_XX}, or cost_XX for the methods in `cost_methods` (block pruning to latency
     targets, whose target is a share of dense latency). Also returns the
     (method, target_sparsity) of each variant."""
-    from .sweep import sparsity_dir_name
-    from .units import cost_dir_name
     variants, keys = {"dense": Path(dense_dir)}, {"dense": ("dense", 0.0)}
     retrained = sweep_frame[sweep_frame.retrained.astype(bool)]
     for (method, target), _ in retrained.groupby(["method", "target_sparsity"]):
         if method not in model_dirs:
             continue
         by_cost = method in cost_methods
-        directory = Path(model_dirs[method]) / (cost_dir_name if by_cost
-                                                else sparsity_dir_name)(target)
+        directory = Path(model_dirs[method]) / (io.cost_dir_name if by_cost
+                                                else io.sparsity_dir_name)(target)
         if saved.is_model_dir(directory):
             name = f"{method} @ {target:g}x latency" if by_cost else f"{method} @ {target:.0%}"
             variants[name], keys[name] = directory, (method, float(target))

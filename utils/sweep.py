@@ -1,8 +1,13 @@
-"""Threshold sweeps: prune a regularised model at several sparsities, evaluate, retrain, repeat.
+"""Sweeps: prune at several sparsities, evaluate, recover, evaluate again; one row per point
+(results/sparsity_sweep.csv, results/baselines_sweep.csv).
 
-Every point becomes one row of results/sparsity_sweep.csv.
+`mask_sweep` is the one engine for pruning from a model's weights with any masks function
+(thresholding a regularised model: `threshold_sweep`; the baselines: `utils.baselines`);
+`snapshot_sweep` gives saved snapshots the same recovery; `utils.io.sparsity_dir_name` names the
+directories every sweep saves to.
 """
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 
@@ -13,18 +18,13 @@ from tqdm.auto import tqdm
 from . import data as data_lib
 from . import evaluation, io, pruning, train
 from . import saved
+from .io import sparsity_dir_name
 
 SWEEP_COLUMNS = ["method", "K", "mode", "lambda1", "lambda2", "epsilon",
                  "target_sparsity", "sparsity_encoder_linear", "sparsity_total",
                  "fully_removable_heads", "fully_removable_neurons", "accuracy", "macro_f1",
                  "macro_recall", "retrained"]
 SNAPSHOT_TOLERANCE_POINTS = 1.0   # benchmark/demo model: within this much val macro-F1 of dense
-
-
-def sparsity_dir_name(target):
-    """0.7 -> 'sparsity_70': the directory of a pruned model saved at that target."""
-    return f"sparsity_{round(target * 100):02d}"
-
 
 
 def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=64,
@@ -45,15 +45,6 @@ def metrics_row(model, tokenizer, split, fields, target, retrained, max_length=6
             "retrained": retrained}
 
 
-def sweep_row(model, tokenizer, split, pruning_config, method, epsilon, target, retrained,
-              max_length=64):
-    fields = {"method": method, "K": pruning_config.num_blocks, "mode": pruning_config.mode,
-              "lambda1": pruning_config.lambda_group, "lambda2": pruning_config.lambda_polar,
-              "epsilon": epsilon}
-    return metrics_row(model, tokenizer, split, fields, target, retrained, max_length,
-                       pruning_config.include_pooler)
-
-
 def retrain_sample(dataset, retrain_examples=None, seed=42):
     """`dataset` with its train split cut to a stratified sample of `retrain_examples` tweets
     (the same sample for every point and every method, given the seed)."""
@@ -64,49 +55,37 @@ def retrain_sample(dataset, retrain_examples=None, seed=42):
 
 def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_config=None,
                     retrain_examples=None, method="block", scope="global", save_dir=None,
-                    seed=42, eval_split="test", progress=True, validate_retrained=True):
+                    seed=42, eval_split="test", progress=True):
     """For each target sparsity: threshold the groups of `model`'s current (regularised)
-    weights, evaluate, then (if `retrain_config`) retrain with the masks fixed and evaluate
-    again. `model` is restored to its starting weights at the end.
+    weights (`pruning.threshold_masks`), evaluate, then (if `retrain_config`) retrain with the
+    masks fixed, without distillation, and evaluate again -- `mask_sweep`, the one sweep engine,
+    with the threshold as its masks function. `model` is restored to its starting weights.
 
     retrain_examples: retrain on a stratified sample of this many training tweets (the same
     sample for every point), to bound the cost of a long sweep on a CPU.
-    save_dir: if given, each retrained model is saved to save_dir/sparsity_XX (save_model).
-    validate_retrained: record each retrained model's validation scores (`val_macro_f1`,
-    `val_accuracy`, from fine_tune's evaluation of the weights it kept), the numbers every
-    later choice of snapshot is made on.
-    Returns a DataFrame with SWEEP_COLUMNS (+ seconds, val_*).
+    save_dir: if given, each retrained model is saved to save_dir/sparsity_XX.
+    Rows carry validation scores (`val_macro_f1`, `val_accuracy`) of the model they describe,
+    the numbers every later choice of snapshot is made on, and the penalty's lambda1, lambda2
+    and the mean threshold epsilon. Returns a DataFrame with SWEEP_COLUMNS first.
     """
-    start_weights = model.get_weights()
     kernels = {n: np.asarray(k) for n, k in
                pruning.prunable_kernels(model, pruning_config.include_pooler).items()}
-    retrain_data = retrain_sample(dataset, retrain_examples, seed)
-    max_length = retrain_config.max_length if retrain_config else 64
-    rows = []
-    for target in tqdm(targets, desc="threshold sweep", disable=not progress):
-        started = time.perf_counter()
-        model.set_weights(start_weights)
-        masks, epsilons = pruning.threshold_masks(kernels, pruning_config.num_blocks,
-                                                  pruning_config.mode, target_sparsity=target,
-                                                  scope=scope)
-        pruning.apply_masks(model, masks)
-        epsilon = float(np.mean(list(epsilons.values())))
-        rows.append(sweep_row(model, tokenizer, dataset[eval_split], pruning_config, method,
-                              epsilon, target, False, max_length))
-        if retrain_config is not None and target > 0:
-            state = train.fine_tune(model, tokenizer, retrain_data, retrain_config, masks=masks,
-                                    progress=False)
-            rows.append(sweep_row(model, tokenizer, dataset[eval_split], pruning_config,
-                                  method, epsilon, target, True, max_length))
-            if validate_retrained:   # fine_tune scored the weights it kept on validation
-                best = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
-                rows[-1].update(val_accuracy=best["val_accuracy"],
-                                val_macro_f1=best["val_macro_f1"])
-            if save_dir is not None:
-                saved.save(model, Path(save_dir) / sparsity_dir_name(target))
-        rows[-1]["seconds"] = time.perf_counter() - started
-    model.set_weights(start_weights)
-    return pd.DataFrame(rows)
+    epsilons = {}
+
+    def threshold(model, target):   # on the start weights, as every masks function is
+        masks, eps = pruning.threshold_masks(kernels, pruning_config.num_blocks,
+                                             pruning_config.mode, target_sparsity=target,
+                                             scope=scope)
+        epsilons[round(float(target), 4)] = float(np.mean(list(eps.values())))
+        return masks
+    frame = mask_sweep(model, tokenizer, dataset, method, threshold, targets, retrain_config,
+                       retrain_examples, mode=pruning_config.mode, K=pruning_config.num_blocks,
+                       save_dir=save_dir, seed=seed, eval_split=eval_split, progress=progress,
+                       distill_alpha=0.0)
+    frame["lambda1"] = pruning_config.lambda_group
+    frame["lambda2"] = pruning_config.lambda_polar
+    frame["epsilon"] = [epsilons.get(round(float(t), 4), np.nan) for t in frame.target_sparsity]
+    return frame[SWEEP_COLUMNS + [c for c in frame.columns if c not in SWEEP_COLUMNS]]
 
 
 def write_sweep_csv(frame, path, append=False):
@@ -337,7 +316,7 @@ def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_ex
         gets diff_macro_f1 (its macro-F1 minus dense) with a paired-bootstrap 95% interval
         (diff_low, diff_high).
     save_dir: each recovered model is saved to save_dir/<dir_name(target)> (sparsity_XX by
-        default; latency-targeted snapshots use units.cost_dir_name).
+        default; latency-targeted snapshots use io.cost_dir_name).
     """
     retrain_data, teacher_logits = recovery_data(dataset, tokenizer, teacher, retrain_examples,
                                                  seed, retrain_config.max_length)
@@ -403,3 +382,200 @@ def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,
         row.update(diff_macro_f1=interval["diff"], diff_low=interval["low"],
                    diff_high=interval["high"])
     return row
+
+
+# ------------------------------------------------------------------ the sweep engine
+
+class UnreachableSparsity(ValueError):
+    """Even pruning every unit of a structured method leaves the target out of reach."""
+
+
+def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):
+    """Zhu & Gupta's s_t = s_f + (s_i - s_f)(1 - t/T)^3 for t = 1..T (the last is s_f)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps = {steps!r}: must be a positive int")
+    return [final_sparsity + (initial_sparsity - final_sparsity) * (1 - t / steps) ** 3
+            for t in range(1, steps + 1)]
+
+
+def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
+               retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
+               seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
+               recovery=None, reference_predictions=None, train_budget=None, chained=False):
+    """For each target: masks_fn(model, target) on the start (dense) weights, evaluate, give the
+    recovery every pruned point gets (`recover`: retrain_config on a fixed stratified
+    sample of retrain_examples training tweets, zeros fixed, distilled from the dense start
+    model's logits with `distill_alpha`), evaluate again. Rows are `scored_row`s (test and
+    validation scores; the recovered row is `final`, with the paired-bootstrap interval of its
+    difference to dense when `reference_predictions`, the dense model's predictions on
+    `eval_split`, are given) plus train_examples_total (examples the point was trained on) and
+    train_seconds.
+
+    gradual_steps = T > 1: no one-shot point; instead T prune -> recover steps with targets
+    `cubic_schedule(target, T)`, masks_fn applied to the current weights (masks only grow),
+    each step recovering on its own 1/T of the same sample -- the same budget in total (each
+    step restarts the learning-rate warm-up/decay). Only the final row is written.
+    Unreachable targets (`UnreachableSparsity`) are skipped with a message; a target whose
+    masks equal an earlier target's (e.g. 70% and 80% both mean 5 of 6 layers) copies its rows
+    (column same_masks_as_target) without retraining or saving again. `model` is
+    restored to its start weights at the end. save_dir: recovered models are saved to
+    save_dir/sparsity_XX. recovery: `recovery_data`'s (sample, teacher logits), when
+    the caller already has them.
+
+    train_budget: {target: training examples} -- equal budgets. Each final point then has
+    trained on that many examples in all: what the method's pruning phase trained on (CoFi:
+    `masks_fn.examples_for(target)`; 0 for methods that only score the weights) plus a recovery
+    of the rest, drawn by `recovery_for` (more passes when the rest exceeds the training
+    split) -- retrain_examples and retrain_config.epochs are then not used, and `recovery` is
+    the pool (`recovery_data` on the whole training split).
+
+    chained: one run through the targets (ascending), as block pruning's one progressive run
+    passes through its snapshots: each target is pruned from the previous target's recovered
+    model (masks only grow) and its recovery spends only what the budget adds, so a final point
+    has trained on train_budget[target] examples in all, counted from dense, at a fraction of
+    the cost of starting every target from dense. Not for a method that trains its own masks
+    from dense per target (CoFi, `examples_for`) or for gradual_steps > 1.
+    Returns a DataFrame (SWEEP_COLUMNS first).
+    """
+    start_weights = model.get_weights()
+    max_length = retrain_config.max_length if retrain_config else 64
+    if train_budget is not None:
+        if retrain_config is None:
+            raise ValueError("train_budget needs a retrain_config for the recoveries")
+        missing = [t for t in targets if t > 0 and budget_of(train_budget, t) is None]
+        if missing:
+            raise ValueError(f"train_budget has no entry for targets {missing}: give every "
+                             f"target its examples (it has {sorted(train_budget)})")
+        retrain_examples = None
+    if chained:
+        if gradual_steps > 1 or hasattr(masks_fn, "examples_for"):
+            raise ValueError(f"{method}: chained=True is for methods that prune the weights they "
+                             "are given in one shot; this one is gradual or trains its own masks "
+                             "from dense per target: run it with chained=False")
+        if list(targets) != sorted(targets):
+            raise ValueError(f"chained=True needs ascending targets (got {list(targets)}): each "
+                             "one is pruned from the previous one's recovered model")
+    if recovery is None and retrain_config is not None:
+        recovery = recovery_data(dataset, tokenizer, model if distill_alpha > 0 else None,
+                                       retrain_examples, seed, max_length)
+
+    def recovery_of(target, pruned_on):
+        """(retrain_data, teacher_logits, config) of the target's recovery, or None.
+        pruned_on: what the point has trained on before its recovery."""
+        if train_budget is None:
+            return (*recovery, retrain_config)
+        rest = budget_of(train_budget, target) - pruned_on
+        if rest < 1:
+            print(f"{method}: the pruning phase used the whole budget at {target:.0%}: "
+                  "no recovery", flush=True)
+            return None
+        return recovery_for(recovery, int(rest), retrain_config, seed)
+    fields = {"method": method, "K": K, "mode": mode}
+    rows = []
+
+    def row(target, final, trained_on=0, seconds=0.0):
+        return {**scored_row(model, tokenizer, dataset, fields, target, final,
+                                   max_length, eval_split,
+                                   reference_predictions if final else None, seed),
+                "train_examples_total": trained_on, "train_seconds": seconds}
+    seen = {}   # masks digest -> target: structured methods give the same masks to several
+    chain = {"masks": None, "trained_on": 0, "seconds": 0.0}   # chained: the previous point
+    for target in tqdm(targets, desc=f"{method} sweep", disable=not progress):
+        started = time.perf_counter()
+        if not chained:
+            model.set_weights(start_weights)
+        try:
+            if gradual_steps > 1 and retrain_config is not None and target > 0:
+                data, logits, config = recovery_of(target, 0)
+                trained_on = _gradual(model, tokenizer, (data, logits), masks_fn, target,
+                                      gradual_steps, config, distill_alpha, temperature)
+                rows.append(row(target, True, trained_on, time.perf_counter() - started))
+            else:
+                masks = masks_fn(model, target)
+                if chained and chain["masks"] is not None:   # what the chain pruned stays pruned
+                    masks = {n: m * chain["masks"][n] if n in chain["masks"] else m
+                             for n, m in masks.items()}
+                # same masks and, with budgets, the same budget
+                digest = (_digest(masks),
+                          None if train_budget is None else budget_of(train_budget, target))
+                # same masks, same (deterministic) retraining: same rows (a chain trains on)
+                if digest in seen and not chained:
+                    copies = [{**r, "target_sparsity": target, "seconds": 0.0,
+                               "same_masks_as_target": seen[digest]}
+                              for r in rows if r["target_sparsity"] == seen[digest]]
+                    print(f"{method}: target {target:.0%} gives the same masks as "
+                          f"{seen[digest]:.0%}; rows copied, no model saved", flush=True)
+                    rows.extend(copies)
+                    continue
+                seen[digest] = target
+                pruning.apply_masks(model, masks)
+                # a method that trains to find its masks (CoFi) says on how many tweets
+                pruned_on = int(getattr(masks_fn, "examples_for", lambda t: 0)(target))
+                if chained:
+                    chain["masks"] = masks
+                    pruned_on = chain["trained_on"]   # the chain's earlier recoveries
+                pruning_seconds = time.perf_counter() - started
+                # seconds of training behind the point: CoFi's pruning run, or the chain's
+                # recoveries so far
+                trained_seconds = (chain["seconds"] if chained
+                                   else pruning_seconds if pruned_on else 0.0)
+                rows.append(row(target, False, pruned_on, trained_seconds))
+                plan = recovery_of(target, pruned_on) \
+                    if retrain_config is not None and target > 0 else None
+                if plan is not None:
+                    data, logits, config = plan
+                    recovering = time.perf_counter()
+                    recover(model, tokenizer, data, config, logits, distill_alpha, temperature)
+                    rows.append(row(target, True,
+                                    pruned_on + len(data["train"]) * config.epochs,
+                                    time.perf_counter() - recovering + trained_seconds))
+                    chain.update(trained_on=rows[-1]["train_examples_total"],
+                                 seconds=rows[-1]["train_seconds"])
+                elif train_budget is not None and target > 0:
+                    rows[-1]["final"] = True   # the pruning phase spent the whole budget
+        except UnreachableSparsity as error:
+            print(f"{method}: skipping target {target:.0%}: {error}", flush=True)
+            continue
+        if save_dir is not None and rows[-1]["final"]:
+            saved.save(model, Path(save_dir) / sparsity_dir_name(target))
+        rows[-1]["seconds"] = time.perf_counter() - started
+        rows[-1]["gradual_steps"] = gradual_steps
+        rows[-1]["chained"] = chained
+    model.set_weights(start_weights)
+    frame = pd.DataFrame(rows)
+    return frame if len(frame) else pd.DataFrame(columns=SWEEP_COLUMNS)
+
+
+def budget_of(train_budget, target):
+    """train_budget's examples for `target` (keys compared to 4 decimals), or None."""
+    by_target = {round(float(t), 4): n for t, n in train_budget.items()}
+    return by_target.get(round(float(target), 4))
+
+
+def _digest(masks):
+    digest = hashlib.sha1()
+    for name in sorted(masks):
+        digest.update(name.encode())
+        digest.update(np.packbits(np.asarray(masks[name]) != 0).tobytes())
+    return digest.hexdigest()
+
+
+def _gradual(model, tokenizer, recovery, masks_fn, target, steps, retrain_config,
+             distill_alpha, temperature):
+    """The prune -> recover steps of a gradual point; returns the examples trained on."""
+    retrain_data, teacher_logits = recovery
+    masks, trained_on = None, 0
+    for t, sparsity in enumerate(cubic_schedule(target, steps)):
+        step_masks = masks_fn(model, sparsity)
+        masks = step_masks if masks is None else \
+            {n: m * masks[n] if n in masks else m for n, m in step_masks.items()}
+        pruning.apply_masks(model, masks)
+        chunk = dict(retrain_data)
+        # shard(contiguous=False) holds rows t, t + steps, ...: the same rows of the logits
+        chunk["train"] = retrain_data["train"].shard(num_shards=steps, index=t,
+                                                     contiguous=False)
+        logits = None if teacher_logits is None else np.asarray(teacher_logits)[t::steps]
+        recover(model, tokenizer, chunk, retrain_config, logits, distill_alpha,
+                      temperature)
+        trained_on += len(chunk["train"]) * retrain_config.epochs
+    return trained_on

@@ -20,6 +20,7 @@ from keras import ops
 
 from . import model as model_lib
 from . import saved
+from .io import cost_dir_name, sparsity_dir_name
 from .train import inner_optimizer, optimizer_steps
 
 KINDS = ("heads", "neurons")
@@ -500,11 +501,6 @@ class ProgressiveUnitPruning:
         return _Callback()
 
 
-def cost_dir_name(target):
-    """Directory name of the snapshot at a cost target (a share of the dense cost)."""
-    return f"cost_{round(100 * target):02d}"
-
-
 def progressive_prune(classifier, tokenizer, dataset, targets, train_config, save_dir,
                       teacher_logits=None, distill_alpha=0.5, temperature=2.0,
                       prune_fraction=0.8, every=4, groups=None, selection="rms",
@@ -520,7 +516,7 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
 
     cost_table: a `utils.latency` table; `targets` are then shares of the dense model's
     predicted `cost` (needs selection="fisher"), and the snapshots go to save_dir/cost_XX."""
-    from . import pruning, sweep, train
+    from . import pruning, train
     from . import batching
     if selection not in SELECTIONS:
         raise ValueError(f"selection = {selection!r}: choose one of {SELECTIONS}")
@@ -538,7 +534,7 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
                          f"not {selection!r}, with cost_table")
 
     def save(target):
-        name = (sweep.sparsity_dir_name(target) if cost_table is None
+        name = (sparsity_dir_name(target) if cost_table is None
                 else cost_dir_name(target))
         saved.save(classifier, Path(save_dir) / name)
 

@@ -573,3 +573,25 @@ def test_hidden_distillation_lines_state_the_validation_choice_from_the_record()
     h["chosen"] = sweep.hidden_distillation_choice(rows)
     assert "chooses hidden_alpha = 1, +10.0 points" in "\n".join(
         report.hidden_distillation_lines(h, 4000))
+
+
+def test_data_section_of_tweet_eval_counts_its_official_splits(tmp_path):
+    """TweetEval keeps its official splits and cleans each (stats["per_split_cleaning"]); the
+    data section says so from those counts instead of CrowdFlower's top-level ones."""
+    from utils import data
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import _write_tweet_eval
+    directory = _write_tweet_eval(tmp_path / "te")
+    (directory / "test_text.txt").write_text(   # one test tweet that train already has
+        "train tweet 0 @a http://y.co\n" + "\n".join(f"t{i}" for i in range(1, 6)) + "\n")
+    _, stats = data.load_sentiment_dataset(source=str(directory), return_stats=True,
+                                           verbose=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "stats.json").write_text(json.dumps(stats))
+    _, md, _ = build(tmp_path, results=tmp_path / "none", figures=tmp_path / "none",
+                     data=data_dir)
+    section = section_of(md, "Data")
+    assert "official train / validation / test splits" in section
+    assert "Of its 18 tweets" in section and "1 validation or test tweets" in section
+    assert "leaving 17" in section and "Not run yet" not in section

@@ -2,6 +2,8 @@
 every value a macro uses is one utils.report passes (StrictUndefined makes a missing one an
 error, so rendering over the committed results and over no results at all must succeed), every
 value passed is one the macro declares, and the template uses no variable from outside."""
+import json
+
 import jinja2
 import jinja2.meta
 import pytest
@@ -71,6 +73,16 @@ def test_every_macro_is_used(tmp_path, rendered):
                                               "points": [{"variant": "v", "dominated": False,
                                                           "latency_speedup_vs_dense": 2.0,
                                                           "macro_f1": 0.8}]}})
+    # a TweetEval data directory: its official splits, cleaned one by one
+    cleaning = {"raw_rows": 6, "empty_rows": 0, "duplicate_rows": 0,
+                "removed_as_in_earlier_split": 0, "final_rows": 6}
+    split = {"rows": 6, "negative": 2, "neutral": 2, "positive": 2}
+    (tmp_path / "tweet_eval").mkdir()
+    (tmp_path / "tweet_eval" / "stats.json").write_text(json.dumps({
+        "source": "tweet_eval", "final_rows": 18,
+        "per_split_cleaning": {s: cleaning for s in ("train", "validation", "test")},
+        "splits": {s: split for s in ("train", "validation", "test")}}))
+    report.build_report(tmp_path / "empty", tmp_path, tmp_path / "c", tmp_path / "tweet_eval")
     helpers = {"verdict"}   # called from other macros, not from utils.report
     env = report.template_environment()
     source = env.loader.get_source(env, report.TEMPLATE.name)[0]

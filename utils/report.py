@@ -243,6 +243,10 @@ def pruned_level(bench):
             else f"`{bench['meta']['pruned_dir']}`")
 
 
+DATA_FIGURES = (("01_class_balance.png", "class balance per split", "stats"),
+                ("01_token_lengths.png", "token lengths of the tweets", "stats"))
+
+
 def data_section(rep):
     s = rep.r["stats"]
     if s is None:
@@ -250,14 +254,21 @@ def data_section(rep):
     labels = [k for k in s["splits"]["train"] if k != "rows"]
     rows = [[split, f"{v['rows']:,}", *(f"{v[k]:,} ({pct(v[k] / v['rows'])})" for k in labels)]
             for split, v in s["splits"].items()]
+    common = {"splits": table(["split", "tweets", *labels], rows),
+              "provenance": rep.provenance("stats"), "final_rows": f"{s['final_rows']:,}"}
+    if "per_split_cleaning" in s:   # TweetEval: its official splits, cleaned one by one
+        cleaning = s["per_split_cleaning"].values()
+        return words(
+            "data_official_splits", source=s["source"], **common,
+            **{key: f"{sum(c[key] for c in cleaning):,}" for key in (
+                "raw_rows", "empty_rows", "duplicate_rows", "removed_as_in_earlier_split")},
+            figures=rep.figures(*DATA_FIGURES))
     return words(
-        "data", crowdflower=s["source"] == "crowdflower", source=s["source"],
+        "data", crowdflower=s["source"] == "crowdflower", source=s["source"], **common,
         **{key: f"{s[key]:,}" for key in ("raw_rows", "deflategate_rows", "empty_rows",
-                                          "duplicate_rows", "final_rows")},
+                                          "duplicate_rows")},
         deflategate_kept=s["include_deflategate"], seed=s["seed"],
-        splits=table(["split", "tweets", *labels], rows), provenance=rep.provenance("stats"),
-        figures=rep.figures(("01_class_balance.png", "class balance per split", "stats"),
-                            ("01_token_lengths.png", "token lengths of the tweets", "stats")))
+        figures=rep.figures(*DATA_FIGURES))
 
 
 def baseline_section(rep):

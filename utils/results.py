@@ -76,9 +76,15 @@ PIPELINE_RECORD = {"commit": str, "started_clean": bool, "total_seconds": NUMBER
                    "steps": [{"name": str, "seconds": NUMBER, "max_rss_mb": NUMBER}]}
 
 SCHEMAS = {
-    "stats": {"source": str, "raw_rows": NUMBER, "deflategate_rows": NUMBER,
-              "include_deflategate": bool, "empty_rows": NUMBER, "duplicate_rows": NUMBER,
-              "final_rows": NUMBER, "seed": NUMBER,
+    # CrowdFlower is cleaned and split here (its counts are top-level); TweetEval keeps its
+    # official splits, cleaned one by one (per_split_cleaning)
+    "stats": {"source": str, "final_rows": NUMBER,
+              "raw_rows": IfPresent(NUMBER), "deflategate_rows": IfPresent(NUMBER),
+              "include_deflategate": IfPresent(bool), "empty_rows": IfPresent(NUMBER),
+              "duplicate_rows": IfPresent(NUMBER), "seed": IfPresent(NUMBER),
+              "per_split_cleaning": IfPresent({EVERY_KEY: {
+                  "raw_rows": NUMBER, "empty_rows": NUMBER, "duplicate_rows": NUMBER,
+                  "removed_as_in_earlier_split": NUMBER, "final_rows": NUMBER}}),
               "splits": {"train": SPLIT_COUNTS, EVERY_KEY: SPLIT_COUNTS}},
     "baseline": {"model": str, "dataset": str, "parameters": NUMBER, "epochs_run": NUMBER,
                  "max_length": NUMBER, "train_seconds": NUMBER, "train_examples_per_s": NUMBER,

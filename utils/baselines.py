@@ -612,8 +612,8 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
             method = methods[name]
             started = time.perf_counter()
             args = {**shared, "method": name, "gradual_steps": method.gradual_steps,
-                    "chained": chained and method.gradual_steps == 1
-                    and not hasattr(method.masks_fn, "examples_for"),
+                    "chained": chained and sweep.can_chain(method.masks_fn,
+                                                           method.gradual_steps),
                     "mode": method.mode, "K": method.K,
                     "save_dir": None if save_root is None else Path(save_root) / name}
             if isolate:

@@ -27,10 +27,10 @@ alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a s
 import argparse
 import base64
 import datetime
+import functools
 import html
 import io as bytes_io
 import os
-import functools
 import re
 from pathlib import Path
 

@@ -398,6 +398,13 @@ def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):
             for t in range(1, steps + 1)]
 
 
+def can_chain(masks_fn, gradual_steps=1):
+    """Whether a method can run as one chain through its targets (`mask_sweep(chained=True)`):
+    it prunes the weights it is given in one shot, neither gradually nor by training its own
+    masks from dense per target (CoFi says how long it trained: `examples_for`)."""
+    return gradual_steps == 1 and not hasattr(masks_fn, "examples_for")
+
+
 def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_config=None,
                retrain_examples=None, gradual_steps=1, mode="", K=float("nan"), save_dir=None,
                seed=42, eval_split="test", progress=True, distill_alpha=0.5, temperature=2.0,
@@ -448,7 +455,7 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                              f"target its examples (it has {sorted(train_budget)})")
         retrain_examples = None
     if chained:
-        if gradual_steps > 1 or hasattr(masks_fn, "examples_for"):
+        if not can_chain(masks_fn, gradual_steps):
             raise ValueError(f"{method}: chained=True is for methods that prune the weights they "
                              "are given in one shot; this one is gradual or trains its own masks "
                              "from dense per target: run it with chained=False")

@@ -243,22 +243,7 @@ def test_select_under_cost_names_a_table_with_negative_coefficients():
                             table, 10.0)
 
 
-def test_speedups_divide_the_dense_models_times_measured_in_the_same_run():
-    rows = [{"model": "dense", "latency_ms_measured": 10.0, "latency_ms_predicted": 9.0,
-             "ms_per_example_batched_measured": 2.0, "ms_per_example_batched_predicted": 2.2},
-            {"model": "small", "latency_ms_measured": 4.0, "latency_ms_predicted": 3.0,
-             "ms_per_example_batched_measured": 0.5, "ms_per_example_batched_predicted": 0.4}]
-    frame = L.speedups(rows).set_index("model")
-    assert frame.loc["dense", ["speedup_batch1", "speedup_batched",
-                               "predicted_speedup_batch1"]].tolist() == [1.0, 1.0, 1.0]
-    assert frame.loc["small", "speedup_batch1"] == pytest.approx(2.5)
-    assert frame.loc["small", "speedup_batched"] == pytest.approx(4.0)
-    assert frame.loc["small", "predicted_speedup_batch1"] == pytest.approx(3.0)
-    with pytest.raises(ValueError, match="no model named 'dense'"):
-        L.speedups(rows[1:])
-
-
-def test_speedups_use_dense_timed_in_the_same_group_when_given():
+def test_speedups_divide_by_dense_timed_in_the_same_group():
     rows = [{"model": "dense", "latency_ms_measured": 10.0, "latency_ms_predicted": 9.0,
              "ms_per_example_batched_measured": 2.0, "ms_per_example_batched_predicted": 2.2,
              "dense_latency_ms_in_group": 10.0, "dense_ms_per_example_batched_in_group": 2.0},
@@ -266,9 +251,17 @@ def test_speedups_use_dense_timed_in_the_same_group_when_given():
              "ms_per_example_batched_measured": 0.5, "ms_per_example_batched_predicted": 0.4,
              "dense_latency_ms_in_group": 12.0, "dense_ms_per_example_batched_in_group": 3.0}]
     frame = L.speedups(rows).set_index("model")
+    assert frame.loc["dense", ["speedup_batch1", "speedup_batched",
+                               "predicted_speedup_batch1"]].tolist() == [1.0, 1.0, 1.0]
+    # 12 ms and 3 ms from the dense copy timed beside "small", not dense's own group's 10 and 2
     assert frame.loc["small", "speedup_batch1"] == pytest.approx(3.0)
     assert frame.loc["small", "speedup_batched"] == pytest.approx(6.0)
     assert frame.loc["small", "predicted_speedup_batch1"] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no model named 'dense'"):
+        L.speedups(rows[1:])
+    with pytest.raises(ValueError, match="dense_latency_ms_in_group.*prediction_check"):
+        L.speedups([{k: v for k, v in row.items() if k != "dense_latency_ms_in_group"}
+                    for row in rows])
 
 
 def test_speed_points_mark_the_validation_front_brute_force_finds():

@@ -156,7 +156,7 @@ def test_bad_records_and_arguments_are_clear_errors(tmp_path, capsys):
             "steps": [{"name": "a", "started": "t", "seconds": 1.0, "max_rss_mb": 2.0,
                        "parameters": {}}]}
     pipeline.validate_record(good)
-    with pytest.raises(pipeline.PipelineError, match="'max_rss_mb' missing"):
+    with pytest.raises(pipeline.PipelineError, match='"max_rss_mb" is null, expected a number'):
         pipeline.validate_record({**good, "steps": [{**good["steps"][0], "max_rss_mb": None}]})
     with pytest.raises(pipeline.PipelineError, match="unknown pipeline 'both'"):
         pipeline.run_pipeline("both", tmp_path)

@@ -250,7 +250,7 @@ def plot_size_vs_f1(rows, dense_macro_f1, path=None):
     """Macro-F1 against bits on disk per weight of the dense model (log scale): retrained or
     saved variants labelled, binarized-but-not-retrained ones as grey crosses."""
     import matplotlib.pyplot as plt
-    from .plots import save_figure
+    from .plots import finish_figure
     fig, ax = plt.subplots(figsize=(8, 4.4))
     kept = [r for r in rows if r.get("trained", True)]
     untrained = [r for r in rows if not r.get("trained", True)]
@@ -268,10 +268,7 @@ def plot_size_vs_f1(rows, dense_macro_f1, path=None):
     ax.set(xlabel="bits on disk per weight of the dense model (log2 scale)",
            ylabel="test macro-F1", title="Accuracy against storage")
     ax.legend(loc="center right", fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def binarize_variant(name, model, tokenizer, train_split, teacher_logits, config, directory,

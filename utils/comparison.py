@@ -290,7 +290,7 @@ def plot_methods_sparsity(points, dense_metrics, path=None):
     """macro-F1 vs encoder-linear sparsity (left) and whole-model sparsity (right) for every
     method: solid = retrained, dashed = pruned only."""
     import matplotlib.pyplot as plt
-    from .plots import save_figure
+    from .plots import finish_figure
     styles = _styles(list(dict.fromkeys(points.method)))
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
     for ax, x in zip(axes, ("sparsity_encoder_linear", "sparsity_total")):
@@ -306,17 +306,14 @@ def plot_methods_sparsity(points, dense_metrics, path=None):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test macro-F1 (%)")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_pareto(latency, path=None):
     """Measured CPU latency (batch 1) and throughput (batch 32) vs macro-F1 of every compacted
     retrained variant, with the Pareto front."""
     import matplotlib.pyplot as plt
-    from .plots import save_figure
+    from .plots import finish_figure
     styles = _styles(list(dict.fromkeys(latency.method)))
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
     panels = (("latency_ms_median", "CPU latency, batch 1, median (ms)", True),
@@ -341,7 +338,4 @@ def plot_pareto(latency, path=None):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test macro-F1 (%)")
     axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)

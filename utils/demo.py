@@ -286,7 +286,7 @@ def measure_latency(models, texts, repeats=TIMING_REPEATS):
 def plot_latency(rows, path=None):
     """Bar chart of the median per-tweet latency (ms) next to the size on disk (MB)."""
     import matplotlib.pyplot as plt
-    from .plots import save_figure
+    from .plots import finish_figure
     names = [r["model"] for r in rows]
     fig, (ax_ms, ax_mb) = plt.subplots(1, 2, figsize=(9, 3))
     ax_ms.barh(names, [r["latency_ms_median"] for r in rows], color="#3465a4")
@@ -297,10 +297,7 @@ def plot_latency(rows, path=None):
         ax.invert_yaxis()
         ax.bar_label(ax.containers[0], fmt="%.1f", padding=3)
         ax.margins(x=0.2)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------ presenting

@@ -214,20 +214,20 @@ def speedups(rows, dense="dense"):
     """`prediction_check` rows as a DataFrame with each model's measured and predicted speedup
     over the model named `dense`: speedup_batch1 (batch-1 latency), speedup_batched (time per
     example at the batch size) and predicted_speedup_batch1. The measured ones are against
-    dense timed in the same group (`dense_*_in_group`) when the rows have it."""
+    dense timed in the same group (`dense_*_in_group`), as timings drift between groups."""
     import pandas as pd
     frame = pd.DataFrame(rows)
     if dense not in set(frame.get("model", [])):
         raise ValueError(f"no model named {dense!r} among {list(frame.get('model', []))}: "
                          "time the dense model with the others")
+    missing = {"dense_latency_ms_in_group", "dense_ms_per_example_batched_in_group"} - set(frame)
+    if missing:
+        raise ValueError(f"rows without {sorted(missing)}: time the models with "
+                         "prediction_check, which times dense within every group")
     base = frame[frame.model == dense].iloc[0]
-    in_group = {"dense_latency_ms_in_group", "dense_ms_per_example_batched_in_group"} <= set(frame)
-    dense_latency = (frame.dense_latency_ms_in_group if in_group
-                     else base.latency_ms_measured)
-    dense_batched = (frame.dense_ms_per_example_batched_in_group if in_group
-                     else base.ms_per_example_batched_measured)
-    frame["speedup_batch1"] = dense_latency / frame.latency_ms_measured
-    frame["speedup_batched"] = dense_batched / frame.ms_per_example_batched_measured
+    frame["speedup_batch1"] = frame.dense_latency_ms_in_group / frame.latency_ms_measured
+    frame["speedup_batched"] = (frame.dense_ms_per_example_batched_in_group
+                                / frame.ms_per_example_batched_measured)
     frame["predicted_speedup_batch1"] = base.latency_ms_predicted / frame.latency_ms_predicted
     return frame
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import io
+from .results import PIPELINE_RECORD, problems
 
 NOTEBOOKS = io.REPO_ROOT / "notebooks"
 PIPELINES = ("run", "study")
@@ -237,17 +238,11 @@ def read_record(path):
 
 
 def validate_record(record, where="record"):
-    """Raise PipelineError unless `record` has the documented keys and types."""
-    for key, kind in (("commit", str), ("started_clean", bool), ("steps", list),
-                      ("total_seconds", (int, float))):
-        if not isinstance(record.get(key), kind):
-            raise PipelineError(f"{where}: '{key}' missing or not {kind}")
-    for step in record["steps"]:
-        for key, kind in (("name", str), ("started", str), ("seconds", (int, float)),
-                          ("max_rss_mb", (int, float)), ("parameters", dict)):
-            if not isinstance(step.get(key), kind):
-                raise PipelineError(f"{where}: step {step.get('name')!r}: '{key}' missing or "
-                                    f"not {kind}")
+    """`record` unchanged when it has the keys and types of results.PIPELINE_RECORD, else
+    PipelineError naming every problem."""
+    found = problems(record, PIPELINE_RECORD)
+    if found:
+        raise PipelineError(f"{where}: {'; '.join(found)}")
     return record
 
 

@@ -15,6 +15,14 @@ def save_figure(fig, path):
     return path
 
 
+def finish_figure(fig, path=None):
+    """Lay `fig` out, write it to `path` when one is given, and return it."""
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 def plot_training_curves(history, path=None):
     """Training loss and validation metrics per epoch."""
     epochs = [r["epoch"] for r in history]
@@ -29,10 +37,7 @@ def plot_training_curves(history, path=None):
     for ax in (ax_loss, ax_val):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix, labels, path=None, title="Confusion matrix (test)"):
@@ -49,10 +54,7 @@ def plot_confusion_matrix(matrix, labels, path=None, title="Confusion matrix (te
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.colorbar(image, ax=ax, label="share of true class (%)")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_loss_terms(records, lambdas, path=None):
@@ -68,10 +70,7 @@ def plot_loss_terms(records, lambdas, path=None):
     axes[1].set_title(f"lambda1 = {lambdas[0]:g}")
     axes[2].set_title(f"lambda2 = {lambdas[1]:g}")
     axes[0].set_title("running mean per epoch")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_group_norm_histograms(norms_by_model, path=None, bins=60):
@@ -89,10 +88,7 @@ def plot_group_norm_histograms(norms_by_model, path=None, bins=60):
         ax.set(xlabel=f"log10 L2 norm of a {kind} group", ylabel="groups",
                title=f"{kind} groups")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_sparsity_curves(frame, baseline, path=None, x="sparsity_encoder_linear"):
@@ -109,10 +105,7 @@ def plot_sparsity_curves(frame, baseline, path=None, x="sparsity_encoder_linear"
         ax.set(xlabel=xlabel, ylabel=f"test {name} (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_sparsity_heatmap(per_matrix, num_layers, path=None, title="Sparsity per matrix"):
@@ -133,10 +126,7 @@ def plot_sparsity_heatmap(per_matrix, num_layers, path=None, title="Sparsity per
     ax.set_yticks(range(num_layers), [f"layer {i}" for i in range(num_layers)])
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="zero weights (%)")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_lambda_k_sweep(sweep_frame, dense_val_macro_f1, path=None):
@@ -153,10 +143,7 @@ def plot_lambda_k_sweep(sweep_frame, dense_val_macro_f1, path=None):
                title=f"threshold to {target:.0%} encoder sparsity, no retraining")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)
 
 
 def plot_speed_curves(points, dense_val_macro_f1, path=None):
@@ -178,7 +165,4 @@ def plot_speed_curves(points, dense_val_macro_f1, path=None):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation macro-F1 (%)")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish_figure(fig, path)

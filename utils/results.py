@@ -72,8 +72,10 @@ BENCHMARK_VARIANT = {key: NUMBER for key in (
     "parameters", "disk_bytes", "disk_bytes_gzip", "weight_bytes", "latency_ms_median",
     "latency_speedup_vs_dense", "throughput_ex_per_s", "throughput_speedup_vs_dense",
     "flops_per_token", "macro_f1")}
+# results/pipeline.json's records, as utils.pipeline writes and resumes them
 PIPELINE_RECORD = {"commit": str, "started_clean": bool, "total_seconds": NUMBER,
-                   "steps": [{"name": str, "seconds": NUMBER, "max_rss_mb": NUMBER}]}
+                   "steps": [{"name": str, "started": str, "seconds": NUMBER,
+                              "max_rss_mb": NUMBER, "parameters": dict}]}
 
 SCHEMAS = {
     # CrowdFlower is cleaned and split here (its counts are top-level); TweetEval keeps its

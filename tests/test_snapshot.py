@@ -48,6 +48,40 @@ def test_sparsest_within_one_point_of_dense(tmp_path):
     assert sweep.choose_snapshot(results, snapshots, tolerance_points=3.5).target_sparsity == 0.7
 
 
+def write_latency_results(results, root, val_f1_and_sparsity_by_cost):
+    """Hand-made results/latency_sweep.csv and checkpoints/pruned_latency/cost_XX/."""
+    rows = []
+    for cost, (val, sparsity) in val_f1_and_sparsity_by_cost.items():
+        rows.append({"method": "block_latency", "target_sparsity": cost, "target_latency": cost,
+                     "retrained": False, "sparsity_encoder_linear": sparsity,
+                     "val_macro_f1": 0.99})   # before recovery: never a candidate
+        rows.append({"method": "block_latency", "target_sparsity": cost, "target_latency": cost,
+                     "retrained": True, "sparsity_encoder_linear": sparsity,
+                     "val_macro_f1": val})
+        directory = root / "pruned_latency" / io.cost_dir_name(cost)
+        directory.mkdir(parents=True)
+        (directory / "model_spec.json").write_text("{}")
+    pd.DataFrame(rows).to_csv(results / "latency_sweep.csv", index=False)
+    return root / "pruned_latency"
+
+
+def test_latency_targeted_snapshots_compete_when_their_directory_is_given(tmp_path):
+    results, snapshots = write_results(tmp_path, {0.3: 0.829, 0.5: 0.821, 0.7: 0.80})
+    latency_dir = write_latency_results(results, tmp_path, {0.45: (0.8215, 0.74),
+                                                            0.25: (0.79, 0.92)})
+    # without the directory, only the sparsity curve counts, as before
+    assert sweep.choose_snapshot(results, snapshots).directory.name == "sparsity_50"
+    chosen = sweep.choose_snapshot(results, snapshots, latency_snapshots_dir=latency_dir)
+    # cost_45 (74% sparse, 0.85 below dense) is sparser than sparsity_50; cost_25 is 4 below
+    assert chosen.directory == latency_dir / "cost_45" and chosen.curve == "latency targets"
+    assert chosen.sparsity_encoder_linear == 0.74 and chosen.within_tolerance
+    assert chosen.record()["curve"] == "latency targets"
+    # a latency curve that is not there (an older run) leaves the sparsity curve's choice
+    (results / "latency_sweep.csv").unlink()
+    assert sweep.choose_snapshot(results, snapshots, latency_snapshots_dir=latency_dir) \
+        .directory.name == "sparsity_50"
+
+
 def test_skips_snapshots_whose_directory_is_missing(tmp_path):
     results, snapshots = write_results(tmp_path, {0.3: 0.829, 0.5: 0.825}, with_dirs=[0.3])
     assert sweep.choose_snapshot(results, snapshots).directory.name == "sparsity_30"

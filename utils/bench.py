@@ -228,7 +228,8 @@ def run(args):
     snapshot = None
     if args.dense is not None and args.pruned is None:   # chosen on validation, not hard-wired
         from .sweep import choose_snapshot
-        snapshot = choose_snapshot(args.results_dir, args.snapshots_dir)
+        snapshot = choose_snapshot(args.results_dir, args.snapshots_dir,
+                                   latency_snapshots_dir=args.latency_snapshots_dir)
         log(snapshot.message)
     tokenizer = model_lib.load_tokenizer(args.tokenizer)
     if args.smoke:
@@ -402,12 +403,15 @@ def main(argv=None):
                         help="dense baseline model directory (utils.model.save_model)")
     parser.add_argument("--pruned", default=None,
                         help="masked pruned model directory (default: utils.sweep."
-                             "choose_snapshot, the sparsest snapshot under --snapshots-dir whose "
-                             "validation macro-F1 is within 1 point of dense)")
+                             "choose_snapshot, the sparsest snapshot under --snapshots-dir or "
+                             "--latency-snapshots-dir whose validation macro-F1 is within 1 "
+                             "point of dense)")
     parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
                         help="where notebook 04 saved its sparsity_XX snapshots")
+    parser.add_argument("--latency-snapshots-dir", default="checkpoints/pruned_latency",
+                        help="where notebook 04 saved its latency-targeted cost_XX snapshots")
     parser.add_argument("--results-dir", default="results",
-                        help="where sparsity_sweep.csv and baseline.json are")
+                        help="where sparsity_sweep.csv, latency_sweep.csv and baseline.json are")
     parser.add_argument("--data", default="data", help="directory of the CSV splits")
     parser.add_argument("--tokenizer", default=None, help="tokenizer (default: MiniLM)")
     parser.add_argument("--out-dir", default="results")

@@ -323,8 +323,10 @@ def model_card(bundle_dir, source, results_dir, test_scores=None):
     snapshot = (bench or {}).get("meta", {}).get("snapshot")
     if snapshot:
         chosen = snapshot.get("message") or f"snapshot {snapshot.get('directory')}"
-        lines.append(f"- **Pruning**: block pruning (progressive unit pruning with a group-lasso "
-                     f"proximal step) to {100 * snapshot.get('sparsity_encoder_linear', 0):.1f}% "
+        run = " (its latency-targeted run)" if snapshot.get("curve") == "latency targets" else ""
+        lines.append(f"- **Pruning**: block pruning{run} (progressive unit pruning with a "
+                     f"group-lasso proximal step) to "
+                     f"{100 * snapshot.get('sparsity_encoder_linear', 0):.1f}% "
                      f"of the encoder's linear weights; chosen on validation: {chosen}. Empty "
                      "heads and FFN neurons removed, unused vocabulary removed, int8 weights "
                      "(TFLite dynamic range).")

@@ -88,7 +88,8 @@ STEPS = {
              gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
-                   "PRUNED_DIR": "checkpoints/pruned", "WORK_DIR": "checkpoints/bench",
+                   "PRUNED_DIR": "checkpoints/pruned",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency", "WORK_DIR": "checkpoints/bench",
                    "BUNDLE_DIR": "models/tweet-sentiment-int8"},
              gpu={"ROUNDS": 3}),
         Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."}),

@@ -237,10 +237,16 @@ def abstract(rep):
 
 
 def pruned_level(bench):
-    """'30%' from the benchmark's pruned directory name (sparsity_30), else its path."""
+    """The benchmarked snapshot's encoder-linear sparsity: '30%' from a sparsity_30 directory,
+    and for a latency-targeted cost_XX one, its measured sparsity from the snapshot record;
+    else the directory."""
     named = io.snapshot_target(bench["meta"]["pruned_dir"])
-    return (f"{round(100 * named[1])}%" if named and named[0] == "sparsity"
-            else f"`{bench['meta']['pruned_dir']}`")
+    snapshot = bench["meta"].get("snapshot") or {}
+    if named and named[0] == "sparsity":
+        return f"{round(100 * named[1])}%"
+    if named and isinstance(snapshot.get("sparsity_encoder_linear"), (int, float)):
+        return f"{round(100 * snapshot['sparsity_encoder_linear'])}%"
+    return f"`{bench['meta']['pruned_dir']}`"
 
 
 DATA_FIGURES = (("01_class_balance.png", "class balance per split", "stats"),

@@ -145,12 +145,13 @@ class NoSnapshotError(FileNotFoundError):
 class Snapshot:
     """The pruned model the benchmark, the demo and the exports use."""
     directory: Path
-    target_sparsity: float
+    target_sparsity: float      # for a latency-targeted snapshot, its cost target (0.45 x dense)
     sparsity_encoder_linear: float
     val_macro_f1: float
     dense_val_macro_f1: float
     within_tolerance: bool
     message: str
+    curve: str = "sparsity targets"    # or "latency targets" (notebook 04's two block curves)
 
     def record(self):
         return {**dataclasses.asdict(self), "directory": str(self.directory)}
@@ -168,11 +169,28 @@ def dense_val_macro_f1(baseline):
     return float(best[0]["val_macro_f1"])
 
 
+def _snapshot_candidates(csv_path, method, directory_of, curve):
+    """The retrained `method` rows of a sweep CSV with a validation score, and their model
+    directories (only those that exist)."""
+    frame = pd.read_csv(csv_path)
+    if "val_macro_f1" not in frame.columns:
+        raise NoSnapshotError(f"{csv_path} has no val_macro_f1 column (written by an older "
+                              f"notebook 04): re-run notebooks/04_thresholding.ipynb")
+    frame = frame[(frame.method == method) & frame.retrained.astype(bool)
+                  & frame.val_macro_f1.notna()].copy()
+    frame["directory"] = [directory_of(row) for row in frame.itertuples()]
+    frame["curve"] = curve
+    return frame[[saved.is_model_dir(d) for d in frame.directory]]
+
+
 def choose_snapshot(results_dir="results", snapshots_dir="checkpoints/pruned", method="block",
-                    tolerance_points=SNAPSHOT_TOLERANCE_POINTS, strict=False):
+                    tolerance_points=SNAPSHOT_TOLERANCE_POINTS, strict=False,
+                    latency_snapshots_dir=None):
     """The sparsest retrained `method` snapshot whose validation macro-F1 is within
     `tolerance_points` of dense (both read from `results_dir`: sparsity_sweep.csv from notebook
     04, baseline.json from notebook 02) and whose directory exists under `snapshots_dir`.
+    With `latency_snapshots_dir`, the recovered snapshots of notebook 04's latency-targeted
+    run (`{method}_latency` rows of latency_sweep.csv, cost_XX directories) are candidates too.
 
     If none is within the tolerance: with `strict`, NoSnapshotError saying so; otherwise the
     snapshot with the best validation macro-F1, with `within_tolerance=False` and a message a
@@ -187,17 +205,20 @@ def choose_snapshot(results_dir="results", snapshots_dir="checkpoints/pruned", m
             raise NoSnapshotError(f"{path} is missing: run notebooks/{notebook}.ipynb "
                                   f"(make run) first")
     dense = dense_val_macro_f1(io.read_json(baseline_json))
-    frame = pd.read_csv(sweep_csv)
-    if "val_macro_f1" not in frame.columns:
-        raise NoSnapshotError(f"{sweep_csv} has no val_macro_f1 column (written by an older "
-                              f"notebook 04): re-run notebooks/04_thresholding.ipynb")
-    frame = frame[(frame.method == method) & frame.retrained.astype(bool)
-                  & frame.val_macro_f1.notna()].copy()
-    frame["directory"] = [snapshots_dir / sparsity_dir_name(t) for t in frame.target_sparsity]
-    frame = frame[[saved.is_model_dir(d) for d in frame.directory]]
+    frames = [_snapshot_candidates(
+        sweep_csv, method, lambda row: snapshots_dir / sparsity_dir_name(row.target_sparsity),
+        "sparsity targets")]
+    latency_csv = results_dir / "latency_sweep.csv"
+    if latency_snapshots_dir is not None and latency_csv.exists():
+        frames.append(_snapshot_candidates(
+            latency_csv, f"{method}_latency",
+            lambda row: Path(latency_snapshots_dir) / io.cost_dir_name(row.target_latency),
+            "latency targets"))
+    frame = pd.concat(frames, ignore_index=True)
     if frame.empty:
+        where = " or ".join(str(d) for d in (snapshots_dir, latency_snapshots_dir) if d)
         raise NoSnapshotError(f"no retrained '{method}' snapshot in {sweep_csv} has a model "
-                              f"directory under {snapshots_dir}: run "
+                              f"directory under {where}: run "
                               f"notebooks/04_thresholding.ipynb (make run)")
     frame["gap_points"] = 100 * (dense - frame.val_macro_f1)
     within = frame[frame.gap_points <= tolerance_points + 1e-9]
@@ -216,7 +237,7 @@ def choose_snapshot(results_dir="results", snapshots_dir="checkpoints/pruned", m
             raise NoSnapshotError(message.replace("Using it; pass", "Pass"))
     return Snapshot(best.directory, float(best.target_sparsity),
                     float(best.sparsity_encoder_linear), float(best.val_macro_f1), dense,
-                    not within.empty, message)
+                    not within.empty, message, best.curve)
 
 
 # ------------------------------------------------------------------------------ λ1 × K study

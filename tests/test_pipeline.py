@@ -186,3 +186,10 @@ def test_commit_is_dirty_for_code_changes_not_for_run_outputs(tmp_path, monkeypa
     assert not io.git_commit().endswith("-dirty") and len(io.git_commit()) == 40
     (tmp_path / "utils/a.py").write_text("2")                                  # the code
     assert io.git_commit().endswith("-dirty")
+
+
+def test_every_study_notebook_names_run_steps_it_reads():
+    run_steps = {step.name for step in pipeline.STEPS["run"]}
+    for step in pipeline.STEPS["study"]:
+        if step.notebook:
+            assert step.reads and set(step.reads) <= run_steps, step.name

@@ -479,6 +479,11 @@ def test_studies_older_than_the_run_are_flagged_as_describing_earlier_models(tmp
     assert "Earlier models" not in md and "checkpoints of an earlier run" not in md
     # records without times flag nothing
     assert report.stale_study_steps({"run": {}, "study": study}) == []
+    # a run step redone after a study step that reads it (08 reads 05's models; 11 does not)
+    run["steps"].append({**step, "name": "05_benchmark", "started": "2026-12-02T13:00:00+00:00"})
+    assert report.stale_study_steps({"run": run, "study": study}) == ["08_binarization"]
+    run["steps"][-1]["started"] = "2026-12-01T21:00:00+00:00"   # before both: nothing
+    assert report.stale_study_steps({"run": run, "study": study}) == []
 
 
 @needs_results

@@ -47,13 +47,16 @@ class Step:
     """A notebook (papermill) or a Python command line (`python_args`, e.g. ("-m", "utils.report")).
     `dirs` maps a notebook parameter (or a command option) to a path under the root, passed only
     when the root is not the repository, so the plain run injects no parameters; `smoke` holds
-    extra parameters of the SMOKE run, `gpu` those of the GPU profile."""
+    extra parameters of the SMOKE run, `gpu` those of the GPU profile; `reads`, for a study
+    step, the run steps whose models or results it reads (it is out of date once one of them
+    has run again: utils.report flags it)."""
     name: str
     notebook: str = ""
     python_args: tuple = ()
     dirs: dict = field(default_factory=dict)
     smoke: dict = field(default_factory=dict)
     gpu: dict = field(default_factory=dict)
+    reads: tuple = ()
 
 
 # The GPU profile: budgets a single cloud GPU affords (the CPU defaults are sized for 2 cores),
@@ -100,22 +103,27 @@ STEPS = {
              dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/pruned",
                    "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
                    "BASELINES_DIR": "checkpoints/baselines"},
-             gpu={"IMPORTANCE_EXAMPLES": 2048, "LATENCY_ROUNDS": 5}),
+             gpu={"IMPORTANCE_EXAMPLES": 2048, "LATENCY_ROUNDS": 5},
+             reads=("02_baseline_finetune", "03_block_pruning", "04_thresholding")),
         Step("08_binarization", "08_binarization.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/bench/compact_vocab",
                    "DENSE_INT8_DIR": "checkpoints/bench/dense_tflite_int8",
                    "PRUNED_INT8_DIR": "checkpoints/bench/compact_vocab_tflite_int8",
                    "CHECKPOINT_DIR": "checkpoints/binarized"},
-             gpu={"TRAIN_EXAMPLES": 21869, "EPOCHS": 2}),
+             gpu={"TRAIN_EXAMPLES": 21869, "EPOCHS": 2},
+             reads=("02_baseline_finetune", "05_benchmark")),
         Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE},
              gpu={"SWEEP_EXAMPLES": 8000, "SWEEP_LAMBDA1": [1e-3, 4e-3, 1.6e-2, 3.2e-2],
-                  "SWEEP_K": [1, 2, 4]}),
+                  "SWEEP_K": [1, 2, 4]},
+             reads=("02_baseline_finetune",)),
         Step("10_block_seed", "10_block_seed.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
-                   "SEED_DIR": "checkpoints/block_seed"}),
+                   "SEED_DIR": "checkpoints/block_seed"},
+             reads=("02_baseline_finetune", "03_block_pruning")),
         Step("11_recovery_budget", "11_recovery_budget.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"},
-             gpu={"BUDGETS": [4000, 12000, None]}),
+             gpu={"BUDGETS": [4000, 12000, None]},
+             reads=("02_baseline_finetune", "03_block_pruning")),
         _REPORT,
     ),
 }

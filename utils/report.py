@@ -139,8 +139,11 @@ STUDY_STEPS = {"comparison": "07_comparison", "latency": "07_comparison",
 
 
 def stale_study_steps(pipeline):
-    """Names of the study record's steps that started before the run record did: they read
-    the checkpoints of an earlier `make run` (every study step reads the run's models)."""
+    """Names of the study record's steps that describe an earlier run's models: they started
+    before the run record did, or before one of the run steps they read (pipeline.Step.reads)
+    last ran, as after `make run REDO=05_benchmark`."""
+    from .pipeline import STEPS
+
     def when(record):
         try:
             return datetime.datetime.fromisoformat(record["started"])
@@ -148,10 +151,17 @@ def stale_study_steps(pipeline):
             return None
     if not pipeline or "run" not in pipeline or "study" not in pipeline:
         return []
-    started = when(pipeline["run"])
-    return [step["name"] for step in pipeline["study"].get("steps", [])
-            if step.get("name") in STUDY_STEPS.values() and started is not None
-            and when(step) is not None and when(step) < started]
+    run_started = {step.get("name"): when(step) for step in pipeline["run"].get("steps", [])}
+    reads = {step.name: step.reads for step in STEPS["study"]}
+    stale = []
+    for step in pipeline["study"].get("steps", []):
+        name, started = step.get("name"), when(step)
+        if name not in STUDY_STEPS.values() or started is None:
+            continue
+        newer = [when(pipeline["run"])] + [run_started.get(r) for r in reads.get(name, ())]
+        if any(t is not None and started < t for t in newer):
+            stale.append(name)
+    return stale
 
 
 class Report:

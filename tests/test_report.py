@@ -6,6 +6,7 @@ import csv
 import html
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,28 @@ def test_benchmark_numbers_and_command_come_from_benchmark_json(tmp_path):
             in md)
     assert f"--pruned {bench['meta']['pruned_dir']}" in md
     assert f"--rounds {bench['meta']['rounds']}" in md
+
+
+@needs_results
+def test_benchmark_targets_are_computed_from_benchmark_json(tmp_path):
+    if not (RESULTS / "benchmark.json").exists():
+        pytest.skip("results/benchmark.json not produced yet")
+    bench = json.loads((RESULTS / "benchmark.json").read_text())
+    v = bench["variants"]
+    ratio = v["compact"]["throughput_speedup_vs_dense"]
+    size = v["dense"]["disk_bytes"] / v["compact+vocab+int8"]["disk_bytes"]
+    section = section_of(build(tmp_path)[1], "Memory and latency")
+    assert f"batch 32: {'met' if ratio >= 2 else '**not met**'} ({ratio:.2f}x)" in section
+    assert f"{'met' if size >= 8 else '**not met**'} ({size:.1f}x)" in section
+    # mutation: the same file with a slower compact model and a larger int8 one
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    v["compact"]["throughput_speedup_vs_dense"] = 1.5
+    v["compact+vocab+int8"]["disk_bytes"] = v["dense"]["disk_bytes"] / 4
+    (results / "benchmark.json").write_text(json.dumps(bench))
+    section = section_of(build(tmp_path, results=results, out="changed")[1], "Memory and latency")
+    assert "batch 32: **not met** (1.50x)" in section
+    assert "smaller on disk than dense: **not met** (4.0x)" in section
 
 
 def test_missing_results_build_and_name_what_to_run(tmp_path):

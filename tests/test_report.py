@@ -583,6 +583,30 @@ def test_front_check_lines_say_met_only_when_every_point_is_dominated():
     assert "nothing for block pruning to dominate" in report.front_check_lines(settings)[0]
 
 
+def test_peer_check_finds_a_peer_that_a_simple_method_beats_at_equal_speed():
+    def row(method, level, speedup, f1, final=True):
+        return {"method": method, "variant": f"{method} @ {level}%", "final": final,
+                "latency_speedup_vs_dense": speedup, "macro_f1": f1}
+    latency = [row("dense", 0, 1.0, 0.846), row("cofi", 50, 1.54, 0.831),
+               row("cofi", 70, 2.57, 0.808), row("ffn_neurons", 50, 1.47, 0.832),
+               row("layers", 50, 1.75, 0.812), row("layers", 70, 2.0, 0.85, final=False),
+               row("fisher_mask", 50, 1.34, 0.842)]
+    assert [c["beaten_by"] for c in report.peer_check(latency)] == [[], []]
+    lines = report.peer_check_lines(latency)
+    assert "`heads` did not run" in lines[0] and "no simple method that ran" in lines[1]
+    assert "**met** for all 2 peer points" in lines[2] and len(lines) == 3
+    # Mutations: a faster FFN point, or a better layer-drop point, beats the peer.
+    latency[3]["latency_speedup_vs_dense"] = 1.54
+    assert "**not met**, 1 of 2 peer points beaten" in report.peer_check_lines(latency)[2]
+    latency[3]["latency_speedup_vs_dense"] = 1.47
+    latency[4].update(latency_speedup_vs_dense=2.6, macro_f1=0.809)
+    lines = report.peer_check_lines(latency)
+    assert lines[3] == "  - cofi @ 70% (2.57x, 80.8%) is beaten by layers @ 50% (2.60x, 80.9%)."
+    # A point that is not final (before recovery) never counts.
+    latency[4]["final"] = False
+    assert "**met**" in report.peer_check_lines(latency)[2]
+
+
 def test_hidden_distillation_lines_state_the_validation_choice_from_the_record():
     from utils import report
     assert "not measured" in " ".join(report.hidden_distillation_lines(None, 4000))

@@ -573,6 +573,43 @@ def front_check_lines(settings):
                 for p in missed]))
 
 
+# The comparison issue's sanity check: a peer that a simple baseline beats at equal latency is a
+# bug to find, not a result. Each peer with the simple methods it is checked against.
+PEER_RIVALS = {"cofi": ("layers", "ffn_neurons", "heads"), "fisher_mask": ("heads",)}
+
+
+def peer_check(latency, rivals=PEER_RIVALS):
+    """For every final point of a peer in `rivals` (latency_pareto.csv rows), the final points
+    of its simple rivals that are at least as fast (speedup vs dense in their own timing group)
+    and score a higher test macro-F1; a peer is at its best where that list is empty. Peers
+    none of whose rivals ran are not checked."""
+    final = [r for r in latency if r.get("final") and r["method"] != "dense"]
+    ran = {r["method"] for r in final}
+    checks = []
+    for peer in (r for r in final if ran & set(rivals.get(r["method"], ()))):
+        beaten_by = [r for r in final if r["method"] in rivals[peer["method"]]
+                     and r["latency_speedup_vs_dense"] >= peer["latency_speedup_vs_dense"]
+                     and r["macro_f1"] > peer["macro_f1"]]
+        checks.append({"peer": peer, "beaten_by": beaten_by})
+    return checks
+
+
+def peer_check_lines(latency):
+    checks = peer_check(latency)
+    ran = sorted({r["method"] for r in latency if r.get("final")})
+
+    def fmt(r):
+        return {"variant": r["variant"], "macro_f1": pct(r["macro_f1"]),
+                "speedup": f"{r['latency_speedup_vs_dense']:.2f}"}
+    return lines_of(words(
+        "peer_check", points=len(checks),
+        rivals=[{"peer": p, "rivals": ", ".join(f"`{m}`" for m in m_rivals if m in ran),
+                 "missing": ", ".join(f"`{m}`" for m in m_rivals if m not in ran)}
+                for p, m_rivals in PEER_RIVALS.items() if p in ran],
+        beaten=[dict(fmt(c["peer"]), by=[fmt(r) for r in c["beaten_by"]])
+                for c in checks if c["beaten_by"]]))
+
+
 def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):
     """Rows no other row beats on both cost and quality, cheapest first."""
     front, best = [], float("-inf")
@@ -751,7 +788,8 @@ def comparison_section(rep):
             [[r["variant"], pct(r["sparsity_encoder_linear"]), f"{r['parameters']:,}",
               f"{r['latency_ms_median']:.2f}", f"{r['latency_speedup_vs_dense']:.2f}x",
               pct(r["macro_f1"])] for r in pareto_front(latency)]),
-            front_check="\n".join(front_check_lines(settings)))
+            front_check="\n".join(front_check_lines(settings)),
+            peer_check="\n".join(peer_check_lines(latency)))
     values["figures"] = (comparison is not None or latency is not None) and rep.figures(
         ("07_methods_sparsity_vs_f1.png", "every method's macro-F1 against sparsity",
          "comparison"),

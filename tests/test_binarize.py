@@ -99,6 +99,7 @@ def test_packed_signs_round_trip_for_odd_sizes(tmp_path):
 
 
 def test_training_moves_latent_weights_and_scales_and_resumes(tiny, tokenizer, tmp_path):
+    start = tiny.get_weights()
     binarized = binarize.BinarizedClassifier(tiny, distill_alpha=0.5)
     teacher = np.random.default_rng(0).normal(size=(len(TEXTS), 3)).astype(np.float32)
     before = [np.asarray(v).copy() for v in binarized.trainable_variables]
@@ -109,9 +110,23 @@ def test_training_moves_latent_weights_and_scales_and_resumes(tiny, tokenizer, t
     assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))
     moved = [not np.allclose(b, np.asarray(v)) for b, v in zip(before, binarized.trainable_variables)]
     assert all(moved)
-    assert binarize.train_binarized(binarized, tokenizer, TEXTS, LABELS, config,
-                                    teacher_logits=teacher, checkpoint_dir=tmp_path / "ckpt",
-                                    progress=False)["resumed_after_epoch"] == 2
+    trained = [np.asarray(v).copy() for v in binarized.trainable_variables]
+
+    def train_again(weights):   # a fresh process: the same source model, binarized anew
+        tiny.set_weights(weights)
+        again = binarize.BinarizedClassifier(tiny, distill_alpha=0.5)
+        history = binarize.train_binarized(again, tokenizer, TEXTS, LABELS, config,
+                                           teacher_logits=teacher,
+                                           checkpoint_dir=tmp_path / "ckpt", progress=False)
+        return history, again
+    history, again = train_again(start)
+    assert history == {"resumed_after_epoch": 2, "loss": []}
+    for t, v in zip(trained, again.trainable_variables):
+        np.testing.assert_array_equal(t, np.asarray(v))
+    # A checkpoint trained from another model (another snapshot) is ignored, not loaded.
+    other = [w + 0.01 if w.ndim == 2 else w for w in start]
+    history, _ = train_again(other)
+    assert history["resumed_after_epoch"] == 0 and len(history["loss"]) == 2
 
 
 @pytest.mark.parametrize("kwargs, message", [

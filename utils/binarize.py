@@ -21,6 +21,7 @@ holding W_hat, which predicts what the BinarizedClassifier predicted before savi
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import keras
@@ -139,9 +140,9 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     """Latent weights, alpha/gamma and the optimizer's slots after every epoch, atomically;
     NaN losses stop training with a clear error instead of saving them."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, source):
         super().__init__()
-        self.directory = directory
+        self.directory, self.source = directory, source
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and not np.isfinite(logs.get("loss", 0.0)):
@@ -156,7 +157,20 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             tmp.mkdir()
             # a compiled model's .weights.h5 holds the optimizer slots too: a full checkpoint
             self.model.save_weights(str(tmp / "model.weights.h5"))
-            write_json(tmp / "state.json", {"epoch": epoch + 1, "loss": float(logs["loss"])})
+            write_json(tmp / "state.json", {"epoch": epoch + 1, "loss": float(logs["loss"]),
+                                            "source": self.source})
+
+
+def weights_fingerprint(model):
+    """sha256 of the model's trainable variables (paths, shapes, values): identifies the model a
+    resume checkpoint started from, so that a checkpoint of another model is never loaded into
+    it. (Not the dropout seeds' state, which differs between processes.)"""
+    digest = hashlib.sha256()
+    for variable in model.trainable_weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{variable.path}{value.shape}{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=None,
@@ -173,18 +187,23 @@ def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=
         teacher_logits=teacher_logits if binarized.distill_alpha > 0 else None)
     binarized(batches[0][0])   # build before the optimizer builds its slots
     train.compile_for_training(binarized, config, len(batches), no_decay=["binary_"])
-    start_epoch = 0
+    start_epoch, source = 0, weights_fingerprint(binarized)
     state_file = Path(checkpoint_dir, "state.json") if checkpoint_dir else None
     if state_file is not None and state_file.exists():
-        binarized.load_weights(str(Path(checkpoint_dir) / "model.weights.h5"))
-        start_epoch = read_json(state_file)["epoch"]
-        print(f"resuming binarized training from {checkpoint_dir} after epoch {start_epoch}")
+        state = read_json(state_file)
+        if state.get("source") == source:
+            binarized.load_weights(str(Path(checkpoint_dir) / "model.weights.h5"))
+            start_epoch = state["epoch"]
+            print(f"resuming binarized training from {checkpoint_dir} after epoch {start_epoch}")
+        else:   # e.g. the benchmark chose another snapshot since: its epochs are not ours
+            print(f"ignoring the checkpoint in {checkpoint_dir}: it was trained from another "
+                  "model; training from the start (it is replaced after the first epoch)")
     if start_epoch >= config.epochs:
         return {"resumed_after_epoch": start_epoch, "loss": []}
     history = binarized.fit(train._fit_input(batches), epochs=config.epochs,
                             initial_epoch=start_epoch, steps_per_epoch=len(batches),
                             verbose=1 if progress else 0,
-                            callbacks=[_EpochCheckpoint(checkpoint_dir)])
+                            callbacks=[_EpochCheckpoint(checkpoint_dir, source)])
     return {"resumed_after_epoch": start_epoch, "loss": history.history.get("loss", [])}
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from utils import report
@@ -647,3 +648,22 @@ def test_data_section_of_tweet_eval_counts_its_official_splits(tmp_path):
     assert "official train / validation / test splits" in section
     assert "Of its 18 tweets" in section and "1 validation or test tweets" in section
     assert "leaving 17" in section and "Not run yet" not in section
+
+
+@pytest.mark.parametrize("speed_ratio, margin, strictly_better",
+                         [(1.0, 0.0, False), (1.0, 0.0, True), (0.95, 0.003, False)])
+def test_dominators_match_a_numpy_reference(speed_ratio, margin, strictly_better):
+    """The one dominance rule of the front check and the peer check, against numpy masks."""
+    rng = np.random.default_rng(0)
+    speed = rng.choice([1.0, 1.5, 2.0, 2.5], size=40)          # ties on purpose
+    f1 = rng.choice([0.80, 0.81, 0.82, 0.83], size=40)
+    rows = [{"variant": str(i), "latency_speedup_vs_dense": s, "macro_f1": q}
+            for i, (s, q) in enumerate(zip(speed, f1))]
+    for point in rows[:10]:
+        fast = speed >= speed_ratio * point["latency_speedup_vs_dense"]
+        good = (f1 > point["macro_f1"] - margin) if strictly_better else \
+            (f1 >= point["macro_f1"] - margin)
+        want = [str(i) for i in np.flatnonzero(fast & good)]
+        got = [r["variant"] for r in report.dominators(point, rows, speed_ratio, margin,
+                                                        strictly_better)]
+        assert got == want

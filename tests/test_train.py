@@ -48,7 +48,7 @@ def test_resume_restores_weights_and_optimizer(tokenizer, tmp_path):
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     trained = tiny_model(tokenizer)
     train.fine_tune(trained, tokenizer, data, config, checkpoint_dir=tmp_path, progress=False)
-    fresh = tiny_model(tokenizer, seed=1)
+    fresh = tiny_model(tokenizer)     # a new process: the same start model, built anew
     state = train.fine_tune(fresh, tokenizer, data, config, checkpoint_dir=tmp_path,
                             progress=False)
     assert state["epoch"] == 1  # nothing left to train: it resumed, it did not restart
@@ -60,6 +60,30 @@ def test_resume_restores_weights_and_optimizer(tokenizer, tmp_path):
     log = pd.read_csv(tmp_path / "training_log.csv")
     assert list(log.epoch) == [0] and {"loss", "val_macro_f1", "train_seconds"} <= set(log.columns)
     assert log.val_macro_f1[0] == state["history"][0]["val_macro_f1"]
+
+
+def test_a_checkpoint_of_another_start_model_is_not_resumed(tokenizer, tmp_path, capsys):
+    """Same config, another start model (as when an upstream step was re-run and wrote a new
+    snapshot): its epochs are not this run's, so training starts over and replaces them."""
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
+                    progress=False)
+    other = tiny_model(tokenizer, seed=1)
+    start = [w.copy() for w in other.get_weights()]
+    state = train.fine_tune(other, tokenizer, data, config, checkpoint_dir=tmp_path,
+                            progress=False)
+    assert "ignoring the checkpoint" in capsys.readouterr().out
+    assert int(other.optimizer.iterations.numpy()) == 4     # trained its own epoch
+    assert state["source"] == train.weights_fingerprint(tiny_model(tokenizer, seed=1))
+    assert any(not np.array_equal(a, b) for a, b in zip(start, other.get_weights()))
+    # and the checkpoint is now the new run's: the same start model resumes from it
+    resumed = tiny_model(tokenizer, seed=1)
+    again = train.fine_tune(resumed, tokenizer, data, config, checkpoint_dir=tmp_path,
+                            progress=False)
+    assert again["epoch"] == 1 and "ignoring" not in capsys.readouterr().out
+    for a, b in zip(other.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_nan_loss_stops_with_message(tokenizer):
@@ -144,7 +168,7 @@ def test_a_checkpoint_from_before_a_config_field_was_added_still_resumes(tokeniz
     state = json.loads(state_file.read_text())
     del state["config"]["pruning"]["hidden_alpha"], state["config"]["weight_decay"]
     state_file.write_text(json.dumps(state))
-    resumed = train.fine_tune(tiny_model(tokenizer, seed=1), tokenizer, data, config,
+    resumed = train.fine_tune(tiny_model(tokenizer), tokenizer, data, config,
                               checkpoint_dir=tmp_path, progress=False, pruning=penalty)
     assert resumed["epoch"] == 1          # resumed, nothing left to train
     state["config"]["pruning"]["lambda_group"] = 1e-3       # a real difference still refuses

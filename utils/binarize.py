@@ -21,7 +21,6 @@ holding W_hat, which predicts what the BinarizedClassifier predicted before savi
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import keras
@@ -161,18 +160,6 @@ class _EpochCheckpoint(keras.callbacks.Callback):
                                             "source": self.source})
 
 
-def weights_fingerprint(model):
-    """sha256 of the model's trainable variables (paths, shapes, values): identifies the model a
-    resume checkpoint started from, so that a checkpoint of another model is never loaded into
-    it. (Not the dropout seeds' state, which differs between processes.)"""
-    digest = hashlib.sha256()
-    for variable in model.trainable_weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
-        digest.update(f"{variable.path}{value.shape}{value.dtype}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
 def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=None,
                     checkpoint_dir=None, progress=True):
     """Fit `binarized` for config.epochs on (texts, labels) with AdamW + warm-up/decay;
@@ -187,17 +174,14 @@ def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=
         teacher_logits=teacher_logits if binarized.distill_alpha > 0 else None)
     binarized(batches[0][0])   # build before the optimizer builds its slots
     train.compile_for_training(binarized, config, len(batches), no_decay=["binary_"])
-    start_epoch, source = 0, weights_fingerprint(binarized)
+    start_epoch, source = 0, train.weights_fingerprint(binarized)
     state_file = Path(checkpoint_dir, "state.json") if checkpoint_dir else None
     if state_file is not None and state_file.exists():
         state = read_json(state_file)
-        if state.get("source") == source:
+        if train.resumes_from(state, source, checkpoint_dir):
             binarized.load_weights(str(Path(checkpoint_dir) / "model.weights.h5"))
             start_epoch = state["epoch"]
             print(f"resuming binarized training from {checkpoint_dir} after epoch {start_epoch}")
-        else:   # e.g. the benchmark chose another snapshot since: its epochs are not ours
-            print(f"ignoring the checkpoint in {checkpoint_dir}: it was trained from another "
-                  "model; training from the start (it is replaced after the first epoch)")
     if start_epoch >= config.epochs:
         return {"resumed_after_epoch": start_epoch, "loss": []}
     history = binarized.fit(train._fit_input(batches), epochs=config.epochs,

@@ -91,20 +91,20 @@ def front_check(latency, floor, block_methods=("block", "block_latency"), speed_
     points = latency[latency.method != "dense"]
     if "final" in points.columns:
         points = points[points.final.astype(bool)]
-    block = points[points.method.isin(block_methods)]
+    block = points[points.method.isin(block_methods)].to_dict("records")
     rows = []
     for other in points[~points.method.isin(block_methods)
-                        & (points.macro_f1 >= floor)].itertuples():
-        fast = block[block.latency_speedup_vs_dense >= speed_ratio * other.latency_speedup_vs_dense]
-        good = fast[fast.macro_f1 >= other.macro_f1 - margin]
-        best = (good.sort_values("latency_speedup_vs_dense").iloc[0] if len(good)
-                else fast.sort_values("macro_f1").iloc[-1] if len(fast) else None)
-        rows.append({"method": other.method, "variant": other.variant,
-                     "latency_speedup_vs_dense": other.latency_speedup_vs_dense,
-                     "macro_f1": other.macro_f1, "dominated": bool(len(good)),
-                     "block_variant": "" if best is None else best.variant,
-                     "block_speedup": np.nan if best is None else best.latency_speedup_vs_dense,
-                     "block_macro_f1": np.nan if best is None else best.macro_f1})
+                        & (points.macro_f1 >= floor)].to_dict("records"):
+        fast = report.dominators(other, block, speed_ratio, margin=np.inf)
+        good = report.dominators(other, block, speed_ratio, margin)
+        best = (min(good, key=lambda r: r["latency_speedup_vs_dense"]) if good
+                else max(fast, key=lambda r: r["macro_f1"]) if fast else None)
+        rows.append({"method": other["method"], "variant": other["variant"],
+                     "latency_speedup_vs_dense": other["latency_speedup_vs_dense"],
+                     "macro_f1": other["macro_f1"], "dominated": bool(good),
+                     "block_variant": "" if best is None else best["variant"],
+                     "block_speedup": np.nan if best is None else best["latency_speedup_vs_dense"],
+                     "block_macro_f1": np.nan if best is None else best["macro_f1"]})
     return pd.DataFrame(rows, columns=["method", "variant", "latency_speedup_vs_dense",
                                        "macro_f1", "dominated", "block_variant",
                                        "block_speedup", "block_macro_f1"])

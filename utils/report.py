@@ -587,9 +587,8 @@ def peer_check(latency, rivals=PEER_RIVALS):
     ran = {r["method"] for r in final}
     checks = []
     for peer in (r for r in final if ran & set(rivals.get(r["method"], ()))):
-        beaten_by = [r for r in final if r["method"] in rivals[peer["method"]]
-                     and r["latency_speedup_vs_dense"] >= peer["latency_speedup_vs_dense"]
-                     and r["macro_f1"] > peer["macro_f1"]]
+        beaten_by = dominators(peer, [r for r in final if r["method"] in rivals[peer["method"]]],
+                               strictly_better=True)
         checks.append({"peer": peer, "beaten_by": beaten_by})
     return checks
 
@@ -608,6 +607,18 @@ def peer_check_lines(latency):
                 for p, m_rivals in PEER_RIVALS.items() if p in ran],
         beaten=[dict(fmt(c["peer"]), by=[fmt(r) for r in c["beaten_by"]])
                 for c in checks if c["beaten_by"]]))
+
+
+def dominators(point, rows, speed_ratio=1.0, margin=0.0, strictly_better=False,
+               speed="latency_speedup_vs_dense", quality="macro_f1"):
+    """The rows (dicts) that weakly dominate `point` on the speed/quality plane: at least
+    `speed_ratio` x its speedup vs dense (higher is faster) and a quality >= its quality -
+    `margin` (> with `strictly_better`). One rule for the comparison's front check (block
+    points against the others) and the report's peer check (simple methods against peers)."""
+    fast = [r for r in rows if r[speed] >= speed_ratio * point[speed]]
+    if strictly_better:
+        return [r for r in fast if r[quality] > point[quality] - margin]
+    return [r for r in fast if r[quality] >= point[quality] - margin]
 
 
 def pareto_front(rows, cost="latency_ms_median", quality="macro_f1"):

@@ -2,6 +2,7 @@
 resumable atomic checkpoints and a guard against NaN losses."""
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -299,6 +300,30 @@ def evaluate(model, tokenizer, split, max_length=64, batch_size=128, return_pred
 
 # ---------------------------------------------------------------- checkpoints
 
+def weights_fingerprint(model):
+    """sha256 of the model's trainable variables (paths, shapes, values): identifies the model a
+    resume checkpoint started from, so that a checkpoint of another model is never loaded into
+    it. (Not the dropout seeds' state, which differs between processes.)"""
+    digest = hashlib.sha256()
+    for variable in model.trainable_weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{variable.path}{value.shape}{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def resumes_from(saved_state, source, directory):
+    """Whether the checkpoint in `directory`, whose state.json holds `saved_state`, continues a
+    run that started from the model fingerprinted `source` (`weights_fingerprint`). One of
+    another start model -- an earlier snapshot, before an upstream step was re-run -- is not
+    ours: it is ignored with a message, and the run starts over and replaces it."""
+    if saved_state.get("source") == source:
+        return True
+    print(f"ignoring the checkpoint in {directory}: it was trained from another model; "
+          "training from the start (it is replaced after the first epoch)")
+    return False
+
+
 def _save_checkpoint(model, optimizer, state, directory):
     """Weights, optimizer slots and loop state, written all-or-nothing."""
     with io.atomic_path(directory) as tmp:
@@ -415,7 +440,8 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     distillation towards `teacher_logits`, one row per training example) to the loss.
     teacher: the dense model, for hidden-state distillation (pruning.hidden_alpha > 0).
     masks: {kernel name: 0/1 array}; masked weights and their gradients stay exactly 0.
-    If `checkpoint_dir` holds a checkpoint of an interrupted run, training resumes from it.
+    If `checkpoint_dir` holds a checkpoint of an interrupted run that started from this same
+    model (`resumes_from`), training resumes from it.
     On return the model holds the weights of the best validation epoch. Returns the
     training state: per-epoch history, best epoch, total train seconds (and the loss-term
     log when pruning).
@@ -446,12 +472,14 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     run_config = {**dataclasses.asdict(config),
                   "pruning": None if pruning is None else dataclasses.asdict(pruning),
                   "masked": masks is not None}
+    last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
+    source = weights_fingerprint(model) if last is not None else None
     state = {"epoch": 0, "history": [], "best_val_macro_f1": -1.0, "best_epoch": 0,
              "epochs_without_improvement": 0, "patience": config.patience,
              "stopped_early": False, "train_examples": len(train_batches.encoded),
-             "train_truncated": truncated, "config": run_config}
-    last = Path(checkpoint_dir) / "last" if checkpoint_dir is not None else None
-    if last is not None and (last / "state.json").exists():
+             "train_truncated": truncated, "config": run_config, "source": source}
+    if (last is not None and (last / "state.json").exists()
+            and resumes_from(io.read_json(last / "state.json"), source, last)):
         restored = _restore_checkpoint(model, optimizer, last)
         if _with_defaults(restored["config"]) != run_config:
             raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "

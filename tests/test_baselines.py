@@ -525,3 +525,11 @@ def test_cofi_budget_by_target_mapping():
     assert pruner.examples_for(0.5) == 5824 and pruner.examples_for(0.70000001) == 11680
     with pytest.raises(ValueError, match="no pruning budget for target 0.9"):
         pruner.examples_for(0.9)
+
+
+def test_budget_start_names_bad_methods_and_a_missing_penalty(tmp_path):
+    from utils import baselines
+    with pytest.raises(ValueError, match="choose among"):
+        baselines.budget_start("nope", 0.5, tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="needs `penalty`"):
+        baselines.budget_start("penalty in the loss", 0.5, tmp_path, tmp_path)

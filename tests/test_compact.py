@@ -236,3 +236,101 @@ def test_save_and_reload_in_fresh_process(tmp_path):
     reloaded = run_in_fresh_process(RELOAD_SCRIPT, json.dumps(spec))
     for model_type, logits in expected.items():
         np.testing.assert_allclose(np.array(reloaded[model_type]), logits, atol=TOLERANCE)
+
+
+def remove_units(model, rng, share=0.5):
+    """Zero whole heads (Q/K/V columns, biases, output rows) and neurons (input column, bias,
+    output row) at random, as method `block` does: compaction removes them, nothing is folded.
+    Keeps one head and one neuron per layer so every sublayer has weights left to train."""
+    config, size = model.encoder_config, model.encoder_config.head_size
+    w = {v.path: np.asarray(v).copy() for v in model.weights}
+    for i in range(config.num_layers):
+        att, ffn = f"encoder/layer_{i}/attention", f"encoder/layer_{i}/ffn"
+        for h in range(1, config.num_heads[i]):
+            if rng.random() < share:
+                cols = slice(h * size, (h + 1) * size)
+                for m in ("query", "key", "value"):
+                    w[f"{att}/{m}/kernel"][:, cols] = 0
+                    w[f"{att}/{m}/bias"][cols] = 0
+                w[f"{att}/output/kernel"][cols, :] = 0
+        for j in range(1, config.intermediate_sizes[i]):
+            if rng.random() < share:
+                w[f"{ffn}/input/kernel"][:, j] = 0
+                w[f"{ffn}/input/bias"][j] = 0
+                w[f"{ffn}/output/kernel"][j, :] = 0
+    for v in model.weights:
+        v.assign(w[v.path])
+
+
+@SETTINGS
+@given(config=configs(), seed=st.integers(0, 2**16))
+def test_expand_into_inverts_compaction(config, seed):
+    """Trained weights of the compaction, written back, land where they came from: compacting
+    again gives them exactly, the removed units stay zero, and the outputs agree."""
+    model = random_model(config, seed)
+    remove_units(model, np.random.default_rng(seed))
+    before = {v.path: np.asarray(v).copy() for v in model.weights}
+    _, _, info = C.compaction_plan(model)
+    small = C.compact_model(model)
+    rng = np.random.default_rng(seed + 1)
+    for v in small.weights:                       # "training": every weight moves
+        v.assign(np.asarray(v) + rng.normal(0, 0.1, size=v.shape).astype("float32"))
+    C.expand_into(model, small, info)
+    again = C.compact_model(model)
+    assert again.encoder_config == small.encoder_config
+    for a, b in zip(again.weights, small.weights):
+        assert a.path == b.path
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for name, kernel in M.prunable_kernels(model).items():   # zeros where they were
+        was = before[kernel.path]
+        assert np.all(np.asarray(kernel)[was == 0] == 0), name
+    inputs = random_inputs(config, seed)
+    np.testing.assert_allclose(np.asarray(small(inputs)), np.asarray(model(inputs)),
+                               atol=TOLERANCE, rtol=0)
+
+
+def test_expand_into_refuses_folded_units_and_training_falls_back():
+    config = M.EncoderConfig(vocab_size=30, hidden_size=8, num_heads=[2],
+                             intermediate_sizes=[6], head_size=4)
+    model = random_model(config, seed=5)
+    value = M.prunable_kernels(model)["layer_0/attention/value"]
+    value.assign(np.concatenate([np.zeros((8, 4)), np.asarray(value)[:, 4:]], 1).astype("float32"))
+    _, _, info = C.compaction_plan(model)
+    assert info[0]["folded_heads"] == [0]
+    with pytest.raises(ValueError, match="folded"):
+        C.expand_into(model, C.compact_model(model), info)
+    with C.compacted_for_training(model) as trainee:
+        assert trainee is model
+    assert C.smallest_equivalent(random_model(config)) .encoder_config == config
+
+
+def test_training_the_compaction_is_masked_training(tokenizer):
+    """Recovery trains the compaction of a unit-pruned model and writes it back: the same
+    optimisation as training the masked full-width model (no dropout, so the same steps)."""
+    import dataclasses
+    from helpers import toy_dataset
+    from utils import sweep, train
+    config = dataclasses.replace(M.tiny_config(tokenizer.vocab_size), num_heads=[4, 4],
+                                 intermediate_sizes=[64, 64], head_size=8,
+                                 hidden_dropout=0.0, attention_dropout=0.0)
+    data = toy_dataset(n_train=64, n_val=16)
+    start = random_model(config, seed=7, scale=0.1)
+    remove_units(start, np.random.default_rng(7))
+    weights = start.get_weights()
+    assert C.compact_model(start).encoder_config != config
+    run = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    full = M.build_classifier(config)
+    full.set_weights(weights)
+    train.fine_tune(full, tokenizer, data, run, masks=P.current_masks(full), progress=False)
+    compacted = M.build_classifier(config)
+    compacted.set_weights(weights)
+    sweep.recover(compacted, tokenizer, data, run)
+    moved = 0
+    for a, b, w in zip(full.weights, compacted.weights, weights):
+        assert a.path == b.path
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5, rtol=1e-4,
+                                   err_msg=a.path)
+        moved += not np.allclose(np.asarray(a), w)
+    assert moved > len(weights) // 2
+    for name, kernel in M.prunable_kernels(compacted).items():
+        assert np.all(np.asarray(kernel)[np.asarray(M.prunable_kernels(start)[name]) == 0] == 0)

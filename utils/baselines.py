@@ -652,3 +652,52 @@ def _sweep_child(start_dir, recipe, args):
     method = make_methods(**recipe)[name]
     frame = mask_sweep(model, masks_fn=method.masks_fn, **args)
     return {"frame": frame, "decisions": method_records({name: method}).get(name)}
+
+
+# ------------------------------------------------------------------ the recovery-budget study
+
+BUDGET_STARTS = ("block", "penalty in the loss", "ffn_neurons", "magnitude_global")
+
+
+def budget_start(method, target, block_dir, baseline_dir, penalty=None):
+    """A pruned start point at `target` for notebook 11's recovery-budget study: the block run's
+    snapshot (`block_dir`/snapshots), Algorithm 1's threshold on notebook 03's penalty-in-the-
+    loss model (`penalty`: its PruningConfig record, for num_blocks and mode), or the dense
+    model in `baseline_dir` pruned one-shot by FFN-neuron or global magnitude masks."""
+    if method not in BUDGET_STARTS:
+        raise ValueError(f"method {method!r}: choose among {BUDGET_STARTS}")
+    if method == "block":
+        return saved.load_model(Path(block_dir) / "snapshots" / sweep.sparsity_dir_name(target))
+    if method == "penalty in the loss":
+        if penalty is None:
+            raise ValueError("the penalty-in-the-loss start needs `penalty`, the PruningConfig "
+                             "record of notebook 03's comparison run")
+        model = saved.load_model(Path(block_dir) / "penalty_in_loss" / "best")
+        masks, _ = pruning.threshold_masks(numpy_kernels(model), penalty["num_blocks"],
+                                           penalty["mode"], target_sparsity=target)
+    else:
+        model = saved.load_model(baseline_dir)
+        kernels = numpy_kernels(model)
+        masks = (ffn_neuron_masks(kernels, target) if method == "ffn_neurons"
+                 else magnitude_masks(kernels, target, "global"))
+    pruning.apply_masks(model, masks)
+    return model
+
+
+def budget_row(method, target, block_dir, baseline_dir, tokenizer, dataset, sample, logits,
+               retrain_config, distill_alpha, temperature, reference_predictions, seed=42,
+               penalty=None, hidden_alpha=0.0):
+    """One recovered point of the recovery-budget study: `budget_start`, the recovery every
+    pruned point gets (`sweep.recover` on `sample`, distilled from the dense model's `logits`
+    on it, and with hidden_alpha > 0 from its hidden states), then `sweep.scored_row`, with
+    recovery_examples and seconds. Picklable in and out, for `isolation.run_in_fresh_process`:
+    each point in its own process keeps the study's memory that of one fine-tune."""
+    started = time.perf_counter()
+    model = budget_start(method, target, block_dir, baseline_dir, penalty)
+    teacher = saved.load_model(baseline_dir) if hidden_alpha > 0 else None
+    sweep.recover(model, tokenizer, sample, retrain_config, logits, distill_alpha, temperature,
+                  teacher=teacher, hidden_alpha=hidden_alpha)
+    row = sweep.scored_row(model, tokenizer, dataset, {"method": method}, target, True,
+                           reference_predictions=reference_predictions, seed=seed)
+    return {**row, "recovery_examples": len(sample["train"]),
+            "seconds": time.perf_counter() - started}

@@ -23,6 +23,7 @@ layer's query, attention output and FFN only at position 0 (the only position th
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -173,6 +174,85 @@ def compact_model(model) -> keras.Model:
     """A new, smaller dense classifier equivalent to the masked `model` (see module doc)."""
     config, weights, _ = compaction_plan(model)
     return build_from_weights(config, weights)
+
+
+def _kept(before, removed, width):
+    """Indices, along a sublayer's axis, of the units of `width` each that compaction kept."""
+    keep = [u for u in range(before) if u not in set(removed)]
+    return np.concatenate([np.arange(u * width, (u + 1) * width) for u in keep]) if keep \
+        else np.zeros(0, dtype=int)
+
+
+def expand_into(model, small, layers_info):
+    """Write the weights of `small` -- `compact_model(model)`, `layers_info` its plan's removal
+    records, trained since -- back into the full-width `model`: each kept head's and neuron's
+    weights to their place, every other weight (embeddings, LayerNorms, biases, pooler,
+    classifier) as it is in `small`. The removed units keep their weights in `model`.
+
+    The inverse of compaction where nothing was folded: a folded unit's constant lives in
+    `small`'s output bias and cannot be split back out, so such a plan is refused."""
+    folded = [(i["layer"], kind) for i in layers_info for kind in ("folded_heads", "folded_neurons")
+              if len(i[kind])]
+    if folded:
+        raise ValueError(f"compaction folded units into biases ({folded[:3]}): their weights "
+                         "cannot be written back; train the masked model itself")
+    full = {v.path: v for v in model.weights}
+    trained = _weights_by_path(small)
+    size = model.encoder_config.head_size
+    for info in layers_info:
+        prefix = f"encoder/layer_{info['layer']}"
+        for sub, before, removed, width, parts in (
+                ("attention", info["heads_before"], info["removed_heads"], size,
+                 {"query": 1, "key": 1, "value": 1, "output": 0}),
+                ("ffn", info["neurons_before"], info["removed_neurons"], 1,
+                 {"input": 1, "output": 0})):
+            keep = _kept(before, removed, width)
+            base = f"{prefix}/{sub}"
+            for part, axis in parts.items():
+                if len(keep) == 0:
+                    continue
+                kernel = np.asarray(full[f"{base}/{part}/kernel"]).copy()
+                index = (slice(None), keep) if axis == 1 else (keep, slice(None))
+                kernel[index] = trained[f"{base}/{part}/kernel"]
+                full[f"{base}/{part}/kernel"].assign(kernel)
+                if axis == 1:   # the output bias is not per unit: copied below
+                    bias = np.asarray(full[f"{base}/{part}/bias"]).copy()
+                    bias[keep] = trained[f"{base}/{part}/bias"]
+                    full[f"{base}/{part}/bias"].assign(bias)
+            # the sublayer's output bias: a plain bias, or `output_bias` when no unit is left
+            out = f"{base}/output/bias" if len(keep) else f"{base}/output_bias"
+            full_out = f"{base}/output/bias" if before else f"{base}/output_bias"
+            full[full_out].assign(trained[out])
+            for p in ("gamma", "beta"):
+                full[f"{base}/layer_norm/{p}"].assign(trained[f"{base}/layer_norm/{p}"])
+    for path, value in trained.items():
+        if not path.startswith("encoder/layer_"):
+            full[path].assign(value)
+
+
+def smallest_equivalent(model):
+    """The model to evaluate in place of the masked `model`: `compact_model(model)` (the same
+    predictions for less compute), or `model` itself when compaction would remove nothing."""
+    config, weights, _ = compaction_plan(model)
+    return model if config == model.encoder_config else build_from_weights(config, weights)
+
+
+@contextlib.contextmanager
+def compacted_for_training(model):
+    """Yields the model to train in place of the masked `model`: its compaction (the removed
+    units' weights are zero and get zero gradient in `model`, so training the smaller model is
+    the same optimisation, at the cost of the units that are left), written back into `model`
+    on exit. Yields `model` itself when compaction would remove nothing or would fold units."""
+    config, weights, layers_info = compaction_plan(model)
+    if (config == model.encoder_config
+            or any(len(i["folded_heads"]) or len(i["folded_neurons"]) for i in layers_info)):
+        yield model
+        return
+    strategy = getattr(model, "distribute_strategy", None)
+    with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        small = build_from_weights(config, weights)
+    yield small
+    expand_into(model, small, layers_info)
 
 
 # ------------------------------------------------------------------------------ reporting

@@ -16,7 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import data as data_lib
-from . import evaluation, io, pruning, train
+from . import compact, evaluation, io, pruning, train
 from . import saved
 from .io import sparsity_dir_name
 
@@ -308,17 +308,23 @@ def recover(model, tokenizer, retrain_data, retrain_config, teacher_logits=None,
     """The recovery fine-tune every pruned point gets: `retrain_config` on `retrain_data`
     with the model's current zeros fixed (masked gradients), distilled from `teacher_logits`
     when given, and with hidden_alpha > 0 from the hidden states of `teacher` (the dense
-    model) too. Returns fine_tune's state (its best epoch was scored on validation)."""
+    model) too. Returns fine_tune's state (its best epoch was scored on validation).
+
+    The heads and neurons the pruning removed are not computed: their weights are zero and get
+    zero gradients, so the same training runs on the model's compaction
+    (`compact.compacted_for_training`), whose weights are written back into `model`."""
     distill = None
     if (teacher_logits is not None and distill_alpha > 0) or hidden_alpha > 0:
         distill = pruning.PruningConfig(
             lambda_group=0.0, lambda_polar=0.0, polarization="none",
             distill_alpha=distill_alpha if teacher_logits is not None else 0.0,
             temperature=temperature, hidden_alpha=hidden_alpha)
-    return train.fine_tune(model, tokenizer, retrain_data, retrain_config,
-                           masks=pruning.current_masks(model), pruning=distill,
-                           teacher_logits=teacher_logits if distill else None, progress=False,
-                           teacher=teacher if hidden_alpha > 0 else None)
+    # the units the pruning removed take no compute: train their compaction, written back
+    with compact.compacted_for_training(model) as trainee:
+        return train.fine_tune(trainee, tokenizer, retrain_data, retrain_config,
+                               masks=pruning.current_masks(trainee), pruning=distill,
+                               teacher_logits=teacher_logits if distill else None,
+                               progress=False, teacher=teacher if hidden_alpha > 0 else None)
 
 
 def snapshot_sweep(snapshot_dirs, tokenizer, dataset, retrain_config, retrain_examples=None,
@@ -391,11 +397,12 @@ def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,
     """metrics_row on `eval_split` plus validation scores, `final`, and (given the dense
     model's predictions) the paired-bootstrap interval of the macro-F1 difference to dense."""
     split = dataset[eval_split]
-    metrics = train.evaluate(model, tokenizer, split, max_length=max_length,
+    evaluated = compact.smallest_equivalent(model)   # same predictions, less compute
+    metrics = train.evaluate(evaluated, tokenizer, split, max_length=max_length,
                              return_predictions=True)
     row = metrics_row(model, tokenizer, split, fields, target, final, max_length,
                       metrics=metrics)
-    val = train.evaluate(model, tokenizer, dataset["validation"], max_length=max_length)
+    val = train.evaluate(evaluated, tokenizer, dataset["validation"], max_length=max_length)
     row.update(val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"], final=final)
     if reference_predictions is not None:
         interval = evaluation.paired_bootstrap_macro_f1(

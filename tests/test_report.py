@@ -621,6 +621,12 @@ def test_hidden_distillation_lines_state_the_validation_choice_from_the_record()
     assert "for `block` validation chooses hidden_alpha = 0.1, +3.0 points" in text
     assert "for `ffn_neurons` validation keeps hidden_alpha = 0" in text
     assert "| block | 81.0% (80.0%) | 82.0% (83.0%) | 84.0% (79.0%) |" in text
+    assert "do not follow this choice for `block`;" in text   # notebook 04 used 0
+    used = "\n".join(report.hidden_distillation_lines(h, 4000, used=0.1))
+    assert "do not follow this choice for `ffn_neurons`;" in used    # block's 0.1 is used
+    only_block = {**h, "chosen": {"block": h["chosen"]["block"]}}
+    assert "do not follow" not in "\n".join(report.hidden_distillation_lines(only_block, 4000,
+                                                                            used=0.1))
     # mutation: a better validation score at alpha 1 changes the sentence
     rows[2]["val_macro_f1"] = 0.9
     h["chosen"] = sweep.hidden_distillation_choice(rows)

@@ -666,12 +666,16 @@ def recovery_budget_section(rep):
         rows=table(["start", *(f"{n:,} tweets" for n in budgets)],
                    [[m, *(f"{pct(by[(m, n)]['macro_f1'])} ({pct(by[(m, n)]['val_macro_f1'])})"
                           if (m, n) in by else "–" for n in budgets)] for m in methods]),
-        hidden="\n\n".join(hidden_distillation_lines(b.get("hidden_distillation"), budgets[0])),
+        hidden="\n\n".join(hidden_distillation_lines(
+            b.get("hidden_distillation"), budgets[0],
+            (rep.r.get("thresholding") or {}).get("retrain", {}).get("hidden_alpha", 0.0))),
         provenance=rep.provenance("recovery_budget"))
 
 
-def hidden_distillation_lines(h, budget):
-    """The hidden-state distillation table and verdict of notebook 11 (absent from older runs)."""
+def hidden_distillation_lines(h, budget, used=0.0):
+    """The hidden-state distillation table and verdict of notebook 11 (absent from older runs),
+    and, where validation chose another weight than `used` (notebook 04's recovery, which runs
+    before the study), that the curve and the benchmark do not follow the choice."""
     if h is None:
         return ["Hidden-state distillation: not measured by this run of notebook 11 (it predates "
                 "it); `make study REDO=11_recovery_budget` measures it."]
@@ -692,7 +696,13 @@ def hidden_distillation_lines(h, budget):
             table(["start", *(f"hidden_alpha {a:g}" for a in alphas)],
                   [[m, *(f"{pct(by[(m, a)]['macro_f1'])} ({pct(by[(m, a)]['val_macro_f1'])})"
                          if (m, a) in by else "–" for a in alphas)] for m in h["chosen"]]),
-            "Chosen on validation: " + "; ".join(verdicts) + "."]
+            "Chosen on validation: " + "; ".join(verdicts) + ".",
+            *([f"`make run`'s recovery (notebook 04, which runs before this study) uses "
+               f"hidden_alpha = {used:g}, so the sparsity curves and the benchmark do not follow "
+               f"this choice for {', '.join(f'`{m}`' for m in differ)}; one recovery per weight "
+               f"and one seed, so the gain is as noisy as a single run."]
+              if (differ := [m for m, c in h["chosen"].items() if c["hidden_alpha"] != used])
+              else [])]
 
 
 def comparison_conclusions(comparison, block="block"):

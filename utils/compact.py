@@ -183,6 +183,12 @@ def _kept(before, removed, width):
         else np.zeros(0, dtype=int)
 
 
+def _folded(layers_info):
+    """(layer, kind) of every sublayer whose compaction folded units into its output bias."""
+    return [(i["layer"], kind) for i in layers_info for kind in ("folded_heads", "folded_neurons")
+            if len(i[kind])]
+
+
 def expand_into(model, small, layers_info):
     """Write the weights of `small` -- `compact_model(model)`, `layers_info` its plan's removal
     records, trained since -- back into the full-width `model`: each kept head's and neuron's
@@ -191,8 +197,7 @@ def expand_into(model, small, layers_info):
 
     The inverse of compaction where nothing was folded: a folded unit's constant lives in
     `small`'s output bias and cannot be split back out, so such a plan is refused."""
-    folded = [(i["layer"], kind) for i in layers_info for kind in ("folded_heads", "folded_neurons")
-              if len(i[kind])]
+    folded = _folded(layers_info)
     if folded:
         raise ValueError(f"compaction folded units into biases ({folded[:3]}): their weights "
                          "cannot be written back; train the masked model itself")
@@ -244,8 +249,7 @@ def compacted_for_training(model):
     the same optimisation, at the cost of the units that are left), written back into `model`
     on exit. Yields `model` itself when compaction would remove nothing or would fold units."""
     config, weights, layers_info = compaction_plan(model)
-    if (config == model.encoder_config
-            or any(len(i["folded_heads"]) or len(i["folded_neurons"]) for i in layers_info)):
+    if config == model.encoder_config or _folded(layers_info):
         yield model
         return
     strategy = getattr(model, "distribute_strategy", None)

@@ -690,19 +690,19 @@ def hidden_distillation_lines(h, budget, used=0.0):
         else:
             verdicts.append(f"for `{method}` validation keeps hidden_alpha = 0 (no weight tried "
                             f"beats recovery without hidden states)")
+    differ = [m for m, c in h["chosen"].items() if c["hidden_alpha"] != used]
+    followed = [] if not differ else [
+        f"`make run`'s recovery (notebook 04, which runs before this study) uses hidden_alpha = "
+        f"{used:g}, so the sparsity curves and the benchmark do not follow this choice for "
+        f"{', '.join(f'`{m}`' for m in differ)}; one recovery per weight and one seed, so the "
+        "gain is as noisy as a single run."]
     return [f"Hidden-state distillation at {budget:,} recovery tweets (layer-wise MSE to the "
             f"dense model's hidden states, weighted by hidden_alpha; 0 is the row above): test "
             f"macro-F1 (validation in brackets).",
             table(["start", *(f"hidden_alpha {a:g}" for a in alphas)],
                   [[m, *(f"{pct(by[(m, a)]['macro_f1'])} ({pct(by[(m, a)]['val_macro_f1'])})"
                          if (m, a) in by else "–" for a in alphas)] for m in h["chosen"]]),
-            "Chosen on validation: " + "; ".join(verdicts) + ".",
-            *([f"`make run`'s recovery (notebook 04, which runs before this study) uses "
-               f"hidden_alpha = {used:g}, so the sparsity curves and the benchmark do not follow "
-               f"this choice for {', '.join(f'`{m}`' for m in differ)}; one recovery per weight "
-               f"and one seed, so the gain is as noisy as a single run."]
-              if (differ := [m for m, c in h["chosen"].items() if c["hidden_alpha"] != used])
-              else [])]
+            "Chosen on validation: " + "; ".join(verdicts) + ".", *followed]
 
 
 def comparison_conclusions(comparison, block="block"):

@@ -106,7 +106,9 @@ def regularization_step_cost(model, tokenizer, dataset, pruning_config, train_co
                              num_batches=8, rounds=3, teacher_logits=None):
     """Seconds per training step, plain fine-tuning vs the regularised loss, measured on the
     same batches, alternating the two `rounds` times (after a warm-up pass that compiles
-    every batch shape). The model's weights are restored afterwards."""
+    every batch shape). The model's weights are restored afterwards. These few steps compile
+    without XLA (`train.resolve_jit_compile`), also where the full run compiles with it: the
+    ratio is the method's overhead per step, not XLA's."""
     from . import batching
     weights = model.get_weights()
     n = num_batches * train_config.batch_size

@@ -28,8 +28,8 @@ class TrainConfig:
     patience: int = 1          # epochs without a better validation macro-F1 before stopping
     max_grad_norm: float = 1.0
     seed: int = 42
-    # XLA: False on CPU, where it was not measured to pay; True or "auto" on a GPU (the
-    # pipeline's GPU profile sets UTILS_JIT_COMPILE=auto).
+    # XLA: True, False, or "auto" (the default; `resolve_jit_compile`): Keras' choice on a GPU,
+    # and on a CPU XLA for fits long enough to repay its compilation.
     jit_compile: bool | str = dataclasses.field(default_factory=lambda: _jit_from_environment())
 
     def __post_init__(self):
@@ -91,12 +91,33 @@ def set_precision(precision):
 
 
 def _jit_from_environment():
-    """TrainConfig.jit_compile's default: UTILS_JIT_COMPILE (true | false | auto), else False."""
-    value = os.environ.get("UTILS_JIT_COMPILE", "false").strip().lower()
+    """TrainConfig.jit_compile's default: UTILS_JIT_COMPILE (true | false | auto), else auto."""
+    value = os.environ.get("UTILS_JIT_COMPILE", "auto").strip().lower()
     choices = {"true": True, "1": True, "false": False, "0": False, "auto": "auto"}
     if value not in choices:
         raise ValueError(f"UTILS_JIT_COMPILE={value!r}: use true, false or auto")
     return choices[value]
+
+
+# On this project's 2-core CPU (scripts/measure_xla_cpu.py -> results/exploratory/xla_cpu.json,
+# one process): an XLA training step took 0.41 s against 0.85 s without, but compiling the padded
+# batch shapes cost about a minute per fit, so a 50-step fit took 78 s against 32 s: XLA repays
+# its compilation after roughly 250 steps. Fits of at least twice that many steps use it.
+XLA_MIN_STEPS_CPU = 500
+
+
+def resolve_jit_compile(jit_compile, total_steps):
+    """What model.compile gets for TrainConfig.jit_compile: True or False as given; "auto" is
+    Keras' own choice where a GPU is visible, and on a CPU XLA (True) for a fit of at least
+    XLA_MIN_STEPS_CPU optimizer steps, else False."""
+    if jit_compile != "auto":
+        return jit_compile
+    if keras.backend.backend() != "tensorflow":
+        return "auto"
+    import tensorflow as tf
+    if tf.config.list_logical_devices("GPU"):
+        return "auto"
+    return total_steps >= XLA_MIN_STEPS_CPU
 
 
 @keras.saving.register_keras_serializable(package="utils")
@@ -257,7 +278,8 @@ def _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_deca
     # own loss.
     loss = None if type(model).compute_loss is not keras.Model.compute_loss else \
         keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=optimizer, loss=loss, jit_compile=config.jit_compile)
+    model.compile(optimizer=optimizer, loss=loss,
+                  jit_compile=resolve_jit_compile(config.jit_compile, total_steps))
     model.optimizer.build(model.trainable_variables)
     return model.optimizer
 

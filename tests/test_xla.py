@@ -106,3 +106,27 @@ def test_bad_xla_settings_get_a_clear_error(monkeypatch):
     monkeypatch.setenv("UTILS_JIT_COMPILE", "maybe")
     with pytest.raises(ValueError, match="UTILS_JIT_COMPILE='maybe'"):
         train.TrainConfig()
+
+
+def test_xla_compiled_models_get_batches_padded_to_fewer_shapes_with_the_same_predictions(tokenizer):
+    """XLA keeps a program per padded shape: an XLA-compiled model's batches are padded to
+    XLA_PAD_MULTIPLE, which the attention mask makes invisible in its logits."""
+    from utils import batching
+    texts = toy_dataset(n_train=40, n_val=8)["train"]["text"]
+    texts = [t + " !" * (i % 13) for i, t in enumerate(texts)]   # lengths across several widths
+    start = random_model(tiny(tokenizer), seed=2).get_weights()
+    plain = M.build_classifier(tiny(tokenizer))
+    plain.set_weights(start)
+    xla = M.build_classifier(tiny(tokenizer))
+    xla.set_weights(start)
+    train.compile_for_training(xla, train.TrainConfig(jit_compile=True), 1)
+    logits = {}
+    for name, model in (("plain", plain), ("xla", xla)):
+        batches, _ = batching.make_batches(tokenizer, texts, max_length=32, batch_size=8)
+        logits[name] = train.predict_logits(model, batches)
+        widths = {batches[i]["input_ids"].shape[1] for i in range(len(batches))}
+        multiple = train.XLA_PAD_MULTIPLE if name == "xla" else batching.PAD_MULTIPLE
+        assert all(w % multiple == 0 for w in widths), (name, widths)
+        if name == "plain":
+            assert any(w % train.XLA_PAD_MULTIPLE for w in widths)   # the default is finer
+    np.testing.assert_allclose(logits["xla"], logits["plain"], atol=1e-5, rtol=1e-4)

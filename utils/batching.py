@@ -43,10 +43,11 @@ def encode_texts(tokenizer, texts, max_length):
     return encoded, truncated
 
 
-def pad_batch(sequences, pad_token_id):
-    """Stack variable-length id arrays into input_ids / attention_mask, padded on the right."""
+def pad_batch(sequences, pad_token_id, multiple=PAD_MULTIPLE):
+    """Stack variable-length id arrays into input_ids / attention_mask, padded on the right
+    to a multiple of `multiple` tokens."""
     longest = max(len(s) for s in sequences)
-    width = int(math.ceil(longest / PAD_MULTIPLE) * PAD_MULTIPLE)
+    width = int(math.ceil(longest / multiple) * multiple)
     input_ids = np.full((len(sequences), width), pad_token_id, dtype=np.int32)
     attention_mask = np.zeros((len(sequences), width), dtype=np.int32)
     for row, ids in enumerate(sequences):
@@ -85,8 +86,9 @@ class TweetBatches:
     """Batches of encoded tweets as (inputs, labels) pairs, re-bucketed every epoch.
 
     Used as a Keras PyDataset (see `as_keras_dataset`) for training and as a plain
-    iterable for prediction.
+    iterable for prediction. `pad_multiple` (settable) is the padding granularity.
     """
+    pad_multiple = PAD_MULTIPLE
 
     def __init__(self, encoded, labels, batch_size, pad_token_id, shuffle, seed=0,
                  teacher_logits=None):
@@ -130,7 +132,7 @@ class TweetBatches:
 
     def batch(self, idx):
         """The padded inputs (and labels, teacher logits) of the examples `idx`."""
-        inputs = pad_batch([self.encoded[j] for j in idx], self.pad_token_id)
+        inputs = pad_batch([self.encoded[j] for j in idx], self.pad_token_id, self.pad_multiple)
         if self.labels is None:
             return inputs
         if self.teacher_logits is not None:

@@ -104,6 +104,20 @@ def _jit_from_environment():
 # batch shapes cost about a minute per fit, so a 50-step fit took 78 s against 32 s: XLA repays
 # its compilation after roughly 250 steps. Fits of at least twice that many steps use it.
 XLA_MIN_STEPS_CPU = 500
+# XLA keeps one compiled program per padded batch shape, for the life of the process
+# (scripts/measure_xla_shapes.py -> results/exploratory/xla_shapes.json: a 150-step fit peaked
+# at 3,854 MB padded to multiples of 8, 7 shapes, and 2,932 MB padded to multiples of 16, 4
+# shapes, at 12% more padded tokens and less compilation time). XLA-compiled models get
+# batches padded to this multiple.
+XLA_PAD_MULTIPLE = 16
+
+
+def pad_for(batches, jit_compile):
+    """`batches` (a batching.TweetBatches) padded for a model compiled with `jit_compile`
+    (resolved: True means XLA): to XLA_PAD_MULTIPLE under XLA, else the default. Padding is
+    masked, so predictions do not depend on it. Returns `batches`."""
+    batches.pad_multiple = XLA_PAD_MULTIPLE if jit_compile is True else batching.PAD_MULTIPLE
+    return batches
 
 
 def resolve_jit_compile(jit_compile, total_steps):
@@ -284,8 +298,13 @@ def _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_deca
     return model.optimizer
 
 
+def _compiled_with_xla(model):
+    return getattr(model, "jit_compile", None) is True
+
+
 def predict_logits(model, batches):
     """Logits for every example of `batches`, in the original example order."""
+    pad_for(batches, _compiled_with_xla(model))
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         # predict_on_batch under several replicas gives every replica the whole batch and
@@ -306,6 +325,7 @@ def evaluate(model, tokenizer, split, max_length=64, batch_size=128, return_pred
     (and the predicted class of every example, in split order, under "predictions")."""
     batches, truncated = batching.make_batches(tokenizer, split["text"], split["label"],
                                                max_length=max_length, batch_size=batch_size)
+    pad_for(batches, _compiled_with_xla(model))
     if len(batches):
         model.predict_on_batch(batches[0][0])  # trace/compile outside the timing
     start = time.perf_counter()
@@ -490,6 +510,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
         optimizer = compile_for_training(
             fit_model, config, len(train_batches),
             pruning_lib.masks_by_variable_path(model, masks) if masks is not None else None)
+    pad_for(train_batches, _compiled_with_xla(fit_model))
 
     run_config = {**dataclasses.asdict(config),
                   "pruning": None if pruning is None else dataclasses.asdict(pruning),

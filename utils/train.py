@@ -112,11 +112,12 @@ XLA_MIN_STEPS_CPU = 500
 XLA_PAD_MULTIPLE = 16
 
 
-def pad_for(batches, jit_compile):
-    """`batches` (a batching.TweetBatches) padded for a model compiled with `jit_compile`
-    (resolved: True means XLA): to XLA_PAD_MULTIPLE under XLA, else the default. Padding is
-    masked, so predictions do not depend on it. Returns `batches`."""
-    batches.pad_multiple = XLA_PAD_MULTIPLE if jit_compile is True else batching.PAD_MULTIPLE
+def pad_for(batches, model):
+    """`batches` (a batching.TweetBatches) padded for `model`: to XLA_PAD_MULTIPLE when it is
+    compiled with XLA, else the default. Padding is masked, so predictions do not depend on it.
+    Returns `batches`."""
+    xla = getattr(model, "jit_compile", None) is True
+    batches.pad_multiple = XLA_PAD_MULTIPLE if xla else batching.PAD_MULTIPLE
     return batches
 
 
@@ -298,13 +299,9 @@ def _compile_for_training(model, config, steps_per_epoch, masks_by_path, no_deca
     return model.optimizer
 
 
-def _compiled_with_xla(model):
-    return getattr(model, "jit_compile", None) is True
-
-
 def predict_logits(model, batches):
     """Logits for every example of `batches`, in the original example order."""
-    pad_for(batches, _compiled_with_xla(model))
+    pad_for(batches, model)
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None and strategy.num_replicas_in_sync > 1:
         # predict_on_batch under several replicas gives every replica the whole batch and
@@ -325,7 +322,7 @@ def evaluate(model, tokenizer, split, max_length=64, batch_size=128, return_pred
     (and the predicted class of every example, in split order, under "predictions")."""
     batches, truncated = batching.make_batches(tokenizer, split["text"], split["label"],
                                                max_length=max_length, batch_size=batch_size)
-    pad_for(batches, _compiled_with_xla(model))
+    pad_for(batches, model)
     if len(batches):
         model.predict_on_batch(batches[0][0])  # trace/compile outside the timing
     start = time.perf_counter()
@@ -510,7 +507,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
         optimizer = compile_for_training(
             fit_model, config, len(train_batches),
             pruning_lib.masks_by_variable_path(model, masks) if masks is not None else None)
-    pad_for(train_batches, _compiled_with_xla(fit_model))
+    pad_for(train_batches, fit_model)
 
     run_config = {**dataclasses.asdict(config),
                   "pruning": None if pruning is None else dataclasses.asdict(pruning),

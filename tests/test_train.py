@@ -176,3 +176,27 @@ def test_a_checkpoint_from_before_a_config_field_was_added_still_resumes(tokeniz
     with pytest.raises(ValueError, match="delete it or pass the same config"):
         train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
                         progress=False, pruning=penalty)
+
+
+def test_fine_tune_saved_in_a_fresh_process_matches_fine_tune(tokenizer, tmp_path):
+    """Notebook 03 runs its long fits this way: the same start model, trained in a spawned
+    process and saved, must hold the weights of the same fit run in this process."""
+    from utils import isolation, saved
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    import dataclasses
+    # no dropout: its masks come from generators seeded when a model is built, and this
+    # process has built others before
+    config_model = dataclasses.replace(utils.model.tiny_config(tokenizer.vocab_size),
+                                       hidden_dropout=0.0, attention_dropout=0.0)
+    saved.save(utils.model.build_classifier(config_model), tmp_path / "start")
+    here = saved.load_model(tmp_path / "start")
+    expected = train.fine_tune(here, tokenizer, data, config, progress=False)
+    state = isolation.run_in_fresh_process(train.fine_tune_saved, dict(
+        model_dir=tmp_path / "start", out_dir=tmp_path / "trained", tokenizer=tokenizer,
+        dataset=data, config=config, progress=False))
+    assert state["epoch"] == expected["epoch"] == 1
+    assert state["history"][0]["train_loss"] == pytest.approx(expected["history"][0]["train_loss"], rel=1e-5)
+    trained = saved.load_model(tmp_path / "trained")
+    for a, b in zip(here.get_weights(), trained.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -471,6 +471,16 @@ def _with_defaults(run_config):
     return config
 
 
+def fine_tune_saved(model_dir, out_dir, tokenizer, dataset, config=None, **options):
+    """`fine_tune` of the model saved in `model_dir`, saving the result to `out_dir`; the form
+    `isolation.run_in_fresh_process` can run, so a long XLA fit's compiled programs leave with
+    its process (notebook 03). Returns the training state."""
+    model = saved.load_model(model_dir)
+    state = fine_tune(model, tokenizer, dataset, config, **options)
+    saved.save(model, out_dir)
+    return state
+
+
 def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True,
               pruning=None, teacher_logits=None, masks=None, callbacks=(), teacher=None):
     """Fine-tune every weight of `model` on dataset["train"], early-stopping on validation.

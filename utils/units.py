@@ -549,15 +549,19 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
 
 
 def progressive_prune_saved(model_dir, tokenizer, dataset, targets, train_config, save_dir,
-                            distill=True, **options):
+                            distill=True, teacher_logits=None, **options):
     """`progressive_prune` of the model saved in `model_dir`, distilled (with `distill`) from
-    that model's own logits on the training split, as notebooks 03 and 04 run it; the form
-    `isolation.run_in_fresh_process` can run. Returns {"reached": the pruner's records,
-    "state": the training state}."""
+    `teacher_logits`, by default that model's own logits on the training split, as notebooks 03
+    and 04 run it; the form `isolation.run_in_fresh_process` can run, so the fit's compiled
+    programs leave with its process. Returns {"reached": the pruner's records, "state": the
+    training state, "prox_seconds", "period_ends"}."""
     from . import train
     classifier = saved.load_model(model_dir)
-    teacher = (train.predict_texts(classifier, tokenizer, dataset["train"]["text"],
-                                   max_length=train_config.max_length) if distill else None)
+    if distill and teacher_logits is None:
+        teacher_logits = train.predict_texts(classifier, tokenizer, dataset["train"]["text"],
+                                             max_length=train_config.max_length)
     pruner, state = progressive_prune(classifier, tokenizer, dataset, targets, train_config,
-                                      save_dir, teacher_logits=teacher, **options)
-    return {"reached": pruner.reached, "state": state}
+                                      save_dir, teacher_logits=teacher_logits if distill else None,
+                                      **options)
+    return {"reached": pruner.reached, "state": state, "prox_seconds": pruner.seconds,
+            "period_ends": pruner.ends}

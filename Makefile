@@ -51,7 +51,7 @@ report: install
 	$(PY) -m utils.report
 
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.
 smoke: install

@@ -237,6 +237,12 @@ def test_matrix_groups_are_the_proposals_groups_and_partition_the_kernels():
     masks = {name: np.asarray(k) != 0 for name, k in P.prunable_kernels(model).items()}
     zeros = sum((~m).sum() for m in masks.values())
     assert zeros == sum(counts[k] * off[k].sum() for k in off)
+    # notebook 10 hands the groups to a fresh process
+    import pickle
+    copy = pickle.loads(pickle.dumps(groups))
+    assert (copy.num_blocks, copy.mode) == (2, "inner")
+    for key, values in copy.norms(model).items():
+        np.testing.assert_array_equal(values, after[key])
     with pytest.raises(ValueError, match="overlap"):
         U.MatrixGroups(mode="row+column")
     with pytest.raises(ValueError, match="K"):

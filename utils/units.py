@@ -260,13 +260,17 @@ class MatrixGroups:
     zero_is_stable = False
 
     def __init__(self, num_blocks=1, mode="inner"):
-        from . import pruning
         if mode not in ("inner", "row", "column"):
             raise ValueError(f"mode = {mode!r}: MatrixGroups needs groups that do not overlap "
                              "('inner', 'row' or 'column'), so that their weights add up")
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
             raise ValueError(f"num_blocks (K) = {num_blocks!r}: must be a positive int")
-        self.num_blocks, self.mode, self._pruning = num_blocks, mode, pruning
+        self.num_blocks, self.mode = num_blocks, mode
+
+    @property
+    def _pruning(self):   # imported here, not held: the groups cross to a fresh process (pickle)
+        from . import pruning
+        return pruning
 
     def _kernels(self, model):
         """{(kernel name, kind): kernel variable} of the encoder (no pooler)."""

@@ -52,6 +52,9 @@ def readings(results_dir):
                                                 if not p["dominated"]]}
     out["pipelines"] = {
         name: {"commit": record.get("commit"), "started_clean": record.get("started_clean"),
+               "complete": record.get("complete"),
+               "total_minutes": round(record["total_seconds"] / 60, 1)
+               if "total_seconds" in record else None,
                "steps": {s["name"]: {"minutes": round(s["seconds"] / 60, 1),
                                      "max_rss_mb": round(s["max_rss_mb"])}
                          for s in record.get("steps", [])}}

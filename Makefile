@@ -30,13 +30,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE)) $(if $(REDO),--redo $(REDO))
 
 run: install
-	$(PY) -m utils.pipeline run $(PIPELINE_ARGS)
+	$(PY) -m utils.face.pipeline run $(PIPELINE_ARGS)
 
 # The extended studies (notebooks 07-11: comparison with other methods, binarization, the
 # lambda1 x K study, unit vs per-matrix groups, the recovery budget) on the models of
 # `make run`, then the report again.
 study: install
-	$(PY) -m utils.pipeline study $(PIPELINE_ARGS)
+	$(PY) -m utils.face.pipeline study $(PIPELINE_ARGS)
 
 data: install
 	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb
@@ -44,16 +44,16 @@ data: install
 # The benchmark alone (notebook 05 runs the same code): dense vs the pruned snapshot chosen on
 # validation -> results/benchmark.*, derived models under checkpoints/bench.
 bench: install
-	$(PY) -m utils.bench
+	$(PY) -m utils.face.bench
 
 # report/report.md and report/report.html from results/, data/stats.json and figures/.
 report: install
-	$(PY) -m utils.report
+	$(PY) -m utils.face.report
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.
 smoke: install
-	$(PY) -m utils.pipeline run --smoke --root /tmp/smoke --restart
-	$(PY) -m utils.pipeline study --smoke --root /tmp/smoke --restart
+	$(PY) -m utils.face.pipeline run --smoke --root /tmp/smoke --restart
+	$(PY) -m utils.face.pipeline study --smoke --root /tmp/smoke --restart

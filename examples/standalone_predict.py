@@ -1,4 +1,4 @@
-"""Classify tweets with an exported bundle (python -m utils.export), without this repository.
+"""Classify tweets with an exported bundle (python -m utils.saved.export), without this repository.
 
     python examples/standalone_predict.py BUNDLE_DIR "text" ...   ->  JSON [{label, probabilities}]
 

@@ -1,7 +1,7 @@
 """How much do the target readings move between two runs of the same code?
 
 Reads the target quantities from two results directories -- the committed `results/` and one
-written by another run of the pipeline (`python -m utils.pipeline run --root DIR`, optionally
+written by another run of the pipeline (`python -m utils.face.pipeline run --root DIR`, optionally
 followed by the study's 07 step there) -- and writes them side by side, with each run's commit,
 so that a target missed by a few tenths can be told apart from run-to-run noise:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from utils import io  # noqa: E402
+from utils.common import io  # noqa: E402
 
 
 def _read(directory, name):

@@ -1,7 +1,7 @@
-"""Exploratory run of progressive unit pruning (utils.units) on the checkpoints of `make run`.
+"""Exploratory run of progressive unit pruning (utils.pruning.units) on the checkpoints of `make run`.
 
 Committed verbatim as it ran on 2026-11-29 (code of branch issue12 at 42153e1, identical to
-utils/units.py and utils/sweep.py of the merge e66ac46), with the paths of that session: the
+utils/pruning/units.py and utils/pruning/sweep.py of the merge e66ac46), with the paths of that session: the
 work tree of the branch at /work/wt12, the repository with `make run`'s checkpoints at
 /work/main, outputs to /tmp/prog (copied to results/exploratory/). Command:
     .venv/bin/python scripts/exploratory_progressive_pruning.py
@@ -10,14 +10,19 @@ notebook 03/04 work will run this method inside the pipeline.
 """
 import sys, time
 sys.path.insert(0, "/work/wt12")
-import pandas as pd
-from utils import data, io, model as model_lib, saved, sweep, train, units
+from utils.data import corpus as data
+from utils.common import io
+from utils.encoder import hub
+from utils import saved
+from utils.pruning import sweep
+from utils.training import train
+from utils.pruning import units
 
 TARGETS = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9]
 OUT = "/tmp/prog"
 started = time.perf_counter()
 dataset = data.load_splits("/work/main/data")
-tok = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+tok = hub.load_tokenizer(hub.DEFAULT_MODEL)
 model = saved.load_model("/work/main/checkpoints/baseline/best")
 teacher = train.predict_texts(model, tok, dataset["train"]["text"], max_length=64)
 print(f"teacher logits {time.perf_counter() - started:.0f} s", flush=True)

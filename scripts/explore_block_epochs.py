@@ -19,8 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import data, io, sweep, train, units  # noqa: E402
-from utils import model as model_lib, saved  # noqa: E402
+from utils.data import corpus as data  # noqa: E402
+from utils.common import io
+from utils.pruning import sweep
+from utils.training import train
+from utils.pruning import units
+from utils.encoder import hub
+from utils import saved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +53,7 @@ def main(argv=None):
     if args.train_examples:
         dataset = data.subsample(dataset, {"train": args.train_examples, "validation": 200,
                                            "test": 200}, seed=42)
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     model = saved.load_model(baseline_dir)
     config = {**settings["train"], "epochs": args.epochs, "patience": args.epochs}
     train_config = train.TrainConfig(**config)

@@ -11,7 +11,6 @@ force, and validation macro-F1 before any recovery. Writes
 results/exploratory/cofi_reg_lr.json. Validation only: no test score is computed.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,12 @@ def main():
         print(f"error: missing {', '.join(missing)}; run `make run` and `make study` first",
               file=sys.stderr)
         return 2
-    from utils import cofi, data, io, model as model_lib, saved, train
+    from utils.pruning import cofi
+    from utils.data import corpus as data
+    from utils.common import io
+    from utils.encoder import hub
+    from utils import saved
+    from utils.training import train
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     budget = io.read_json(ROOT / "results/baselines.json")["cofi"]["pruning_examples"]
     examples = budget.get(str(args.target))
@@ -41,7 +45,7 @@ def main():
               f"{sorted(budget)}", file=sys.stderr)
         return 2
     train_config = train.TrainConfig(**settings["train"])
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     dataset = data.load_splits(ROOT / "data")
     dense = saved.load_model(ROOT / "checkpoints/baseline/best")
     start = dense.get_weights()

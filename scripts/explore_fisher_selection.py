@@ -35,13 +35,19 @@ def main():
         print(f"error: missing {', '.join(missing)}; run `make run` first", file=sys.stderr)
         return 2
     import pandas as pd
-    from utils import data, io, model as model_lib, saved, sweep, train, units
+    from utils.data import corpus as data
+    from utils.common import io
+    from utils.encoder import hub
+    from utils import saved
+    from utils.pruning import sweep
+    from utils.training import train
+    from utils.pruning import units
     started = time.perf_counter()
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     out = ROOT / "results/exploratory"
     work = checkpoints / "explore_fisher_selection"
     dataset = data.load_splits(ROOT / "data")
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     dense = saved.load_model(checkpoints / "baseline/best")
     config = train.TrainConfig(**settings["train"])
     teacher = train.predict_texts(dense, tokenizer, dataset["train"]["text"],

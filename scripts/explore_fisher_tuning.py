@@ -28,10 +28,17 @@ def main():
     if not (baseline / "model_spec.json").exists():
         print(f"error: {baseline} holds no model; run `make run` first", file=sys.stderr)
         return 2
-    from utils import baselines, data, fisher_mask, io, model as model_lib, pruning, saved, train
+    from utils.pruning import baselines
+    from utils.data import corpus as data
+    from utils.pruning import fisher_mask
+    from utils.common import io
+    from utils.encoder import hub
+    from utils.pruning import block as pruning
+    from utils import saved
+    from utils.training import train
     started = time.perf_counter()
     dataset = data.load_splits(ROOT / "data")
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     model = saved.load_model(baseline)
     dense = model.get_weights()
     batches = baselines._labelled_batches(tokenizer, dataset["train"], fisher_mask.FISHER_EXAMPLES,

@@ -4,7 +4,7 @@
 
 At equal sparsity, dropping whole layers runs faster than narrowing them: a sublayer also costs a
 fixed part (softmax, reshapes, kernel launches) that narrower matrices keep. This measures this
-machine's latency table (`utils.latency`, cached in checkpoints/latency_table.json), then runs
+machine's latency table (`utils.measurement.latency`, cached in checkpoints/latency_table.json), then runs
 notebook 03's progressive run with the settings recorded in results/block_pruning.json, except
 that each period keeps the units of greatest Fisher information whose *predicted batch-1 latency*
 fits target x dense (`progressive_prune(cost_table=...)`), and gives every snapshot notebook 04's
@@ -46,13 +46,20 @@ def main():
               file=sys.stderr)
         return 2
     import pandas as pd
-    from utils import data, io, latency, model as model_lib, saved, sweep, train, units
+    from utils.data import corpus as data
+    from utils.common import io
+    from utils.measurement import latency
+    from utils.encoder import hub
+    from utils import saved
+    from utils.pruning import sweep
+    from utils.training import train
+    from utils.pruning import units
     started = time.perf_counter()
     settings = io.read_json(ROOT / "results/block_pruning.json")["settings"]
     out = Path(args.out)
     work = checkpoints / "explore_latency_targets"
     dataset = data.load_splits(ROOT / "data")
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     dense = saved.load_model(checkpoints / "baseline/best")
     config = train.TrainConfig(**settings["train"])
     texts = dataset["test"]["text"][:args.examples]

@@ -9,7 +9,7 @@ throwaway torch venv of scripts/make_parity_fixtures.py:
 where CHECKOUT_DIR holds prune/rearrange.py (a bare mirror works too: `--reference` may be a
 git directory, the file is then read from its HEAD). The fixture holds, per case, the masks
 (layers x units, 1 = kept), the per-batch mask gradients (batches x layers x units) and the
-reference's rearranged masks; tests/test_fisher_mask.py compares utils.fisher_mask's
+reference's rearranged masks; tests/test_fisher_mask.py compares utils.pruning.fisher_mask's
 `rearrange_masks` against them.
 """
 import argparse

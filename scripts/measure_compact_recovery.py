@@ -8,17 +8,23 @@ results/exploratory/compact_recovery.json.
 
     .venv/bin/python scripts/measure_compact_recovery.py
 """
-import json
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from utils import compact, data, io, model as model_lib, pruning, saved, sweep, train  # noqa: E402
+from utils.compression import compact  # noqa: E402
+from utils.data import corpus as data
+from utils.common import io
+from utils.encoder import hub
+from utils.pruning import block as pruning
+from utils import saved
+from utils.pruning import sweep
+from utils.training import train
 
 EXAMPLES = 1000
-tokenizer = model_lib.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+tokenizer = hub.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
 dataset = data.load_splits(REPO / "data")
 teacher = saved.load_model(REPO / "checkpoints/baseline/best")
 sample, logits = sweep.recovery_data(dataset, tokenizer, teacher, EXAMPLES, 42, 64)
@@ -34,7 +40,7 @@ for target in ("sparsity_50", "sparsity_70"):
             state = sweep.recover(model, tokenizer, sample, config, logits, 0.5, 2.0)
             evaluated = compact.smallest_equivalent(model)
         else:
-            state = train.fine_tune(model, tokenizer, sample, config, progress=False,
+            state = pruning.penalized_fine_tune(model, tokenizer, sample, config, progress=False,
                                     masks=pruning.current_masks(model), pruning=distill,
                                     teacher_logits=logits)
             evaluated = model
@@ -47,7 +53,7 @@ for target in ("sparsity_50", "sparsity_70"):
         print(rows[-1], flush=True)
 
 import numpy as np  # noqa: E402
-from utils import batching  # noqa: E402
+from utils.data import batching  # noqa: E402
 batches, _ = batching.make_batches(tokenizer, sample["train"]["text"], sample["train"]["label"],
                                    max_length=64, batch_size=32, shuffle=True, seed=42)
 STEPS, ROUNDS = 16, 3
@@ -59,11 +65,11 @@ for target in ("sparsity_50", "sparsity_70"):
     for name, model in variants.items():
         masks = pruning.current_masks(model)
         train.compile_for_training(model, config, STEPS, pruning.masks_by_variable_path(model, masks))
-        model.fit(train._fit_input(batches), epochs=1, steps_per_epoch=4, verbose=0)   # trace
+        model.fit(train.fit_input(batches), epochs=1, steps_per_epoch=4, verbose=0)   # trace
     for _ in range(ROUNDS):
         for name, model in variants.items():
             started = time.perf_counter()
-            model.fit(train._fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)
+            model.fit(train.fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)
             times[name].append((time.perf_counter() - started) / STEPS)
     for name in variants:
         steady.append({"snapshot": target, "variant": name,

@@ -28,8 +28,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from utils import data, io, saved, timing  # noqa: E402
-from utils import model as model_lib  # noqa: E402
+from utils.data import corpus as data  # noqa: E402
+from utils.common import io
+from utils import saved
+from utils.measurement import timing
+from utils.encoder import hub
+from utils.encoder import hf
 
 COPIES, GROUP_SIZE, TRIALS, ROUNDS, EXAMPLES = 6, 2, 3, 3, 200
 
@@ -62,12 +66,12 @@ def spread(values):
 
 def main():
     texts = data.read_crowdflower_raw()["text"].tolist()[:EXAMPLES]
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     trials = []
     with tempfile.TemporaryDirectory() as tmp:
         dense_dir, half_dir = Path(tmp, "dense"), Path(tmp, "half")
-        saved.save(model_lib.from_pretrained(num_labels=3), dense_dir)
-        saved.save(zero_half(model_lib.from_pretrained(num_labels=3)), half_dir)
+        saved.save(hf.from_pretrained(num_labels=3), dense_dir)
+        saved.save(zero_half(hf.from_pretrained(num_labels=3)), half_dir)
         variants = {"dense": dense_dir, **{f"half #{c + 1}": half_dir for c in range(COPIES)}}
         for trial in range(TRIALS):
             started = time.perf_counter()

@@ -19,18 +19,25 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import batching, data, io, model as model_lib, pruning, sweep, train
+from utils.data import batching
+from utils.data import corpus as data
+from utils.common import io
+from utils.encoder import hub
+from utils.encoder import hf
+from utils.pruning import block as pruning
+from utils.pruning import sweep
+from utils.training import train
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES, STEPS, ROUNDS = 1600, 24, 3
-tokenizer = model_lib.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+tokenizer = hub.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
 dataset = data.load_splits(REPO / "data")
 dataset["validation"] = dataset["validation"].select(range(512))
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def start_model():
-    return model_lib.from_pretrained(MODEL, num_labels=3)
+    return hf.from_pretrained(MODEL, num_labels=3)
 
 
 teacher = start_model()
@@ -45,7 +52,7 @@ for round_ in range(2):
     for jit in SETTINGS:
         model = start_model()
         started = time.perf_counter()
-        state = train.fine_tune(model, tokenizer, sample, dataclasses.replace(base, jit_compile=jit),
+        state = pruning.penalized_fine_tune(model, tokenizer, sample, dataclasses.replace(base, jit_compile=jit),
                                 progress=False, pruning=distill, teacher_logits=logits)
         jobs.append({"round": round_, "jit_compile": jit, "examples": EXAMPLES,
                      "wall_seconds": time.perf_counter() - started,
@@ -59,13 +66,13 @@ models = {}
 for jit in SETTINGS:
     model = start_model()
     train.compile_for_training(model, dataclasses.replace(base, jit_compile=jit), STEPS)
-    model.fit(train._fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)   # trace
+    model.fit(train.fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)   # trace
     models[jit] = model
 times = {jit: [] for jit in SETTINGS}
 for _ in range(ROUNDS):
     for jit, model in models.items():
         started = time.perf_counter()
-        model.fit(train._fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)
+        model.fit(train.fit_input(batches), epochs=1, steps_per_epoch=STEPS, verbose=0)
         times[jit].append((time.perf_counter() - started) / STEPS)
 steady = {str(jit): {"step_seconds_median": float(np.median(t)), "step_seconds": t}
           for jit, t in times.items()}

@@ -22,10 +22,17 @@ VARIANTS = {"plain, pad 8": (False, 8), "xla, pad 8": (True, 8), "xla, pad 16": 
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from utils import batching, data, model as model_lib, pruning, sweep, train
+from utils.data import batching
+from utils.data import corpus as data
+from utils.encoder import model as model_lib
+from utils.encoder import hub
+from utils.encoder import hf
+from utils.pruning import block as pruning
+from utils.pruning import sweep
+from utils.training import train
 jit, multiple = json.loads(sys.argv[1])
 batching.PAD_MULTIPLE = multiple
-tokenizer = model_lib.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
+tokenizer = hub.load_tokenizer("sentence-transformers/all-MiniLM-L6-v2")
 dataset = data.load_splits("data")
 dataset["validation"] = dataset["validation"].select(range(512))
 sample, _ = sweep.recovery_data(dataset, tokenizer, None, 4800, 42, 64)
@@ -36,7 +43,7 @@ widths = [b[0]["input_ids"].shape[1] for b in batches]
 config = train.TrainConfig(learning_rate=1e-4, epochs=1, max_length=64, patience=1, jit_compile=jit)
 distill = pruning.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
                                 distill_alpha=0.5, temperature=2.0)
-model = model_lib.from_pretrained("sentence-transformers/all-MiniLM-L6-v2", num_labels=3)
+model = hf.from_pretrained("sentence-transformers/all-MiniLM-L6-v2", num_labels=3)
 started = time.perf_counter()
 state = train.fine_tune(model, tokenizer, sample, config, progress=False, pruning=distill,
                         teacher_logits=logits)
@@ -57,7 +64,7 @@ for name, (jit, multiple) in VARIANTS.items():
                  **json.loads(done.stdout.split("RESULT ", 1)[1])})
     print(rows[-1], flush=True)
 
-from utils import io  # noqa: E402
+from utils.common import io  # noqa: E402
 out = REPO / "results/exploratory/xla_shapes.json"
 io.write_json(out, {"rows": rows, "git_commit": io.git_commit(),
                     "note": "one fresh process per variant, run one after another on this machine"})

@@ -23,8 +23,13 @@ def measure(mode, repeats, examples):
     import keras
     import numpy as np
     import psutil
-    from utils import data, model as model_lib, pruning, saved, sweep, train
-    tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+    from utils.data import corpus as data
+    from utils.encoder import hub
+    from utils.pruning import block as pruning
+    from utils import saved
+    from utils.pruning import sweep
+    from utils.training import train
+    tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     dataset = data.subsample(data.load_splits(ROOT / "data"),
                              {"train": 2000, "validation": 200, "test": 200}, seed=0)
     model = saved.load_model(ROOT / "checkpoints" / "baseline" / "best")

@@ -11,5 +11,5 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    import utils
-    return utils.model.load_tokenizer(utils.model.DEFAULT_MODEL)
+    from utils.encoder import hub
+    return hub.load_tokenizer(hub.DEFAULT_MODEL)

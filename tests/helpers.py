@@ -15,7 +15,7 @@ WORDS = {0: ["awful", "terrible", "hate"], 1: ["table", "monday", "report"],
 
 def random_model(config, seed=0):
     """A classifier with N(0, 0.2) weights (LayerNorms left at 1/0): logits far from uniform."""
-    from utils import model as model_lib
+    from utils.encoder import model as model_lib
     model = model_lib.build_classifier(config)
     rng = np.random.default_rng(seed)
     for w in model.weights:

@@ -1,4 +1,4 @@
-"""Baselines (utils/baselines.py) on small hand-checkable cases, and the comparison helpers."""
+"""Baselines (utils/pruning/baselines.py) on small hand-checkable cases, and the comparison helpers."""
 import math
 
 import keras
@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 
 from utils import saved
-from utils import baselines, comparison, pruning, sweep, train
-from utils import model as model_lib
-from utils.sweep import UnreachableSparsity
+from utils.pruning import baselines
+from utils.face import comparison
+from utils.measurement import dominance
+from utils.pruning import block as pruning
+from utils.pruning import sweep
+from utils.training import train
+from utils.encoder import model as model_lib
+from utils.pruning.sweep import UnreachableSparsity
 from helpers import toy_dataset
 
 
@@ -452,7 +457,7 @@ def test_comparison_table_pareto_and_discussion():
                             "parameters": [100, 60, 40, 100]})
     latency["latency_speedup_vs_dense"] = 10.0 / latency.latency_ms_median
     latency["throughput_speedup_vs_dense"] = latency.throughput_ex_per_s / 100.0
-    assert list(comparison.pareto_front(latency).variant) == ["b", "a", "dense"]
+    assert list(dominance.pareto_front_of_frame(latency).variant) == ["b", "a", "dense"]
     text = comparison.discussion(table, latency, dense)
     assert "**magnitude_global**" in text and "block pruning is rank 2" in text
     assert "heads (max 50%)" in text and "Fastest compacted variant within 1 point" in text
@@ -528,7 +533,7 @@ def test_cofi_budget_by_target_mapping():
 
 
 def test_budget_start_names_bad_methods_and_a_missing_penalty(tmp_path):
-    from utils import baselines
+    from utils.pruning import baselines
     with pytest.raises(ValueError, match="choose among"):
         baselines.budget_start("nope", 0.5, tmp_path, tmp_path)
     with pytest.raises(ValueError, match="needs `penalty`"):

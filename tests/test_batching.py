@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils import batching
+from utils.data import batching
 
 
 def test_encode_truncates_and_keeps_closing_token(tokenizer):

@@ -1,4 +1,4 @@
-"""utils.bench: analytic FLOPs, default pruned-directory choice, and `python -m utils.bench
+"""utils.face.bench: analytic FLOPs, default pruned-directory choice, and `python -m utils.face.bench
 --smoke` end to end (tiny random models) writing well-formed JSON and markdown."""
 import json
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import utils  # noqa: F401
-from utils import bench as B
-from utils import model as M
+from utils.face import bench as B
+from utils.encoder import model as M
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def test_flops_per_token():
 def test_smoke_run_writes_benchmark(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-m", "utils.bench", "--smoke", "--out-dir", str(tmp_path),
+        [sys.executable, "-m", "utils.face.bench", "--smoke", "--out-dir", str(tmp_path),
          "--memory-variants", "compact+vocab"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

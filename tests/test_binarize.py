@@ -1,9 +1,13 @@
-"""Binarized weights (utils.binarize) against numpy references."""
+"""Binarized weights (utils.compression.binarize) against numpy references."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils import batching, binarize, model as model_lib, saved, train
+from utils.data import batching
+from utils.compression import binarize
+from utils.encoder import model as model_lib
+from utils import saved
+from utils.training import train
 
 TEXTS = ["good flight", "bad flight delayed again", "on my way to LAX", "love it"] * 6
 LABELS = [2, 0, 1, 2] * 6

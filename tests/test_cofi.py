@@ -1,4 +1,4 @@
-"""CoFi's hard-concrete gates and Lagrangian (utils/cofi.py) against closed forms, Monte Carlo
+"""CoFi's hard-concrete gates and Lagrangian (utils/pruning/cofi.py) against closed forms, Monte Carlo
 and a toy model."""
 import math
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from utils import cofi, pruning
-from utils import model as model_lib
+from utils.pruning import cofi
+from utils.pruning import block as pruning
+from utils.encoder import model as model_lib
 from helpers import toy_dataset
 
 
@@ -72,7 +73,7 @@ def test_lagrangian_moves_expected_sparsity_to_the_target(tokenizer):
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=64, n_val=16)
-    config = __import__("utils.train", fromlist=["TrainConfig"]).TrainConfig(
+    config = __import__("utils.training.train", fromlist=["TrainConfig"]).TrainConfig(
         learning_rate=1e-3, batch_size=16, max_length=16, epochs=1)
     start = cofi.expected_sparsity(cofi.initial_log_alphas(model.encoder_config),
                                    model.encoder_config)
@@ -89,7 +90,7 @@ def test_lagrangian_moves_expected_sparsity_to_the_target(tokenizer):
 def test_cofi_refuses_bad_settings(tokenizer):
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=32, n_val=8)
-    config = __import__("utils.train", fromlist=["TrainConfig"]).TrainConfig(batch_size=16)
+    config = __import__("utils.training.train", fromlist=["TrainConfig"]).TrainConfig(batch_size=16)
     with pytest.raises(ValueError, match="target sparsity"):
         cofi.cofi_prune(model, tokenizer, data, 1.2, config, train_examples=64)
     with pytest.raises(ValueError, match="at least one batch"):
@@ -100,7 +101,7 @@ def test_a_zero_gate_equals_the_unit_removed(tokenizer):
     """Gating a head's output rows (and a neuron's output row) to 0 gives the outputs of the
     model with that whole head (neuron) masked: query/key/value columns and output rows."""
     import keras
-    from utils import baselines
+    from utils.pruning import baselines
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     config = model.encoder_config
@@ -126,7 +127,9 @@ def test_cofi_as_a_method_of_the_sweep(tokenizer):
     """In the comparison's sweep, CoFi's pruning phase counts in the training budget of its
     rows, and its point reaches the target in whole units."""
     import keras
-    from utils import baselines, sweep, train
+    from utils.pruning import baselines
+    from utils.pruning import sweep
+    from utils.training import train
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=64, n_val=16)

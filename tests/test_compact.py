@@ -1,4 +1,4 @@
-"""utils.compact: physically removing pruned heads / FFN neurons keeps the logits of the masked
+"""utils.compression.compact: physically removing pruned heads / FFN neurons keeps the logits of the masked
 model (property tests over random masks, sizes, BERT and RoBERTa layouts), bias folding by hand,
 the compaction report, the first-token inference view, and save -> reload in a fresh process."""
 import json
@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401  (sets KERAS_BACKEND)
 from utils import saved
-from utils import compact as C
-from utils import model as M
-from utils import pruning as P
+from utils.compression import compact as C
+from utils.encoder import model as M
+from utils.pruning import block as P
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
@@ -185,7 +185,7 @@ def test_report_lists_zeros_that_stay():
 
 
 def test_compaction_refuses_quantized_models():
-    from utils import quantize
+    from utils.compression import quantize
     model = quantize.quantize_model(random_model(M.tiny_config(40)))
     with pytest.raises(ValueError, match="float model"):
         C.compact_model(model)
@@ -309,7 +309,8 @@ def test_training_the_compaction_is_masked_training(tokenizer):
     optimisation as training the masked full-width model (no dropout, so the same steps)."""
     import dataclasses
     from helpers import toy_dataset
-    from utils import sweep, train
+    from utils.pruning import sweep
+    from utils.training import train
     config = dataclasses.replace(M.tiny_config(tokenizer.vocab_size), num_heads=[4, 4],
                                  intermediate_sizes=[64, 64], head_size=8,
                                  hidden_dropout=0.0, attention_dropout=0.0)
@@ -321,7 +322,7 @@ def test_training_the_compaction_is_masked_training(tokenizer):
     run = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     full = M.build_classifier(config)
     full.set_weights(weights)
-    train.fine_tune(full, tokenizer, data, run, masks=P.current_masks(full), progress=False)
+    P.penalized_fine_tune(full, tokenizer, data, run, masks=P.current_masks(full), progress=False)
     compacted = M.build_classifier(config)
     compacted.set_weights(weights)
     sweep.recover(compacted, tokenizer, data, run)

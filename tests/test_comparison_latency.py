@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 from utils import saved
-from utils import comparison, timing
-from utils import compact as compact_lib
-from utils import model as model_lib
+from utils.face import comparison
+from utils.measurement import dominance
+from utils.measurement import timing
+from utils.compression import compact as compact_lib
+from utils.encoder import model as model_lib
 from helpers import TWEETS, random_model
 
 TEXTS = TWEETS[:4]
@@ -197,7 +199,7 @@ def test_front_check_says_which_points_block_pruning_dominates():
         pareto_row("cofi", "cofi @ 90%", 5.0, 0.70),
         # not final: not counted
         pareto_row("layers", "layers @ 50%, as pruned", 2.0, 0.83, final=False)])
-    check = comparison.front_check(latency, floor=0.79).set_index("variant")
+    check = dominance.front_check(latency, floor=0.79).set_index("variant")
     assert list(check.index) == ["layers @ 70%", "layers @ 90%", "fisher_mask @ 50%"]
     assert check.dominated.tolist() == [True, False, False]
     assert check.loc["layers @ 70%", "block_variant"] == "block_latency @ 0.3x latency"
@@ -205,12 +207,12 @@ def test_front_check_says_which_points_block_pruning_dominates():
     # not dominated: the most accurate block point that is fast enough is named
     assert check.loc["fisher_mask @ 50%", "block_variant"] == "block @ 50%"
     # dominated: the dominating point closest in speed is named
-    relaxed = comparison.front_check(latency, floor=0.79, margin=0.01).set_index("variant")
+    relaxed = dominance.front_check(latency, floor=0.79, margin=0.01).set_index("variant")
     assert relaxed.loc["fisher_mask @ 50%", "dominated"]
     assert relaxed.loc["fisher_mask @ 50%", "block_variant"] == "block @ 50%"
     # a block point 0.1 points worse than required flips the verdict (mutation)
     latency.loc[2, "macro_f1"] = 0.798
-    assert not comparison.front_check(latency, floor=0.79).set_index("variant").loc[
+    assert not dominance.front_check(latency, floor=0.79).set_index("variant").loc[
         "layers @ 70%", "dominated"]
 
 

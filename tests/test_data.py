@@ -1,4 +1,4 @@
-"""Tests for utils/data.py and utils/mojibake.py: repair, normalisation, Deflategate, splits, TweetEval, I/O."""
+"""Tests for utils/data/corpus.py and utils/data/mojibake.py: repair, normalisation, Deflategate, splits, TweetEval, I/O."""
 import sys
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from utils import data, mojibake  # noqa: E402
+from utils.data import corpus as data  # noqa: E402
+from utils.data import mojibake
 
 # Bytes as they occur in the real file: MacRoman, CRLF record ends, a bare CR inside a
 # quoted tweet, an HTML entity, "’" corrupted twice (E4 F3 BB = "‰Ûª") and an emoji

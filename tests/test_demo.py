@@ -1,11 +1,13 @@
-"""The live demo's logic (utils.demo), its widget driven programmatically, and its CLI."""
+"""The live demo's logic (utils.face.demo), its widget driven programmatically, and its CLI."""
 import math
 
 import numpy as np
 import pytest
 
 from utils import saved
-from utils import batching, data, demo
+from utils.data import batching
+from utils.data import corpus as data
+from utils.face import demo
 
 TEXTS = ["@united thanks the crew was great", "delayed again, lost my bag", "on my way to LAX",
          "great service today :)"]
@@ -66,7 +68,7 @@ def test_answers_match_the_saved_models_called_directly(models, smoke_root, toke
 
 def test_compact_model_answers_like_the_masked_model_it_came_from(models, smoke_root, tokenizer):
     import tempfile
-    from utils import bench
+    from utils.face import bench
     with tempfile.TemporaryDirectory() as scratch:
         _, masked_dir = bench.make_smoke_models(scratch, tokenizer)   # same seed: same weights
         masked = saved.load_model(masked_dir)
@@ -123,7 +125,7 @@ def test_missing_models_name_the_directory_and_the_command(tmp_path, capsys):
     for name, (path, _, command) in demo.DEFAULT_MODELS.items():
         assert str(tmp_path / path) in message and command in message
     assert demo.main(["--root", str(tmp_path), "hi"]) == 2
-    assert "utils.bench" in capsys.readouterr().err
+    assert "utils.face.bench" in capsys.readouterr().err
 
 
 def test_size_lines_read_the_directories(models):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils import evaluation
+from utils.training import evaluation
 
 
 def test_metrics_against_hand_computation():

@@ -1,4 +1,4 @@
-"""Bundles (utils/export.py): the rewritten tokenizer, the standalone script, corrupt bundles."""
+"""Bundles (utils/saved/export.py): the rewritten tokenizer, the standalone script, corrupt bundles."""
 import json
 import os
 import subprocess
@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from utils import saved
-from utils import batching, demo, export, vocab
-from utils import model as model_lib
+from utils.data import batching
+from utils.face import demo
+from utils.saved import export
+from utils.compression import vocab
+from utils.encoder import model as model_lib
+from utils.encoder import hf
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["@united thanks, the crew was wonderful &amp; we landed early! 😂 http://t.co/x",
@@ -48,8 +52,8 @@ def test_rewritten_tokenizer_matches_the_remapped_one(tokenizer):
 
 def test_bundle_loads_and_matches_the_models_own_predictions(bundle, tokenizer):
     directory, paths = bundle
-    from utils import tflite
-    from utils.data import clean_text
+    from utils.compression import tflite
+    from utils.data.corpus import clean_text
     loaded = saved.load(directory)
     assert loaded.kind == "tflite" and loaded.quantization == "dynamic_range"
     probabilities = loaded.predict_texts(TEXTS)
@@ -105,7 +109,7 @@ def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
         match = "labels.json does not match"
     with pytest.raises(export.BundleError, match=match) as error:
         export.load_bundle(copy)
-    assert str(copy) in str(error.value) and "python -m utils.export" in str(error.value)
+    assert str(copy) in str(error.value) and "python -m utils.saved.export" in str(error.value)
     with pytest.raises(export.BundleError, match="not a model bundle"):
         export.load_bundle(tmp_path / "nowhere")
 
@@ -141,12 +145,12 @@ def test_hf_export_is_the_inverse_of_loading(tmp_path, tokenizer):
     """tiny_bert (a random BertForSequenceClassification) loaded with its head, saved, exported:
     every tensor comes back exactly, and the re-loaded model gives the same logits."""
     from safetensors.numpy import load_file
-    from utils.io import read_json
+    from utils.common.io import read_json
     fixtures = ROOT / "tests" / "fixtures"
     original = load_file(str(fixtures / "tiny_bert" / "model.safetensors"))
-    model = model_lib.build_classifier(model_lib.config_from_hf(
+    model = model_lib.build_classifier(hf.config_from_hf(
         read_json(fixtures / "tiny_bert" / "config.json")))
-    report = model_lib.load_hf_weights(model, original, classifier=True)
+    report = hf.load_hf_weights(model, original, classifier=True)
     assert "classifier" not in report["randomly_initialised"] and not report["unexpected"]
     saved.save(model, tmp_path / "keras")
     out = export.export_hf(tmp_path / "keras", tmp_path / "hf", tokenizer)
@@ -158,8 +162,8 @@ def test_hf_export_is_the_inverse_of_loading(tmp_path, tokenizer):
     config = read_json(out / "config.json")
     assert config["architectures"] == ["BertForSequenceClassification"]
     assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
-    again = model_lib.build_classifier(model_lib.config_from_hf(config))
-    model_lib.load_hf_weights(again, exported, classifier=True)
+    again = model_lib.build_classifier(hf.config_from_hf(config))
+    hf.load_hf_weights(again, exported, classifier=True)
     parity = np.load(fixtures / "tiny_bert_parity.npz")
     inputs = {"input_ids": parity["input_ids"], "attention_mask": parity["attention_mask"]}
     np.testing.assert_allclose(again.predict_on_batch(inputs), model.predict_on_batch(inputs),
@@ -177,7 +181,7 @@ def test_hf_export_refuses_models_hf_cannot_hold(tmp_path):
     config = model_lib.tiny_config(60)
     uneven = model_lib.EncoderConfig(**{**config.__dict__, "num_heads": [2, 1]})
     with pytest.raises(ValueError, match="different widths"):
-        model_lib.hf_tensors(model_lib.build_classifier(uneven))
+        hf.hf_tensors(model_lib.build_classifier(uneven))
 
 
 def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):

@@ -1,11 +1,13 @@
-"""The Fisher mask search (utils/fisher_mask.py) against finite differences and brute force."""
+"""The Fisher mask search (utils/pruning/fisher_mask.py) against finite differences and brute force."""
 import itertools
 
 import numpy as np
 import pytest
 
-from utils import baselines, fisher_mask, pruning
-from utils import model as model_lib
+from utils.pruning import baselines
+from utils.pruning import fisher_mask
+from utils.pruning import block as pruning
+from utils.encoder import model as model_lib
 from test_baselines import toy_batches, toy_model
 
 
@@ -107,7 +109,7 @@ def _valid(array, mask):
 
 
 def _tuning_setup():
-    from utils import units
+    from utils.pruning import units
     teacher = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=3)
     student = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3, seed=3)
     # prune neurons 1, 4, 6 of layer 0 and 0, 5 of layer 1, and head 0 of layer 1

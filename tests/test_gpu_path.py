@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import train, units
+from utils.training import train
+from utils.pruning import units
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,10 +22,13 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 sys.path[:0] = [".", "tests"]
-from utils import model as model_lib, train, units
+from utils.encoder import model as model_lib
+from utils.encoder import hub
+from utils.training import train
+from utils.pruning import units
 from helpers import toy_dataset
 
-tokenizer = model_lib.load_tokenizer(model_lib.DEFAULT_MODEL)
+tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
 data = toy_dataset(n_train=64, n_val=16)
 # no dropout: replicas draw their own dropout masks, one device draws others
 config = dataclasses.replace(model_lib.tiny_config(tokenizer.vocab_size),
@@ -85,7 +89,8 @@ def test_mixed_precision_forward_matches_float32(tokenizer, precision, policy, t
     (float16 keeps 11 significant bits, bfloat16 8), and still float32."""
     import keras
     from helpers import TWEETS, random_model
-    from utils import batching, model as model_lib
+    from utils.data import batching
+    from utils.encoder import model as model_lib
     config = model_lib.tiny_config(tokenizer.vocab_size)
     reference = random_model(config)
     inputs = batching.make_batches(tokenizer, TWEETS, max_length=32,
@@ -105,7 +110,8 @@ def test_skipped_loss_scale_step_skips_the_pruning_step(tokenizer, precision):
     """Under mixed_float16 the optimizer is a LossScaleOptimizer: a step with non-finite
     gradients changes nothing, the pruner does not count it, and masked weights stay 0."""
     import keras
-    from utils import model as model_lib, pruning
+    from utils.encoder import model as model_lib
+    from utils.pruning import block as pruning
     precision("mixed_float16")
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     kernels = pruning.prunable_kernels(model)
@@ -143,7 +149,7 @@ def test_skipped_loss_scale_step_skips_the_pruning_step(tokenizer, precision):
 
 def test_zeroed_units_clear_adam_moments_inside_the_loss_scale_optimizer(tokenizer, precision):
     import keras
-    from utils import model as model_lib
+    from utils.encoder import model as model_lib
     precision("mixed_float16")
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     optimizer = train.compile_for_training(model, train.TrainConfig(), steps_per_epoch=4)

@@ -1,9 +1,9 @@
-"""utils.isolation: a function run in a spawned process, its result brought back."""
+"""utils.common.isolation: a function run in a spawned process, its result brought back."""
 import os
 
 import pytest
 
-from utils import isolation
+from utils.common import isolation
 
 
 def test_the_result_comes_back_from_another_process():

@@ -1,4 +1,4 @@
-"""utils.latency: the latency table's fit, prediction and cache (timings on tiny models only
+"""utils.measurement.latency: the latency table's fit, prediction and cache (timings on tiny models only
 check the plumbing; the prediction error on real models belongs to the benchmark)."""
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from utils import saved
-from utils import latency as L
-from utils import model as M
+from utils.measurement import latency as L
+from utils.encoder import model as M
 
 TRUE = {"base": 2.0, "attention_fixed": 0.7, "head": 0.05, "ffn_fixed": 0.3, "neuron": 0.001}
 
@@ -78,13 +78,12 @@ def test_the_fit_needs_two_widths_per_sublayer():
         L.fit_table(rows, 1)
 
 
-def test_measure_and_cache(tokenizer, tmp_path, monkeypatch):
+def test_measure_and_cache(tokenizer, tmp_path, monkeypatch, caplog):
     config = M.tiny_config(len(tokenizer))
     texts = ["good game tonight", "worst service ever", "ok I guess"]
-    messages = []
     path = tmp_path / "latency_table.json"
     table = L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2,
-                           rounds=1, points=2, log=messages.append)
+                           rounds=1, points=2)
     record = json.loads(path.read_text())
     assert {r["variant"] for r in record["rows"]} == set(L.variants(config, 2))
     assert all(r["latency_ms"] > 0 and r["ms_per_example_batched"] > 0 for r in record["rows"])
@@ -103,11 +102,12 @@ def test_measure_and_cache(tokenizer, tmp_path, monkeypatch):
     measured = []
     monkeypatch.setattr(L, "measure", lambda *a, **k: measured.append(1) or record["rows"])
     L.cached_table(path, config, tokenizer, texts, max_length=32, batch_size=2, rounds=1,
-                   points=2, log=messages.append)              # other shapes: measured again
+                   points=2)              # other shapes: measured again
     path.write_text("{not json")
     L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
-                   points=2, log=messages.append)              # corrupt: measured again
+                   points=2)              # corrupt: measured again
     assert len(measured) == 2
+    messages = [r.getMessage() for r in caplog.records]
     assert any("another machine" in m for m in messages) and any("unreadable" in m for m in messages)
 
 

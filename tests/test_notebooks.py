@@ -1,5 +1,5 @@
 """Both pipelines (notebooks 01-09 and the report) end to end in SMOKE mode (tiny random encoder),
-through utils.pipeline as `make run` / `make study` run them."""
+through utils.face.pipeline as `make run` / `make study` run them."""
 import json
 from pathlib import Path
 
@@ -24,8 +24,8 @@ def run_notebook(name, out_dir, **parameters):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """Both pipelines (`make run`, then `make study`) in SMOKE mode under one temporary root,
-    exactly as utils.pipeline runs them for real, only with SMOKE=True and moved paths."""
-    from utils import pipeline
+    exactly as utils.face.pipeline runs them for real, only with SMOKE=True and moved paths."""
+    from utils.face import pipeline
     root = tmp_path_factory.mktemp("smoke")
     records = {name: pipeline.run_pipeline(name, root, smoke=True) for name in pipeline.PIPELINES}
     return root, records
@@ -40,7 +40,7 @@ def smoke_dirs(smoke_run):
 
 
 def test_pipeline_record_has_every_step_with_time_and_memory(smoke_run):
-    from utils import pipeline
+    from utils.face import pipeline
     root, records = smoke_run
     written = json.loads((root / "results" / "pipeline.json").read_text())
     assert set(written) == {"run", "study"}
@@ -114,7 +114,7 @@ def test_04_thresholding_smoke(smoke_dirs):
     executed(smoke_dirs, "04_thresholding.ipynb")
     import pandas as pd
     curve = pd.read_csv(smoke_dirs["results"] / "sparsity_sweep.csv")
-    from utils.sweep import SWEEP_COLUMNS
+    from utils.pruning.sweep import SWEEP_COLUMNS
     assert list(curve.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
     block = curve[curve.method == "block"]
     # every snapshot of notebook 03 is evaluated as saved and after recovery, zeros kept
@@ -155,7 +155,7 @@ def test_04_thresholding_smoke(smoke_dirs):
 def test_07_comparison_smoke(smoke_dirs):
     executed(smoke_dirs, "07_comparison.ipynb")
     import pandas as pd
-    from utils.sweep import SWEEP_COLUMNS
+    from utils.pruning.sweep import SWEEP_COLUMNS
     rows = pd.read_csv(smoke_dirs["results"] / "baselines_sweep.csv")
     assert list(rows.columns[:len(SWEEP_COLUMNS)]) == SWEEP_COLUMNS
     # SMOKE grid [0.5]: every method reaches it on the tiny model (heads and FFN are each half
@@ -224,7 +224,7 @@ def test_05_benchmark_smoke(smoke_dirs):
     snapshot = bench["meta"]["snapshot"]
     assert snapshot["directory"] == bench["meta"]["pruned_dir"]
     # the sparsest within 1 validation point of either of notebook 04's curves, as the rule says
-    from utils import sweep
+    from utils.pruning import sweep
     chosen = sweep.choose_snapshot(smoke_dirs["results"], smoke_dirs["checkpoints"] / "pruned",
                                    latency_snapshots_dir=smoke_dirs["checkpoints"] / "pruned_latency")
     assert snapshot["directory"] == str(chosen.directory)
@@ -291,14 +291,14 @@ def test_06_demo_says_what_to_run_when_models_are_missing(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as error:
         run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
                      DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
-    assert "MissingModelsError" in str(error.value) and "utils.bench" in str(error.value)
+    assert "MissingModelsError" in str(error.value) and "utils.face.bench" in str(error.value)
 
 
 def test_06_demo_on_a_fresh_clone_answers_with_the_committed_bundle(tmp_path):
     """Before any training only the committed bundle exists: the notebook answers with it and
     names what makes the other two."""
     import shutil
-    from utils import export
+    from utils.saved import export
     bundle = tmp_path / export.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT)
     shutil.copytree(export.DEFAULT_BUNDLE, bundle)
     out = run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),

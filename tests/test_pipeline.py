@@ -1,11 +1,11 @@
-"""utils.pipeline: the step record, resuming after a killed step, process-tree memory."""
+"""utils.face.pipeline: the step record, resuming after a killed step, process-tree memory."""
 import json
 import sys
 
 import pytest
 
-from utils import pipeline
-from utils.pipeline import Step
+from utils.face import pipeline
+from utils.face.pipeline import Step
 
 # step b kills itself (SIGKILL, no clean-up) half-way the first time, after saving its progress;
 # started again it finds the progress and finishes: a step that resumes from its checkpoint
@@ -31,13 +31,13 @@ def fake_steps(root):
 def test_a_killed_step_resumes_and_the_record_is_complete(tmp_path):
     steps = fake_steps(tmp_path)
     with pytest.raises(pipeline.PipelineError, match="step b failed .* run the same command again"):
-        pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+        pipeline.run_pipeline("run", tmp_path, steps=steps)
     state = json.loads(pipeline.state_path("run", tmp_path).read_text())
     assert [s["name"] for s in state["steps"]] == ["a"] and not state["complete"]
     so_far = json.loads((tmp_path / "results" / "pipeline.json").read_text())["run"]
     assert [s["name"] for s in so_far["steps"]] == ["a"] and not so_far["complete"]
 
-    record = pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+    record = pipeline.run_pipeline("run", tmp_path, steps=steps)
     assert (tmp_path / "a_runs.txt").read_text() == "ran\n"          # a was not run again
     assert (tmp_path / "b_starts.txt").read_text().count("start") == 2
     assert (tmp_path / "b_done.txt").read_text() == "half + rest"     # b went on from its progress
@@ -56,10 +56,10 @@ def test_restart_forgets_finished_steps_and_records_are_kept_per_pipeline(tmp_pa
     steps = fake_steps(tmp_path)
     (tmp_path / "b_progress.txt").write_text("half")      # b will not die
     (tmp_path / "checkpoints" / "baseline").mkdir(parents=True)
-    first = pipeline.run_pipeline("run", tmp_path, steps=steps, log=lambda _: None)
+    first = pipeline.run_pipeline("run", tmp_path, steps=steps)
     assert first["started_clean"] is False                  # checkpoints/ was not empty
-    pipeline.run_pipeline("study", tmp_path, steps=steps[:1], log=lambda _: None)
-    pipeline.run_pipeline("run", tmp_path, steps=steps, restart=True, log=lambda _: None)
+    pipeline.run_pipeline("study", tmp_path, steps=steps[:1])
+    pipeline.run_pipeline("run", tmp_path, steps=steps, restart=True)
     assert (tmp_path / "a_runs.txt").read_text() == "ran\n" * 3
     written = json.loads((tmp_path / "results" / "pipeline.json").read_text())
     assert set(written) == {"run", "study"} and len(written["study"]["steps"]) == 1
@@ -69,18 +69,17 @@ def test_redo_runs_named_steps_of_a_finished_record_again(tmp_path):
     append = "import sys; open(sys.argv[1], 'a').write('ran\\n')"
     steps = tuple(Step(n, python_args=("-c", append, str(tmp_path / f"{n}.txt")))
                   for n in ("a", "b", "report"))
-    pipeline.run_pipeline("study", tmp_path, steps=steps, log=lambda _: None)
-    record = pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("a",),
-                                   log=lambda _: None)
+    pipeline.run_pipeline("study", tmp_path, steps=steps)
+    record = pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("a",))
     # a again, b kept, the report rebuilt; the record keeps the pipeline's order
     assert [(tmp_path / f"{n}.txt").read_text().count("ran") for n in ("a", "b", "report")] \
         == [2, 1, 2]
     assert [s["name"] for s in record["steps"]] == ["a", "b", "report"] and record["complete"]
     assert record["redone"] == ["a"]
     with pytest.raises(pipeline.PipelineError, match="--redo z: not a step of 'study' \\(a, b, report\\)"):
-        pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("z",), log=lambda _: None)
+        pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("z",))
     with pytest.raises(pipeline.PipelineError, match="holds no 'run' record"):
-        pipeline.run_pipeline("run", tmp_path, steps=steps, redo=("a",), log=lambda _: None)
+        pipeline.run_pipeline("run", tmp_path, steps=steps, redo=("a",))
 
 
 def test_gpu_profile_parameters_and_environment(tmp_path):
@@ -106,7 +105,7 @@ def test_gpu_profile_parameters_and_environment(tmp_path):
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({**pipeline.new_record("run", tmp_path, False, "gpu")}))
     with pytest.raises(pipeline.PipelineError, match="profile 'gpu', not 'cpu'"):
-        pipeline.run_pipeline("run", tmp_path, steps=fake_steps(tmp_path), log=lambda _: None)
+        pipeline.run_pipeline("run", tmp_path, steps=fake_steps(tmp_path))
     with pytest.raises(pipeline.PipelineError, match="unknown profile 'tpu'"):
         pipeline.run_pipeline("run", tmp_path, profile="tpu")
 
@@ -115,7 +114,7 @@ def test_precision_and_xla_from_the_environment():
     """What the GPU profile's environment does, in a fresh process."""
     import os
     import subprocess
-    code = ("import utils.train as t, keras; "
+    code = ("import utils.training.train as t, keras; "
             "print(keras.config.dtype_policy().name, t.TrainConfig().jit_compile)")
     env = {**os.environ, **pipeline.GPU_ENVIRONMENT, "PYTHONPATH": str(pipeline.io.REPO_ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -170,7 +169,7 @@ def test_bad_records_and_arguments_are_clear_errors(tmp_path, capsys):
 
 def test_commit_is_dirty_for_code_changes_not_for_run_outputs(tmp_path, monkeypatch):
     import subprocess
-    from utils import io
+    from utils.common import io
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
     for path in ("utils/a.py", "results/r.json", "notebooks/01_x.ipynb", "figures/f.png"):

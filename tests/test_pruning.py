@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from utils import pruning
-from utils.pruning import PruningConfig
+from utils.encoder import model as model_lib
+from utils.pruning import block as pruning
+from utils.pruning.block import PruningConfig
+from utils.training import losses
 
 # ------------------------------------------------------------------ numpy references
 
@@ -193,7 +195,7 @@ def test_target_sparsity_is_reached_with_the_smallest_threshold(k, mode):
 
 
 def test_inner_mode_zeroes_only_heads_and_neurons():
-    from utils.model import EncoderConfig
+    from utils.encoder.model import EncoderConfig
     kernels = layer_kernels(seed=2)
     masks, _ = pruning.threshold_masks(kernels, 1, "inner", target_sparsity=0.4)
     for name, mask in masks.items():
@@ -271,13 +273,13 @@ def test_distillation_loss_matches_numpy():
         return e / e.sum(-1, keepdims=True)
     p, q = softmax(teacher / t), softmax(student / t)
     expected = t * t * np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1))
-    got = float(pruning.distillation_loss(teacher.astype(np.float32),
+    got = float(losses.distillation_loss(teacher.astype(np.float32),
                                           student.astype(np.float32), t))
     assert got == pytest.approx(expected, rel=1e-5)
 
 
 def test_removable_heads_and_neurons():
-    from utils.model import EncoderConfig
+    from utils.encoder.model import EncoderConfig
     config = EncoderConfig(vocab_size=10, hidden_size=4, num_heads=[2], intermediate_sizes=[3],
                            head_size=2)
     ones = np.ones
@@ -295,9 +297,8 @@ def test_removable_heads_and_neurons():
 
 def tiny_setup(tokenizer, seed=0):
     import datasets
-    import utils
     keras.utils.set_random_seed(seed)
-    model = utils.model.build_classifier(utils.model.tiny_config(tokenizer.vocab_size))
+    model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     rng = np.random.default_rng(seed)
     words = {0: "awful hate", 1: "table monday", 2: "lovely great"}
 
@@ -309,7 +310,7 @@ def tiny_setup(tokenizer, seed=0):
 
 
 def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
-    from utils import train
+    from utils.training import train
     model, data = tiny_setup(tokenizer)
     kernels = pruning.prunable_kernels(model)
     masks, _ = pruning.threshold_masks({n: np.asarray(k) for n, k in kernels.items()}, 1,
@@ -317,7 +318,7 @@ def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
     before = {n: np.asarray(k).copy() for n, k in kernels.items()}
     config = train.TrainConfig(learning_rate=1e-2, epochs=4, batch_size=8, max_length=16,
                                patience=10, warmup_fraction=0.0)
-    train.fine_tune(model, tokenizer, data, config, masks=masks, progress=False)
+    pruning.penalized_fine_tune(model, tokenizer, data, config, masks=masks, progress=False)
     assert int(model.optimizer.iterations) == 48  # many steps at a large learning rate
     changed = 0
     for name, kernel in pruning.prunable_kernels(model).items():
@@ -334,12 +335,12 @@ def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
 
 
 def test_regularized_training_shrinks_group_norms_and_logs_terms(tokenizer):
-    from utils import train
+    from utils.training import train
     model, data = tiny_setup(tokenizer)
     config = PruningConfig(lambda_group=5e-2, lambda_polar=1e-3, lambda_warmup_fraction=0.0)
     kernels = pruning.prunable_kernels(model)
     start = float(pruning.group_lasso_penalty(kernels, config))
-    state = train.fine_tune(model, tokenizer, data,
+    state = pruning.penalized_fine_tune(model, tokenizer, data,
                             train.TrainConfig(learning_rate=3e-3, epochs=3, batch_size=8,
                                               max_length=16, patience=10, warmup_fraction=0),
                             pruning=config, progress=False)
@@ -351,10 +352,10 @@ def test_regularized_training_shrinks_group_norms_and_logs_terms(tokenizer):
 
 
 def test_distillation_needs_teacher_logits(tokenizer):
-    from utils import train
+    from utils.training import train
     model, data = tiny_setup(tokenizer)
     with pytest.raises(ValueError, match="teacher_logits"):
-        train.fine_tune(model, tokenizer, data, train.TrainConfig(epochs=1),
+        pruning.penalized_fine_tune(model, tokenizer, data, train.TrainConfig(epochs=1),
                         pruning=PruningConfig(distill_alpha=0.5), progress=False)
 
 
@@ -368,18 +369,18 @@ def test_hidden_state_loss_matches_numpy_and_ignores_padding():
         errors = [np.mean((s[b, i] - t[b, i]) ** 2) for b in range(3) for i in range(5)
                   if mask[b, i]]
         expected += np.mean(errors)
-    got = float(pruning.hidden_state_loss([x.astype("f4") for x in student],
+    got = float(losses.hidden_state_loss([x.astype("f4") for x in student],
                                           [x.astype("f4") for x in teacher], mask))
     assert got == pytest.approx(expected, rel=1e-5)
     # what stands at padded positions does not matter
     noisy = [s.copy() for s in student]
     for s in noisy:
         s[mask == 0] = 1e3
-    assert float(pruning.hidden_state_loss([x.astype("f4") for x in noisy],
+    assert float(losses.hidden_state_loss([x.astype("f4") for x in noisy],
                                            [x.astype("f4") for x in teacher], mask)) \
         == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="pair every layer"):
-        pruning.hidden_state_loss(student[:1], teacher, mask)
+        losses.hidden_state_loss(student[:1], teacher, mask)
 
 
 @pytest.mark.parametrize("value", [-0.1, float("nan"), "1"])
@@ -393,12 +394,12 @@ def test_hidden_state_distillation_gives_the_classifiers_logits_and_pulls_toward
     """The wrapper's training forward (encoder run for its hidden states, then the head) is
     the classifier itself (parity, dropout off); a student that is a copy of the teacher has
     no hidden loss; training with hidden_alpha lowers the hidden loss of a perturbed copy."""
-    import utils
-    from utils import batching, train
-    config = dataclasses.replace(utils.model.tiny_config(tokenizer.vocab_size),
+    from utils.data import batching
+    from utils.training import train
+    config = dataclasses.replace(model_lib.tiny_config(tokenizer.vocab_size),
                                  hidden_dropout=0.0, attention_dropout=0.0)
-    teacher = utils.model.build_classifier(config)
-    student = utils.model.build_classifier(config)
+    teacher = model_lib.build_classifier(config)
+    student = model_lib.build_classifier(config)
     student.set_weights(teacher.get_weights())
     wrapper = pruning.PenalizedClassifier(student, PruningConfig(hidden_alpha=1.0), 10,
                                           teacher=teacher)
@@ -415,11 +416,11 @@ def test_hidden_state_distillation_gives_the_classifiers_logits_and_pulls_toward
                          for w in teacher.get_weights()])
 
     def hidden_loss():
-        s, t = utils.model.encode(student, inputs), utils.model.encode(teacher, inputs)
-        return float(pruning.hidden_state_loss(s[1:], t[1:], inputs["attention_mask"]))
+        s, t = model_lib.encode(student, inputs), model_lib.encode(teacher, inputs)
+        return float(losses.hidden_state_loss(s[1:], t[1:], inputs["attention_mask"]))
     before = hidden_loss()
     teacher_weights = [np.array(w) for w in teacher.get_weights()]
-    state = train.fine_tune(student, tokenizer, data,
+    state = pruning.penalized_fine_tune(student, tokenizer, data,
                             train.TrainConfig(epochs=1, batch_size=16, learning_rate=1e-3),
                             pruning=PruningConfig(lambda_group=0.0, lambda_polar=0.0,
                                                   polarization="none", hidden_alpha=10.0),
@@ -430,11 +431,10 @@ def test_hidden_state_distillation_gives_the_classifiers_logits_and_pulls_toward
 
 
 def test_hidden_state_distillation_needs_a_matching_teacher(tokenizer):
-    import utils
     model, _ = tiny_setup(tokenizer)
     with pytest.raises(ValueError, match="needs teacher="):
         pruning.PenalizedClassifier(model, PruningConfig(hidden_alpha=1.0), 10)
-    other = utils.model.build_classifier(dataclasses.replace(
+    other = model_lib.build_classifier(dataclasses.replace(
         model.encoder_config, num_heads=[2], intermediate_sizes=[64]))
     with pytest.raises(ValueError, match="layer l is distilled towards layer l"):
         pruning.PenalizedClassifier(model, PruningConfig(hidden_alpha=1.0), 10, teacher=other)
@@ -454,10 +454,10 @@ def test_sparsity_summary_counts_zeros(tokenizer):
 
 
 def test_recovery_passes_the_teacher_for_hidden_state_distillation(tokenizer):
-    import utils
-    from utils import sweep, train
+    from utils.pruning import sweep
+    from utils.training import train
     model, data = tiny_setup(tokenizer)
-    teacher = utils.model.build_classifier(model.encoder_config)
+    teacher = model_lib.build_classifier(model.encoder_config)
     short = train.TrainConfig(epochs=1, batch_size=32, max_length=16)
     state = sweep.recover(model, tokenizer, data, short, teacher=teacher, hidden_alpha=0.5)
     assert state["config"]["pruning"]["hidden_alpha"] == 0.5

@@ -1,4 +1,4 @@
-"""utils.quantize: Keras int8 reaches our nested Dense and Embedding layers, stays within a
+"""utils.compression.quantize: Keras int8 reaches our nested Dense and Embedding layers, stays within a
 stated tolerance of float, and saves/loads (build -> quantize -> load) in a fresh process."""
 import json
 import os
@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401
 from utils import saved
-from utils import compact as C
-from utils import model as M
-from utils import quantize as Q
-from utils import batching
+from utils.compression import compact as C
+from utils.encoder import model as M
+from utils.compression import quantize as Q
+from utils.data import batching
 from helpers import TWEETS, random_model
 
 
@@ -75,7 +75,8 @@ LOAD_SCRIPT = """
 import json, sys
 import numpy as np
 import utils
-from utils import quantize as Q, saved
+from utils.compression import quantize as Q
+from utils import saved
 directory, inputs = sys.argv[1], dict(np.load(sys.argv[2]))
 model = saved.load_model(directory)
 print(json.dumps({"mode": Q.quantization_mode(model), "logits": np.asarray(model(inputs)).tolist()}))

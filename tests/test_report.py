@@ -1,4 +1,4 @@
-"""The written report (utils.report): it builds from the repository's results, every figure it
+"""The written report (utils.face.report): it builds from the repository's results, every figure it
 links exists, its numbers are the results files' numbers, missing results name the notebook to
 run, and every $$ equation reaches the HTML as an inline PNG with the LaTeX as alt text."""
 import base64
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils import report
+from utils.face import comparison, report
+from utils.measurement import dominance
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS, FIGURES, DATA = REPO / "results", REPO / "figures", REPO / "data"
@@ -270,7 +271,7 @@ def test_demo_section_renders_notebook_06_results(tmp_path):
     assert "- `compact+int8`: compact, int8 weights" in section
     for text in ("first answer 23.5 s after", "9.9 s of it spent loading the 2 models",
                  "321 test tweets", "median of 3 forward passes", "`compact+int8` 2 of 321",
-                 "`notebooks/06_demo.ipynb`", 'python -m utils.demo \"some tweet\"',
+                 "`notebooks/06_demo.ipynb`", 'python -m utils.face.demo \"some tweet\"',
                  "commit `1234567`", "*(Figure `"):   # 06_demo_latency.png is missing: no link
         assert text in section, text
     assert "Not run yet" not in section
@@ -297,13 +298,13 @@ def test_markdown_table_and_pareto_front():
     assert report.table(["a", "b"], [[1, "2.0%"]]) == "| a | b |\n|---|---:|\n| 1 | 2.0% |"
     rows = [{"latency_ms_median": c, "macro_f1": q} for c, q in ((3, 0.7), (1, 0.5), (2, 0.4),
                                                                   (2, 0.6))]
-    front = report.pareto_front(rows)
+    front = dominance.pareto_front(rows)
     assert [(r["latency_ms_median"], r["macro_f1"]) for r in front] == [(1, 0.5), (2, 0.6),
                                                                         (3, 0.7)]
 
 
 def test_report_module_does_not_import_tensorflow():
-    code = ("import sys, utils.report; bad = [m for m in ('tensorflow', 'keras', 'torch') "
+    code = ("import sys, utils.face.report; bad = [m for m in ('tensorflow', 'keras', 'torch') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
@@ -325,7 +326,7 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     assert "- `make study`: not measured yet" in md
     # mutation: other numbers in the file, other sentence; while the report step runs, the
     # record holds every step but the report
-    from utils.pipeline import STEPS
+    from utils.face.pipeline import STEPS
     record.update(total_seconds=3000.0, started_clean=False, complete=False,
                   steps=[{**step, "name": s.name, "seconds": 3000.0 if s.name == step["name"]
                           else 0.0} for s in STEPS["run"] if s.name != "report"])
@@ -431,11 +432,11 @@ def test_budgets_equal_follows_the_training_examples():
             {"level": 0.5, "method": "heads", "reached": False, "train_examples_total": None},
             {"level": 0.7, "method": "block", "reached": True, "train_examples_total": 15680},
             {"level": 0.7, "method": "cofi", "reached": True, "train_examples_total": 15680 * 1.09}]
-    assert report.budgets_equal(rows)
+    assert comparison.budgets_equal(rows)
     rows[-1]["train_examples_total"] = 15680 * 1.11
-    assert not report.budgets_equal(rows)
+    assert not comparison.budgets_equal(rows)
     rows[-1]["train_examples_total"] = float("nan")            # unknown is not equal
-    assert not report.budgets_equal(rows)
+    assert not comparison.budgets_equal(rows)
 
 
 def test_comparison_protocol_says_equal_budgets_only_when_they_are(tmp_path):
@@ -469,7 +470,7 @@ def test_comparison_protocol_says_equal_budgets_only_when_they_are(tmp_path):
 
 
 def test_fisher_variant_text_names_the_repairs_notebook_07_ran():
-    from utils import report
+    from utils.face import report
     assert "without" in report.fisher_variant_text(None)
     text = report.fisher_variant_text({"fisher_options": {"rearrange": True, "tune": False},
                                        "fisher_options_from": "../results/exploratory/fisher_tuning.json"})
@@ -609,13 +610,13 @@ def test_peer_check_finds_a_peer_that_a_simple_method_beats_at_equal_speed():
 
 
 def test_hidden_distillation_lines_state_the_validation_choice_from_the_record():
-    from utils import report
+    from utils.face import report
     assert "not measured" in " ".join(report.hidden_distillation_lines(None, 4000))
     rows = [{"method": "block", "hidden_alpha": a, "val_macro_f1": v, "macro_f1": t}
             for a, v, t in ((0.0, 0.80, 0.81), (0.1, 0.83, 0.82), (1.0, 0.79, 0.84))]
     rows += [{"method": "ffn_neurons", "hidden_alpha": a, "val_macro_f1": v, "macro_f1": v}
              for a, v in ((0.0, 0.82), (0.1, 0.81), (1.0, 0.80))]
-    from utils import sweep
+    from utils.pruning import sweep
     h = {"alphas": [0.1, 1.0], "rows": rows, "chosen": sweep.hidden_distillation_choice(rows)}
     text = "\n".join(report.hidden_distillation_lines(h, 4000))
     assert "for `block` validation chooses hidden_alpha = 0.1, +3.0 points" in text
@@ -637,7 +638,7 @@ def test_hidden_distillation_lines_state_the_validation_choice_from_the_record()
 def test_data_section_of_tweet_eval_counts_its_official_splits(tmp_path):
     """TweetEval keeps its official splits and cleans each (stats["per_split_cleaning"]); the
     data section says so from those counts instead of CrowdFlower's top-level ones."""
-    from utils import data
+    from utils.data import corpus as data
     sys.path.insert(0, str(Path(__file__).parent))
     from test_data import _write_tweet_eval
     directory = _write_tweet_eval(tmp_path / "te")
@@ -670,6 +671,6 @@ def test_dominators_match_a_numpy_reference(speed_ratio, margin, strictly_better
         good = (f1 > point["macro_f1"] - margin) if strictly_better else \
             (f1 >= point["macro_f1"] - margin)
         want = [str(i) for i in np.flatnonzero(fast & good)]
-        got = [r["variant"] for r in report.dominators(point, rows, speed_ratio, margin,
+        got = [r["variant"] for r in dominance.dominators(point, rows, speed_ratio, margin,
                                                         strictly_better)]
         assert got == want

@@ -1,5 +1,5 @@
-"""The report's wording lives in utils/report_template.md.j2 and its values in utils.report:
-every value a macro uses is one utils.report passes (StrictUndefined makes a missing one an
+"""The report's wording lives in utils/report_template.md.j2 and its values in utils.face.report:
+every value a macro uses is one utils.face.report passes (StrictUndefined makes a missing one an
 error, so rendering over the committed results and over no results at all must succeed), every
 value passed is one the macro declares, and the template uses no variable from outside."""
 import json
@@ -8,7 +8,7 @@ import jinja2
 import jinja2.meta
 import pytest
 
-from utils import report
+from utils.face import report
 
 RESULTS, FIGURES, DATA = (report.io.REPO_ROOT / name for name in ("results", "figures", "data"))
 
@@ -83,7 +83,7 @@ def test_every_macro_is_used(tmp_path, rendered):
         "per_split_cleaning": {s: cleaning for s in ("train", "validation", "test")},
         "splits": {s: split for s in ("train", "validation", "test")}}))
     report.build_report(tmp_path / "empty", tmp_path, tmp_path / "c", tmp_path / "tweet_eval")
-    helpers = {"verdict"}   # called from other macros, not from utils.report
+    helpers = {"verdict"}   # called from other macros, not from utils.face.report
     env = report.template_environment()
     source = env.loader.get_source(env, report.TEMPLATE.name)[0]
     defined = {node.name for node in env.parse(source).find_all(jinja2.nodes.Macro)}

@@ -1,4 +1,4 @@
-"""The results files' schemas (utils.results): every committed results file holds what the
+"""The results files' schemas (utils.face.results): every committed results file holds what the
 report reads; a file from an older version (a key gone, a type changed, a column dropped) is
 named with its key path and the notebook to re-run; `write` refuses such a record and leaves the
 file as it was; and the report built from one says so instead of raising."""
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import report, results
+from utils.face import report
+from utils.face import results
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS, FIGURES, DATA = REPO / "results", REPO / "figures", REPO / "data"

@@ -1,11 +1,16 @@
-"""The one saved-model format (utils/saved.py): every kind round-trips through `save` and
+"""The one saved-model format (utils/saved/models.py): every kind round-trips through `save` and
 `load`, answers through one interface, and a damaged directory gets a clear error."""
 import numpy as np
 import pytest
 
 import utils  # noqa: F401
-from utils import binarize, compact, export, quantize, saved, vocab
-from utils import model as M
+from utils.compression import binarize
+from utils.compression import compact
+from utils.saved import export
+from utils.compression import quantize
+from utils import saved
+from utils.compression import vocab
+from utils.encoder import model as M
 
 from helpers import TWEETS, random_model
 
@@ -19,7 +24,7 @@ def float_model(tokenizer):
 
 def kinds(model, tokenizer, root):
     """{kind: (directory, the in-memory model's logits on TEXTS through its tokenizer)}."""
-    from utils.train import predict_texts
+    from utils.training.train import predict_texts
     out = {}
     saved.save(model, root / "float")
     out["keras"] = (root / "float", predict_texts(model, tokenizer, TEXTS))

@@ -1,11 +1,12 @@
-"""utils.sweep.choose_snapshot: the pruned model the benchmark, the demo and exports use."""
+"""utils.pruning.sweep.choose_snapshot: the pruned model the benchmark, the demo and exports use."""
 import json
 
 import pandas as pd
 import pytest
 
 from utils import saved
-from utils import io, sweep
+from utils.common import io
+from utils.pruning import sweep
 
 DENSE_VAL = 0.830
 
@@ -115,7 +116,7 @@ def test_bad_tolerance(tmp_path, bad):
 
 
 def test_bench_cli_missing_results_is_an_error_not_a_traceback(tmp_path, capsys):
-    from utils import bench
+    from utils.face import bench
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--dense", str(tmp_path), "--results-dir", str(tmp_path),
                     "--snapshots-dir", str(tmp_path), "--data", "data"])
@@ -127,7 +128,9 @@ def test_bench_cli_missing_results_is_an_error_not_a_traceback(tmp_path, capsys)
 def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
     """val_macro_f1 of a retrained point is train.evaluate of the saved model on validation."""
     from helpers import random_model, toy_dataset
-    from utils import model as model_lib, pruning, train
+    from utils.encoder import model as model_lib
+    from utils.pruning import block as pruning
+    from utils.training import train
     model = random_model(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=64, n_val=32)
     config = pruning.PruningConfig(num_blocks=1, mode="inner")
@@ -142,7 +145,7 @@ def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):
 
 
 def test_hidden_distillation_choice_is_made_on_validation():
-    from utils import sweep
+    from utils.pruning import sweep
     rows = [{"method": "block", "hidden_alpha": 0.0, "val_macro_f1": 0.80, "macro_f1": 0.90},
             {"method": "block", "hidden_alpha": 0.1, "val_macro_f1": 0.82, "macro_f1": 0.70},
             {"method": "block", "hidden_alpha": 1.0, "val_macro_f1": 0.82, "macro_f1": 0.99},

@@ -1,16 +1,17 @@
-"""utils.tflite: float TFLite export matches Keras across batch shapes (input resizing), the
+"""utils.compression.tflite: float TFLite export matches Keras across batch shapes (input resizing), the
 dynamic-range int8 export stays within a stated tolerance and is ~4x smaller, RoBERTa's
-cumsum position ids convert too, utils.train.evaluate accepts the classifier, and a
+cumsum position ids convert too, utils.training.train.evaluate accepts the classifier, and a
 vocabulary-pruned model saves/loads with its id map."""
 import numpy as np
 import pytest
 
 import utils  # noqa: F401
-from utils import batching, train
-from utils import model as M
-from utils import quantize as Q
-from utils import tflite as T
-from utils import vocab as V
+from utils.data import batching
+from utils.training import train
+from utils.encoder import model as M
+from utils.compression import quantize as Q
+from utils.compression import tflite as T
+from utils.compression import vocab as V
 
 from helpers import TWEETS, random_model
 
@@ -71,7 +72,8 @@ def test_evaluate_accepts_the_classifier(tokenizer, exported):
 
 
 def test_pruned_vocabulary_bundle_round_trip(tokenizer, tmp_path):
-    from utils import export, saved
+    from utils.saved import export
+    from utils import saved
     model = random_model(M.tiny_config(len(tokenizer)), seed=5)
     small, remapped = V.prune_vocabulary(model, tokenizer, TWEETS)
     export.export_bundle(small, tmp_path / "tfl", tokenizer, remapped.kept_ids, quantize=None)

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-import utils
-from utils import train
+from utils.pruning import block
+from utils.encoder import model as model_lib
+from utils.training import train
 
 from helpers import toy_dataset
 
@@ -10,7 +11,7 @@ from helpers import toy_dataset
 def tiny_model(tokenizer, seed=0):
     import keras
     keras.utils.set_random_seed(seed)
-    return utils.model.build_classifier(utils.model.tiny_config(tokenizer.vocab_size))
+    return model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
 
 
 def test_training_lowers_the_loss(tokenizer):
@@ -114,14 +115,14 @@ def test_warmup_linear_decay_schedule():
 def test_batches_of_any_length_after_equal_first_batches(tokenizer):
     # unshuffled batches go shortest first: two of width 8, then one of width 40.
     # Keras guesses a PyDataset's shapes from its first two batches; fit must accept all.
-    from utils import batching
+    from utils.data import batching
     texts = [f"good {i}" for i in range(32)] + ["this one is a much longer tweet " * 4] * 16
     batches, _ = batching.make_batches(tokenizer, texts, [0] * 32 + [1] * 16, max_length=64,
                                        batch_size=16, shuffle=False)
     assert [b[0]["input_ids"].shape[1] for b in batches] == [8, 8, 40]
     model = tiny_model(tokenizer)
     train.compile_for_training(model, train.TrainConfig(epochs=2), len(batches))
-    model.fit(train._fit_input(batches), epochs=2, steps_per_epoch=len(batches), verbose=0)
+    model.fit(train.fit_input(batches), epochs=2, steps_per_epoch=len(batches), verbose=0)
     assert int(model.optimizer.iterations) == 6
 
 
@@ -138,11 +139,11 @@ def test_fit_input_restarts_at_the_current_epoch_on_every_pass(tokenizer):
     """Keras may draw a batch to build the model (under a strategy) before training: every
     pass over the input must start at the same first batch and run through the epochs in
     order, as `batches` itself would (epoch 0, then the re-bucketed epoch 1)."""
-    from utils import batching
+    from utils.data import batching
     data = toy_dataset(n_train=48, n_val=8)
     batches, _ = batching.make_batches(tokenizer, data["train"]["text"], data["train"]["label"],
                                        max_length=16, batch_size=16, shuffle=True, seed=3)
-    dataset = train._fit_input(batches)
+    dataset = train.fit_input(batches)
     first = next(iter(dataset))[1].numpy()
     labels = [y.numpy() for _, y in dataset.take(2 * len(batches))]
     np.testing.assert_array_equal(first, labels[0])
@@ -158,41 +159,42 @@ def test_a_checkpoint_from_before_a_config_field_was_added_still_resumes(tokeniz
     """Fields added to TrainConfig / PruningConfig later (e.g. hidden_alpha) take their
     defaults, which reproduce the old behaviour, when an older checkpoint is compared."""
     import json
-    from utils.pruning import PruningConfig
+    from utils.pruning.block import PruningConfig
     data = toy_dataset(n_train=32, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     penalty = PruningConfig(lambda_group=1e-4, lambda_polar=0.0, polarization="none")
-    train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
+    block.penalized_fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
                     progress=False, pruning=penalty)
     state_file = tmp_path / "last" / "state.json"
     state = json.loads(state_file.read_text())
     del state["config"]["pruning"]["hidden_alpha"], state["config"]["weight_decay"]
     state_file.write_text(json.dumps(state))
-    resumed = train.fine_tune(tiny_model(tokenizer), tokenizer, data, config,
+    resumed = block.penalized_fine_tune(tiny_model(tokenizer), tokenizer, data, config,
                               checkpoint_dir=tmp_path, progress=False, pruning=penalty)
     assert resumed["epoch"] == 1          # resumed, nothing left to train
     state["config"]["pruning"]["lambda_group"] = 1e-3       # a real difference still refuses
     state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="delete it or pass the same config"):
-        train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
+        block.penalized_fine_tune(tiny_model(tokenizer), tokenizer, data, config, checkpoint_dir=tmp_path,
                         progress=False, pruning=penalty)
 
 
 def test_fine_tune_saved_in_a_fresh_process_matches_fine_tune(tokenizer, tmp_path):
     """Notebook 03 runs its long fits this way: the same start model, trained in a spawned
     process and saved, must hold the weights of the same fit run in this process."""
-    from utils import isolation, saved
+    from utils.common import isolation
+    from utils import saved
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     import dataclasses
     # no dropout: its masks come from generators seeded when a model is built, and this
     # process has built others before
-    config_model = dataclasses.replace(utils.model.tiny_config(tokenizer.vocab_size),
+    config_model = dataclasses.replace(model_lib.tiny_config(tokenizer.vocab_size),
                                        hidden_dropout=0.0, attention_dropout=0.0)
-    saved.save(utils.model.build_classifier(config_model), tmp_path / "start")
+    saved.save(model_lib.build_classifier(config_model), tmp_path / "start")
     here = saved.load_model(tmp_path / "start")
     expected = train.fine_tune(here, tokenizer, data, config, progress=False)
-    state = isolation.run_in_fresh_process(train.fine_tune_saved, dict(
+    state = isolation.run_in_fresh_process(block.fine_tune_saved, dict(
         model_dir=tmp_path / "start", out_dir=tmp_path / "trained", tokenizer=tokenizer,
         dataset=data, config=config, progress=False))
     assert state["epoch"] == expected["epoch"] == 1

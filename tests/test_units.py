@@ -1,14 +1,15 @@
-"""utils.units: heads and FFN neurons as groups spanning Q/K/V/O (and FFN input/output)."""
+"""utils.pruning.units: heads and FFN neurons as groups spanning Q/K/V/O (and FFN input/output)."""
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
 import utils  # noqa: F401  (sets KERAS_BACKEND)
-from utils import io, saved
-from utils import compact as C
-from utils import model as M
-from utils import units as U
+from utils.common import io
+from utils import saved
+from utils.compression import compact as C
+from utils.encoder import model as M
+from utils.pruning import units as U
 from helpers import random_model
 
 CONFIG = M.EncoderConfig(vocab_size=40, hidden_size=8, num_heads=[2, 2], intermediate_sizes=[6, 5],
@@ -133,7 +134,8 @@ PROGRESSIVE = M.EncoderConfig(vocab_size=30522, hidden_size=16, num_heads=[4, 4]
 
 def test_progressive_pruning_reaches_each_target_and_pruned_units_stay_exactly_zero(tokenizer):
     from helpers import toy_dataset
-    from utils import pruning as P, train
+    from utils.pruning import block as P
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=5)
     data = toy_dataset(n_train=160, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=2, batch_size=8, max_length=16)
@@ -169,7 +171,9 @@ def test_progressive_pruning_rejects_bad_settings(kwargs, match):
 
 def test_progressive_prune_saves_a_snapshot_per_target_and_the_sweep_recovers_them(tokenizer, tmp_path):
     from helpers import toy_dataset
-    from utils import pruning as P, sweep, train
+    from utils.pruning import block as P
+    from utils.pruning import sweep
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=6)
     data = toy_dataset(n_train=96, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8, max_length=16)
@@ -203,7 +207,7 @@ def test_one_shot_prune_zeroes_the_smallest_units_to_the_target():
     model = random_model(PROGRESSIVE, seed=3)
     norms, counts = U.unit_norms(model), U.unit_weight_counts(model)
     off = U.one_shot_prune(model, 0.5)
-    from utils import pruning as P
+    from utils.pruning import block as P
     assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(
         sum(counts[k] * v.sum() for k, v in off.items()) / U.encoder_linear_weights(model))
     assert 0.5 <= P.sparsity_summary(model)["sparsity_encoder_linear"] < 0.5 + 0.01 + max(counts.values()) / U.encoder_linear_weights(model)
@@ -219,7 +223,7 @@ def test_one_shot_prune_zeroes_the_smallest_units_to_the_target():
 
 
 def test_matrix_groups_are_the_proposals_groups_and_partition_the_kernels():
-    from utils import pruning as P
+    from utils.pruning import block as P
     model = random_model(PROGRESSIVE, seed=2)
     groups = U.MatrixGroups(num_blocks=2, mode="inner")
     norms, counts = groups.norms(model), groups.counts(model)
@@ -251,7 +255,8 @@ def test_matrix_groups_are_the_proposals_groups_and_partition_the_kernels():
 
 def test_progressive_pruning_with_matrix_groups_reaches_targets_and_holds_zeros(tokenizer):
     from helpers import toy_dataset
-    from utils import pruning as P, train
+    from utils.pruning import block as P
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=4)
     groups = U.MatrixGroups(num_blocks=1, mode="inner")
     pruner = U.ProgressiveUnitPruning(model, [0.3, 0.6], total_steps=12, prune_fraction=1.0,
@@ -315,7 +320,8 @@ def test_select_by_importance_needs_one_size_per_kind():
 
 def test_progressive_pruning_by_fisher_cuts_the_least_important_units_at_each_period(tokenizer):
     from helpers import toy_dataset
-    from utils import baselines, train
+    from utils.pruning import baselines
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=7)
     data = toy_dataset(n_train=96, n_val=16)
     batches = baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0)
@@ -351,7 +357,7 @@ def test_progressive_pruning_by_fisher_cuts_the_least_important_units_at_each_pe
 
 def test_importance_selection_rejects_matrix_groups_and_unknown_selections(tokenizer):
     from helpers import toy_dataset
-    from utils import train
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=0)
     with pytest.raises(ValueError, match="UnitGroups"):
         U.ProgressiveUnitPruning(model, [0.5], total_steps=10, groups=U.MatrixGroups(),
@@ -402,7 +408,7 @@ def test_selection_on_validation_rejects_incomplete_runs(runs, match):
 
 
 def test_the_committed_selection_runs_choose_a_known_rule():
-    from utils import io
+    from utils.common import io
     runs = io.read_json(io.REPO_ROOT / "results" / "exploratory" / "fisher_selection.json")
     assert U.selection_on_validation(runs) in U.SELECTIONS
 
@@ -413,7 +419,9 @@ COST_TABLE = {"latency_ms": {"base": 1.0, "attention_fixed": 0.6, "head": 0.2,
 
 def test_progressive_pruning_to_cost_targets_cuts_the_knapsack_choice_and_reaches_each_cost(tokenizer):
     from helpers import toy_dataset
-    from utils import baselines, latency, train
+    from utils.pruning import baselines
+    from utils.measurement import latency
+    from utils.training import train
     model = random_model(PROGRESSIVE, seed=11)
     data = toy_dataset(n_train=96, n_val=16)
     fisher = U.fisher_importance(baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0))
@@ -452,7 +460,7 @@ def test_cost_targets_need_importance_and_a_reachable_target(tokenizer):
         U.ProgressiveUnitPruning(model, [0.01], total_steps=10, cost_table=COST_TABLE,
                                  importance=lambda m: {})
     from helpers import toy_dataset
-    from utils import train
+    from utils.training import train
     with pytest.raises(ValueError, match="selection='fisher'"):
         U.progressive_prune(model, tokenizer, toy_dataset(n_train=16, n_val=8), [0.5],
                             train.TrainConfig(epochs=1, batch_size=8, max_length=16),

@@ -1,4 +1,4 @@
-"""utils.vocab: pruning the word embeddings to the training corpus keeps the logits on
+"""utils.compression.vocab: pruning the word embeddings to the training corpus keeps the logits on
 in-vocabulary text, maps unseen tokens to [UNK] exactly, works for RoBERTa's pad-offset
 positions, and saves/loads with its id map."""
 import numpy as np
@@ -7,9 +7,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import utils  # noqa: F401
 from utils import saved
-from utils import batching, vocab as V
-from utils import model as M
-from utils.train import predict_texts
+from utils.data import batching
+from utils.compression import vocab as V
+from utils.encoder import model as M
+from utils.training.train import predict_texts
 
 WORDS = ("delayed flight great crew lost luggage thanks amazing worst service ever love "
          "seat upgrade cancelled again gate agent rude friendly").split()

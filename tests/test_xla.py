@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 import utils  # noqa: F401  (sets KERAS_BACKEND)
-from utils import model as M, pruning as P, sweep, train, units as U
+from utils.encoder import model as M
+from utils.pruning import block as P
+from utils.pruning import sweep
+from utils.training import train
+from utils.pruning import units as U
 from helpers import random_model, toy_dataset
 
 CONFIG = dict(num_heads=[4, 4], intermediate_sizes=[64, 64], head_size=8,
@@ -61,7 +65,7 @@ def test_distilled_fine_tuning_and_the_penalty_in_the_loss_train_the_same_under_
                               distill_alpha=0.5, temperature=2.0)
     for config in (P.PruningConfig(lambda_group=0.0, lambda_polar=0.0, polarization="none",
                                    distill_alpha=0.5, temperature=2.0), penalty):
-        _assert_same(*_trained_both_ways(tokenizer, lambda model, run: train.fine_tune(
+        _assert_same(*_trained_both_ways(tokenizer, lambda model, run: P.penalized_fine_tune(
             model, tokenizer, data, run, pruning=config, teacher_logits=logits, progress=False)))
 
 
@@ -111,7 +115,7 @@ def test_bad_xla_settings_get_a_clear_error(monkeypatch):
 def test_xla_compiled_models_get_batches_padded_to_fewer_shapes_with_the_same_predictions(tokenizer):
     """XLA keeps a program per padded shape: an XLA-compiled model's batches are padded to
     XLA_PAD_MULTIPLE, which the attention mask makes invisible in its logits."""
-    from utils import batching
+    from utils.data import batching
     texts = toy_dataset(n_train=40, n_val=8)["train"]["text"]
     texts = [t + " !" * (i % 13) for i, t in enumerate(texts)]   # lengths across several widths
     start = random_model(tiny(tokenizer), seed=2).get_weights()

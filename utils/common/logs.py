@@ -1,0 +1,60 @@
+"""Progress and diagnostics through Python's `logging`, under the logger "utils".
+
+Where the lines go: to the file named by the environment variable UTILS_LOG_FILE when it is
+set (the pipeline sets it for every step and shows the file in the terminal of `make run`, so
+progress never lands in a saved notebook), else to stderr (a notebook run by hand, a test, a
+command line). `import utils` calls `setup()`."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+LOG_FILE_VARIABLE = "UTILS_LOG_FILE"
+FORMAT = "[%(asctime)s %(name)s] %(message)s"
+
+
+def setup():
+    """Give the "utils" logger its one handler (once per process), at level INFO."""
+    logger = logging.getLogger("utils")
+    if logger.handlers:
+        return logger
+    path = os.environ.get(LOG_FILE_VARIABLE)
+    handler = (logging.FileHandler(path, encoding="utf-8") if path
+               else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+class Progress:
+    """Progress of a long loop as a few log lines (at most one per tenth of `total`, and the
+    last), never a progress bar: `update(n, **values)` after each step, values shown beside
+    the count."""
+
+    def __init__(self, total, description, logger=None, enabled=True, lines=10):
+        self.total, self.description = int(total), description
+        self.logger = logger or logging.getLogger("utils")
+        self.enabled = enabled
+        self.every = max(1, -(-self.total // max(1, lines)))
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def update(self, n=1, **values):
+        before, self.done = self.done, self.done + n
+        if self.enabled and (self.done // self.every > before // self.every
+                             or self.done == self.total):
+            shown = "".join(f", {k} {v}" for k, v in values.items())
+            self.logger.info("%s: %d/%d%s, %.1f min", self.description, self.done, self.total,
+                             shown, (time.perf_counter() - self.start) / 60)
+
+
+def progress(items, description, logger=None, enabled=True):
+    """`items` one by one, logging `Progress` as they are consumed."""
+    items = list(items)
+    bar = Progress(len(items), description, logger, enabled)
+    for item in items:
+        yield item
+        bar.update()

@@ -1,0 +1,465 @@
+"""Benchmark: is the pruned model genuinely smaller and faster? `python -m utils.face.bench --help`
+
+Variants (each saved with utils.saved, the TFLite ones as utils.saved.export bundles, and loaded back
+with `utils.saved.load` before it is measured):
+  dense                 the fine-tuned baseline (--dense)
+  masked                the pruned model: zeros in pruned groups, same shapes (--pruned)
+  compact               heads / FFN neurons physically removed (utils.compression.compact)
+  compact+vocab         + word-embedding rows of tokens never seen in training removed
+  compact+vocab+first   same model, last layer computed at position 0 only (speed only)
+  compact+vocab+int8    + Keras int8 weights (utils.compression.quantize)
+  dense+tflite-int8     the baseline exported to TFLite with dynamic-range int8 weights
+  compact+vocab+tflite  compact+vocab exported to TFLite, float32 (utils.compression.tflite)
+  compact+vocab+tflite-int8   the same with dynamic-range int8 weights
+TFLite variants run in the LiteRT interpreter (ai_edge_litert) with num_threads = os.cpu_count() (TF's default
+intra-op thread count here); their "weights" bytes are the .tflite file's size. Bytes on disk
+are the model's own files (spec + weights, or a bundle's model.tflite + bundle.json), tokenizer
+files excluded for every variant. With --bundle-out, compact+vocab+tflite-int8 is also
+published there with its model card (`make run` publishes models/tweet-sentiment-int8).
+
+Per variant: parameters, non-zero parameters, bytes on disk (raw and gzipped), bytes of weights
+in memory, resident-memory growth when loading and predicting (psutil RSS, in a fresh
+subprocess per variant, measured against the same process before loading), CPU latency at batch
+1 (median over test tweets) and throughput at batch 32 -- all variants timed in ONE process,
+round-robin over several rounds, ratios vs dense from that run -- analytic FLOPs per token, and
+test accuracy / macro-F1 / macro-recall. Writes results/benchmark.json and .md atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from utils.common.io import REPO_ROOT, git_commit, write_json, write_text
+from utils.encoder import hub
+from utils.measurement.timing import time_variants
+from utils.saved import SavedModelError
+
+VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
+            "compact+vocab+int8", "dense+tflite-int8", "compact+vocab+tflite",
+            "compact+vocab+tflite-int8")
+TFLITE_THREADS = os.cpu_count()
+
+
+log = logging.getLogger(__name__)
+
+
+
+
+# ------------------------------------------------------------------------------ inputs
+
+SMOKE_WORDS = ("good bad happy sad love hate great awful okay fine flight delay crew seat "
+               "thanks never again best worst service late early nice rude bag lost").split()
+
+
+def smoke_dataset(n_train=48, n_test=24, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        texts = [" ".join(rng.choice(SMOKE_WORDS, size=rng.integers(3, 12))) + " @united"
+                 for _ in range(n)]
+        return {"text": texts, "label": rng.integers(0, 3, size=n).tolist()}
+    return {"train": split(n_train), "validation": split(8), "test": split(n_test)}
+
+
+def make_smoke_models(directory, tokenizer, seed=0):
+    """A tiny random dense model and a masked copy of it (heads, neurons and block rows zeroed,
+    including a value-zero head and input-zero neurons whose constants get bias-folded)."""
+    from utils import saved
+    from utils.encoder import model as model_lib
+    directory = Path(directory)
+    config = model_lib.EncoderConfig(vocab_size=len(tokenizer), hidden_size=32,
+                                     num_heads=[4, 4], intermediate_sizes=[64, 64],
+                                     head_size=8, num_labels=3)
+    dense = model_lib.build_classifier(config)
+    rng = np.random.default_rng(seed)
+    for w in dense.weights:
+        if "layer_norm" not in w.path:
+            w.assign(rng.normal(0, 0.2, size=w.shape).astype("float32"))
+    saved.save(dense, directory / "dense")
+    kernels = model_lib.prunable_kernels(dense)
+
+    def zero(name, rows=slice(None), cols=slice(None)):
+        value = np.asarray(kernels[name]).copy()
+        value[rows, cols] = 0
+        kernels[name].assign(value)
+    zero("layer_0/attention/value", cols=slice(0, 8))       # head 0: bias-folded
+    zero("layer_0/attention/output", rows=slice(8, 16))     # head 1
+    zero("layer_1/attention/output")                        # every head of layer 1
+    zero("layer_0/ffn/input", cols=slice(0, 24))            # neurons 0-23: bias-folded
+    zero("layer_1/ffn/output", rows=slice(0, 40))
+    zero("layer_0/attention/query", rows=slice(0, 16))      # zeros that stay (block rows)
+    saved.save(dense, directory / "masked")
+    return directory / "dense", directory / "masked"
+
+
+# ------------------------------------------------------------------------------ sizes, FLOPs
+
+def disk_bytes(loaded):
+    """(raw, gzipped) bytes of a utils.saved.SavedModel's model files (tokenizer files are not
+    counted for any variant)."""
+    raw = loaded.disk_bytes
+    zipped = sum(len(gzip.compress(f.read_bytes(), compresslevel=6)) for f in loaded.files)
+    return int(raw), int(zipped)
+
+
+def flops_per_token(config, mean_length, first_token=False):
+    """Analytic FLOPs (multiply-add = 2) per token of the encoder + pooler/classifier.
+
+    Per layer and token: Q/K/V projections 3 * 2*H*A, attention output 2*A*H, scores QK^T and
+    probs @ V 2 * 2*T*A, FFN 2 * 2*H*I (A = heads * head_size, T = mean length). With
+    first_token the last layer computes K and V for every token but the query, scores,
+    output and FFN for position 0 only. Pooler + classifier run once per sequence.
+    """
+    hidden, size, t = config.hidden_size, config.head_size, float(mean_length)
+    total = 0.0
+    for i, (heads, width) in enumerate(zip(config.num_heads, config.intermediate_sizes)):
+        a = heads * size
+        kv = 2 * 2 * hidden * a
+        rest = 2 * hidden * a + 2 * a * hidden + 2 * 2 * t * a + 2 * 2 * hidden * width
+        if first_token and i == config.num_layers - 1:
+            rest /= t
+        total += kv + rest
+    total += (2 * hidden * hidden + 2 * hidden * config.num_labels) / t
+    return total
+
+
+# ------------------------------------------------------------------------------ memory
+
+def memory_child(spec):
+    """Runs in a fresh process: RSS before loading, after loading, after predicting."""
+    import keras
+    import psutil
+    from keras import ops
+
+    from utils import saved
+    process = psutil.Process()
+    base_tokenizer = hub.load_tokenizer(spec["tokenizer"])
+    texts = spec["texts"]
+    base_tokenizer(texts[:4])
+    ops.convert_to_numpy(ops.matmul(ops.ones((4, 4)), ops.ones((4, 4))))  # start the runtime
+    keras.backend.clear_session()
+    gc.collect()
+    before = process.memory_info().rss
+    model = saved.load(spec["directory"], base_tokenizer, num_threads=TFLITE_THREADS,
+                       first_token=spec["first_token"])
+    gc.collect()
+    loaded = process.memory_info().rss
+    model.predict_logits(texts, batch_size=32)
+    predicting = process.memory_info().rss
+    return {"rss_before_mb": before / 2**20,
+            "rss_growth_load_mb": (loaded - before) / 2**20,
+            "rss_growth_predict_mb": (predicting - before) / 2**20}
+
+
+def measure_memory(directory, first_token, texts, tokenizer_name, max_length):
+    spec = {"directory": str(Path(directory).resolve()), "first_token": first_token,
+            "texts": list(texts), "tokenizer": tokenizer_name, "max_length": max_length}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "KERAS_BACKEND": "tensorflow",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "utils.face.bench", "--memory-child"],
+                            input=json.dumps(spec), capture_output=True, text=True, env=env,
+                            cwd=REPO_ROOT, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory measurement of {directory} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ timing
+
+# ------------------------------------------------------------------------------ main
+
+def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
+    """Save the derived variants under work_dir (utils.saved model directories; the TFLite
+    ones as utils.saved.export bundles); returns {name: (directory, first_token)} and the
+    compaction report."""
+    from utils import saved
+    from utils.compression import compact, quantize, vocab
+    from utils.saved import export
+    work_dir = Path(work_dir)
+    log.info(f"compacting {pruned_dir}")
+    masked = saved.load_model(pruned_dir)
+    report = compact.compaction_report(masked)
+    log.info(compact.format_report(report))
+    compacted = compact.compact_model(masked)
+    saved.save(compacted, work_dir / "compact")
+    log.info("pruning the vocabulary to the training corpus")
+    small, remapped = vocab.prune_vocabulary(compacted, tokenizer, train_texts)
+    log.info(f"vocabulary {len(tokenizer)} -> {len(remapped)} ids")
+    saved.save(small, work_dir / "compact_vocab", remapped)
+    saved.save(quantize.quantized_copy(small), work_dir / "compact_vocab_int8", remapped)
+    log.info("exporting compact+vocab to TFLite bundles (float32 and dynamic-range int8)")
+    export.export_bundle(small, work_dir / "compact_vocab_tflite", tokenizer,
+                         remapped.kept_ids, quantize=None)
+    export.export_bundle(small, work_dir / "compact_vocab_tflite_int8", tokenizer,
+                         remapped.kept_ids, quantize="dynamic_range")
+    # The dense model quantized without pruning is the TFLite int8 bundle only: Keras int8 of
+    # the dense model ran 0.15x dense's throughput and took 4 of the benchmark's 12 minutes, and
+    # notebook 08 reports its size and accuracy; compact+vocab+int8 still shows Keras int8's speed.
+    log.info("quantizing the dense model to int8 (a TFLite dynamic-range bundle)")
+    dense = saved.load_model(dense_dir)
+    export.export_bundle(dense, work_dir / "dense_tflite_int8", tokenizer,
+                         quantize="dynamic_range")
+    del masked, compacted, small, dense
+    dirs = {"dense": (Path(dense_dir), False), "masked": (Path(pruned_dir), False),
+            "compact": (work_dir / "compact", False),
+            "compact+vocab": (work_dir / "compact_vocab", False),
+            "compact+vocab+first": (work_dir / "compact_vocab", True),
+            "compact+vocab+int8": (work_dir / "compact_vocab_int8", False),
+            "dense+tflite-int8": (work_dir / "dense_tflite_int8", False),
+            "compact+vocab+tflite": (work_dir / "compact_vocab_tflite", False),
+            "compact+vocab+tflite-int8": (work_dir / "compact_vocab_tflite_int8", False)}
+    return dirs, report
+
+
+def run(args):
+    import keras
+    import tensorflow as tf
+
+    from utils import saved
+    from utils.training import evaluation
+    tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
+    started = time.time()
+    out_dir = Path(args.out_dir)
+    snapshot = None
+    if args.dense is not None and args.pruned is None:   # chosen on validation, not hard-wired
+        from utils.pruning.sweep import choose_snapshot
+        snapshot = choose_snapshot(args.results_dir, args.snapshots_dir,
+                                   latency_snapshots_dir=args.latency_snapshots_dir)
+        log.info(snapshot.message)
+    tokenizer = hub.load_tokenizer(args.tokenizer)
+    if args.smoke:
+        dataset = smoke_dataset()
+        work_dir = Path(args.work_dir or out_dir / "bench_models")
+    else:
+        from utils.data import corpus as data_lib
+        dataset = data_lib.load_splits(args.data)
+        work_dir = Path(args.work_dir or "checkpoints/bench")
+    if args.dense is None:
+        log.info("smoke: building tiny random dense + masked models")
+        dense_dir, pruned_dir = make_smoke_models(work_dir / "smoke", tokenizer)
+    else:
+        dense_dir = Path(args.dense)
+        pruned_dir = snapshot.directory if snapshot is not None else Path(args.pruned)
+    log.info(f"dense {dense_dir}, pruned {pruned_dir}, work dir {work_dir}")
+    train_texts = list(dataset["train"]["text"])
+    test_texts, test_labels = list(dataset["test"]["text"]), list(dataset["test"]["label"])
+    dirs, report = build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts)
+    variants = [v for v in VARIANTS if v in (args.variants or VARIANTS)]
+
+    results = {}
+    loaded = {}
+    logits = {}
+    lengths = [len(ids) for ids in tokenizer(test_texts, add_special_tokens=True,
+                                             truncation=False)["input_ids"]]
+    mean_length = float(np.mean(np.minimum(lengths, args.max_length)))
+    for name in variants:
+        directory, first_token = dirs[name]
+        log.info(f"{name}: loading {directory} and evaluating on {len(test_texts)} test tweets")
+        model = saved.load(directory, tokenizer, num_threads=TFLITE_THREADS,
+                           first_token=first_token)
+        mode = (f"tflite-{model.quantization or 'float32'}" if model.kind == "tflite"
+                else model.quantization or "float32")
+        config = model.encoder_config
+        raw, zipped = disk_bytes(model)
+        logits[name] = model.predict_logits(test_texts, batch_size=128)
+        metrics = evaluation.classification_metrics(test_labels, logits[name].argmax(-1))
+        results[name] = {
+            "directory": str(directory), "first_token_last_layer": first_token,
+            "quantization": mode,
+            "num_heads": config.num_heads, "intermediate_sizes": config.intermediate_sizes,
+            "vocab_size": config.vocab_size,
+            "parameters": model.parameters, "nonzero_parameters": model.nonzero_parameters,
+            "disk_bytes": raw, "disk_bytes_gzip": zipped, "weight_bytes": model.weight_bytes,
+            "flops_per_token": flops_per_token(config, mean_length, first_token),
+            **{k: metrics[k] for k in ("accuracy", "macro_f1", "macro_recall")},
+        }
+        loaded[name] = model
+    reference = {"masked": "dense", "compact": "masked", "compact+vocab": "compact",
+                 "compact+vocab+first": "compact+vocab", "compact+vocab+int8": "compact+vocab",
+                 "dense+tflite-int8": "dense",
+                 "compact+vocab+tflite": "compact+vocab",
+                 "compact+vocab+tflite-int8": "compact+vocab"}
+    for name, ref in reference.items():
+        if name in logits and ref in logits:
+            diff = np.abs(logits[name] - logits[ref])
+            results[name]["logits_vs"] = {
+                "reference": ref, "max_abs_diff": float(diff.max()),
+                "prediction_agreement": float((logits[name].argmax(-1)
+                                               == logits[ref].argmax(-1)).mean())}
+
+    log.info(f"timing {len(variants)} variants in this process: {args.rounds} rounds x "
+        f"{args.latency_examples} tweets at batch 1 + {args.throughput_examples} at batch 32")
+    timings = time_variants(loaded, test_texts[:args.latency_examples], args.max_length,
+                            args.rounds, test_texts[:args.throughput_examples])
+    for name in variants:
+        results[name].update(timings[name])
+
+    memory_texts = test_texts[:args.memory_examples]
+    memory_variants = variants if args.memory_variants is None else args.memory_variants
+    for name in variants:
+        if name in memory_variants:
+            log.info(f"{name}: resident memory in a fresh process")
+            directory, first_token = dirs[name]
+            results[name].update(measure_memory(directory, first_token, memory_texts,
+                                                args.tokenizer, args.max_length))
+
+    if "dense" in results:
+        dense = results["dense"]
+        for r in results.values():
+            r["latency_speedup_vs_dense"] = dense["latency_ms_median"] / r["latency_ms_median"]
+            r["throughput_speedup_vs_dense"] = r["throughput_ex_per_s"] / dense["throughput_ex_per_s"]
+            r["flop_reduction_vs_dense"] = dense["flops_per_token"] / r["flops_per_token"]
+            r["throughput_speedup_over_flop_reduction"] = (
+                r["throughput_speedup_vs_dense"] / r["flop_reduction_vs_dense"])
+            r["size_ratio_vs_dense"] = r["disk_bytes"] / dense["disk_bytes"]
+
+    output = {
+        "meta": {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
+                 "smoke": bool(args.smoke), "dense_dir": str(dense_dir),
+                 "pruned_dir": str(pruned_dir), "tokenizer": args.tokenizer,
+                 "snapshot": None if snapshot is None else snapshot.record(),
+                 "test_examples": len(test_texts), "mean_test_length": mean_length,
+                 "max_length": args.max_length, "rounds": args.rounds,
+                 "latency_examples": min(args.latency_examples, len(test_texts)),
+                 "throughput_examples": min(args.throughput_examples, len(test_texts)),
+                 "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                 "processor": platform.processor(), "tensorflow": tf.__version__,
+                 "keras": keras.__version__,
+                 "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                                "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                 "tflite_threads": TFLITE_THREADS,
+                 "seconds": time.time() - started},
+        "compaction": report,
+        "variants": results,
+    }
+    write_json(out_dir / "benchmark.json", output)
+    write_text(out_dir / "benchmark.md", markdown_table(output))
+    log.info(f"wrote {out_dir / 'benchmark.json'} and {out_dir / 'benchmark.md'} "
+        f"({time.time() - started:.0f} s)")
+    print(markdown_table(output), flush=True)
+    if args.bundle_out and args.smoke and \
+            Path(args.bundle_out).resolve() == (REPO_ROOT / "models" / "tweet-sentiment-int8"):
+        log.info(f"SMOKE: not replacing the committed bundle {args.bundle_out} with a tiny model")
+    elif args.bundle_out:
+        from utils.saved import export
+        log.info(f"publishing the compact+vocab+tflite-int8 bundle to {args.bundle_out}")
+        scores = export.publish(dirs["compact+vocab+tflite-int8"][0], args.bundle_out, tokenizer,
+                                args.data, out_dir)
+        log.info(f"bundle written to {args.bundle_out}" + (
+            f" (test macro-F1 {100 * scores['macro_f1']:.1f}%, one tweet at a time)"
+            if scores else ""))
+    return output
+
+
+def markdown_table(output):
+    meta, rows = output["meta"], output["variants"]
+
+    def mb(x):
+        return f"{x / 2**20:.1f}" if x is not None else "–"
+
+    def opt(r, key, fmt):
+        return fmt.format(r[key]) if r.get(key) is not None else "–"
+    lines = [
+        f"Benchmark ({'SMOKE, tiny random models' if meta['smoke'] else 'test split'}; "
+        f"{meta['cpu_count']} CPUs, TF {meta['tensorflow']}, Keras {meta['keras']}; mean "
+        f"length {meta['mean_test_length']:.1f} tokens; latency = median over "
+        f"{meta['latency_examples']} tweets x {meta['rounds']} rounds at batch 1, throughput at "
+        f"batch 32; all variants timed round-robin in one process; RSS = growth of resident "
+        f"memory over a fresh process before loading, after predicting).",
+        "",
+        "| Variant | Params | Non-zero | Disk MB | gzip MB | Weights MB | RSS +MB | "
+        "Latency ms (x) | Throughput ex/s (x) | MFLOPs/token (x fewer) | Speedup / FLOP cut | "
+        "Accuracy | Macro-F1 | Macro-recall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['parameters']:,} | {r['nonzero_parameters']:,} | "
+            f"{mb(r['disk_bytes'])} | {mb(r['disk_bytes_gzip'])} | {mb(r['weight_bytes'])} | "
+            f"{opt(r, 'rss_growth_predict_mb', '{:.0f}')} | "
+            f"{r['latency_ms_median']:.2f} ({opt(r, 'latency_speedup_vs_dense', '{:.2f}')}) | "
+            f"{r['throughput_ex_per_s']:.0f} ({opt(r, 'throughput_speedup_vs_dense', '{:.2f}')})"
+            f" | {r['flops_per_token'] / 1e6:.2f} ({opt(r, 'flop_reduction_vs_dense', '{:.2f}')})"
+            f" | {opt(r, 'throughput_speedup_over_flop_reduction', '{:.2f}')} | "
+            f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['macro_recall']:.4f} |")
+    t = output["compaction"]["residual_totals"]
+    lines += ["", f"Compaction removed {output['compaction']['heads_removed']} heads and "
+              f"{output['compaction']['neurons_removed']} FFN neurons; {t['zeros']:,} zeros "
+              f"remain inside kept weights (block-sparse storage would save "
+              f"{t['sparse_saves_bytes'] / 2**20:.2f} MB of {t['linear_dense_bytes'] / 2**20:.2f}"
+              f" MB of linear weights)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.face.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dense", default="checkpoints/baseline/best",
+                        help="dense baseline model directory (utils.encoder.model.save_model)")
+    parser.add_argument("--pruned", default=None,
+                        help="masked pruned model directory (default: utils.pruning.sweep."
+                             "choose_snapshot, the sparsest snapshot under --snapshots-dir or "
+                             "--latency-snapshots-dir whose validation macro-F1 is within 1 "
+                             "point of dense)")
+    parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
+                        help="where notebook 04 saved its sparsity_XX snapshots")
+    parser.add_argument("--latency-snapshots-dir", default="checkpoints/pruned_latency",
+                        help="where notebook 04 saved its latency-targeted cost_XX snapshots")
+    parser.add_argument("--results-dir", default="results",
+                        help="where sparsity_sweep.csv, latency_sweep.csv and baseline.json are")
+    parser.add_argument("--data", default="data", help="directory of the CSV splits")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer (default: MiniLM)")
+    parser.add_argument("--out-dir", default="results")
+    parser.add_argument("--work-dir", default=None,
+                        help="where derived variants are saved (default checkpoints/bench)")
+    parser.add_argument("--bundle-out", default=None,
+                        help="also publish the compact+vocab+tflite-int8 variant as a bundle "
+                             "here (utils.saved.export, with model card and examples), e.g. "
+                             "models/tweet-sentiment-int8, which the demo loads")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
+    parser.add_argument("--memory-variants", nargs="*", choices=VARIANTS, default=None,
+                        help="variants to measure RSS for (default all; none: skip)")
+    parser.add_argument("--latency-examples", type=int, default=200)
+    parser.add_argument("--throughput-examples", type=int, default=1024)
+    parser.add_argument("--memory-examples", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny random models (unless --dense/--pruned are given explicitly) "
+                             "and a few synthetic tweets")
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(sys.stdin.read()))), flush=True)
+        return
+    args.tokenizer = args.tokenizer or hub.DEFAULT_MODEL
+    if args.smoke:
+        if "--dense" not in (argv if argv is not None else sys.argv):
+            args.dense = None
+        args.latency_examples = min(args.latency_examples, 8)
+        args.throughput_examples = min(args.throughput_examples, 16)
+        args.memory_examples = min(args.memory_examples, 8)
+        args.rounds = min(args.rounds, 2)
+        if args.memory_variants is None:   # a fresh process per variant is most of a SMOKE run
+            args.memory_variants = ["compact+vocab"]
+    try:
+        return run(args)
+    except (FileNotFoundError, SavedModelError) as error:   # a missing model or results file: say which, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""The two pipelines, step by step, with a record of what each step cost.
+
+    python -m utils.face.pipeline run      # the main job (make run): notebooks 01-06, then the report
+    python -m utils.face.pipeline study    # the extended studies (make study): 07-11, then the report
+
+Each step runs in its own process (papermill for a notebook), watched for wall time and for
+the peak resident memory of its whole process tree (papermill + kernel + any children), and is
+recorded in results/pipeline.json under the pipeline's name:
+
+    {"run": {"commit", "started_clean", "steps": [{"name", "started", "seconds",
+             "max_rss_mb", "parameters", ...}], "total_seconds", ...}, "study": {...}}
+
+Resumable: the record in progress lives in checkpoints/pipeline/<name>.json and is rewritten
+atomically after every step (and copied to results/pipeline.json with "complete": false, so the
+report, the last step, can show it), so an interrupted pipeline, started again, skips the steps that
+finished and re-runs the one that was cut (which itself resumes from its own training
+checkpoints). `--restart` forgets the steps done. `started_clean` says whether checkpoints/ held
+nothing when the pipeline began (a run that reuses trained models is not a clean run).
+
+`--smoke` runs every notebook with SMOKE=True (tiny random encoder) and `--root DIR` puts data,
+checkpoints, results, figures and executed notebooks under DIR instead of the repository: the
+test suite runs both pipelines that way.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from utils.common import io, logs
+from utils.face.results import PIPELINE_RECORD, problems
+
+NOTEBOOKS = io.REPO_ROOT / "notebooks"
+PIPELINES = ("run", "study")
+RSS_POLL_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A notebook (papermill) or a Python command line (`python_args`, e.g. ("-m", "utils.face.report")).
+    `dirs` maps a notebook parameter (or a command option) to a path under the root, passed only
+    when the root is not the repository, so the plain run injects no parameters; `smoke` holds
+    extra parameters of the SMOKE run, `gpu` those of the GPU profile; `reads`, for a study
+    step, the run steps whose models or results it reads (it is out of date once one of them
+    has run again: utils.face.report flags it)."""
+    name: str
+    notebook: str = ""
+    python_args: tuple = ()
+    dirs: dict = field(default_factory=dict)
+    smoke: dict = field(default_factory=dict)
+    gpu: dict = field(default_factory=dict)
+    reads: tuple = ()
+
+
+# The GPU profile: budgets a single cloud GPU affords (the CPU defaults are sized for 2 cores),
+# mixed precision chosen for the GPU (bfloat16 from compute capability 8.0, else float16 with
+# loss scaling) and XLA where Keras finds it pays. Environment of every step:
+PROFILES = ("cpu", "gpu")
+GPU_ENVIRONMENT = {"UTILS_PRECISION": "auto", "UTILS_JIT_COMPILE": "auto"}
+
+
+_DATA = {"DATA_DIR": "data"}
+_FIGS = {"FIGURES_DIR": "figures", "RESULTS_DIR": "results"}
+_BASE = {"BASELINE_DIR": "checkpoints/baseline/best"}
+_REPORT = Step("report", python_args=("-m", "utils.face.report"),
+               dirs={"--results-dir": "results", "--figures-dir": "figures",
+                     "--data-dir": "data", "--out-dir": "report"})
+
+STEPS = {
+    "run": (
+        Step("01_data_prep", "01_data_prep.ipynb", dirs={**_DATA, "FIGURES_DIR": "figures"}),
+        Step("02_baseline_finetune", "02_baseline_finetune.ipynb",
+             dirs={**_DATA, **_FIGS, "CHECKPOINT_DIR": "checkpoints/baseline"},
+             smoke={"EPOCHS": 1}, gpu={"EPOCHS": 4, "PATIENCE": 1}),
+        Step("03_block_pruning", "03_block_pruning.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "CHECKPOINT_DIR": "checkpoints/block_pruning"},
+             smoke={"EPOCHS": 1},
+             gpu={"EPOCHS": 3, "TARGETS": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9]}),
+        Step("04_thresholding", "04_thresholding.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
+                   "PRUNED_DIR": "checkpoints/pruned", "LATENCY_DIR": "checkpoints/block_latency",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
+                   "LATENCY_TABLE": "checkpoints/latency_table.json"},
+             gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
+        Step("05_benchmark", "05_benchmark.ipynb",
+             dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
+                   "PRUNED_DIR": "checkpoints/pruned",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency", "WORK_DIR": "checkpoints/bench",
+                   "BUNDLE_DIR": "models/tweet-sentiment-int8"},
+             gpu={"ROUNDS": 3}),
+        Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."}),
+        _REPORT,
+    ),
+    "study": (
+        Step("07_comparison", "07_comparison.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/pruned",
+                   "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
+                   "BASELINES_DIR": "checkpoints/baselines"},
+             gpu={"IMPORTANCE_EXAMPLES": 2048, "LATENCY_ROUNDS": 5},
+             reads=("02_baseline_finetune", "03_block_pruning", "04_thresholding")),
+        Step("08_binarization", "08_binarization.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "PRUNED_DIR": "checkpoints/bench/compact_vocab",
+                   "DENSE_INT8_DIR": "checkpoints/bench/dense_tflite_int8",
+                   "PRUNED_INT8_DIR": "checkpoints/bench/compact_vocab_tflite_int8",
+                   "CHECKPOINT_DIR": "checkpoints/binarized"},
+             gpu={"TRAIN_EXAMPLES": 21869, "EPOCHS": 2},
+             reads=("02_baseline_finetune", "05_benchmark")),
+        Step("09_lambda_k_sweep", "09_lambda_k_sweep.ipynb", dirs={**_DATA, **_FIGS, **_BASE},
+             gpu={"SWEEP_EXAMPLES": 8000, "SWEEP_LAMBDA1": [1e-3, 4e-3, 1.6e-2, 3.2e-2],
+                  "SWEEP_K": [1, 2, 4]},
+             reads=("02_baseline_finetune",)),
+        Step("10_block_seed", "10_block_seed.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
+                   "SEED_DIR": "checkpoints/block_seed"},
+             reads=("02_baseline_finetune", "03_block_pruning")),
+        Step("11_recovery_budget", "11_recovery_budget.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"},
+             gpu={"BUDGETS": [4000, 12000, None]},
+             reads=("02_baseline_finetune", "03_block_pruning")),
+        _REPORT,
+    ),
+}
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------ one step
+
+def tree_rss_bytes(process):
+    """Resident bytes of `process` and all its descendants (0 for those already gone)."""
+    import psutil
+    total = 0
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def log_path(name, step_name, root):
+    """Where a step's progress log goes (the step's UTILS_LOG_FILE)."""
+    return Path(root, "checkpoints", "pipeline", "logs", name, f"{step_name}.log")
+
+
+def step_environment(step_log, root):
+    """What every step's process is told: where its progress log goes, the root its paths are
+    shown relative to, and, for the notebook's kernel, an IPython profile that leaves native
+    output (TensorFlow's start-up lines) on the terminal instead of in the saved notebook."""
+    profile = Path(root, "checkpoints", "pipeline", "ipython")
+    config = profile / "profile_default" / "ipython_kernel_config.py"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("# written by utils.face.pipeline: native stderr/stdout stay on the terminal\n"
+                      "c.IPKernelApp.capture_fd_output = False\n")
+    return {logs.LOG_FILE_VARIABLE: str(step_log), io.ROOT_VARIABLE: str(Path(root).resolve()),
+            "IPYTHONDIR": str(profile)}
+
+
+def run_watched(command, cwd=None, env=None, poll=RSS_POLL_SECONDS, log_file=None):
+    """Run `command`, polling the peak RSS of its process tree. Returns (returncode, seconds,
+    peak bytes). Output goes to this process's stdout/stderr (the user watches progress), and
+    so do the lines the step logs to `log_file` (started empty), as they are written."""
+    import psutil
+    started = time.perf_counter()
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_file).write_text("")
+    child = subprocess.Popen(command, cwd=cwd, env=env)
+    peak = [0]
+    done = threading.Event()
+
+    def watch():
+        process = psutil.Process(child.pid)
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss_bytes(process))
+            done.wait(poll)
+
+    def follow():
+        with open(log_file, encoding="utf-8", errors="replace") as lines:
+            while True:
+                finished = done.is_set()
+                for line in lines:
+                    sys.stdout.write(line)
+                sys.stdout.flush()
+                if finished:
+                    return
+                done.wait(poll)
+
+    threads = [threading.Thread(target=watch, daemon=True)]
+    if log_file is not None:
+        threads.append(threading.Thread(target=follow, daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        returncode = child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        child.wait()
+        raise
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    return returncode, time.perf_counter() - started, peak[0]
+
+
+def step_parameters(step, root, smoke, profile="cpu"):
+    """Papermill parameters (or CLI arguments) of `step` for a pipeline rooted at `root`."""
+    root = Path(root).resolve()
+    parameters = {}
+    if root != io.REPO_ROOT:
+        parameters.update({k: str(root / v) for k, v in step.dirs.items()})
+    if profile == "gpu" and step.notebook:
+        parameters.update(step.gpu)
+    if smoke and step.notebook:
+        parameters.update({"SMOKE": True, **step.smoke})
+    return parameters
+
+
+def step_command(step, root, smoke, profile="cpu"):
+    parameters = step_parameters(step, root, smoke, profile)
+    if step.notebook:
+        source = NOTEBOOKS / step.notebook
+        out = source if Path(root).resolve() == io.REPO_ROOT else Path(root, "notebooks",
+                                                                           step.notebook)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "papermill", "--log-output", "--cwd", str(NOTEBOOKS),
+                   str(source), str(out)]
+        for key, value in parameters.items():
+            if isinstance(value, str):
+                command += ["-r", key, value]
+            else:   # as YAML (JSON is YAML): lists, numbers, booleans, None keep their types
+                command += ["-y", f"{key}: {json.dumps(value)}"]
+    else:
+        command = [sys.executable, *step.python_args]
+        for key, value in parameters.items():
+            command += [key, str(value)]
+    return command, parameters
+
+
+# ------------------------------------------------------------------------------ the record
+
+def state_path(name, root):
+    return Path(root, "checkpoints", "pipeline", f"{name}.json")
+
+
+def checkpoints_empty(root):
+    directory = Path(root, "checkpoints")
+    return not directory.exists() or not any(p for p in directory.iterdir()
+                                             if p.name != "pipeline")
+
+
+def new_record(name, root, smoke, profile="cpu"):
+    return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke, "profile": profile,
+            "started": _now(), "started_clean": checkpoints_empty(root),
+            "host": {"cpus": os.cpu_count(), "platform": sys.platform},
+            "steps": [], "total_seconds": 0.0, "complete": False}
+
+
+def read_record(path):
+    """The pipeline record at `path` (validated), or None if there is none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        record = io.read_json(path)
+    except ValueError as error:
+        raise PipelineError(f"{path} is not valid JSON ({error}); delete it or pass --restart")
+    validate_record(record, path)
+    return record
+
+
+def validate_record(record, where="record"):
+    """`record` unchanged when it has the keys and types of results.PIPELINE_RECORD, else
+    PipelineError naming every problem."""
+    found = problems(record, PIPELINE_RECORD)
+    if found:
+        raise PipelineError(f"{where}: {'; '.join(found)}")
+    return record
+
+
+def write_result(name, record, results_dir):
+    """Put `record` under `name` in results_dir/pipeline.json, keeping the other pipeline's."""
+    path = Path(results_dir, "pipeline.json")
+    records = io.read_json(path) if path.exists() else {}
+    records[name] = record
+    io.write_json(path, records)
+    return path
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None,
+                 profile="cpu", redo=()):
+    """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
+    finished. `redo`: names of steps of the last record (finished or not) to run again, with
+    every step after them that reads their outputs left as it is, except the report, which is
+    always rebuilt. Returns the finished record (also in root/results/pipeline.json)."""
+    if name not in PIPELINES and steps is None:
+        raise PipelineError(f"unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
+    steps = STEPS[name] if steps is None else steps
+    unknown = set(redo) - {step.name for step in steps}
+    if unknown:
+        raise PipelineError(f"--redo {', '.join(sorted(unknown))}: not a step of '{name}' "
+                            f"({', '.join(step.name for step in steps)})")
+    root = Path(root).resolve()
+    state = state_path(name, root)
+    record = None if restart else read_record(state)
+    if record is None and redo and not restart:
+        results = Path(root, "results", "pipeline.json")
+        finished = io.read_json(results).get(name) if results.exists() else None
+        if finished is None:
+            raise PipelineError(f"--redo: {results} holds no '{name}' record to redo steps of; "
+                                f"run the whole pipeline first")
+        record = validate_record(finished, results)
+    if record is not None and record.get("smoke") != smoke:
+        raise PipelineError(f"{state} holds a {'SMOKE' if record['smoke'] else 'real'} "
+                            f"pipeline in progress; finish it or pass --restart")
+    if record is not None and record.get("profile", "cpu") != profile:
+        raise PipelineError(f"the '{name}' record in progress was made with profile "
+                            f"{record.get('profile', 'cpu')!r}, not {profile!r}; pass the same "
+                            "--profile or --restart")
+    if record is None:
+        record = new_record(name, root, smoke, profile)
+    if redo:
+        again = set(redo) | {_REPORT.name}   # the report reads every step's results
+        record["steps"] = [s for s in record["steps"] if s["name"] not in again]
+        record["complete"] = False
+        record.pop("finished", None)
+        record["redone"] = sorted(set(record.get("redone", [])) | set(redo))
+    done = {s["name"] for s in record["steps"]}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(io.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    if profile == "gpu":
+        env.update(GPU_ENVIRONMENT)
+    for number, step in enumerate(steps, 1):
+        if step.name in done:
+            log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: done in an earlier "
+                f"attempt, skipped")
+            continue
+        command, parameters = step_command(step, root, smoke, profile)
+        log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")
+        started = _now()
+        step_log = log_path(name, step.name, root)
+        returncode, seconds, peak = run_watched(command, cwd=io.REPO_ROOT, log_file=step_log,
+                                                env={**env, **step_environment(step_log, root)})
+        if returncode != 0:
+            io.write_json(state, record)
+            raise PipelineError(f"step {step.name} failed (exit code {returncode}) after "
+                                f"{seconds:.0f} s; fix it and run the same command again to "
+                                f"resume from this step ({state})")
+        record["steps"] = [s for s in record["steps"] if s["name"] != step.name]
+        record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
+                                "max_rss_mb": peak / 2**20, "parameters": parameters,
+                                "commit": io.git_commit(), "resumed_run": bool(done)})
+        order = {s.name: i for i, s in enumerate(steps)}
+        record["steps"].sort(key=lambda s: order.get(s["name"], len(order)))
+        record["total_seconds"] = sum(s["seconds"] for s in record["steps"])
+        io.write_json(state, record)
+        write_result(name, record, root / "results")   # the report step reads it
+        log.info(f"[pipeline {name}] {step.name}: {seconds:.0f} s, peak RSS {peak / 2**20:,.0f} MB")
+    record["complete"] = True
+    record["finished"] = _now()
+    path = write_result(name, record, root / "results")
+    state.unlink(missing_ok=True)
+    log.info(f"[pipeline {name}] finished: {record['total_seconds'] / 60:.1f} min in "
+        f"{len(record['steps'])} steps, peak RSS "
+        f"{max(s['max_rss_mb'] for s in record['steps']):,.0f} MB -> {path}")
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.face.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pipeline", choices=PIPELINES)
+    parser.add_argument("--smoke", action="store_true", help="SMOKE=True in every notebook")
+    parser.add_argument("--root", default=str(io.REPO_ROOT),
+                        help="where data/, checkpoints/, results/, figures/ go (default: here)")
+    parser.add_argument("--restart", action="store_true",
+                        help="forget the steps an interrupted attempt finished")
+    parser.add_argument("--profile", choices=PROFILES, default="cpu",
+                        help="gpu: the budgets, mixed precision and XLA of a cloud GPU VM")
+    parser.add_argument("--redo", default="",
+                        help="comma-separated steps of the last record to run again "
+                             "(e.g. 07_comparison); the report is rebuilt")
+    args = parser.parse_args(argv)
+    redo = tuple(name for name in args.redo.split(",") if name)
+    try:
+        run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart,
+                     profile=args.profile, redo=redo)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Models on disk: the one saved-model directory format and its loader (`models`), the loaded
+model every caller predicts with (`predictor`), deployable bundles read (`bundle`) and written
+(`export`, also `python -m utils.saved.export`). May import `common`, `data`, `encoder`,
+`training`, `compression`.
+
+The everyday names are here: `saved.save`, `saved.load`, `saved.load_model`, ...
+"""
+from utils.saved.bundle import BundleError, is_bundle, load_bundle
+from utils.saved.models import (
+                                PACKED_FILE,
+                                SPEC_FILE,
+                                WEIGHTS_FILE,
+                                is_model_dir,
+                                load,
+                                load_model,
+                                read_spec,
+                                save,
+                                tokenizer_of,
+)
+from utils.saved.predictor import (
+                                SavedModel,
+                                SavedModelError,
+                                in_memory,
+                                parameter_counts,
+)
+
+__all__ = ["BundleError", "PACKED_FILE", "SPEC_FILE", "SavedModel", "SavedModelError",
+           "WEIGHTS_FILE", "in_memory", "is_bundle", "is_model_dir", "load", "load_bundle",
+           "load_model", "parameter_counts", "read_spec", "save", "tokenizer_of"]

@@ -1,0 +1,344 @@
+"""Deployable bundles: a pruned classifier anyone can run without this repository.
+
+    python -m utils.saved.export SRC OUT [--format bundle|hf|keras] [--tokenizer NAME]
+
+SRC is a saved model directory (utils.saved, e.g. checkpoints/bench/compact_vocab) or a bundle
+(e.g. checkpoints/bench/compact_vocab_tflite_int8, which the benchmark writes). OUT becomes a
+bundle with these files:
+
+- `model.tflite`: inputs input_ids and attention_mask (int32, [batch, length]); output logits
+  [batch, 3]. Made through Keras' public `model.export(format="litert")` (utils.compression.tflite), with
+  dynamic-range int8 weights unless asked otherwise.
+- `tokenizer.json`: a Hugging Face `tokenizers` file whose ids are the model's embedding rows.
+  For a pruned vocabulary every base token keeps its place in the WordPiece or BPE vocabulary,
+  but its id becomes the row kept for it, or the unknown token's row if it was dropped. Text is
+  therefore split exactly as by the base tokenizer, and the ids are exactly those of
+  `utils.compression.vocab.RemappedTokenizer`. It truncates to the model's 64 tokens, keeping the closing
+  special token, as `utils.data.batching.encode_texts` does.
+- `labels.json`: the class names in logit order.
+- `preprocessing.json`: the normalisation applied to tweets before tokenising, as data: the
+  regular expressions of `utils.data.corpus.normalize_tweet` with their replacements, the emoji
+  delimiters, HTML unescaping, and max_length.
+- `model_card.md`: data, test scores of this bundle, size, measured latency, and how it was
+  pruned. The figures come from results/ and from evaluating the bundle here.
+- `bundle.json`: format version, parameter counts, quantization, and the sha256 and size of
+  every file, so that a truncated or replaced file is detected on load.
+
+`--format hf` writes a standard Hugging Face BERT checkpoint instead (models whose layers all
+have the same widths), `--format keras` Keras' own model.keras with the tokenizer files.
+
+`load_bundle(directory)` (also reached through `utils.saved.load`) gives a
+`utils.saved.SavedModel` with `predict_texts(texts) -> probabilities`. It runs one text at a
+time, unpadded, as examples/standalone_predict.py does: dynamic-range int8 quantises activations
+per batch, so padding would move the numbers. A missing or corrupt bundle raises `BundleError`,
+naming the directory and the command that makes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from utils.common.fingerprint import file_sha256
+from utils.common.io import REPO_ROOT, atomic_path, read_json, write_json
+from utils.data import corpus
+from utils.data.corpus import EXAMPLES, LABELS
+from utils.encoder import hub
+from utils.saved import models as saved
+from utils.saved.bundle import (
+    BUNDLE_FILES,
+    BUNDLE_VERSION,
+    EXAMPLES_FILE,
+    MANIFEST,
+    check_bundle,
+    is_bundle,
+    load_bundle,
+)
+from utils.saved.predictor import SavedModelError
+from utils.training.evaluation import classification_metrics
+
+# `--help` answers without Keras: the Keras-backed modules are imported where they are used.
+
+
+
+# ------------------------------------------------------------------------------ tokenizer
+
+def bundle_tokenizer_json(base_tokenizer, kept_ids=None, max_length=64):
+    """The base tokenizer's `tokenizers` JSON with ids renumbered to the pruned embedding rows
+    (`kept_ids[new_id] = base_id`; dropped tokens -> the unknown token's new id), truncation to
+    `max_length`, and no padding."""
+    spec = json.loads(base_tokenizer.backend_tokenizer.to_str())
+    spec["padding"] = None
+    spec["truncation"] = {"direction": "Right", "max_length": int(max_length),
+                          "strategy": "LongestFirst", "stride": 0}
+    if kept_ids is None:
+        return json.dumps(spec, ensure_ascii=False)
+    from utils.compression.vocab import RemappedTokenizer
+    new_id = RemappedTokenizer(base_tokenizer, kept_ids).old_to_new
+
+    def renumber(i):
+        return int(new_id[int(i)])
+    vocab = spec["model"]["vocab"]
+    if not isinstance(vocab, dict):
+        raise ValueError(f"cannot renumber a {spec['model']['type']} vocabulary "
+                         f"({type(vocab).__name__}); only WordPiece/BPE token -> id maps")
+    spec["model"]["vocab"] = {token: renumber(i) for token, i in vocab.items()}
+    for token in spec.get("added_tokens") or []:
+        token["id"] = renumber(token["id"])
+    processor = spec.get("post_processor") or {}
+    processors = processor.get("processors", [processor])   # a Sequence holds several
+    for p in processors:
+        for special in (p.get("special_tokens") or {}).values():   # TemplateProcessing
+            special["ids"] = [renumber(i) for i in special["ids"]]
+        for key in ("sep", "cls"):                                  # Bert/RobertaProcessing
+            if isinstance(p.get(key), list):
+                p[key] = [p[key][0], renumber(p[key][1])]
+    return json.dumps(spec, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------ preprocessing
+
+def preprocessing_spec(base_tokenizer, max_length=64):
+    """utils.data.corpus's tweet normalisation as data, for code that cannot import this repository,
+    and the tokenizer's special tokens."""
+    return {"html_unescape": True,
+            "special_tokens": {f"{k}_token": getattr(base_tokenizer, f"{k}_token")
+                               for k in ("unk", "pad", "cls", "sep")
+                               if getattr(base_tokenizer, f"{k}_token", None)},
+            "substitutions": [[corpus.URL_PATTERN.pattern, "HTTPURL", "IGNORECASE"],
+                              [corpus.MENTION_PATTERN.pattern, "@USER", ""]],
+            "emoji_demojize_delimiters": [" :", ": "],
+            "collapse_whitespace": corpus.WHITESPACE_PATTERN.pattern,
+            "max_length": int(max_length),
+            "labels_file": "labels.json"}
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+
+def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_range", card="",
+                  max_length=64):
+    """Write the bundle of the float Keras classifier `model` to `out`, all or nothing.
+
+    kept_ids: for a pruned vocabulary, the base id of every embedding row (its
+    RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
+    TFLite). Returns the output path."""
+    from utils.compression import tflite
+    counts = saved.parameter_counts(model)
+    flatbuffer = tflite.convert(model, quantize)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "model.tflite").write_bytes(flatbuffer)
+        (tmp / "tokenizer.json").write_text(
+            bundle_tokenizer_json(base_tokenizer, kept_ids, max_length), encoding="utf-8")
+        write_json(tmp / "labels.json", list(LABELS))
+        write_json(tmp / "preprocessing.json", preprocessing_spec(base_tokenizer, max_length))
+        (tmp / "model_card.md").write_text(card or "# Tweet sentiment classifier\n",
+                                           encoding="utf-8")
+        _write_manifest(tmp, {**counts, "quantize": quantize,
+                              "encoder": model.encoder_config.to_dict()})
+    return Path(out)
+
+
+def export_saved(source, out, base_tokenizer, quantize="dynamic_range"):
+    """The bundle of the saved model directory `source` (utils.saved; float Keras models),
+    or a copy of `source` if it is a bundle already. Returns the output path."""
+    source = Path(source)
+    if is_bundle(source):
+        check_bundle(source)
+        with atomic_path(Path(out)) as tmp:
+            shutil.copytree(source, tmp)
+        return Path(out)
+    spec = saved.read_spec(source)
+    kept_ids = (spec["vocabulary"] or {}).get("kept_ids")
+    saved.tokenizer_of(source, base_tokenizer, spec)     # checks the base tokenizer fits
+    return export_bundle(saved.load_model(source), out, base_tokenizer, kept_ids, quantize)
+
+
+def _write_manifest(directory, facts=None):
+    if facts is None:   # keep what an earlier export recorded
+        manifest = read_json(Path(directory) / MANIFEST)
+        facts = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
+    write_json(Path(directory) / MANIFEST, {
+        "format": "tweet-sentiment-bundle", "version": BUNDLE_VERSION, **facts,
+        "files": {name: {"sha256": file_sha256(Path(directory) / name),
+                         "bytes": (Path(directory) / name).stat().st_size}
+                  for name in BUNDLE_FILES}})
+
+
+def write_card(directory, card):
+    """Replace a bundle's model card (and its manifest entry)."""
+    with atomic_path(Path(directory) / "model_card.md") as tmp:
+        tmp.write_text(card, encoding="utf-8")
+    _write_manifest(directory)
+
+
+def export_hf(source, out, base_tokenizer):
+    """A standard Hugging Face BERT checkpoint of the saved model `source` (dense, or any
+    model whose layers all have the same widths): config.json, model.safetensors and the
+    tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing."""
+    from safetensors.numpy import save_file
+
+    from utils.encoder import hf
+    model = saved.load_model(source)
+    tensors = hf.hf_tensors(model)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        write_json(tmp / "config.json", hf.hf_config(model.encoder_config, LABELS))
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        base_tokenizer.save_pretrained(str(tmp))
+    return Path(out)
+
+
+def export_keras(source, out, base_tokenizer):
+    """The saved model `source` as Keras' own `model.keras` (any widths; reading it needs
+    `import utils.encoder.model`, which registers the encoder's layers), with the tokenizer files (for
+    a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
+    from utils.encoder import model as model_lib
+    spec = saved.read_spec(source)
+    saved.tokenizer_of(source, base_tokenizer, spec)
+    model = saved.load_model(source)
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir(parents=True)
+        model_lib.save_keras(model, tmp / "model.keras")
+        if spec["vocabulary"]:
+            (tmp / "tokenizer.json").write_text(
+                bundle_tokenizer_json(base_tokenizer, spec["vocabulary"]["kept_ids"]),
+                encoding="utf-8")
+        else:
+            base_tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / "labels.json", list(LABELS))
+    return Path(out)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+
+# ------------------------------------------------------------------------------ model card
+
+def model_card(bundle_dir, source, results_dir, test_scores=None):
+    """The card's markdown, from results/ (benchmark, thresholding, baseline) and this bundle's
+    own test scores; facts that are missing are left out, never guessed."""
+    results_dir = Path(results_dir)
+
+    def read(name):
+        path = results_dir / name
+        return read_json(path) if path.exists() else None
+    bench, baseline = read("benchmark.json"), read("baseline.json")
+    lines = ["# Tweet sentiment classifier (block-pruned, int8 TFLite)", "",
+             "Three classes (negative, neutral, positive) for English tweets. Made by "
+             "`python -m utils.saved.export` from the model directory "
+             f"`{Path(source).as_posix()}` of the repository \"Improving BERT Memory "
+             "Efficiency\".", ""]
+    if baseline:
+        lines += [f"- **Base model**: `{baseline.get('model', '?')}`, fine-tuned on "
+                  f"`{baseline.get('dataset', '?')}`."]
+    snapshot = (bench or {}).get("meta", {}).get("snapshot")
+    if snapshot:
+        chosen = snapshot.get("message") or f"snapshot {snapshot.get('directory')}"
+        run = " (its latency-targeted run)" if snapshot.get("curve") == "latency targets" else ""
+        lines.append(f"- **Pruning**: block pruning{run} (progressive unit pruning with a "
+                     f"group-lasso proximal step) to "
+                     f"{100 * snapshot.get('sparsity_encoder_linear', 0):.1f}% "
+                     f"of the encoder's linear weights; chosen on validation: {chosen}. Empty "
+                     "heads and FFN neurons removed, unused vocabulary removed, int8 weights "
+                     "(TFLite dynamic range).")
+    if test_scores:
+        lines.append(f"- **Test scores of this bundle** ({test_scores['examples']:,} tweets): "
+                     f"macro-F1 {100 * test_scores['macro_f1']:.1f}%, accuracy "
+                     f"{100 * test_scores['accuracy']:.1f}%.")
+    size = sum(p.stat().st_size for p in Path(bundle_dir).iterdir() if p.is_file()) \
+        if Path(bundle_dir).exists() else None
+    if size:
+        lines.append(f"- **Size on disk**: {size / 1e6:.1f} MB.")
+    variant = (bench or {}).get("variants", {}).get("compact+vocab+tflite-int8")
+    if variant:
+        facts = {k: variant.get(k) for k in ("latency_ms_median", "latency_speedup_vs_dense",
+                                             "macro_f1")}
+        if facts["latency_ms_median"]:
+            lines.append(f"- **Latency** (batch 1, {bench['meta'].get('cpu_count', '?')} CPU "
+                         f"cores): {facts['latency_ms_median']:.2f} ms median"
+                         + (f", {facts['latency_speedup_vs_dense']:.2f}x the dense model"
+                            if facts["latency_speedup_vs_dense"] else "") + ".")
+    lines += ["", "Inputs are normalised as in training (preprocessing.json: links -> HTTPURL, "
+              "mentions -> @USER, emoji -> :names:), tokenised with tokenizer.json (truncated "
+              "to 64 tokens) and run one tweet at a time. See examples/standalone_predict.py.",
+              ""]
+    return "\n".join(lines)
+
+
+def write_examples(directory, texts=None):
+    """examples.json beside the bundle's files: its probabilities for a few fixed tweets (the
+    demo's examples), so a copy can be checked against what it gave when it was made."""
+    texts = list(EXAMPLES if texts is None else texts)
+    bundle = load_bundle(directory)
+    write_json(Path(directory) / EXAMPLES_FILE, {
+        "labels": bundle.labels, "texts": texts,
+        "probabilities": bundle.predict_texts(texts).round(8).tolist()})
+
+
+def evaluate_bundle(bundle, split):
+    """Macro-F1 and accuracy of a loaded bundle on a labelled split ({"text", "label"})."""
+    predicted = bundle.predict_texts(split["text"]).argmax(axis=1)
+    metrics = classification_metrics(split["label"], predicted)
+    return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
+            "examples": int(len(predicted))}
+
+
+def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
+            results_dir=REPO_ROOT / "results"):
+    """The bundle of `source` (a saved model or a bundle) at `out`, scored on the test split
+    of `data_dir` (skipped if absent), with its model card and examples.json; returns the
+    test scores or None."""
+    out = export_saved(source, out, base_tokenizer)
+    try:
+        test = corpus.load_splits(data_dir)["test"]
+    except FileNotFoundError as error:
+        print(f"not scoring the bundle: {error}", file=sys.stderr)
+        test = None
+    scores = evaluate_bundle(load_bundle(out), test) if test is not None else None
+    write_card(out, model_card(out, source, results_dir, scores))
+    write_examples(out)
+    return scores
+
+
+# ------------------------------------------------------------------------------ command line
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m utils.saved.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="saved model directory (utils.saved) or bundle")
+    parser.add_argument("out", help="directory to write (replaced if it exists)")
+    parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",
+                        help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
+                             "Hugging Face BERT checkpoint (models whose layers all have the "
+                             "same widths, e.g. the dense baseline); keras: Keras' model.keras "
+                             "(any widths; needs `import utils.encoder.model` to read)")
+    parser.add_argument("--tokenizer", default=hub.DEFAULT_MODEL,
+                        help="the base tokenizer the model was trained with")
+    parser.add_argument("--data-dir", default=str(REPO_ROOT / "data"),
+                        help="prepared splits; the bundle is scored on its test split "
+                             "(skipped if absent)")
+    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    args = parser.parse_args(argv)
+    try:
+        base = hub.load_tokenizer(args.tokenizer)
+        if args.format in ("hf", "keras"):
+            write = export_hf if args.format == "hf" else export_keras
+            print(f"{args.format} export written to {write(args.source, args.out, base)}")
+            return 0
+        scores = publish(args.source, args.out, base, args.data_dir, args.results_dir)
+    except (SavedModelError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"bundle written to {args.out}" + (
+        f" (test macro-F1 {100 * scores['macro_f1']:.1f}%)" if scores else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,7 @@ import pytest
 
 from utils.pruning import block
 from utils.encoder import model as model_lib
-from utils.training import train
+from utils.training import checkpoint, train
 
 from helpers import toy_dataset
 
@@ -63,7 +63,7 @@ def test_resume_restores_weights_and_optimizer(tokenizer, tmp_path):
     assert log.val_macro_f1[0] == state["history"][0]["val_macro_f1"]
 
 
-def test_a_checkpoint_of_another_start_model_is_not_resumed(tokenizer, tmp_path, capsys):
+def test_a_checkpoint_of_another_start_model_is_not_resumed(tokenizer, tmp_path, caplog):
     """Same config, another start model (as when an upstream step was re-run and wrote a new
     snapshot): its epochs are not this run's, so training starts over and replaces them."""
     data = toy_dataset(n_train=64, n_val=16)
@@ -74,15 +74,16 @@ def test_a_checkpoint_of_another_start_model_is_not_resumed(tokenizer, tmp_path,
     start = [w.copy() for w in other.get_weights()]
     state = train.fine_tune(other, tokenizer, data, config, checkpoint_dir=tmp_path,
                             progress=False)
-    assert "ignoring the checkpoint" in capsys.readouterr().out
+    assert "ignoring the checkpoint" in caplog.text
+    caplog.clear()
     assert int(other.optimizer.iterations.numpy()) == 4     # trained its own epoch
-    assert state["source"] == train.weights_fingerprint(tiny_model(tokenizer, seed=1))
+    assert state["source"] == checkpoint.weights_fingerprint(tiny_model(tokenizer, seed=1))
     assert any(not np.array_equal(a, b) for a, b in zip(start, other.get_weights()))
     # and the checkpoint is now the new run's: the same start model resumes from it
     resumed = tiny_model(tokenizer, seed=1)
     again = train.fine_tune(resumed, tokenizer, data, config, checkpoint_dir=tmp_path,
                             progress=False)
-    assert again["epoch"] == 1 and "ignoring" not in capsys.readouterr().out
+    assert again["epoch"] == 1 and "ignoring" not in caplog.text
     for a, b in zip(other.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -126,12 +127,12 @@ def test_batches_of_any_length_after_equal_first_batches(tokenizer):
     assert int(model.optimizer.iterations) == 6
 
 
-def test_progress_prints_a_line_per_quarter_epoch(tokenizer, capsys):
-    """The terminal (papermill --log-output) sees progress even when the bar is a widget."""
+def test_progress_logs_a_line_per_quarter_epoch(tokenizer, caplog):
+    """Progress goes to the log (the terminal of `make run`), a line per quarter epoch."""
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=8, max_length=16)
     train.fine_tune(tiny_model(tokenizer), tokenizer, data, config, progress=True)
-    lines = [l for l in capsys.readouterr().out.splitlines() if " batches, loss " in l]
+    lines = [r.getMessage() for r in caplog.records if " batches, loss " in r.getMessage()]
     assert [l.split(":")[1].split()[0] for l in lines] == ["2/8", "4/8", "6/8"]
 
 

@@ -50,7 +50,10 @@ bench: install
 report: install
 	$(PY) -m utils.face.report
 
+# The layers of `utils` first (import-linter: no cycle, no import from a higher layer), then
+# the tests on both cores.
 test: $(VENV)/.installed-dev
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.

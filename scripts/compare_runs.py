@@ -13,17 +13,15 @@ so that a target missed by a few tenths can be told apart from run-to-run noise:
 
 Writes results/exploratory/replication.json.
 
-    .venv/bin/python scripts/compare_runs.py --other /work/replica
+    .venv/bin/python scripts/compare_runs.py --other DIR
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from utils.common import io  # noqa: E402
+from utils.common import io
 
 
 def _read(directory, name):

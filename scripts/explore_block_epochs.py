@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.data import corpus as data  # noqa: E402
+from utils.data import corpus as data
 from utils.common import io
 from utils.pruning import sweep
 from utils.training import train

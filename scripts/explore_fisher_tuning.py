@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def main():
@@ -28,7 +27,8 @@ def main():
     if not (baseline / "model_spec.json").exists():
         print(f"error: {baseline} holds no model; run `make run` first", file=sys.stderr)
         return 2
-    from utils.pruning import baselines
+    from utils.pruning import units
+    from utils.pruning import importance
     from utils.data import corpus as data
     from utils.pruning import fisher_mask
     from utils.common import io
@@ -41,8 +41,8 @@ def main():
     tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     model = saved.load_model(baseline)
     dense = model.get_weights()
-    batches = baselines._labelled_batches(tokenizer, dataset["train"], fisher_mask.FISHER_EXAMPLES,
-                                          64, fisher_mask.FISHER_BATCH_SIZE, seed=42)
+    batches = importance.labelled_batches(tokenizer, dataset["train"], importance.FISHER_EXAMPLES,
+                                          64, importance.FISHER_BATCH_SIZE, seed=42)
     rows = []
     for rearrange, tune in ((False, False), (False, True), (True, False), (True, True)):
         pruner = fisher_mask.FisherMaskPruner(batches, tune=tune, rearrange=rearrange)
@@ -53,13 +53,13 @@ def main():
             pruning.apply_masks(model, masks)
             score = train.evaluate(model, tokenizer, dataset["validation"], max_length=64)
             rows.append({"target": target, "rearranged": rearrange, "tuned": tune, "val_macro_f1": score["macro_f1"],
-                         "sparsity": baselines.masks_sparsity(masks), "seconds": seconds,
+                         "sparsity": units.masks_sparsity(masks), "seconds": seconds,
                          "scales": pruner.chosen[float(target)].get("tuned")})
             print({k: v for k, v in rows[-1].items() if k != "scales"}, flush=True)
             model.set_weights(dense)
     io.write_json(ROOT / "results/exploratory/fisher_tuning.json", {
         "command": "python scripts/explore_fisher_tuning.py", "git_commit": io.git_commit(),
-        "fisher_examples": fisher_mask.FISHER_EXAMPLES, "rows": rows,
+        "fisher_examples": importance.FISHER_EXAMPLES, "rows": rows,
         "seconds": time.perf_counter() - started})
     print(f"wrote results/exploratory/fisher_tuning.json in {time.perf_counter() - started:.0f} s")
     return 0

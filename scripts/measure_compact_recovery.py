@@ -8,13 +8,11 @@ results/exploratory/compact_recovery.json.
 
     .venv/bin/python scripts/measure_compact_recovery.py
 """
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from utils.compression import compact  # noqa: E402
+from utils.compression import compact
 from utils.data import corpus as data
 from utils.common import io
 from utils.encoder import hub
@@ -52,8 +50,8 @@ for target in ("sparsity_50", "sparsity_70"):
                      "val_macro_f1": val["macro_f1"]})
         print(rows[-1], flush=True)
 
-import numpy as np  # noqa: E402
-from utils.data import batching  # noqa: E402
+import numpy as np
+from utils.data import batching
 batches, _ = batching.make_batches(tokenizer, sample["train"]["text"], sample["train"]["label"],
                                    max_length=64, batch_size=32, shuffle=True, seed=42)
 STEPS, ROUNDS = 16, 3

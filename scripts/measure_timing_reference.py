@@ -18,7 +18,6 @@ Writes results/exploratory/timing_reference.json.
     .venv/bin/python scripts/measure_timing_reference.py
 """
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from utils.data import corpus as data  # noqa: E402
+from utils.data import corpus as data
 from utils.common import io
 from utils import saved
 from utils.measurement import timing

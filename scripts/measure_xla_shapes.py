@@ -64,7 +64,7 @@ for name, (jit, multiple) in VARIANTS.items():
                  **json.loads(done.stdout.split("RESULT ", 1)[1])})
     print(rows[-1], flush=True)
 
-from utils.common import io  # noqa: E402
+from utils.common import io
 out = REPO / "results/exploratory/xla_shapes.json"
 io.write_json(out, {"rows": rows, "git_commit": io.git_commit(),
                     "note": "one fresh process per variant, run one after another on this machine"})

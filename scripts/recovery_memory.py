@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def measure(mode, repeats, examples):
-    sys.path.insert(0, str(ROOT))
     import keras
     import numpy as np
     import psutil
     from utils.data import corpus as data
     from utils.encoder import hub
+    from utils.encoder import model as model_lib
     from utils.pruning import block as pruning
     from utils import saved
     from utils.pruning import sweep
@@ -40,7 +40,7 @@ def measure(mode, repeats, examples):
     rss = [process.memory_info().rss / 2**20]
     for i in range(repeats):
         model.set_weights(start_weights)
-        kernels = pruning.prunable_kernels(model)
+        kernels = model_lib.prunable_kernels(model, include_pooler=False)
         name = next(iter(kernels))
         mask = np.ones(kernels[name].shape, np.float32)
         mask[:, :10 * (i + 1)] = 0.0

@@ -8,6 +8,8 @@ import pytest
 
 from utils import saved
 from utils.pruning import baselines
+from utils.pruning import units
+from utils.pruning import methods as methods_lib
 from utils.face import comparison
 from utils.measurement import dominance
 from utils.pruning import block as pruning
@@ -69,7 +71,7 @@ def test_magnitude_global_vs_per_matrix_on_4x4():
     np.testing.assert_array_equal(quarter["b"], expected)
     assert baselines.magnitude_masks(kernels, 0.0)["a"].all()
     # ceil: 10% of 32 weights -> 4 zeroed
-    assert baselines.masks_sparsity(baselines.magnitude_masks(kernels, 0.1)) == 4 / 32
+    assert units.masks_sparsity(baselines.magnitude_masks(kernels, 0.1)) == 4 / 32
     with pytest.raises(ValueError, match="scope"):
         baselines.magnitude_masks(kernels, 0.5, "per_layer")
 
@@ -110,7 +112,7 @@ def test_ffn_neurons_by_joint_norm():
 
 def test_structured_masks_on_a_model_are_removable_units():
     model = toy_model(num_heads=(2, 2), widths=(8, 8))
-    kernels = baselines.numpy_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
     assert "pooler/dense" not in kernels
     config = model.encoder_config
     masks = baselines.head_masks(kernels, [(1, 0)], config.head_size)
@@ -137,7 +139,7 @@ def test_gate_gradient_is_the_derivative_of_scaling_the_heads_output_rows():
     model = toy_model(num_heads=(2,), widths=(8,))
     (x, y), = toy_batches(1)
     gates = baselines.head_gate_gradients_fn(model)(x["input_ids"], x["attention_mask"], y)
-    loss = baselines._loss_fn(model)
+    loss = baselines.task_loss_fn(model)
     kernel = model_lib.prunable_kernels(model)["layer_0/attention/output"]
     start = np.asarray(kernel).astype(np.float64)
     delta = 1e-3
@@ -170,7 +172,7 @@ def test_useless_head_has_zero_importance_and_is_pruned_first():
     for i in (0, 1):
         assert np.linalg.norm(normalised[i]) == pytest.approx(1.0)
     pruner = baselines.HeadImportancePruner(batches, step_fraction=0.25)
-    kernels = baselines.numpy_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
     masks = pruner(model, 0.1)                        # 0.1 of 2560 weights: one 512-weight head
     assert pruner.order == [(1, 1)]
     assert pruning.removable_heads_and_neurons(
@@ -211,7 +213,7 @@ def test_layer_ranking_drops_the_identity_like_layer_first():
     # reference: mask by hand and recompute the mean cross-entropy
     start = model.get_weights()
     base = baselines.mean_loss(model, batches)
-    pruning.apply_masks(model, baselines.layer_masks(baselines.numpy_kernels(model), [2]))
+    pruning.apply_masks(model, baselines.layer_masks(model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True), [2]))
     logits = [np.asarray(model.predict_on_batch(x), np.float64) for x, _ in batches]
     model.set_weights(start)
     ce = np.mean([np.log(np.exp(l).sum(-1)) - l[np.arange(len(y)), y]
@@ -226,7 +228,7 @@ def test_layer_ranking_drops_the_identity_like_layer_first():
     greedy(model, 0.5)
     assert greedy.order[0] == 1 and sorted(greedy.order) == [0, 1, 2]
     assert len(greedy.increases) == 3
-    assert baselines.masks_sparsity(dropper(model, 1.0)) == 1.0
+    assert units.masks_sparsity(dropper(model, 1.0)) == 1.0
 
 
 # ------------------------------------------------------------------ the sweep
@@ -237,9 +239,9 @@ def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
     data = toy_dataset(n_train=64, n_val=24)
     start = [np.asarray(w).copy() for w in model.get_weights()]
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
-    methods = baselines.make_methods(["magnitude_gradual", "ffn_neurons"], tokenizer,
+    methods = methods_lib.make_methods(["magnitude_gradual", "ffn_neurons"], tokenizer,
                                      data["train"], gradual_steps=2, max_length=16)
-    frame = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+    frame = methods_lib.run_baselines(model, tokenizer, data, methods, [0.45], config,
                                     retrain_examples=48, csv_path=tmp_path / "b.csv",
                                     save_root=tmp_path / "models", progress=False)
     written = pd.read_csv(tmp_path / "b.csv")
@@ -266,7 +268,7 @@ def test_mask_sweep_rows_retraining_and_gradual(tokenizer, tmp_path):
     assert pruning.sparsity_summary(gradual)["sparsity_encoder_linear"] == pytest.approx(
         0.45, abs=1e-3)
     # resume: nothing left to run
-    again = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+    again = methods_lib.run_baselines(model, tokenizer, data, methods, [0.45], config,
                                     retrain_examples=48, csv_path=tmp_path / "b.csv",
                                     resume=True, progress=False)
     assert len(again) == len(frame)
@@ -294,7 +296,7 @@ class ExamplesFor:
     """A masks function that says it trained on 30 examples (as CoFi does)."""
 
     def __call__(self, model, target):
-        return baselines.ffn_neuron_masks(baselines.numpy_kernels(model), target)
+        return baselines.ffn_neuron_masks(model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True), target)
 
     def examples_for(self, target):
         return 30
@@ -306,9 +308,9 @@ def test_mask_sweep_spends_the_equal_budget(tokenizer):
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     budget = {0.45: 100}
-    methods = baselines.make_methods(["ffn_neurons"], tokenizer, data["train"], max_length=16)
-    methods["trains"] = baselines.Method("trains", ExamplesFor(), "neuron")
-    frame = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+    methods = methods_lib.make_methods(["ffn_neurons"], tokenizer, data["train"], max_length=16)
+    methods["trains"] = methods_lib.Method("trains", ExamplesFor(), "neuron")
+    frame = methods_lib.run_baselines(model, tokenizer, data, methods, [0.45], config,
                                     retrain_examples=48, progress=False, train_budget=budget)
     final = frame[frame.final.astype(bool)].set_index("method")
     # scoring methods recover on the whole budget: 2 passes over 50 of the 64 tweets; the
@@ -320,7 +322,7 @@ def test_mask_sweep_spends_the_equal_budget(tokenizer):
         sweep.mask_sweep(model, tokenizer, data, "ffn_neurons", methods["ffn_neurons"].masks_fn,
                              [0.7], config, train_budget=budget, progress=False)
     # chained: the scoring method runs as a chain, the one that trains its masks per target not
-    chained = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+    chained = methods_lib.run_baselines(model, tokenizer, data, methods, [0.45], config,
                                       retrain_examples=48, progress=False, train_budget=budget,
                                       chained=True)
     assert chained.groupby("method").chained.last().to_dict() == {"ffn_neurons": True,
@@ -339,8 +341,8 @@ def test_chained_sweep_spends_each_budget_once_and_masks_only_grow(tokenizer, tm
     seen_by_masks_fn = []
 
     def magnitude(model, target):   # records the zeros of the weights it is given
-        kernels = baselines.numpy_kernels(model)
-        seen_by_masks_fn.append(baselines.masks_sparsity(
+        kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
+        seen_by_masks_fn.append(units.masks_sparsity(
             {n: (k != 0).astype(np.float32) for n, k in kernels.items()}))
         return baselines.magnitude_masks(kernels, target)
     pool = sweep.recovery_data(data, tokenizer, model, None, 42, 16)
@@ -356,8 +358,8 @@ def test_chained_sweep_spends_each_budget_once_and_masks_only_grow(tokenizer, tm
     assert before.train_examples_total.to_dict() == {0.3: 0, 0.6: 40}
     assert final.loc[0.6, "train_seconds"] > final.loc[0.3, "train_seconds"]   # cumulative
     assert frame.chained.dropna().astype(bool).all()
-    first = baselines.numpy_kernels(saved.load_model(tmp_path / "sparsity_30"))
-    second = baselines.numpy_kernels(saved.load_model(tmp_path / "sparsity_60"))
+    first = model_lib.prunable_kernels(saved.load_model(tmp_path / "sparsity_30"), include_pooler=False, as_numpy=True)
+    second = model_lib.prunable_kernels(saved.load_model(tmp_path / "sparsity_60"), include_pooler=False, as_numpy=True)
     for name in first:   # what 0.3 pruned stays pruned at 0.6
         assert np.all(second[name][first[name] == 0] == 0)
     # the model comes back as it started
@@ -378,13 +380,13 @@ def test_isolated_sweep_equals_the_in_process_one(tokenizer, tmp_path):
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
     runs = {}
     for isolate in (False, True):
-        methods = baselines.make_methods(["magnitude_global", "layers"], tokenizer,
+        methods = methods_lib.make_methods(["magnitude_global", "layers"], tokenizer,
                                          data["train"], importance_examples=16, max_length=16)
-        frame = baselines.run_baselines(model, tokenizer, data, methods, [0.45], config,
+        frame = methods_lib.run_baselines(model, tokenizer, data, methods, [0.45], config,
                                         retrain_examples=16, progress=False, isolate=isolate,
                                         save_root=tmp_path / str(isolate),
                                         csv_path=tmp_path / f"{isolate}.csv")
-        runs[isolate] = (frame, baselines.method_records(methods))
+        runs[isolate] = (frame, methods_lib.method_records(methods))
     (local, local_records), (isolated, isolated_records) = runs[False], runs[True]
     # the child rebuilt each method from its recipe and started from the same weights
     assert isolated_records == local_records and isolated_records["layers"]["order"]
@@ -399,16 +401,16 @@ def test_isolated_sweep_equals_the_in_process_one(tokenizer, tmp_path):
 
 
 def test_isolated_sweep_needs_a_recipe(tokenizer):
-    method = baselines.Method("made_by_hand", lambda model, target: {}, "unstructured")
+    method = methods_lib.Method("made_by_hand", lambda model, target: {}, "unstructured")
     with pytest.raises(ValueError, match="no recipe"):
-        baselines._sweep_in_process("unused", method, {})
+        methods_lib._sweep_in_process("unused", method, {})
 
 
 def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=32, n_val=16)
-    methods = baselines.make_methods(["heads", "layers"], tokenizer, data["train"],
+    methods = methods_lib.make_methods(["heads", "layers"], tokenizer, data["train"],
                                      importance_examples=16, max_length=16)
     rows = {name: sweep.mask_sweep(model, tokenizer, data, name, m.masks_fn,
                                        [0.3, 0.45, 0.6], mode=m.mode, progress=False)
@@ -423,7 +425,7 @@ def test_mask_sweep_structured_skips_and_repeats(tokenizer):
     assert layers.loc[0.45, "same_masks_as_target"] == 0.3
     assert layers.loc[0.45, "macro_f1"] == layers.loc[0.3, "macro_f1"]
     assert (rows["layers"]["mode"] == "layer").all()
-    records = baselines.method_records(methods)
+    records = methods_lib.method_records(methods)
     assert len(records["heads"]["order"]) == 4 and len(records["layers"]["order"]) == 2
 
 
@@ -526,15 +528,14 @@ def test_block_train_examples_and_budget_sentence():
 
 
 def test_cofi_budget_by_target_mapping():
-    pruner = baselines.CoFiPruner(None, None, None, examples_for={"0.5": 5824, 0.7: 11680})
+    pruner = methods_lib.CoFiPruner(None, None, None, examples_for={"0.5": 5824, 0.7: 11680})
     assert pruner.examples_for(0.5) == 5824 and pruner.examples_for(0.70000001) == 11680
     with pytest.raises(ValueError, match="no pruning budget for target 0.9"):
         pruner.examples_for(0.9)
 
 
 def test_budget_start_names_bad_methods_and_a_missing_penalty(tmp_path):
-    from utils.pruning import baselines
     with pytest.raises(ValueError, match="choose among"):
-        baselines.budget_start("nope", 0.5, tmp_path, tmp_path)
+        methods_lib.budget_start("nope", 0.5, tmp_path, tmp_path)
     with pytest.raises(ValueError, match="needs `penalty`"):
-        baselines.budget_start("penalty in the loss", 0.5, tmp_path, tmp_path)
+        methods_lib.budget_start("penalty in the loss", 0.5, tmp_path, tmp_path)

@@ -9,6 +9,7 @@ from keras import ops
 from utils.pruning import cofi
 from utils.pruning import block as pruning
 from utils.encoder import model as model_lib
+from utils.pruning import methods as methods_lib
 from helpers import toy_dataset
 
 
@@ -115,7 +116,7 @@ def test_a_zero_gate_equals_the_unit_removed(tokenizer):
                               cofi._gated_slots(model), gates, config.head_size, np)
     gated, _ = model.stateless_call(values, [v.value for v in model.non_trainable_variables],
                                     inputs, training=False)
-    kernels = baselines.numpy_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
     units = {u.key: u for u in baselines.head_units(kernels, config.head_size)}
     neurons = {u.key: u for u in baselines.neuron_units(kernels)}
     pruning.apply_masks(model, baselines.units_masks(
@@ -127,22 +128,21 @@ def test_cofi_as_a_method_of_the_sweep(tokenizer):
     """In the comparison's sweep, CoFi's pruning phase counts in the training budget of its
     rows, and its point reaches the target in whole units."""
     import keras
-    from utils.pruning import baselines
     from utils.pruning import sweep
     from utils.training import train
     keras.utils.set_random_seed(0)
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, batch_size=16, max_length=16, epochs=1)
-    methods = baselines.make_methods(["cofi"], tokenizer, data["train"], max_length=16, cofi={
+    methods = methods_lib.make_methods(["cofi"], tokenizer, data["train"], max_length=16, cofi={
         "dataset": data, "train_config": config, "examples_for": lambda t: 32})
     frame = sweep.mask_sweep(model, tokenizer, data, "cofi", methods["cofi"].masks_fn,
                                  [0.4], config, retrain_examples=32, progress=False)
     assert frame.train_examples_total.tolist() == [32, 64]
     assert (frame.sparsity_encoder_linear >= 0.4 - 1e-9).all()
-    assert 0.4 in baselines.method_records(methods)["cofi"]["runs"]
+    assert 0.4 in methods_lib.method_records(methods)["cofi"]["runs"]
     with pytest.raises(ValueError, match="cofi="):
-        baselines.make_methods(["cofi"], tokenizer, data["train"])
+        methods_lib.make_methods(["cofi"], tokenizer, data["train"])
 
 
 def test_reg_learning_rate_chosen_on_validation():

@@ -11,7 +11,8 @@ import pytest
 from utils import saved
 from utils.data import batching
 from utils.face import demo
-from utils.saved import bundle, export
+from utils.saved import bundle as bundle_lib
+from utils.saved import export
 from utils.compression import vocab
 from utils.encoder import model as model_lib
 from utils.encoder import hf
@@ -107,10 +108,10 @@ def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
     else:
         (copy / "labels.json").write_text('["a", "b"]')
         match = "labels.json does not match"
-    with pytest.raises(bundle.BundleError, match=match) as error:
+    with pytest.raises(bundle_lib.BundleError, match=match) as error:
         export.load_bundle(copy)
     assert str(copy) in str(error.value) and "python -m utils.saved.export" in str(error.value)
-    with pytest.raises(bundle.BundleError, match="not a model bundle"):
+    with pytest.raises(bundle_lib.BundleError, match="not a model bundle"):
         export.load_bundle(tmp_path / "nowhere")
 
 
@@ -122,7 +123,7 @@ def test_export_cli_reports_errors_without_a_traceback(tmp_path, capsys):
 def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp_path, capsys):
     import shutil
     directory, _ = bundle
-    shutil.copytree(directory, tmp_path / bundle.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT))
+    shutil.copytree(directory, tmp_path / bundle_lib.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT))
     assert demo.main(["--root", str(tmp_path), "the crew was great"]) == 0
     out = capsys.readouterr().out
     assert "Answering with the models that are here" in out and "make run" in out
@@ -132,7 +133,7 @@ def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp
 def test_committed_bundle_reproduces_its_recorded_probabilities():
     """models/tweet-sentiment-int8 is the benchmark's chosen model of the committed run; it must
     load on a fresh clone and give the probabilities recorded when it was exported."""
-    directory = bundle.DEFAULT_BUNDLE
+    directory = bundle_lib.DEFAULT_BUNDLE
     recorded = json.loads((directory / export.EXAMPLES_FILE).read_text())
     loaded = export.load_bundle(directory)
     assert loaded.labels == recorded["labels"]

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from utils.pruning import baselines
+from utils.pruning import methods as methods_lib
 from utils.pruning import fisher_mask
 from utils.pruning import block as pruning
 from utils.encoder import model as model_lib
+from utils.pruning import units
 from test_baselines import toy_batches, toy_model
 
 
@@ -15,7 +17,7 @@ def _finite_difference_gates(model, batch, delta=1e-3):
     """dL/dm for each head and neuron mask of layer 0, by scaling the head's output rows and
     the neuron's FFN-output row by 1 +- delta (float64 central differences of the loss)."""
     x, y = batch
-    loss = baselines._loss_fn(model)
+    loss = baselines.task_loss_fn(model)
     kernels = model_lib.prunable_kernels(model)
     head_size = model.encoder_config.head_size
 
@@ -83,10 +85,10 @@ def test_search_masks_rejects_bad_costs_and_budgets():
 def test_pruner_reaches_the_target_with_whole_heads_and_neurons():
     model = toy_model(num_heads=(2, 2), widths=(8, 8), scale=0.3)
     pruner = fisher_mask.FisherMaskPruner(toy_batches(2))
-    kernels = baselines.numpy_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
     for target in (0.3, 0.6):
         masks = pruner(model, target)
-        assert baselines.masks_sparsity(masks) >= target - 1e-9
+        assert units.masks_sparsity(masks) >= target - 1e-9
         pruning.apply_masks(model, masks)
         summary = pruning.sparsity_summary(model)
         # every zero belongs to a whole head or neuron: removable units explain the sparsity
@@ -202,7 +204,7 @@ def test_tuned_pruner_returns_the_same_zeros_with_tuned_output_rows():
 
 def test_mask_rearrangement_matches_the_reference_implementation():
     """tests/fixtures/kwon_rearrange.npz: prune/rearrange.py's rearrange_mask (PyTorch) on random
-    masks and per-batch gradients (scripts/make_rearrange_fixture.py)."""
+    masks and per-batch gradients (tests/fixtures/make_rearrange_fixture.py)."""
     from pathlib import Path
     fixture = np.load(Path(__file__).parent / "fixtures" / "kwon_rearrange.npz")
     changed = 0
@@ -260,9 +262,9 @@ def test_options_on_validation_rejects_incomplete_runs(runs, match):
 def test_make_methods_passes_the_options_to_the_pruner_and_its_recipe(tokenizer):
     from helpers import toy_dataset
     split = toy_dataset(n_train=40, n_val=8)["train"]
-    methods = baselines.make_methods(["fisher_mask"], tokenizer, split, fisher_examples=32,
+    methods = methods_lib.make_methods(["fisher_mask"], tokenizer, split, fisher_examples=32,
                                      fisher_options={"rearrange": True, "tune": False})
     pruner = methods["fisher_mask"].masks_fn
     assert (pruner.rearrange, pruner.tune) == (True, False)
-    rebuilt = baselines.make_methods(**methods["fisher_mask"].recipe)["fisher_mask"].masks_fn
+    rebuilt = methods_lib.make_methods(**methods["fisher_mask"].recipe)["fisher_mask"].masks_fn
     assert (rebuilt.rearrange, rebuilt.tune) == (True, False)

@@ -1,6 +1,6 @@
 """utils.encoder.model: parity with Hugging Face's PyTorch BERT/RoBERTa, config checks, save/load, pruned
 (zero-width) sublayers, training. The PyTorch reference outputs are precomputed fixtures
-(scripts/make_parity_fixtures.py), so these tests need no torch."""
+(tests/fixtures/make_parity_fixtures.py), so these tests need no torch."""
 import logging
 import shutil
 from pathlib import Path

@@ -312,7 +312,7 @@ def tiny_setup(tokenizer, seed=0):
 def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
     from utils.training import train
     model, data = tiny_setup(tokenizer)
-    kernels = pruning.prunable_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False)
     masks, _ = pruning.threshold_masks({n: np.asarray(k) for n, k in kernels.items()}, 1,
                                        "row+column", target_sparsity=0.5)
     before = {n: np.asarray(k).copy() for n, k in kernels.items()}
@@ -321,7 +321,7 @@ def test_masked_retraining_keeps_zeros_at_zero(tokenizer):
     pruning.penalized_fine_tune(model, tokenizer, data, config, masks=masks, progress=False)
     assert int(model.optimizer.iterations) == 48  # many steps at a large learning rate
     changed = 0
-    for name, kernel in pruning.prunable_kernels(model).items():
+    for name, kernel in model_lib.prunable_kernels(model, include_pooler=False).items():
         w = np.asarray(kernel)
         assert np.all(w[masks[name] == 0] == 0), name
         changed += np.sum(w[masks[name] == 1] != before[name][masks[name] == 1])
@@ -338,13 +338,13 @@ def test_regularized_training_shrinks_group_norms_and_logs_terms(tokenizer):
     from utils.training import train
     model, data = tiny_setup(tokenizer)
     config = PruningConfig(lambda_group=5e-2, lambda_polar=1e-3, lambda_warmup_fraction=0.0)
-    kernels = pruning.prunable_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False)
     start = float(pruning.group_lasso_penalty(kernels, config))
     state = pruning.penalized_fine_tune(model, tokenizer, data,
                             train.TrainConfig(learning_rate=3e-3, epochs=3, batch_size=8,
                                               max_length=16, patience=10, warmup_fraction=0),
                             pruning=config, progress=False)
-    end = float(pruning.group_lasso_penalty(pruning.prunable_kernels(model), config))
+    end = float(pruning.group_lasso_penalty(model_lib.prunable_kernels(model, include_pooler=False), config))
     assert end < 0.9 * start
     terms = state["loss_terms"]
     assert terms and {"task_loss", "group_lasso", "polarization"} <= set(terms[0])
@@ -442,7 +442,7 @@ def test_hidden_state_distillation_needs_a_matching_teacher(tokenizer):
 
 def test_sparsity_summary_counts_zeros(tokenizer):
     model, _ = tiny_setup(tokenizer)
-    kernels = pruning.prunable_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False)
     masks, _ = pruning.threshold_masks({n: np.asarray(k) for n, k in kernels.items()}, 1,
                                        "column", target_sparsity=0.4)
     pruning.apply_masks(model, masks)

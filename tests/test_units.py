@@ -10,6 +10,7 @@ from utils import saved
 from utils.compression import compact as C
 from utils.encoder import model as M
 from utils.pruning import units as U
+from utils.pruning import importance as importance_lib
 from helpers import random_model
 
 CONFIG = M.EncoderConfig(vocab_size=40, hidden_size=8, num_heads=[2, 2], intermediate_sizes=[6, 5],
@@ -145,7 +146,7 @@ def test_progressive_pruning_reaches_each_target_and_pruned_units_stay_exactly_z
                                           (t, P.sparsity_summary(model)["sparsity_encoder_linear"])))
     train.fine_tune(model, tokenizer, data, config, progress=False, callbacks=[pruner.keras_callback()])
     assert [t for t, _ in seen] == [0.2, 0.5] and pruner.ends == [10, 20]
-    largest_unit = max(U.unit_weight_counts(model).values()) / U.encoder_linear_weights(model)
+    largest_unit = max(U.unit_weight_counts(model).values()) / M.encoder_linear_weights(model)
     for (target, measured), reached in zip(seen, pruner.reached):
         # the weights really are zero: measured sparsity is at least the units' share
         assert target <= reached["sparsity"] <= measured + 1e-9
@@ -209,8 +210,8 @@ def test_one_shot_prune_zeroes_the_smallest_units_to_the_target():
     off = U.one_shot_prune(model, 0.5)
     from utils.pruning import block as P
     assert P.sparsity_summary(model)["sparsity_encoder_linear"] == pytest.approx(
-        sum(counts[k] * v.sum() for k, v in off.items()) / U.encoder_linear_weights(model))
-    assert 0.5 <= P.sparsity_summary(model)["sparsity_encoder_linear"] < 0.5 + 0.01 + max(counts.values()) / U.encoder_linear_weights(model)
+        sum(counts[k] * v.sum() for k, v in off.items()) / M.encoder_linear_weights(model))
+    assert 0.5 <= P.sparsity_summary(model)["sparsity_encoder_linear"] < 0.5 + 0.01 + max(counts.values()) / M.encoder_linear_weights(model)
     # every unit left is at least as large (RMS) as every unit cut
     rms = {k: norms[k] / np.sqrt(counts[k]) for k in norms}
     cut = [rms[k][u] for k, v in off.items() for u in np.flatnonzero(v)]
@@ -227,18 +228,18 @@ def test_matrix_groups_are_the_proposals_groups_and_partition_the_kernels():
     model = random_model(PROGRESSIVE, seed=2)
     groups = U.MatrixGroups(num_blocks=2, mode="inner")
     norms, counts = groups.norms(model), groups.counts(model)
-    kernels = P.prunable_kernels(model)
+    kernels = M.prunable_kernels(model, include_pooler=False)
     for (name, kind), values in norms.items():   # the norms are pruning.group_norms'
         np.testing.assert_allclose(values, P.group_norms(np.asarray(kernels[name]), 2, kind,
                                                          xp=np).ravel(), rtol=1e-6)
     # in `inner` mode every encoder weight is in exactly one group
-    assert sum(counts[k] * len(v) for k, v in norms.items()) == U.encoder_linear_weights(model)
+    assert sum(counts[k] * len(v) for k, v in norms.items()) == M.encoder_linear_weights(model)
     off = {k: np.arange(len(v)) % 3 == 0 for k, v in norms.items()}
     groups.zero(model, off)
     after = groups.norms(model)
     for key in norms:
         assert (after[key][off[key]] == 0).all() and (after[key][~off[key]] > 0).all()
-    masks = {name: np.asarray(k) != 0 for name, k in P.prunable_kernels(model).items()}
+    masks = {name: np.asarray(k) != 0 for name, k in M.prunable_kernels(model, include_pooler=False).items()}
     zeros = sum((~m).sum() for m in masks.values())
     assert zeros == sum(counts[k] * off[k].sum() for k in off)
     # notebook 10 hands the groups to a fresh process
@@ -320,11 +321,11 @@ def test_select_by_importance_needs_one_size_per_kind():
 
 def test_progressive_pruning_by_fisher_cuts_the_least_important_units_at_each_period(tokenizer):
     from helpers import toy_dataset
-    from utils.pruning import baselines
+    from utils.pruning import importance as importance_lib
     from utils.training import train
     model = random_model(PROGRESSIVE, seed=7)
     data = toy_dataset(n_train=96, n_val=16)
-    batches = baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0)
+    batches = importance_lib.labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0)
     fisher = U.fisher_importance(batches)
     calls = []
 
@@ -341,7 +342,7 @@ def test_progressive_pruning_by_fisher_cuts_the_least_important_units_at_each_pe
     train.fine_tune(model, tokenizer, data, config, callbacks=[pruner.keras_callback()],
                     progress=False)
     assert len(calls) == 2 and [r["target"] for r in pruner.reached] == [0.3, 0.6]
-    counts, total = U.unit_weight_counts(model), U.encoder_linear_weights(model)
+    counts, total = U.unit_weight_counts(model), M.encoder_linear_weights(model)
     # each period cut exactly what select_by_importance picks from that period's Fisher
     for period, (target, alive) in enumerate(zip([0.3, 0.6], [start, alive_after[0]])):
         expected = U.select_by_importance(calls[period], counts, alive, target, total)
@@ -372,7 +373,7 @@ def test_one_shot_prune_by_importance_cuts_the_knapsack_choice_on_the_dense_mode
     model = random_model(PROGRESSIVE, seed=5)
     rng = np.random.default_rng(5)
     importance = {k: rng.exponential(size=v.shape) for k, v in U.unit_norms(model).items()}
-    counts, total = U.unit_weight_counts(model), U.encoder_linear_weights(model)
+    counts, total = U.unit_weight_counts(model), M.encoder_linear_weights(model)
     alive = {k: np.ones(v.shape, bool) for k, v in importance.items()}
     expected = U.select_by_importance(importance, counts, alive, 0.5, total)
     off = U.one_shot_prune(model, 0.5, importance=lambda m: importance)
@@ -419,12 +420,11 @@ COST_TABLE = {"latency_ms": {"base": 1.0, "attention_fixed": 0.6, "head": 0.2,
 
 def test_progressive_pruning_to_cost_targets_cuts_the_knapsack_choice_and_reaches_each_cost(tokenizer):
     from helpers import toy_dataset
-    from utils.pruning import baselines
     from utils.measurement import latency
     from utils.training import train
     model = random_model(PROGRESSIVE, seed=11)
     data = toy_dataset(n_train=96, n_val=16)
-    fisher = U.fisher_importance(baselines._labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0))
+    fisher = U.fisher_importance(importance_lib.labelled_batches(tokenizer, data["train"], 32, 16, 8, seed=0))
     calls, alive_after = [], []
 
     def importance(m):

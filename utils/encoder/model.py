@@ -401,8 +401,10 @@ def transformer_layers(model):
     return model.get_layer("encoder").transformer_layers
 
 
-def prunable_kernels(model) -> dict:
-    """Every prunable weight matrix, as {"layer_0/attention/query": kernel (in, out), ...}.
+def prunable_kernels(model, include_pooler=True, as_numpy=False) -> dict:
+    """Every prunable weight matrix, as {"layer_0/attention/query": kernel (in, out), ...}: the
+    one list of the weights pruning acts on (block pruning and its peers leave the pooler out:
+    include_pooler=False). as_numpy: copies as numpy arrays instead of the Keras variables.
 
     Attention: query/key/value (hidden, heads*head_size) - columns grouped by head;
     output (heads*head_size, hidden) - rows grouped by head. FFN: input (hidden, width),
@@ -419,8 +421,17 @@ def prunable_kernels(model) -> dict:
         if ffn.intermediate_size > 0:
             kernels[f"layer_{i}/ffn/input"] = ffn.input_dense.kernel
             kernels[f"layer_{i}/ffn/output"] = ffn.output_dense.kernel
-    kernels["pooler/dense"] = model.get_layer("pooler").dense.kernel
+    if include_pooler:
+        kernels["pooler/dense"] = model.get_layer("pooler").dense.kernel
+    if as_numpy:
+        return {name: np.asarray(kernel) for name, kernel in kernels.items()}
     return kernels
+
+
+def encoder_linear_weights(model):
+    """How many weights the encoder's prunable kernels hold (the pooler not counted): the
+    denominator of encoder-linear sparsity."""
+    return sum(int(np.prod(k.shape)) for k in prunable_kernels(model, False).values())
 
 
 def count_parameters(model, trainable_only=False):

@@ -239,7 +239,7 @@ def _styles(methods):
     """The same colour and marker for a method in every figure."""
     import matplotlib.pyplot as plt
 
-    from utils.pruning.baselines import METHODS
+    from utils.pruning.methods import METHODS
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "os^vD<>pPX*h"
     order = ["dense", "block", *METHODS]

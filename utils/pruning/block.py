@@ -123,13 +123,6 @@ def check_divisible(shape, num_blocks, mode, name="kernel"):
                              f"among {divisors}")
 
 
-def prunable_kernels(model, include_pooler=False):
-    kernels = model_lib.prunable_kernels(model)
-    if not include_pooler:
-        kernels.pop("pooler/dense", None)
-    return kernels
-
-
 # ------------------------------------------------------------------ group norms and penalties
 
 def group_norms(kernel, num_blocks, kind, xp=ops):
@@ -220,7 +213,7 @@ class PenalizedClassifier(keras.Model):
         self.classifier = classifier
         self.encoder_config = classifier.encoder_config
         self.pruning_config = config
-        self.kernels = prunable_kernels(classifier, config.include_pooler)
+        self.kernels = model_lib.prunable_kernels(classifier, config.include_pooler)
         for name, kernel in self.kernels.items():
             check_divisible(kernel.shape, config.num_blocks, config.mode, name)
         self.warmup_steps = max(1, round(config.lambda_warmup_fraction * total_steps))
@@ -399,7 +392,7 @@ def apply_masks(model, masks):
 def current_masks(model, include_pooler=False):
     """Masks of the weights that are exactly zero now (after thresholding + retraining)."""
     return {name: (np.asarray(k) != 0).astype(np.float32)
-            for name, k in prunable_kernels(model, include_pooler).items()}
+            for name, k in model_lib.prunable_kernels(model, include_pooler).items()}
 
 
 class MaskedAdamW(AdamW):
@@ -438,7 +431,7 @@ def sparsity_summary(model, include_pooler=False):
     """Sparsity of the encoder's linear weights and of the whole model, and which heads and
     FFN neurons ended up entirely empty (removable by compaction)."""
     config = model.encoder_config
-    kernels = {n: np.asarray(k) for n, k in prunable_kernels(model, include_pooler).items()}
+    kernels = {n: np.asarray(k) for n, k in model_lib.prunable_kernels(model, include_pooler).items()}
     linear_zeros = sum(int((k == 0).sum()) for k in kernels.values())
     linear_total = sum(k.size for k in kernels.values())
     all_weights = [np.asarray(w) for w in model.weights]
@@ -477,7 +470,7 @@ def removable_heads_and_neurons(kernels, config):
 def all_group_norms(model, config):
     """Every group norm of the model's prunable kernels, pooled by group kind (numpy)."""
     norms = {}
-    for name, kernel in prunable_kernels(model, config.include_pooler).items():
+    for name, kernel in model_lib.prunable_kernels(model, config.include_pooler).items():
         for kind in config.group_kinds(name):
             values = group_norms(np.asarray(kernel), config.num_blocks, kind, xp=np).ravel()
             norms.setdefault(kind, []).append(values)

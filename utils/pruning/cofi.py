@@ -52,7 +52,7 @@ import numpy as np
 
 from utils.common import logs
 from utils.encoder import model as model_lib
-from utils.pruning.baselines import head_units, neuron_units, numpy_kernels, units_masks
+from utils.pruning.units import head_units, neuron_units, units_masks
 from utils.training.losses import task_loss
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def fold_gates(model, log_alphas, target):
     for variable, value in zip(model.trainable_variables, values):
         variable.assign(value)
     # what the gates removed, as whole units (a sublayer gate of 0 removes all its units)
-    kernels = numpy_kernels(model)
+    kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
     heads, neurons = head_units(kernels, config.head_size), neuron_units(kernels)
     head_off = gates["heads"] * gates["attention_layers"][:, None] == 0
     neuron_off = gates["neurons"] * gates["ffn_layers"][:, None] == 0

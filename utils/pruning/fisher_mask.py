@@ -39,41 +39,11 @@ from __future__ import annotations
 import numpy as np
 
 from utils.encoder import model as model_lib
-from utils.pruning.baselines import (
-    head_gate_gradients_fn,
-    head_units,
-    neuron_units,
-    numpy_kernels,
-    units_masks,
-)
 from utils.pruning.block import apply_masks
+from utils.pruning.importance import fisher_information
+from utils.pruning.units import head_units, neuron_units, search_masks, units_masks
 
-FISHER_EXAMPLES = 2048   # the reference's --num_samples
-FISHER_BATCH_SIZE = 32   # its sample batch size for BERT-base classification
 MAX_ABS_SCALE = 10.0     # the reference stops tuning when a tuned mask leaves [-10, 10]
-
-
-def fisher_information(model, batches, gate_fn=None):
-    """Diagonal Fisher information of the head and neuron masks over labelled `batches` (a list
-    of (inputs, labels)): {"heads": {layer: array}, "neurons": {layer: array}}, each entry
-    sum over batches of (dL_b/dm)^2 at m = 1, dropout off."""
-    gate_fn = gate_fn or head_gate_gradients_fn(model, neurons=True)
-    layers = model_lib.transformer_layers(model)
-    head_layers = [i for i, l in enumerate(layers) if l.attention.num_heads > 0]
-    neuron_layers = [i for i, l in enumerate(layers) if l.ffn.intermediate_size > 0]
-    gradients = {"heads": {i: [] for i in head_layers}, "neurons": {i: [] for i in neuron_layers}}
-    for x, y in batches:
-        head_grads, neuron_grads = gate_fn(x["input_ids"], x["attention_mask"],
-                                           np.asarray(y, np.int32))
-        for i, g in zip(head_layers, head_grads):
-            gradients["heads"][i].append(np.asarray(g, np.float64))
-        for i, g in zip(neuron_layers, neuron_grads):
-            gradients["neurons"][i].append(np.asarray(g, np.float64))
-    gradients = {kind: {i: np.stack(g) for i, g in by_layer.items()}
-                 for kind, by_layer in gradients.items()}
-    # the per-batch gradients [batches, units] stay for the mask rearrangement
-    return {kind: {i: np.sum(g ** 2, axis=0) for i, g in gradients[kind].items()}
-            for kind in ("heads", "neurons")} | {"gradients": gradients}
 
 
 def greedy_rearrange(keep, gradients):
@@ -105,34 +75,6 @@ def rearrange_masks(keep, gradients):
     """`greedy_rearrange` for every layer: keep {layer: bool [units]}, gradients {layer:
     [batches, units]} -> {layer: bool [units]}."""
     return {i: greedy_rearrange(k, gradients[i]) for i, k in keep.items()}
-
-
-def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, budget):
-    """The heads and neurons to keep: indices into `head_importance` and `neuron_importance`
-    (1-D, any order) maximising the total importance kept with
-    n_heads * head_cost + n_neurons * neuron_cost <= budget (the reference's search_mac)."""
-    head_importance = np.asarray(head_importance, np.float64)
-    neuron_importance = np.asarray(neuron_importance, np.float64)
-    if head_cost <= 0 or neuron_cost <= 0:
-        raise ValueError(f"unit costs must be positive, got head_cost={head_cost}, "
-                         f"neuron_cost={neuron_cost}")
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    head_order = np.argsort(-head_importance, kind="stable")
-    neuron_order = np.argsort(-neuron_importance, kind="stable")
-    head_kept = np.concatenate([[0.0], np.cumsum(head_importance[head_order])])
-    neuron_kept = np.concatenate([[0.0], np.cumsum(neuron_importance[neuron_order])])
-    best = (-np.inf, 0, 0)
-    for n_heads in range(len(head_order) + 1):
-        rest = budget - n_heads * head_cost
-        if rest < 0:
-            break
-        n_neurons = min(int(rest // neuron_cost), len(neuron_order))
-        total = head_kept[n_heads] + neuron_kept[n_neurons]
-        if total > best[0]:
-            best = (total, n_heads, n_neurons)
-    _, n_heads, n_neurons = best
-    return np.sort(head_order[:n_heads]), np.sort(neuron_order[:n_neurons])
 
 
 def _solve(gram, right):
@@ -306,7 +248,7 @@ class FisherMaskPruner:
     def __call__(self, model, target):
         if not 0 <= target < 1:
             raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-        kernels = numpy_kernels(model)
+        kernels = model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True)
         if self.fisher is None:
             self.fisher = fisher_information(model, self.batches)
         heads = head_units(kernels, model.encoder_config.head_size)

@@ -19,7 +19,9 @@ from utils.common import fingerprint, io, logs
 from utils.common.io import sparsity_dir_name
 from utils.compression import compact
 from utils.data import corpus as data_lib
+from utils.encoder import model as model_lib
 from utils.pruning import block as pruning
+from utils.pruning.units import UnreachableSparsity
 from utils.training import evaluation, train
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def threshold_sweep(model, tokenizer, dataset, pruning_config, targets, retrain_
     and the mean threshold epsilon. Returns a DataFrame with SWEEP_COLUMNS first.
     """
     kernels = {n: np.asarray(k) for n, k in
-               pruning.prunable_kernels(model, pruning_config.include_pooler).items()}
+               model_lib.prunable_kernels(model, include_pooler=pruning_config.include_pooler).items()}
     epsilons = {}
 
     def threshold(model, target):   # on the start weights, as every masks function is
@@ -420,8 +422,6 @@ def scored_row(model, tokenizer, dataset, fields, target, final, max_length=64,
 
 # ------------------------------------------------------------------ the sweep engine
 
-class UnreachableSparsity(ValueError):
-    """Even pruning every unit of a structured method leaves the target out of reach."""
 
 
 def cubic_schedule(final_sparsity, steps, initial_sparsity=0.0):

@@ -11,6 +11,8 @@ its four matrices happens to lose it.
 `pruning.group_norms` does; `prox_scale` is the group soft-threshold (the proximal operator of
 the group lasso) and `scale_units` applies per-unit factors (0 = pruned) in place.
 """
+import dataclasses
+import re
 import time
 from pathlib import Path
 
@@ -20,7 +22,17 @@ from keras import ops
 
 from utils import saved
 from utils.common.io import cost_dir_name, sparsity_dir_name
+from utils.data import batching
 from utils.encoder import model as model_lib
+from utils.measurement import latency
+from utils.pruning import block as pruning
+from utils.pruning.importance import (
+    FISHER_BATCH_SIZE,
+    FISHER_EXAMPLES,
+    fisher_information,
+    labelled_batches,
+)
+from utils.training import train
 from utils.training.train import inner_optimizer, optimizer_steps
 
 KINDS = ("heads", "neurons")
@@ -107,12 +119,6 @@ def unit_weight_counts(model):
             for key, (width, _) in unit_parts(model).items()}
 
 
-def encoder_linear_weights(model):
-    """Weights of the encoder's prunable kernels (no pooler): the denominator of sparsity."""
-    kernels = model_lib.prunable_kernels(model)
-    return sum(int(np.prod(k.shape)) for name, k in kernels.items() if name != "pooler/dense")
-
-
 def select_units(norms, counts, alive, target, total):
     """Units to switch off so that pruned encoder-linear weights reach `target` * `total`:
     the alive units with the smallest RMS weight (norm / sqrt(weights), comparable between
@@ -136,7 +142,6 @@ def select_by_importance(importance, counts, alive, target, total):
     (`fisher_mask.search_masks`), over the units still alive. Needs one weight count for every
     head and one for every neuron (the unit groups of an uncompacted model). Returns
     {key: bool array}."""
-    from utils.pruning.fisher_mask import search_masks
     flat = {kind: [(k, u) for k in sorted(alive) if k[1] == kind
                    for u in np.flatnonzero(alive[k])] for kind in KINDS}
     costs = {kind: {counts[k] for k in alive if k[1] == kind} for kind in KINDS}
@@ -161,7 +166,6 @@ def fisher_importance(batches):
     over labelled `batches` (`fisher_mask.fisher_information`, Kwon et al. 2022), for
     `ProgressiveUnitPruning(importance=...)`. Recomputed on the model as it is at each
     period's start."""
-    from utils.pruning.fisher_mask import fisher_information
 
     def importance(model):
         fisher = fisher_information(model, batches)
@@ -173,9 +177,7 @@ def fisher_importance(batches):
 def fisher_batches(tokenizer, split, examples=None, max_length=64, seed=42):
     """Labelled batches for `fisher_importance`: `examples` stratified tweets of `split`
     (default the reference's 2,048; all of a smaller split) in the reference's batches of 32."""
-    from utils.pruning.baselines import _labelled_batches
-    from utils.pruning.fisher_mask import FISHER_BATCH_SIZE, FISHER_EXAMPLES
-    return _labelled_batches(tokenizer, split, examples or FISHER_EXAMPLES, max_length,
+    return labelled_batches(tokenizer, split, examples or FISHER_EXAMPLES, max_length,
                              FISHER_BATCH_SIZE, seed)
 
 
@@ -267,22 +269,17 @@ class MatrixGroups:
             raise ValueError(f"num_blocks (K) = {num_blocks!r}: must be a positive int")
         self.num_blocks, self.mode = num_blocks, mode
 
-    @property
-    def _pruning(self):   # imported here, not held: the groups cross to a fresh process (pickle)
-        from utils.pruning import block as pruning
-        return pruning
-
     def _kernels(self, model):
         """{(kernel name, kind): kernel variable} of the encoder (no pooler)."""
-        kernels = self._pruning.prunable_kernels(model)
+        kernels = model_lib.prunable_kernels(model, include_pooler=False)
         for name, kernel in kernels.items():
-            self._pruning.check_divisible(kernel.shape, self.num_blocks, self.mode, name)
+            pruning.check_divisible(kernel.shape, self.num_blocks, self.mode, name)
         return {(name, kind): kernel for name, kernel in kernels.items()
-                for kind in self._pruning.group_kinds(self.mode, name)}
+                for kind in pruning.group_kinds(self.mode, name)}
 
     def norms(self, model):
-        return {key: self._pruning.group_norms(np.asarray(kernel), self.num_blocks, key[1],
-                                               xp=np).ravel()
+        return {key: pruning.group_norms(np.asarray(kernel), self.num_blocks, key[1],
+                                         xp=np).ravel()
                 for key, kernel in self._kernels(model).items()}
 
     def counts(self, model):
@@ -332,10 +329,10 @@ def one_shot_prune(model, target, groups=None, importance=None):
     alive = {key: value > 0 for key, value in norms.items()}
     if importance is None:
         off = select_units(norms, groups.counts(model), alive, target,
-                           encoder_linear_weights(model))
+                           model_lib.encoder_linear_weights(model))
     else:
         off = select_by_importance(importance(model), groups.counts(model), alive, target,
-                                   encoder_linear_weights(model))
+                                   model_lib.encoder_linear_weights(model))
     groups.zero(model, off)
     return off
 
@@ -399,7 +396,6 @@ class ProgressiveUnitPruning:
         self.importance = importance
         self.cost_table, self.cost = cost_table, cost
         if cost_table is not None:
-            from utils.measurement import latency
             if importance is None:
                 raise ValueError("cost targets choose units by importance: pass importance= "
                                  "(e.g. fisher_importance(batches)) with cost_table")
@@ -417,7 +413,7 @@ class ProgressiveUnitPruning:
         # period p covers steps [ends[p-1], ends[p])
         self.ends = [round(span * (p + 1) / len(targets)) for p in range(len(targets))]
         self.counts = self.groups.counts(classifier)
-        self.total = encoder_linear_weights(classifier)
+        self.total = model_lib.encoder_linear_weights(classifier)
         self.alive = {k: np.ones(n.shape, bool) for k, n in self.groups.norms(classifier).items()}
         self.step, self.period, self.shrinking, self.reached = 0, 0, None, []
         self.last_iterations = None   # the optimizer's step count at the last after_step
@@ -426,7 +422,6 @@ class ProgressiveUnitPruning:
     def _start_period(self):
         target = self.targets[self.period]
         if self.cost_table is not None:
-            from utils.measurement import latency
             self.shrinking = latency.select_under_cost(
                 self.importance(self.classifier), self.alive, self.cost_table,
                 target * self.dense_cost, self.cost)
@@ -490,7 +485,6 @@ class ProgressiveUnitPruning:
 
     def cost_ratio(self):
         """Predicted cost of the units still alive, as a share of the dense model's."""
-        from utils.measurement import latency
         layers = sorted({key[0] for key in self.alive})
         heads = [int(self.alive[(i, "heads")].sum()) for i in layers]
         neurons = [int(self.alive[(i, "neurons")].sum()) for i in layers]
@@ -520,8 +514,6 @@ def progressive_prune(classifier, tokenizer, dataset, targets, train_config, sav
 
     cost_table: a `utils.measurement.latency` table; `targets` are then shares of the dense model's
     predicted `cost` (needs selection="fisher"), and the snapshots go to save_dir/cost_XX."""
-    from utils.data import batching
-    from utils.pruning import block as pruning
     if selection not in SELECTIONS:
         raise ValueError(f"selection = {selection!r}: choose one of {SELECTIONS}")
     steps = len(batching.make_batches(tokenizer, dataset["train"]["text"],
@@ -559,7 +551,6 @@ def progressive_prune_saved(model_dir, tokenizer, dataset, targets, train_config
     and 04 run it; the form `isolation.run_in_fresh_process` can run, so the fit's compiled
     programs leave with its process. Returns {"reached": the pruner's records, "state": the
     training state, "prox_seconds", "period_ends"}."""
-    from utils.training import train
     classifier = saved.load_model(model_dir)
     if distill and teacher_logits is None:
         teacher_logits = train.predict_texts(classifier, tokenizer, dataset["train"]["text"],
@@ -569,3 +560,134 @@ def progressive_prune_saved(model_dir, tokenizer, dataset, targets, train_config
                                       **options)
     return {"reached": pruner.reached, "state": state, "prox_seconds": pruner.seconds,
             "period_ends": pruner.ends}
+
+
+_LAYER = re.compile(r"layer_(\d+)/")
+
+
+def masks_sparsity(masks):
+    """Share of zeros in `masks` (over all their entries)."""
+    return sum(float((m == 0).sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+
+
+@dataclasses.dataclass
+class Unit:
+    """A structured unit: the parts of kernels it zeroes, as (kernel, axis, indices) with axis
+    1 = columns (outputs) and 0 = rows (inputs)."""
+    key: tuple
+    parts: list
+
+    def size(self, kernels):
+        total = 0
+        for name, axis, index in self.parts:
+            n_in, n_out = kernels[name].shape
+            total += len(np.arange(n_out if axis == 1 else n_in)[index]) * \
+                (n_in if axis == 1 else n_out)
+        return total
+
+
+def units_masks(kernels, units):
+    """Masks (ones everywhere) with every part of every unit zeroed."""
+    masks = {n: np.ones(np.shape(k), dtype=np.float32) for n, k in kernels.items()}
+    for unit in units:
+        for name, axis, index in unit.parts:
+            if axis == 1:
+                masks[name][:, index] = 0
+            else:
+                masks[name][index, :] = 0
+    return masks
+
+
+def select_for_target(units, kernels, target, what="units"):
+    """The shortest prefix of `units` (already in pruning order) whose weights reach `target`
+    (share of all weights in `kernels`); raises UnreachableSparsity when all are too few."""
+    if target <= 0:
+        return []
+    total = sum(np.size(k) for k in kernels.values())
+    cumulative = np.cumsum([u.size(kernels) for u in units])
+    need = target * total - 1e-6
+    if not len(units) or cumulative[-1] < need:
+        reachable = (cumulative[-1] if len(units) else 0) / total
+        raise UnreachableSparsity(f"target {target:.0%} cannot be reached by pruning {what}: "
+                                  f"all of them are {reachable:.1%} of the weights")
+    return list(units[:int(np.searchsorted(cumulative, need)) + 1])
+
+
+def layer_ids(kernels):
+    return sorted({int(_LAYER.match(n).group(1)) for n in kernels if _LAYER.match(n)})
+
+
+def head_units(kernels, head_size):
+    """One unit per attention head: query/key/value columns and attention-output rows."""
+    units = []
+    for i in layer_ids(kernels):
+        if f"layer_{i}/attention/value" not in kernels:
+            continue
+        for h in range(kernels[f"layer_{i}/attention/value"].shape[1] // head_size):
+            cols = slice(h * head_size, (h + 1) * head_size)
+            units.append(Unit((i, h), [(f"layer_{i}/attention/{m}", 1, cols)
+                                       for m in ("query", "key", "value")]
+                              + [(f"layer_{i}/attention/output", 0, cols)]))
+    return units
+
+
+def head_masks(kernels, heads, head_size):
+    """Masks pruning `heads` (iterable of (layer, head))."""
+    by_key = {u.key: u for u in head_units(kernels, head_size)}
+    return units_masks(kernels, [by_key[tuple(h)] for h in heads])
+
+
+def neuron_units(kernels):
+    """One unit per FFN neuron j of each layer: column j of ffn/input and row j of ffn/output."""
+    units = []
+    for i in layer_ids(kernels):
+        if f"layer_{i}/ffn/input" not in kernels:
+            continue
+        for j in range(kernels[f"layer_{i}/ffn/input"].shape[1]):
+            units.append(Unit((i, j), [(f"layer_{i}/ffn/input", 1, [j]),
+                                       (f"layer_{i}/ffn/output", 0, [j])]))
+    return units
+
+
+def layer_units(kernels):
+    """One unit per encoder layer: all of its kernels, whole."""
+    return [Unit((i,), [(n, 0, slice(None)) for n in kernels if n.startswith(f"layer_{i}/")])
+            for i in layer_ids(kernels)]
+
+
+def layer_masks(kernels, layers):
+    """Masks removing the encoder layers `layers` (every kernel of each masked)."""
+    by_key = {u.key[0]: u for u in layer_units(kernels)}
+    return units_masks(kernels, [by_key[i] for i in layers])
+
+
+def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, budget):
+    """The heads and neurons to keep: indices into `head_importance` and `neuron_importance`
+    (1-D, any order) maximising the total importance kept with
+    n_heads * head_cost + n_neurons * neuron_cost <= budget (the reference's search_mac)."""
+    head_importance = np.asarray(head_importance, np.float64)
+    neuron_importance = np.asarray(neuron_importance, np.float64)
+    if head_cost <= 0 or neuron_cost <= 0:
+        raise ValueError(f"unit costs must be positive, got head_cost={head_cost}, "
+                         f"neuron_cost={neuron_cost}")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    head_order = np.argsort(-head_importance, kind="stable")
+    neuron_order = np.argsort(-neuron_importance, kind="stable")
+    head_kept = np.concatenate([[0.0], np.cumsum(head_importance[head_order])])
+    neuron_kept = np.concatenate([[0.0], np.cumsum(neuron_importance[neuron_order])])
+    best = (-np.inf, 0, 0)
+    for n_heads in range(len(head_order) + 1):
+        rest = budget - n_heads * head_cost
+        if rest < 0:
+            break
+        n_neurons = min(int(rest // neuron_cost), len(neuron_order))
+        total = head_kept[n_heads] + neuron_kept[n_neurons]
+        if total > best[0]:
+            best = (total, n_heads, n_neurons)
+    _, n_heads, n_neurons = best
+    return np.sort(head_order[:n_heads]), np.sort(neuron_order[:n_neurons])
+
+
+class UnreachableSparsity(ValueError):
+    """Even pruning every unit of a structured method leaves the target out of reach."""

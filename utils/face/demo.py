@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import html
 import re
-import statistics
 import sys
 import time
 import unicodedata
@@ -31,8 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import saved
 from utils.common.io import REPO_ROOT
-from utils.data.corpus import EXAMPLES
+from utils.data import batching
+from utils.data import corpus as data
+from utils.data.corpus import EXAMPLES, LABELS
+from utils.encoder import hub
+from utils.face import bench
+from utils.face.plots import finish_figure
+from utils.measurement import timing
+from utils.saved import SavedModelError, export
 
 MAX_LENGTH = 64            # tokens, as in training (utils.training.train.TrainConfig.max_length)
 MAX_CHARS = 5000           # longer input is cut before tokenising, so a paste cannot stall the demo
@@ -109,8 +116,6 @@ class DemoAnswer:
 def missing_models(models=None, root=REPO_ROOT):
     """[(name, directory, command)] of the models that are not saved (neither a utils.saved
     model directory nor a bundle)."""
-    from utils import saved
-    from utils.saved import export
     models = DEFAULT_MODELS if models is None else models
     return [(name, Path(root, path), command) for name, (path, _, command) in models.items()
             if not (saved.is_model_dir(Path(root, path)) or export.is_bundle(Path(root, path)))]
@@ -129,8 +134,6 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
     `utils.saved.load`. A missing model raises MissingModelsError naming every missing
     directory and its command before anything is loaded; with allow_missing, the models that
     exist are loaded (the error is raised only if none does)."""
-    from utils import saved
-    from utils.encoder import hub
     models = DEFAULT_MODELS if models is None else models
     missing = missing_models(models, root)
     if missing and (not allow_missing or len(missing) == len(models)):
@@ -151,10 +154,7 @@ def make_smoke_models(root, tokenizer, texts):
     import shutil
     import tempfile
 
-    from utils import saved
-    from utils.compression import compact, vocab
-    from utils.face import bench
-    from utils.saved import export
+    from utils.compression import compact, vocab  # Keras: only for the SMOKE stand-ins
     paths = {name: Path(root, path) for name, (path, _, _) in DEFAULT_MODELS.items()}
     with tempfile.TemporaryDirectory() as scratch:
         dense_dir, masked_dir = bench.make_smoke_models(scratch, tokenizer)
@@ -181,7 +181,6 @@ def _mostly_non_latin(text):
 
 def prepare_text(text):
     """(normalized text, notes) or raises ValueError with a message for the presenter."""
-    from utils.data import corpus as data
     if not isinstance(text, str):
         raise ValueError(f"Expected text, got {type(text).__name__}: type a tweet.")
     if not text.strip():
@@ -204,7 +203,6 @@ def prepare_text(text):
 
 
 def _encode(tokenizer, text):
-    from utils.data import batching
     ids, truncated = batching.encode_texts(tokenizer, [text], MAX_LENGTH)
     full_length = len(tokenizer([text], add_special_tokens=True)["input_ids"][0])
     batch = batching.pad_batch(ids, tokenizer.pad_token_id)
@@ -220,18 +218,13 @@ def softmax(logits):
 def answer_with(model, text, repeats=TIMING_REPEATS):
     """One model's ModelAnswer for an already normalized text; errors are caught and
     reported in the answer so one broken model cannot blank the others."""
-    from utils.data.corpus import LABELS
     try:
         batch, _, unknown = _encode(model.tokenizer, text)
-        times = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            logits = model.saved.logits(batch["input_ids"], batch["attention_mask"])
-            times.append(time.perf_counter() - start)
+        latency_ms, logits = timing.median_ms(
+            lambda: model.saved.logits(batch["input_ids"], batch["attention_mask"]), repeats)
         probabilities = softmax(logits[0].astype(np.float64))
         return ModelAnswer(model.name, LABELS[int(np.argmax(probabilities))],
-                           dict(zip(LABELS, probabilities.tolist())),
-                           1000 * statistics.median(times), unknown)
+                           dict(zip(LABELS, probabilities.tolist())), latency_ms, unknown)
     except Exception as error:   # noqa: BLE001 -- shown to the presenter instead of a traceback
         return ModelAnswer(model.name, error=f"{type(error).__name__}: {error}")
 
@@ -259,23 +252,23 @@ def classify(text, models, repeats=TIMING_REPEATS):
 
 def measure_latency(models, texts, repeats=TIMING_REPEATS):
     """Per model: median / 90th-percentile latency of one tweet (batch 1) over `texts`
-    (already normalized, e.g. test tweets), models interleaved tweet by tweet so background
-    load hits them alike; speed-up and label agreement relative to the first model."""
-    answers = {m.name: [] for m in models}
-    for text in texts:
-        for m in models:
-            answers[m.name].append(answer_with(m, text, repeats))
-    reference = answers[models[0].name]
+    (already normalized, e.g. test tweets), timed as the benchmark times (`timing.time_variants`:
+    `repeats` rounds, the models' order rotated each round, so background load hits them
+    alike); speed-up and label agreement relative to the first model."""
+    timed = timing.time_variants({m.name: m.saved for m in models}, list(texts), MAX_LENGTH,
+                                 rounds=repeats)
+    answers = {m.name: [answer_with(m, text, repeats=1) for text in texts] for m in models}
+    reference = models[0].name
     rows = []
     for m in models:
-        ms = np.array([a.latency_ms for a in answers[m.name]])
         rows.append({"model": m.name, "description": m.description,
-                     "latency_ms_median": float(np.median(ms)),
-                     "latency_ms_p90": float(np.percentile(ms, 90)),
-                     "speedup_vs_" + models[0].name: float(np.median([a.latency_ms for a in reference])
-                                                         / np.median(ms)),
-                     "label_agreement_with_" + models[0].name: float(np.mean(
-                         [a.label == r.label for a, r in zip(answers[m.name], reference)])),
+                     "latency_ms_median": timed[m.name]["latency_ms_median"],
+                     "latency_ms_p90": timed[m.name]["latency_ms_p90"],
+                     "speedup_vs_" + reference: timed[reference]["latency_ms_median"]
+                     / timed[m.name]["latency_ms_median"],
+                     "label_agreement_with_" + reference: float(np.mean(
+                         [a.label == r.label for a, r in zip(answers[m.name],
+                                                             answers[reference])])),
                      "disk_mb": m.disk_bytes / 1e6, "parameters": m.parameters,
                      "errors": sum(bool(a.error) for a in answers[m.name])})
     return rows
@@ -285,7 +278,6 @@ def plot_latency(rows, path=None):
     """Bar chart of the median per-tweet latency (ms) next to the size on disk (MB)."""
     import matplotlib.pyplot as plt
 
-    from utils.face.plots import finish_figure
     names = [r["model"] for r in rows]
     fig, (ax_ms, ax_mb) = plt.subplots(1, 2, figsize=(9, 3))
     ax_ms.barh(names, [r["latency_ms_median"] for r in rows], color="#3465a4")
@@ -402,7 +394,6 @@ def main(argv=None):
                         help="repository root the model directories are relative to")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from utils.saved import SavedModelError
     try:
         missing = missing_models(root=args.root)
         models = load_models(root=args.root, allow_missing=True)

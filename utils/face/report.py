@@ -39,6 +39,7 @@ import jinja2.ext
 
 from utils.common import io
 from utils.face import comparison as comparison_lib
+from utils.face import pipeline as pipeline_lib
 from utils.face import results
 from utils.face.bench import (
     VARIANTS,  # the benchmark's own order (bench imports no TensorFlow)
@@ -46,6 +47,7 @@ from utils.face.bench import (
 from utils.face.results import SOURCES  # key -> (file, directory, what writes it)
 from utils.measurement import dominance
 
+TITLE = "Improving BERT Memory Efficiency: block-structured pruning for tweet sentiment"
 NOTEBOOK_RUN = ".venv/bin/papermill --cwd notebooks notebooks/{0} notebooks/{0}"
 CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:62rem;
 margin:2rem auto;padding:0 1rem;line-height:1.55;color:#1d1d1d}
@@ -146,8 +148,6 @@ def stale_study_steps(pipeline):
     """Names of the study record's steps that describe an earlier run's models: they started
     before the run record did, or before one of the run steps they read (pipeline.Step.reads)
     last ran, as after `make run REDO=05_benchmark`."""
-    from utils.face.pipeline import STEPS
-
     def when(record):
         try:
             return datetime.datetime.fromisoformat(record["started"])
@@ -156,7 +156,7 @@ def stale_study_steps(pipeline):
     if not pipeline or "run" not in pipeline or "study" not in pipeline:
         return []
     run_started = {step.get("name"): when(step) for step in pipeline["run"].get("steps", [])}
-    reads = {step.name: step.reads for step in STEPS["study"]}
+    reads = {step.name: step.reads for step in pipeline_lib.STEPS["study"]}
     stale = []
     for step in pipeline["study"].get("steps", []):
         name, started = step.get("name"), when(step)
@@ -181,27 +181,18 @@ class Report:
         return results.path_of(key, self.dirs)
 
     def not_run(self, key):
-        if key in self.invalid:
-            return (f"*Invalid or from an older version:* `{self.path(key)}` cannot be "
-                    f"reported: {self.invalid[key]} Then `make report`.")
-        return (f"*Not run yet:* `{self.path(key)}` is missing; run {SOURCES[key][2]} to "
-                f"produce it, then `make report`.")
+        return words("not_run", path=str(self.path(key)), producer=SOURCES[key][2],
+                     invalid=str(self.invalid[key]) if key in self.invalid else "")
 
     def provenance(self, key):
         record = self.r[key]
-        text = f"Source: `{self.path(key)}`"
-        if isinstance(record, dict):
-            if "git_commit" in record or "git_commit" in record.get("meta", {}):
-                text += f" (code at commit `{commit(record.get('meta', record))}`)"
-            if record.get("smoke") or record.get("meta", {}).get("smoke"):
-                text += (". **SMOKE run** (tiny model, a few hundred tweets): these numbers only "
-                         "show that the pipeline works")
-        step = self.earlier_models(key)
-        if step:
-            text += (f". **Earlier models:** step {step} ran before the `make run` reported "
-                     "above, so these numbers were computed from the checkpoints (dense "
-                     f"baseline, block-pruning snapshots) of an earlier run; `make study REDO={step}` brings them up to date")
-        return text + "."
+        record = record if isinstance(record, dict) else {}
+        meta = record.get("meta", {})
+        return words("provenance", path=str(self.path(key)),
+                     commit=(commit(record.get("meta", record))
+                             if "git_commit" in record or "git_commit" in meta else ""),
+                     smoke=bool(record.get("smoke") or meta.get("smoke")),
+                     earlier_step=self.earlier_models(key) or "")
 
     def earlier_models(self, key):
         """The study step that wrote source `key`, when it started before the `make run`
@@ -212,11 +203,10 @@ class Report:
     def figure(self, name, caption, producer_key):
         path = self.figures_dir / name
         if not path.exists():
-            return (f"*(Figure `{path}` not generated yet: run "
-                    f"{SOURCES[producer_key][2]}.)*")
+            return words("figure_missing", path=str(path), producer=SOURCES[producer_key][2])
         self.figure_count += 1
-        link = Path(os.path.relpath(path, self.out_dir)).as_posix()
-        return f"![{caption}]({link})\n\n*Figure {self.figure_count}: {caption}*"
+        return words("figure", caption=caption, number=self.figure_count,
+                     link=Path(os.path.relpath(path, self.out_dir)).as_posix())
 
     def figures(self, *specs):
         """figure(*spec) of each spec (name, caption, producer key), in order, one paragraph
@@ -659,32 +649,20 @@ def hidden_distillation_lines(h, budget, used=0.0):
     and, where validation chose another weight than `used` (notebook 04's recovery, which runs
     before the study), that the curve and the benchmark do not follow the choice."""
     if h is None:
-        return ["Hidden-state distillation: not measured by this run of notebook 11 (it predates "
-                "it); `make study REDO=11_recovery_budget` measures it."]
+        return [words("hidden_distillation", measured=False)]
     alphas = sorted({r["hidden_alpha"] for r in h["rows"]})
     by = {(r["method"], r["hidden_alpha"]): r for r in h["rows"]}
-    verdicts = []
-    for method, c in h["chosen"].items():
-        if c["helps"]:
-            verdicts.append(f"for `{method}` validation chooses hidden_alpha = "
-                            f"{c['hidden_alpha']:g}, {c['val_gain_points']:+.1f} points of "
-                            f"validation macro-F1 over recovery without it")
-        else:
-            verdicts.append(f"for `{method}` validation keeps hidden_alpha = 0 (no weight tried "
-                            f"beats recovery without hidden states)")
+    chosen = [{"method": method, "helps": bool(c["helps"]), "alpha": f"{c['hidden_alpha']:g}",
+               "gain": f"{c['val_gain_points']:+.1f}" if c["helps"] else ""}
+              for method, c in h["chosen"].items()]
     differ = [m for m, c in h["chosen"].items() if c["hidden_alpha"] != used]
-    followed = [] if not differ else [
-        f"`make run`'s recovery (notebook 04, which runs before this study) uses hidden_alpha = "
-        f"{used:g}, so the sparsity curves and the benchmark do not follow this choice for "
-        f"{', '.join(f'`{m}`' for m in differ)}; one recovery per weight and one seed, so the "
-        "gain is as noisy as a single run."]
-    return [f"Hidden-state distillation at {budget:,} recovery tweets (layer-wise MSE to the "
-            f"dense model's hidden states, weighted by hidden_alpha; 0 is the row above): test "
-            f"macro-F1 (validation in brackets).",
-            table(["start", *(f"hidden_alpha {a:g}" for a in alphas)],
-                  [[m, *(f"{pct(by[(m, a)]['macro_f1'])} ({pct(by[(m, a)]['val_macro_f1'])})"
-                         if (m, a) in by else "–" for a in alphas)] for m in h["chosen"]]),
-            "Chosen on validation: " + "; ".join(verdicts) + ".", *followed]
+    return [words("hidden_distillation", measured=True, budget=f"{budget:,}", chosen=chosen,
+                  table=table(["start", *(f"hidden_alpha {a:g}" for a in alphas)],
+                              [[m, *(f"{pct(by[(m, a)]['macro_f1'])} "
+                                     f"({pct(by[(m, a)]['val_macro_f1'])})"
+                                     if (m, a) in by else "–" for a in alphas)]
+                               for m in h["chosen"]]),
+                  used=f"{used:g}", differ=", ".join(f"`{m}`" for m in differ))]
 
 
 def comparison_conclusions(comparison, block="block"):
@@ -747,8 +725,7 @@ def comparison_section(rep):
     values = {
         "budgets": budget and ", ".join(f"{n:,} at {pct(float(t), 0)}" for t, n in sorted(
             budget.items(), key=lambda item: float(item[0]))),
-        "distilled": (f", distilled from the dense model (α = {recovery['distill_alpha']})"
-                      if recovery.get("distill_alpha") else ""),
+        "distill_alpha": recovery.get("distill_alpha") or "",
         "chained": bool(budget and settings.get("chained")),
         "recovery": recovery.get("examples") and {
             "examples": f"{recovery['examples']:,}",
@@ -979,46 +956,40 @@ def limitations(rep):
 def pipeline_lines(rep):
     """One line per pipeline in results/pipeline.json: its measured total and peak memory."""
     if "pipeline" in rep.invalid:   # not "not measured yet": it was, by older code
-        return [f"- `make run`, `make study`: {rep.not_run('pipeline')}"]
+        return [words("pipeline_line", command="make run`, `make study",
+                      not_run=rep.not_run("pipeline"))]
     lines = []
     for name, command in (("run", "make run"), ("study", "make study")):
         record = (rep.r.get("pipeline") or {}).get(name)
         if record is None:
-            lines.append(f"- `{command}`: not measured yet (results/pipeline.json has no "
-                         f"'{name}' record).")
+            lines.append(words("pipeline_line", command=command, name=name, measured=False))
             continue
         steps = record["steps"]
         peak = max(steps, key=lambda s: s["max_rss_mb"])
-        from utils.face.pipeline import STEPS
-        expected = [s.name for s in STEPS[name]]
+        expected = [s.name for s in pipeline_lib.STEPS[name]]
         missing = [n for n in expected if n not in {s["name"] for s in steps}]
-        # the report is the last step: while it runs, the record holds every step but itself
-        counted = ("steps" if record.get("complete") or not steps
-                   else "steps before the report (which is not counted)")
+        smoke = bool(record.get("smoke"))
         if not record.get("complete") and missing not in ([], ["report"]):
-            lines.append(
-                f"- `{command}`: **incomplete** — {len(steps)} of {len(expected)} steps measured "
-                f"in the recorded attempt ("
-                + ", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
-                            f"{s['max_rss_mb'] / 1024:.1f} GiB" for s in steps)
-                + f"); not run in it: {', '.join(missing)}; code at commit "
-                f"`{commit({'git_commit': record['commit']})}`"
-                + (", **SMOKE**" if record.get("smoke") else "") + ".")
+            lines.append(words(
+                "pipeline_line", command=command, incomplete=True, measured_steps=len(steps),
+                expected_steps=len(expected), missing=", ".join(missing), smoke=smoke,
+                commit=commit({"git_commit": record["commit"]}),
+                steps=", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
+                                f"{s['max_rss_mb'] / 1024:.1f} GiB" for s in steps)))
             continue
-        over = [f"{s['name']} {s['max_rss_mb'] / 1024:.1f} GiB" for s in steps
-                if s["max_rss_mb"] > PIPELINE_STEP_GIB * 1024]
         minutes = record["total_seconds"] / 60
-        lines.append(
-            f"- `{command}`: {minutes:.1f} min in {len(steps)} {counted} "
-            f"(longest: {max(steps, key=lambda s: s['seconds'])['name']}, "
-            f"{max(s['seconds'] for s in steps) / 60:.1f} min), peak resident memory "
-            f"{peak['max_rss_mb'] / 1024:.1f} GiB ({peak['name']}); "
-            f"{'from a clean start' if record['started_clean'] else 'reusing earlier checkpoints'}"
-            f", {step_commits(record)}" + (", **SMOKE**" if record.get("smoke") else "") + "."
-            + (f" **Over the {PIPELINE_MINUTES[name]}-minute target.**"
-               if minutes > PIPELINE_MINUTES[name] else "")
-            + (f" **Over the {PIPELINE_STEP_GIB} GiB per-step target:** {', '.join(over)}."
-               if over else ""))
+        longest = max(steps, key=lambda s: s["seconds"])
+        lines.append(words(
+            "pipeline_line", command=command, minutes=f"{minutes:.1f}", count=len(steps),
+            # the report is the last step: while it runs, the record holds all but itself
+            report_counted=bool(record.get("complete") or not steps),
+            longest=longest["name"], longest_minutes=f"{longest['seconds'] / 60:.1f}",
+            peak_gib=f"{peak['max_rss_mb'] / 1024:.1f}", peak_step=peak["name"],
+            clean=bool(record["started_clean"]), commits=step_commits(record), smoke=smoke,
+            over_minutes=PIPELINE_MINUTES[name] if minutes > PIPELINE_MINUTES[name] else "",
+            step_gib=PIPELINE_STEP_GIB,
+            over_memory=", ".join(f"{s['name']} {s['max_rss_mb'] / 1024:.1f} GiB" for s in steps
+                                  if s["max_rss_mb"] > PIPELINE_STEP_GIB * 1024)))
     return lines
 
 
@@ -1032,10 +1003,10 @@ def step_commits(record):
     by_commit = {}
     for step in record["steps"]:
         by_commit.setdefault(step.get("commit", record["commit"]), []).append(step["name"])
-    if len(by_commit) <= 1:
-        return f"code at commit `{commit({'git_commit': record['commit']})}`"
-    return "resumed across commits: " + "; ".join(
-        f"`{commit({'git_commit': c})}` ({', '.join(names)})" for c, names in by_commit.items())
+    return words("step_commits", commits=[
+        {"commit": commit({"git_commit": c}), "steps": ", ".join(names)}
+        for c, names in by_commit.items()] if len(by_commit) > 1 else [],
+        commit=commit({"git_commit": record["commit"]}))
 
 
 def readme_markers(name):
@@ -1046,19 +1017,12 @@ def readme_markers(name):
 
 def readme_blocks(rep):
     """What the README shows from the results: the abstract and the measured pipelines."""
-    abstract_text = abstract(rep).split("\n\n", 1)[1]
-    targets = target_lines(rep)
-    if targets:
-        abstract_text += "\n\nTargets of the block-pruning work:\n\n" + "\n".join(targets)
-    if rep.r.get("comparison"):
-        abstract_text += ("\n\nAgainst the other methods (`make study`, notebook 07; each "
-                          "method's point chosen on validation, test macro-F1"
-                          + ("; **from an earlier run's checkpoints**, before the `make run` "
-                             "above: `make study REDO=07_comparison` updates it"
-                             if rep.earlier_models("comparison") else "") + "):\n\n"
-                          + "\n".join(comparison_conclusions(rep.r["comparison"])))
-    return {"results": abstract_text + "\n\nThe full report, every number read from "
-                                       "`results/`: [report/report.md](report/report.md).",
+    comparison = rep.r.get("comparison")
+    return {"results": words(
+                "readme_results", abstract=abstract(rep).split("\n\n", 1)[1],
+                targets="\n".join(target_lines(rep)),
+                comparison="\n".join(comparison_conclusions(comparison)) if comparison else "",
+                earlier=bool(comparison and rep.earlier_models("comparison"))),
             "pipeline": "\n".join(pipeline_lines(rep))}
 
 
@@ -1077,29 +1041,18 @@ def update_readme_block(readme, name, text):
 
 
 def reproduction(rep):
-    lines = ["`make run` executes the main job (notebooks 01-06: data, dense baseline, block "
-             "pruning, thresholding, benchmark, demo) and rebuilds this report; `make study` "
-             "runs the extended studies (notebooks 07-11: comparison with other methods, "
-             "binarization, the λ₁ × K study, unit against per-matrix groups, the recovery "
-             "budget) and rebuilds it again. Both record every step's "
-             "wall time and peak memory in `results/pipeline.json` and resume at the step an "
-             "interruption cut. Measured on this machine:", "", *pipeline_lines(rep), "",
-             "One notebook at a time (each writes the files named):", "",
-             *(f"- {SOURCES[k][0]}: `{NOTEBOOK_RUN.format(nb)}`" for k, nb in (
-                 ("stats", "01_data_prep.ipynb"), ("baseline", "02_baseline_finetune.ipynb"),
-                 ("block_pruning", "03_block_pruning.ipynb"),
-                 ("sweep", "04_thresholding.ipynb"), ("benchmark", "05_benchmark.ipynb"),
-                 ("demo", "06_demo.ipynb"), ("comparison", "07_comparison.ipynb"),
-                 ("binarization", "08_binarization.ipynb"), ("lambda_k", "09_lambda_k_sweep.ipynb"),
-                 ("grouping", "10_block_seed.ipynb"),
-                 ("recovery_budget", "11_recovery_budget.ipynb")))]
+    notebooks = [{"files": SOURCES[k][0], "command": NOTEBOOK_RUN.format(nb)} for k, nb in (
+        ("stats", "01_data_prep.ipynb"), ("baseline", "02_baseline_finetune.ipynb"),
+        ("block_pruning", "03_block_pruning.ipynb"), ("sweep", "04_thresholding.ipynb"),
+        ("benchmark", "05_benchmark.ipynb"), ("demo", "06_demo.ipynb"),
+        ("comparison", "07_comparison.ipynb"), ("binarization", "08_binarization.ipynb"),
+        ("lambda_k", "09_lambda_k_sweep.ipynb"), ("grouping", "10_block_seed.ipynb"),
+        ("recovery_budget", "11_recovery_budget.ipynb"))]
     bench = rep.r["benchmark"]
-    if bench:   # the command is rebuilt from what the benchmark recorded
-        m = bench["meta"]
-        lines.append(f"- the same benchmark outside Jupyter: `.venv/bin/python -m utils.face.bench "
-                     f"--dense {m['dense_dir']} --pruned {m['pruned_dir']} --out-dir "
-                     f"{rep.dirs['results']} --rounds {m['rounds']}`")
-    return "## Reproduction\n\n" + "\n".join(lines)
+    m = bench["meta"] if bench else None   # the command is rebuilt from what it recorded
+    return words("reproduction", pipelines="\n".join(pipeline_lines(rep)), notebooks=notebooks,
+                 bench=m and {"dense": m["dense_dir"], "pruned": m["pruned_dir"],
+                              "out": rep.dirs["results"], "rounds": m["rounds"]})
 
 
 # ------------------------------------------------------------------ markdown -> HTML
@@ -1141,7 +1094,7 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     """Write out_dir/report.md and out_dir/report.html; returns {"markdown": path, "html": path}."""
     out_dir = Path(out_dir)
     rep = Report({"results": Path(results_dir), "data": Path(data_dir)}, figures_dir, out_dir)
-    title = "Improving BERT Memory Efficiency: block-structured pruning for tweet sentiment"
+    title = TITLE
     sections = [abstract(rep), data_section(rep), baseline_section(rep), method_section(rep),
                 sparsity_section(rep), latency_target_section(rep), comparison_section(rep),
                 benchmark_section(rep),
@@ -1151,19 +1104,15 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
                 reproduction(rep)]
     smoke = [key for key, record in rep.r.items() if isinstance(record, dict)
              and (record.get("smoke") or record.get("meta", {}).get("smoke"))]
-    if smoke:   # SMOKE numbers must never pass for results
-        sections.insert(0, "**Warning: SMOKE results** (tiny random model, a few hundred tweets) "
-                        "in " + ", ".join(f"`{rep.path(k)}`" for k in smoke) + ".")
-    if rep.invalid:   # their sections say so too; here no reader can miss it
-        sections.insert(0, "**Warning: results files from an older version of the code (or "
-                        "edited)**, left out of this report:\n\n"
-                        + "\n".join(f"- `{rep.path(k)}`: {error}" for k, error
-                                    in rep.invalid.items()))
     sections.append(words("references"))
-    markdown = (f"# {title}\n\n*Generated by `python -m utils.face.report` from `{results_dir}/`, "
-                f"`{data_dir}/` and `{figures_dir}/`: every number below is read from those "
-                "files.*\n\n"
-                + "\n\n".join(s for s in sections if s) + "\n")
+    # SMOKE numbers must never pass for results, nor files of older code (their sections say so
+    # too; the warnings at the top are where no reader can miss them)
+    markdown = words(
+        "report", title=title, results_dir=str(results_dir), data_dir=str(data_dir),
+        figures_dir=str(figures_dir), smoke=", ".join(f"`{rep.path(k)}`" for k in smoke),
+        invalid=[{"path": str(rep.path(k)), "error": str(error)}
+                 for k, error in rep.invalid.items()],
+        sections="\n\n".join(s for s in sections if s)) + "\n"
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     io.write_text(paths["markdown"], markdown)
     io.write_text(paths["html"], markdown_to_html(markdown, title))

@@ -17,31 +17,46 @@ import numpy as np
 import pandas as pd
 
 from utils import saved
+from utils.data import batching
 
 log = logging.getLogger(__name__)
 
 
-def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_size=32):
+def median_ms(call, repeats):
+    """Median wall time of `call()` over `repeats` calls, in milliseconds; and its last result
+    (one forward pass of a model, as every timing here measures it)."""
+    times, result = [], None
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times), result
+
+
+def time_variants(loaded, texts, max_length, rounds, throughput_texts=(), batch_size=32):
     """Latency at batch 1 and throughput at `batch_size`, round-robin over variants.
 
     loaded: {name: utils.saved.SavedModel} (anything with `logits(input_ids,
-    attention_mask)` and `tokenizer`). Returns {name: {"latency_ms_median",
-    "latency_ms_p90", "throughput_ex_per_s", per-round lists}}.
+    attention_mask)` and `tokenizer`). throughput_texts: none -> latency only. Returns
+    {name: {"latency_ms_median", "latency_ms_p90", "latency_ms_per_text" (each text's median
+    over the rounds, in `texts` order), "throughput_ex_per_s", per-round lists}}.
     """
-    from utils.data import batching
     inputs = {}
     for name, model in loaded.items():
         fn, tokenizer = model.logits, model.tokenizer
         encoded, _ = batching.encode_texts(tokenizer, texts, max_length)
         singles = [batching.pad_batch([ids], tokenizer.pad_token_id) for ids in encoded]
-        batches, _ = batching.make_batches(tokenizer, throughput_texts, max_length=max_length,
-                                           batch_size=batch_size)
-        batches = [batches[i] for i in range(len(batches))]
+        batches = []
+        if len(throughput_texts):
+            made, _ = batching.make_batches(tokenizer, throughput_texts, max_length=max_length,
+                                            batch_size=batch_size)
+            batches = [made[i] for i in range(len(made))]
         inputs[name] = (singles, batches)
         for x in singles[:3] + batches[:1]:                       # warm-up
             np.asarray(fn(x["input_ids"], x["attention_mask"]))
     names = list(loaded)
     latencies = {n: [] for n in names}
+    per_text = {n: [[] for _ in texts] for n in names}
     round_medians = {n: [] for n in names}
     throughputs = {n: [] for n in names}
     for r in range(rounds):
@@ -50,23 +65,26 @@ def time_variants(loaded, texts, max_length, rounds, throughput_texts, batch_siz
             fn = loaded[name].logits
             singles, batches = inputs[name]
             times = []
-            for x in singles:
-                start = time.perf_counter()
-                np.asarray(fn(x["input_ids"], x["attention_mask"]))
-                times.append(time.perf_counter() - start)
+            for i, x in enumerate(singles):
+                ms, _ = median_ms(lambda: np.asarray(fn(x["input_ids"], x["attention_mask"])), 1)
+                times.append(ms / 1000)
+                per_text[name][i].append(ms)
             latencies[name].extend(times)
             round_medians[name].append(1000 * statistics.median(times))
-            start = time.perf_counter()
-            for x in batches:
-                np.asarray(fn(x["input_ids"], x["attention_mask"]))
-            throughputs[name].append(len(throughput_texts) / (time.perf_counter() - start))
+            if batches:
+                start = time.perf_counter()
+                for x in batches:
+                    np.asarray(fn(x["input_ids"], x["attention_mask"]))
+                throughputs[name].append(len(throughput_texts) / (time.perf_counter() - start))
         log.info(f"timing round {r + 1}/{rounds}: " + ", ".join(
             f"{n} {round_medians[n][-1]:.2f} ms" for n in names))
     return {n: {"latency_ms_median": 1000 * statistics.median(latencies[n]),
                 "latency_ms_p90": 1000 * float(np.percentile(latencies[n], 90)),
                 "latency_ms_round_medians": round_medians[n],
-                "throughput_ex_per_s": statistics.median(throughputs[n]),
-                "throughput_rounds": throughputs[n]} for n in names}
+                "latency_ms_per_text": [statistics.median(t) for t in per_text[n]],
+                **({"throughput_ex_per_s": statistics.median(throughputs[n]),
+                    "throughput_rounds": throughputs[n]} if throughputs[n] else {})}
+            for n in names}
 
 
 def _check_group_size(group_size):
@@ -88,7 +106,9 @@ def _load_for_timing(source, compact):
     """The model to time: `source` (directory or keras model) loaded and, with `compact`,
     compacted. The loaded masked model is garbage once compacted; it is part of reference
     cycles (functional model), so collect it now rather than when Python's gc gets to it."""
-    from utils.compression import compact as compact_lib
+    from utils.compression import (
+        compact as compact_lib,  # Keras: loaded only when timing
+    )
     model = source if hasattr(source, "encoder_config") else saved.load_model(source)
     if compact:
         model = compact_lib.compact_model(model)
@@ -97,9 +117,7 @@ def _load_for_timing(source, compact):
 
 
 def _describe(name, model):
-    from utils.encoder import (
-        model as model_lib,  # not at import: utils.bench (and so report) stay free of TensorFlow
-    )
+    from utils.encoder import model as model_lib  # Keras: loaded only when timing
     config = model.encoder_config
     return {"variant": name, "parameters": model_lib.count_parameters(model),
             "nonzero_parameters": int(sum(np.count_nonzero(np.asarray(w))

@@ -34,7 +34,7 @@ def test_smoke_run_writes_benchmark(tmp_path):
          "--memory-variants", "compact+vocab"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "[bench" in result.stdout                      # progress output
+    assert "utils.face.bench]" in result.stderr            # progress, logged
     output = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(output) == {"meta", "compaction", "variants"}
     variants = output["variants"]

@@ -1,5 +1,6 @@
 """The GPU path, checked on CPU: MirroredStrategy over two logical devices, mixed precision,
 loss scaling's skipped steps, and the parameters that choose them."""
+import functools
 import json
 import os
 import subprocess
@@ -119,10 +120,10 @@ def test_skipped_loss_scale_step_skips_the_pruning_step(tokenizer, precision):
     mask = np.ones(kernels[name].shape, np.float32)
     mask[:, ::2] = 0.0
     pruning.apply_masks(model, {name: mask})
-    optimizer = train.compile_for_training(model, train.TrainConfig(learning_rate=1e-2),
-                                           steps_per_epoch=10,
-                                           masks_by_path=pruning.masks_by_variable_path(
-                                               model, {name: mask}))
+    optimizer = train.compile_for_training(
+        model, train.TrainConfig(learning_rate=1e-2), steps_per_epoch=10,
+        make_optimizer=functools.partial(pruning.MaskedAdamW,
+                                         pruning.masks_by_variable_path(model, {name: mask})))
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     assert isinstance(train.inner_optimizer(optimizer), pruning.MaskedAdamW)
     pruner = units.ProgressiveUnitPruning(model, [0.5], total_steps=8, every=1)

@@ -298,9 +298,10 @@ def test_06_demo_on_a_fresh_clone_answers_with_the_committed_bundle(tmp_path):
     """Before any training only the committed bundle exists: the notebook answers with it and
     names what makes the other two."""
     import shutil
-    from utils.saved import bundle, export
-    bundle = tmp_path / bundle.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT)
-    shutil.copytree(bundle.DEFAULT_BUNDLE, bundle)
+    from utils.saved import bundle as bundle_lib
+    from utils.saved import export
+    bundle = tmp_path / bundle_lib.DEFAULT_BUNDLE.relative_to(export.REPO_ROOT)
+    shutil.copytree(bundle_lib.DEFAULT_BUNDLE, bundle)
     out = run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
                        DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path),
                        FIGURES_DIR=str(tmp_path))

@@ -190,7 +190,7 @@ class HeadImportancePruner:
                                                     for i, v in importance.items()}})
                 if self.progress:
                     log.info(f"head importance step {len(self.history)}: pruned "
-                          f"{len(self.order)}/{len(all_heads)} heads", flush=True)
+                          f"{len(self.order)}/{len(all_heads)} heads")
         finally:
             model.set_weights(start)
 

@@ -223,8 +223,7 @@ def run_baselines(model, tokenizer, dataset, methods, targets, retrain_config,
             else:
                 frame = mask_sweep(model, masks_fn=method.masks_fn, **args)
             frames.append(frame)
-            log.info(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s",
-                  flush=True)
+            log.info(f"{name}: {len(frame)} rows in {time.perf_counter() - started:.0f} s")
             if csv_path is not None:
                 sweep.write_sweep_csv(pd.concat(frames, ignore_index=True), csv_path)
     return pd.concat(frames, ignore_index=True)
@@ -271,7 +270,7 @@ def budget_start(method, target, block_dir, baseline_dir, penalty=None):
         if penalty is None:
             raise ValueError("the penalty-in-the-loss start needs `penalty`, the PruningConfig "
                              "record of notebook 03's comparison run")
-        model = saved.load_model(Path(block_dir) / "penalty_in_loss" / "best")
+        model = saved.load_model(Path(block_dir) / "penalty_in_loss" / "model")
         masks, _ = pruning.threshold_masks(model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True), penalty["num_blocks"],
                                            penalty["mode"], target_sparsity=target)
     else:

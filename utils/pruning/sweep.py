@@ -507,8 +507,8 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
             return (*recovery, retrain_config)
         rest = budget_of(train_budget, target) - pruned_on
         if rest < 1:
-            print(f"{method}: the pruning phase used the whole budget at {target:.0%}: "
-                  "no recovery", flush=True)
+            log.info(f"{method}: the pruning phase used the whole budget at {target:.0%}: "
+                  "no recovery")
             return None
         return recovery_for(recovery, int(rest), retrain_config, seed)
     fields = {"method": method, "K": K, "mode": mode}
@@ -544,8 +544,8 @@ def mask_sweep(model, tokenizer, dataset, method, masks_fn, targets, retrain_con
                     copies = [{**r, "target_sparsity": target, "seconds": 0.0,
                                "same_masks_as_target": seen[digest]}
                               for r in rows if r["target_sparsity"] == seen[digest]]
-                    print(f"{method}: target {target:.0%} gives the same masks as "
-                          f"{seen[digest]:.0%}; rows copied, no model saved", flush=True)
+                    log.info(f"{method}: target {target:.0%} gives the same masks as "
+                          f"{seen[digest]:.0%}; rows copied, no model saved")
                     rows.extend(copies)
                     continue
                 seen[digest] = target

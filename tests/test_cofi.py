@@ -88,6 +88,46 @@ def test_lagrangian_moves_expected_sparsity_to_the_target(tokenizer):
     assert record["sparsity_encoder_linear"] == pytest.approx(summary["sparsity_encoder_linear"])
 
 
+def test_an_interrupted_cofi_run_resumes_from_its_checkpoint(tokenizer, tmp_path, monkeypatch,
+                                                              caplog):
+    """CoFi checkpoints every tenth of its steps (the one checkpoint format of every training
+    loop): a run cut after its first checkpoint, started again with the same settings from the
+    same dense model, resumes there, ends with the full step count and history, and removes its
+    checkpoint; a run with other settings is refused rather than resumed."""
+    import keras
+
+    from utils.training import checkpoint
+    from utils.training.train import TrainConfig
+    data = toy_dataset(n_train=64, n_val=16)
+    config = TrainConfig(learning_rate=1e-3, batch_size=16, max_length=16, epochs=1)
+    keras.utils.set_random_seed(0)
+    dense = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size)).get_weights()
+
+    def fresh():
+        model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
+        model.set_weights(dense)
+        return model
+    options = dict(train_examples=16 * 20, reg_learning_rate=0.1, distill_alpha=0.0,
+                   checkpoint_dir=tmp_path / "cofi")
+    save = checkpoint.save
+
+    def save_then_crash(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        cofi.cofi_prune(fresh(), tokenizer, data, 0.5, config, **options)
+    assert checkpoint.read_state(tmp_path / "cofi")["step"] == 2      # 20 steps: every 2
+    monkeypatch.setattr(checkpoint, "save", save)
+    with pytest.raises(ValueError, match="delete it or pass the same settings"):
+        cofi.cofi_prune(fresh(), tokenizer, data, 0.6, config, **options)
+    record = cofi.cofi_prune(fresh(), tokenizer, data, 0.5, config, **options)
+    assert "resuming from" in caplog.text and "at step 2 of 20" in caplog.text
+    assert record["steps"] == 20 and record["history"][0]["step"] == 0
+    assert record["history"][-1]["step"] == 19
+    assert not (tmp_path / "cofi").exists()
+
+
 def test_cofi_refuses_bad_settings(tokenizer):
     model = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
     data = toy_dataset(n_train=32, n_val=8)

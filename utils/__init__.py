@@ -13,8 +13,13 @@ Sub-packages by job, lowest layer first; each imports only from the layers below
     pruning       block pruning (the method), its units, its peers, its sweeps
     face          what a user runs and reads: pipeline, benchmark, report, demo, plots
 
+Modules import each other at module top. The one exception is Keras (TensorFlow), the heavy
+dependency: a module that must load without it (the saved-model reader, the benchmark and the
+report, the command lines' `--help`) imports a Keras-backed module inside the function that
+needs it, with a comment saying so.
+
 `import utils` is cheap; a sub-package is imported on first attribute access
-(``utils.encoder``...), and modules that pull in Keras/TensorFlow only when imported.
+(``utils.encoder``...), and progress goes through `logging` (`utils.common.logs`).
 """
 import importlib
 import os

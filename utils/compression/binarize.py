@@ -153,9 +153,9 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.directory is not None:
-            checkpoint.save(self.directory, self.model, self.model.optimizer,
+            checkpoint.save(self.directory, self.model,
                             {"epoch": epoch + 1, "loss": float(logs["loss"]),
-                             "source": self.source})
+                             "source": self.source}, self.model.optimizer.variables)
 
 
 def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=None,
@@ -175,7 +175,7 @@ def train_binarized(binarized, tokenizer, texts, labels, config, teacher_logits=
     start_epoch, source = 0, checkpoint.weights_fingerprint(binarized)
     state = checkpoint.read_state(checkpoint_dir) if checkpoint_dir else None
     if state is not None and checkpoint.resumes_from(state, source, checkpoint_dir):
-        start_epoch = checkpoint.restore(checkpoint_dir, binarized, binarized.optimizer)["epoch"]
+        start_epoch = checkpoint.restore(checkpoint_dir, binarized, binarized.optimizer.variables)["epoch"]
         log.info("resuming binarized training from %s after epoch %d", checkpoint_dir,
                  start_epoch)
     if start_epoch >= config.epochs:

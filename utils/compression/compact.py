@@ -102,12 +102,7 @@ def compaction_plan(model):
                     new[f"{att}/{m}/kernel"] = w[m][0][:, cols]
                     new[f"{att}/{m}/bias"] = w[m][1][cols]
                 new[f"{att}/output/kernel"] = w["output"][0][cols, :]
-        if keep_heads:
-            new[f"{att}/output/bias"] = out_bias.astype(np.float32)
-        else:
-            new[f"{att}/output_bias"] = out_bias.astype(np.float32)
-        for p in ("gamma", "beta"):
-            new[f"{att}/layer_norm/{p}"] = old[f"{att}/layer_norm/{p}"]
+        _sublayer_output(new, old, att, bool(keep_heads), out_bias)
         new_heads.append(len(keep_heads))
         info.update(heads_after=len(keep_heads), removed_heads=removed,
                     folded_heads=folded)
@@ -133,12 +128,7 @@ def compaction_plan(model):
                 new[f"{ffn}/input/kernel"] = k_in[:, keep]
                 new[f"{ffn}/input/bias"] = b_in[keep]
                 new[f"{ffn}/output/kernel"] = k_out[keep, :]
-        if len(keep):
-            new[f"{ffn}/output/bias"] = out_bias.astype(np.float32)
-        else:
-            new[f"{ffn}/output_bias"] = out_bias.astype(np.float32)
-        for p in ("gamma", "beta"):
-            new[f"{ffn}/layer_norm/{p}"] = old[f"{ffn}/layer_norm/{p}"]
+        _sublayer_output(new, old, ffn, bool(len(keep)), out_bias)
         new_widths.append(len(keep))
         info.update(neurons_after=len(keep), removed_neurons=removed_n.tolist(),
                     folded_neurons=folded_n.tolist())
@@ -151,6 +141,14 @@ def compaction_plan(model):
     new_config = dataclasses.replace(config, num_heads=new_heads,
                                      intermediate_sizes=new_widths)
     return new_config, new, layers_info
+
+
+def _sublayer_output(new, old, path, kept, out_bias):
+    """A sublayer's output bias (with the folded constants; a sublayer left with no unit keeps
+    it as `output_bias`, its Dense layers gone) and its LayerNorm, unchanged."""
+    new[f"{path}/output/bias" if kept else f"{path}/output_bias"] = out_bias.astype(np.float32)
+    for p in ("gamma", "beta"):
+        new[f"{path}/layer_norm/{p}"] = old[f"{path}/layer_norm/{p}"]
 
 
 def build_from_weights(config, weights):

@@ -40,10 +40,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import saved
 from utils.common.io import REPO_ROOT, git_commit, write_json, write_text
+from utils.data import corpus as data_lib
 from utils.encoder import hub
 from utils.measurement.timing import time_variants
-from utils.saved import SavedModelError
+from utils.saved import SavedModelError, export
+from utils.training import evaluation
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
             "compact+vocab+int8", "dense+tflite-int8", "compact+vocab+tflite",
@@ -51,7 +54,7 @@ VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first"
 TFLITE_THREADS = os.cpu_count()
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("utils.face.bench")   # also under `python -m`
 
 
 
@@ -75,8 +78,7 @@ def smoke_dataset(n_train=48, n_test=24, seed=0):
 def make_smoke_models(directory, tokenizer, seed=0):
     """A tiny random dense model and a masked copy of it (heads, neurons and block rows zeroed,
     including a value-zero head and input-zero neurons whose constants get bias-folded)."""
-    from utils import saved
-    from utils.encoder import model as model_lib
+    from utils.encoder import model as model_lib  # Keras: only when building
     directory = Path(directory)
     config = model_lib.EncoderConfig(vocab_size=len(tokenizer), hidden_size=32,
                                      num_heads=[4, 4], intermediate_sizes=[64, 64],
@@ -142,7 +144,6 @@ def memory_child(spec):
     import psutil
     from keras import ops
 
-    from utils import saved
     process = psutil.Process()
     base_tokenizer = hub.load_tokenizer(spec["tokenizer"])
     texts = spec["texts"]
@@ -183,9 +184,7 @@ def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
     """Save the derived variants under work_dir (utils.saved model directories; the TFLite
     ones as utils.saved.export bundles); returns {name: (directory, first_token)} and the
     compaction report."""
-    from utils import saved
-    from utils.compression import compact, quantize, vocab
-    from utils.saved import export
+    from utils.compression import compact, quantize, vocab  # Keras: only when building
     work_dir = Path(work_dir)
     log.info(f"compacting {pruned_dir}")
     masked = saved.load_model(pruned_dir)
@@ -226,14 +225,12 @@ def run(args):
     import keras
     import tensorflow as tf
 
-    from utils import saved
-    from utils.training import evaluation
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
     out_dir = Path(args.out_dir)
     snapshot = None
     if args.dense is not None and args.pruned is None:   # chosen on validation, not hard-wired
-        from utils.pruning.sweep import choose_snapshot
+        from utils.pruning.sweep import choose_snapshot  # Keras: only when choosing
         snapshot = choose_snapshot(args.results_dir, args.snapshots_dir,
                                    latency_snapshots_dir=args.latency_snapshots_dir)
         log.info(snapshot.message)
@@ -242,7 +239,6 @@ def run(args):
         dataset = smoke_dataset()
         work_dir = Path(args.work_dir or out_dir / "bench_models")
     else:
-        from utils.data import corpus as data_lib
         dataset = data_lib.load_splits(args.data)
         work_dir = Path(args.work_dir or "checkpoints/bench")
     if args.dense is None:
@@ -352,7 +348,6 @@ def run(args):
             Path(args.bundle_out).resolve() == (REPO_ROOT / "models" / "tweet-sentiment-int8"):
         log.info(f"SMOKE: not replacing the committed bundle {args.bundle_out} with a tiny model")
     elif args.bundle_out:
-        from utils.saved import export
         log.info(f"publishing the compact+vocab+tflite-int8 bundle to {args.bundle_out}")
         scores = export.publish(dirs["compact+vocab+tflite-int8"][0], args.bundle_out, tokenizer,
                                 args.data, out_dir)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from utils import saved
 from utils.common import io
+from utils.face.plots import finish_figure
 from utils.measurement import dominance
 
 LEVELS = (0.5, 0.7, 0.9)
@@ -239,7 +240,7 @@ def _styles(methods):
     """The same colour and marker for a method in every figure."""
     import matplotlib.pyplot as plt
 
-    from utils.pruning.methods import METHODS
+    from utils.pruning.methods import METHODS  # Keras: the report imports this module
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     markers = "os^vD<>pPX*h"
     order = ["dense", "block", *METHODS]
@@ -253,7 +254,6 @@ def plot_methods_sparsity(points, dense_metrics, path=None):
     method: solid = retrained, dashed = pruned only."""
     import matplotlib.pyplot as plt
 
-    from utils.face.plots import finish_figure
     styles = _styles(list(dict.fromkeys(points.method)))
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
     for ax, x in zip(axes, ("sparsity_encoder_linear", "sparsity_total")):
@@ -277,7 +277,6 @@ def plot_pareto(latency, path=None):
     retrained variant, with the Pareto front."""
     import matplotlib.pyplot as plt
 
-    from utils.face.plots import finish_figure
     styles = _styles(list(dict.fromkeys(latency.method)))
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
     panels = (("latency_ms_median", "CPU latency, batch 1, median (ms)", True),

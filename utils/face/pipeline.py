@@ -42,7 +42,7 @@ NOTEBOOKS = io.REPO_ROOT / "notebooks"
 PIPELINES = ("run", "study")
 RSS_POLL_SECONDS = 0.5
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("utils.face.pipeline")   # also under `python -m`
 
 
 @dataclass(frozen=True)

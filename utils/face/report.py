@@ -962,7 +962,7 @@ def pipeline_lines(rep):
     for name, command in (("run", "make run"), ("study", "make study")):
         record = (rep.r.get("pipeline") or {}).get(name)
         if record is None:
-            lines.append(words("pipeline_line", command=command, name=name, measured=False))
+            lines.append(words("pipeline_line", command=command, pipeline=name, measured=False))
             continue
         steps = record["steps"]
         peak = max(steps, key=lambda s: s["max_rss_mb"])

@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils import saved
 from utils.common import io
+from utils.data import corpus as data
 from utils.encoder import hub
-from utils.measurement import dominance
+from utils.measurement import dominance, timing
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("utils.measurement.latency")   # also under `python -m`
 
 COEFFICIENTS = ("base", "attention_fixed", "head", "ffn_fixed", "neuron")
 COSTS = ("latency_ms", "ms_per_example_batched")   # batch 1; batch `batch_size`
@@ -143,9 +145,7 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
     `texts` (batch 1 each, then all of them at `batch_size`) and return their rows."""
     import keras
 
-    from utils import saved
-    from utils.encoder import model as model_lib
-    from utils.measurement import timing
+    from utils.encoder import model as model_lib  # Keras: `--help` answers without it
     keras.utils.set_random_seed(seed)
     shapes = variants(config, points)
     loaded = {}
@@ -195,9 +195,7 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
 
     Returns one row per model: its per-layer widths, both costs measured and predicted, the
     relative errors, and dense's measured costs in the same group."""
-    from utils import saved
-    from utils.compression import compact
-    from utils.measurement import timing
+    from utils.compression import compact  # Keras: `--help` answers without it
     widths = {}
     for name, directory in directories.items():     # widths from the plan: no model is built
         config = compact.compaction_plan(saved.load_model(directory))[0]
@@ -279,8 +277,6 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=64)
     args = parser.parse_args(argv)
-    from utils import saved
-    from utils.data import corpus as data
     try:
         if args.examples < 1 or args.rounds < 1:
             raise ValueError(f"--examples {args.examples} / --rounds {args.rounds}: both must "

@@ -232,7 +232,6 @@ class PenalizedClassifier(keras.Model):
         if self.teacher is None or not training:
             return self.classifier(inputs, training=training)
         # the classifier's own layers, run so that its hidden states are at hand for the loss
-        from utils.encoder import model as model_lib
         hidden = model_lib.encode(self.classifier, inputs, output_hidden_states=True,
                                   training=training)
         teacher = model_lib.encode(self.teacher, inputs, output_hidden_states=True)

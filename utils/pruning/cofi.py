@@ -44,16 +44,23 @@ Differences from the reference, all stated in the record:
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import shutil
 import time
 
 import numpy as np
 
 from utils.common import logs
+from utils.data import batching
 from utils.encoder import model as model_lib
+from utils.pruning.block import apply_masks
 from utils.pruning.units import head_units, neuron_units, units_masks
+from utils.training import checkpoint
 from utils.training.losses import task_loss
+from utils.training.train import WarmupLinearDecay
 
 log = logging.getLogger(__name__)
 
@@ -194,18 +201,18 @@ def _check_uniform(config):
 def cofi_prune(model, tokenizer, dataset, target, train_config, train_examples,
                teacher_logits=None, distill_alpha=0.5, temperature=2.0,
                reg_learning_rate=0.01, lagrangian_warmup=0.1, droprate_init=0.5,
-               freeze_embeddings=True, progress=False):
+               freeze_embeddings=True, progress=False, checkpoint_dir=None):
     """Train `model` (dense, modified in place) with hard-concrete gates and the Lagrangian
     towards `target` on `train_examples` training tweets (batches of train_config.batch_size,
     AdamW at train_config's learning rate with warm-up/decay), distilled from
     `teacher_logits` (one row per training tweet). The deterministic gates are then folded
-    into the weights and the pruned heads and neurons zeroed. Returns the record."""
+    into the weights and the pruned heads and neurons zeroed. Returns the record.
+    checkpoint_dir: a checkpoint (`utils.training.checkpoint`) every tenth of the steps, from
+    which a run of the same settings and start model resumes; removed when the run ends."""
     import keras
     import tensorflow as tf
     from keras import ops
 
-    from utils.data import batching
-    from utils.training.train import WarmupLinearDecay
     config = model.encoder_config
     _check_uniform(config)
     if not 0 < target < 1:
@@ -271,10 +278,36 @@ def cofi_prune(model, tokenizer, dataset, target, train_config, train_examples,
             variable.assign(value)   # dropout's seed state
         return task, expected, constraint
 
-    history, started, step = [], time.perf_counter(), 0
+    settings = {"reg_learning_rate": reg_learning_rate, "lagrangian_warmup": lagrangian_warmup,
+                "droprate_init": droprate_init, "beta": BETA, "limits": [LIMIT_A, LIMIT_B],
+                "freeze_embeddings": freeze_embeddings, "distill_alpha": distill_alpha,
+                "temperature": temperature,
+                "not_built": ["hidden-dimension gates", "layer-wise hidden-state distillation"]}
+    run = {"target": float(target), "steps": steps, "train": dataclasses.asdict(train_config),
+           **{k: v for k, v in settings.items() if k != "not_built"}}
+    # the loop's variables besides the model's weights, in a fixed order
+    variables = [*weights_optimizer.variables, *gates_optimizer.variables,
+                 *lambdas_optimizer.variables, *(log_alphas[k] for k in kinds), *lambdas]
+    history, started, step, epoch, first = [], time.perf_counter(), 0, 0, 0
+    seconds_before = 0.0
+    source = checkpoint.weights_fingerprint(model) if checkpoint_dir is not None else None
+    state = checkpoint.read_state(checkpoint_dir) if checkpoint_dir is not None else None
+    if state is not None and checkpoint.resumes_from(state, source, checkpoint_dir):
+        if state["run"] != json.loads(json.dumps(run)):
+            raise ValueError(f"the CoFi checkpoint in {checkpoint_dir} was made with "
+                             f"{state['run']}, not {run}; delete it or pass the same settings")
+        state = checkpoint.restore(checkpoint_dir, model, variables)
+        step, epoch, first = state["step"], state["epoch"], state["index"]
+        history, seconds_before = state["history"], state["train_seconds"]
+        for _ in range(epoch):
+            batches.next_epoch()
+        log.info("CoFi -> %.0f%%: resuming from %s at step %d of %d", 100 * target,
+                 checkpoint_dir, step, steps)
+    save_every = max(1, steps // 10)
     bar = logs.Progress(steps, f"CoFi -> {target:.0%}", log, enabled=progress)
+    bar.update(step)
     while step < steps:
-        for i in range(len(batches)):
+        for i in range(first, len(batches)):
             if step >= steps:
                 break
             inputs, y = batches[i]
@@ -295,18 +328,19 @@ def cofi_prune(model, tokenizer, dataset, target, train_config, train_examples,
                                 "lambda_2": float(lambdas[1].numpy())})
             step += 1
             bar.update(1)
+            if checkpoint_dir is not None and step % save_every == 0 and step < steps:
+                checkpoint.save(checkpoint_dir, model, {
+                    "step": step, "epoch": epoch, "index": i + 1, "history": history,
+                    "train_seconds": seconds_before + time.perf_counter() - started,
+                    "source": source, "run": run}, variables)
         batches.next_epoch()
+        epoch, first = epoch + 1, 0
     record = fold_gates(model, {k: v.numpy() for k, v in log_alphas.items()}, target)
     record.update(history=history, steps=steps, train_examples=steps * train_config.batch_size,
-                  train_seconds=time.perf_counter() - started,
-                  frozen_variables=len(frozen),
-                  settings={"reg_learning_rate": reg_learning_rate,
-                            "lagrangian_warmup": lagrangian_warmup,
-                            "droprate_init": droprate_init, "beta": BETA,
-                            "limits": [LIMIT_A, LIMIT_B], "freeze_embeddings": freeze_embeddings,
-                            "distill_alpha": distill_alpha, "temperature": temperature,
-                            "not_built": ["hidden-dimension gates",
-                                          "layer-wise hidden-state distillation"]})
+                  train_seconds=seconds_before + time.perf_counter() - started,
+                  frozen_variables=len(frozen), settings=settings)
+    if checkpoint_dir is not None:   # the run is in its record now; its checkpoint is spent
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return record
 
 
@@ -345,7 +379,6 @@ def fold_gates(model, log_alphas, target):
         removed += unit.size(kernels)
         forced += 1
     masks = units_masks(kernels, pruned)
-    from utils.pruning.block import apply_masks
     apply_masks(model, masks)
     return {"gates_removed_units": len(pruned) - forced, "forced_units": forced,
             "sparsity_encoder_linear": removed / total,

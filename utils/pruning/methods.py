@@ -16,8 +16,7 @@ from utils import saved
 from utils.common.isolation import run_in_fresh_process
 from utils.encoder import model as model_lib
 from utils.pruning import block as pruning
-from utils.pruning import importance
-from utils.pruning import cofi, fisher_mask, sweep
+from utils.pruning import cofi, fisher_mask, importance, sweep
 from utils.pruning.baselines import (
     HeadImportancePruner,
     LayerDropper,
@@ -50,11 +49,13 @@ class CoFiPruner:
     """masks_fn(model, target) for CoFi (`utils.pruning.cofi`): trains the gates and the weights of the
     model it is given (the sweep passes the dense start weights) for `examples_for(target)`
     training tweets, distilled from that model's logits, folds the gates and returns the masks
-    of what was pruned. `records` keeps each target's run."""
+    of what was pruned. `records` keeps each target's run. checkpoint_dir: each target's run
+    checkpoints under it (checkpoint_dir/target_50 ...) and resumes there after a crash."""
 
     def __init__(self, tokenizer, dataset, train_config, examples_for, distill_alpha=0.5,
-                 temperature=2.0, reg_learning_rate=0.01, progress=False):
+                 temperature=2.0, reg_learning_rate=0.01, progress=False, checkpoint_dir=None):
         self.tokenizer, self.dataset, self.train_config = tokenizer, dataset, train_config
+        self.checkpoint_dir = checkpoint_dir
         self._examples = examples_for
         self.reg_learning_rate = reg_learning_rate
         self.distill_alpha, self.temperature, self.progress = distill_alpha, temperature, progress
@@ -70,7 +71,9 @@ class CoFiPruner:
             model, self.tokenizer, self.dataset, target, self.train_config,
             self.examples_for(target), teacher_logits=self.teacher,
             distill_alpha=self.distill_alpha, temperature=self.temperature,
-            reg_learning_rate=self.reg_learning_rate, progress=self.progress)
+            reg_learning_rate=self.reg_learning_rate, progress=self.progress,
+            checkpoint_dir=None if self.checkpoint_dir is None
+            else Path(self.checkpoint_dir) / f"target_{round(100 * float(target))}")
         return pruning.current_masks(model)
 
     def examples_for(self, target):
@@ -98,7 +101,7 @@ def make_methods(names, tokenizer, importance_split, importance_examples=1024,
     batches of 32), with `fisher_options` ({"rearrange", "tune"} of FisherMaskPruner; default
     neither). cofi: {"dataset", "train_config", "examples_for": training tweets of its
     pruning phase, {target: examples} or a callable, "distill_alpha", "temperature",
-    "reg_learning_rate"} for the method "cofi". Each Method keeps these arguments as its
+    "reg_learning_rate", "checkpoint_dir"} for the method "cofi". Each Method keeps these arguments as its
     `recipe`, so `run_baselines(isolate=True)` can rebuild it in a fresh process."""
     unknown = sorted(set(names) - set(METHODS))
     if unknown:

@@ -18,6 +18,7 @@ from utils import saved
 from utils.common import fingerprint, io, logs
 from utils.common.io import sparsity_dir_name
 from utils.compression import compact
+from utils.data import batching
 from utils.data import corpus as data_lib
 from utils.encoder import model as model_lib
 from utils.pruning import block as pruning
@@ -115,7 +116,6 @@ def regularization_step_cost(model, tokenizer, dataset, pruning_config, train_co
     every batch shape). The model's weights are restored afterwards. These few steps compile
     without XLA (`train.resolve_jit_compile`), also where the full run compiles with it: the
     ratio is the method's overhead per step, not XLA's."""
-    from utils.data import batching
     weights = model.get_weights()
     n = num_batches * train_config.batch_size
     texts, labels = dataset["train"]["text"][:n], dataset["train"]["label"][:n]

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from utils.common.fingerprint import file_sha256
 from utils.common.io import REPO_ROOT, atomic_path, read_json, write_json
+from utils.compression import tflite
 from utils.data import corpus
 from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
@@ -75,7 +76,7 @@ def bundle_tokenizer_json(base_tokenizer, kept_ids=None, max_length=64):
                           "strategy": "LongestFirst", "stride": 0}
     if kept_ids is None:
         return json.dumps(spec, ensure_ascii=False)
-    from utils.compression.vocab import RemappedTokenizer
+    from utils.compression.vocab import RemappedTokenizer  # Keras: only when exporting
     new_id = RemappedTokenizer(base_tokenizer, kept_ids).old_to_new
 
     def renumber(i):
@@ -126,7 +127,6 @@ def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_r
     kept_ids: for a pruned vocabulary, the base id of every embedding row (its
     RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
     TFLite). Returns the output path."""
-    from utils.compression import tflite
     counts = saved.parameter_counts(model)
     flatbuffer = tflite.convert(model, quantize)
     with atomic_path(Path(out)) as tmp:
@@ -182,7 +182,7 @@ def export_hf(source, out, base_tokenizer):
     tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing."""
     from safetensors.numpy import save_file
 
-    from utils.encoder import hf
+    from utils.encoder import hf  # Keras: only when exporting
     model = saved.load_model(source)
     tensors = hf.hf_tensors(model)
     with atomic_path(Path(out)) as tmp:
@@ -197,7 +197,7 @@ def export_keras(source, out, base_tokenizer):
     """The saved model `source` as Keras' own `model.keras` (any widths; reading it needs
     `import utils.encoder.model`, which registers the encoder's layers), with the tokenizer files (for
     a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
-    from utils.encoder import model as model_lib
+    from utils.encoder import model as model_lib  # Keras: only when exporting
     spec = saved.read_spec(source)
     saved.tokenizer_of(source, base_tokenizer, spec)
     model = saved.load_model(source)

@@ -1,11 +1,15 @@
 """The one checkpoint-and-resume format of every training loop (fine-tune, binarized):
 
     DIR/model.weights.h5    the trained model's weights (Keras' weights file)
-    DIR/optimizer.npz       the optimizer's variables (Adam moments, step counter)
-    DIR/state.json          the loop's state: epoch, history, the run's config, and `source`,
-                            the fingerprint of the weights the run started from
+    DIR/optimizer.npz       the loop's other variables, in order: the optimizers' (Adam moments,
+                            step counters) and a method's own (CoFi's gate log-alphas and
+                            Lagrange multipliers)
+    DIR/state.json          the loop's state: epoch or step, history, the run's config, and
+                            `source`, the fingerprint of the weights the run started from
 
-written all or nothing (`save`), read back into the same model and optimizer (`restore`).
+written all or nothing (`save`), read back into the same model and variables (`restore`).
+What is not saved is the random generators' state (dropout masks, CoFi's gate samples): a
+resumed run continues the same optimisation, not bit for bit the same draws.
 A checkpoint of a run that started from other weights is not resumed (`resumes_from`)."""
 from __future__ import annotations
 
@@ -53,12 +57,12 @@ def resumes_from(saved_state, source, directory):
     return False
 
 
-def save(directory, model, optimizer, state):
-    """Weights, optimizer variables and loop state, written all or nothing."""
+def save(directory, model, state, variables=()):
+    """Weights, `variables` (optimizer slots, ...) and loop state, written all or nothing."""
     with io.atomic_path(Path(directory)) as tmp:
         tmp.mkdir(parents=True)
         model.save_weights(str(tmp / WEIGHTS_FILE))
-        np.savez(tmp / OPTIMIZER_FILE, *[np.asarray(v) for v in optimizer.variables])
+        np.savez(tmp / OPTIMIZER_FILE, *[np.asarray(v) for v in variables])
         io.write_json(tmp / STATE_FILE, state)
 
 
@@ -73,15 +77,17 @@ def load_weights(directory, model):
     model.load_weights(str(Path(directory) / WEIGHTS_FILE))
 
 
-def restore(directory, model, optimizer):
-    """Load a `save`d checkpoint into `model` and `optimizer`; returns its state."""
+def restore(directory, model, variables=()):
+    """Load a `save`d checkpoint into `model` and `variables` (the same list, in the same
+    order, as was saved); returns its state."""
     load_weights(directory, model)
+    variables = list(variables)
     with np.load(Path(directory) / OPTIMIZER_FILE) as slots:
         values = [slots[f"arr_{i}"] for i in range(len(slots.files))]
-    if len(values) != len(optimizer.variables):
+    if len(values) != len(variables):
         raise ValueError(f"checkpoint {directory} has {len(values)} optimizer variables, the "
-                         f"optimizer has {len(optimizer.variables)}: was it written by another "
-                         "model or optimizer? Delete the directory to start over.")
-    for variable, value in zip(optimizer.variables, values):
+                         f"run has {len(variables)}: was it written by another model or "
+                         "optimizer? Delete the directory to start over.")
+    for variable, value in zip(variables, values):
         variable.assign(value)
     return io.read_json(Path(directory) / STATE_FILE)

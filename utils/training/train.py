@@ -404,8 +404,8 @@ class _EpochMonitor(keras.callbacks.Callback):
         if self.checkpoint_dir is not None:
             if improved:
                 checkpoint.save_weights(Path(self.checkpoint_dir) / "best", self.classifier)
-            checkpoint.save(Path(self.checkpoint_dir) / "last", self.classifier,
-                            self.model.optimizer, state)
+            checkpoint.save(Path(self.checkpoint_dir) / "last", self.classifier, state,
+                            self.model.optimizer.variables)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -488,7 +488,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
              "train_truncated": truncated, "config": recorded, "source": source}
     saved_state = checkpoint.read_state(last) if last is not None else None
     if saved_state is not None and checkpoint.resumes_from(saved_state, source, last):
-        restored = checkpoint.restore(last, model, optimizer)
+        restored = checkpoint.restore(last, model, optimizer.variables)
         if _with_defaults(restored["config"], run_config) != recorded:
             raise ValueError(f"checkpoint in {checkpoint_dir} was made with config "
                              f"{restored['config']}, not {recorded}; "
@@ -514,7 +514,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
     if monitor.bad_loss:
         epoch, batch, loss = monitor.bad_loss
         if saved_state is not None or (last is not None and checkpoint.read_state(last)):
-            checkpoint.restore(last, model, optimizer)
+            checkpoint.restore(last, model, optimizer.variables)
             where = f"the model holds the last good checkpoint ({last})"
         else:
             where = "no earlier checkpoint exists"

@@ -1,6 +1,7 @@
 """Both pipelines (notebooks 01-09 and the report) end to end in SMOKE mode (tiny random encoder),
 through utils.face.pipeline as `make run` / `make study` run them."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,34 @@ def test_pipeline_record_has_every_step_with_time_and_memory(smoke_run):
         s.notebook for n in pipeline.PIPELINES for s in pipeline.STEPS[n] if s.notebook)
     report = (root / "report" / "report.md").read_text()
     assert "`make run`: " in report and "SMOKE" in report
+
+
+PROGRESS_BAR = re.compile(r"\r|\x08|━|█|\d+/\d+ \[|it/s\b")
+
+
+def test_executed_notebooks_read_clean(smoke_run):
+    """What a committed notebook may hold: at most 10 lines of stderr, no progress-bar line and
+    no absolute path of the machine that ran it; progress went to the pipeline's log (and its
+    terminal) instead."""
+    root, _ = smoke_run
+    machine_paths = {str(root), str(NOTEBOOKS.parent)}
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        stderr, texts = [], []
+        for cell in json.loads(path.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    text = "".join(output["text"])
+                    texts.append(text)
+                    if output["name"] == "stderr":
+                        stderr += text.splitlines()
+                texts += ["".join(v) for k, v in (output.get("data") or {}).items()
+                          if k.startswith("text/")]
+        lines = [line for text in texts for line in text.splitlines()]
+        assert len(stderr) <= 10, (path.name, stderr[:12])
+        assert not [line for line in lines if PROGRESS_BAR.search(line)], path.name
+        assert not [line for line in lines if any(m in line for m in machine_paths)], path.name
+    log = (root / "checkpoints" / "pipeline" / "logs" / "run" / "02_baseline_finetune.log")
+    assert "utils.training.train] epoch 1" in log.read_text()
 
 
 def executed(smoke_dirs, name):

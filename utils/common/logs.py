@@ -26,6 +26,13 @@ def setup():
     handler.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # under the pipeline the file is the one place: a handler some library put on the root
+    # logger would copy every line into the notebook
+    logger.propagate = not path
+    # TensorFlow's Python logger: its INFO lines (a TFLite conversion's temporary asset paths)
+    # and retracing warnings (one traced function per loaded model, by design) are noise in a
+    # notebook; its errors still show
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return logger
 
 

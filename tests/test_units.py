@@ -67,7 +67,7 @@ def test_zeroing_a_unit_group_equals_removing_the_unit():
     assert compact.encoder_config.intermediate_sizes == [6, 3]
     np.testing.assert_allclose(np.asarray(compact(inputs)), np.asarray(model(inputs)),
                                atol=1e-5, rtol=0)
-    masks = U.unit_masks(model)
+    masks = U.alive_units(model)
     assert masks[(0, "heads")].tolist() == [1, 0] and masks[(1, "neurons")].tolist() == [0, 1, 1, 0, 1]
 
 

@@ -7,9 +7,17 @@ drops it: see tests/test_units.py), so a group norm of zero means "removable", u
 per-matrix row/column groups of `utils.pruning.block`, where a head is only removable if every one of
 its four matrices happens to lose it.
 
-`unit_norms` works on numpy (`xp=np`) and on Keras tensors (`xp=keras.ops`, differentiable), as
-`pruning.group_norms` does; `prox_scale` is the group soft-threshold (the proximal operator of
-the group lasso) and `scale_units` applies per-unit factors (0 = pruned) in place.
+`SPANS` is the one definition of what a unit spans; two views read it:
+
+- over named kernels, the masks format every method shares (`Unit`, `head_units`,
+  `neuron_units`, `units_masks`, `select_for_target`), for the peers and the baselines;
+- over a model's variables, biases included (`unit_parts`, `unit_norms`, `scale_units`,
+  `alive_units`), for block pruning's proximal step: `unit_norms` works on numpy (`xp=np`) and
+  on Keras tensors (`xp=keras.ops`, differentiable), as `block.group_norms` does;
+  `prox_scale` is the group soft-threshold (the proximal operator of the group lasso) and
+  `scale_units` applies per-unit factors (0 = pruned) in place.
+
+Then progressive unit pruning through the targets (`ProgressiveUnitPruning`).
 """
 import dataclasses
 import re
@@ -38,23 +46,168 @@ from utils.training.train import inner_optimizer, optimizer_steps
 KINDS = ("heads", "neurons")
 SELECTIONS = ("rms", "fisher")   # how ProgressiveUnitPruning picks the units of a period
 
+# What a unit spans, the one definition every view below reads: {kind: ((kernel, axis), ...)}
+# with axis 1 = the unit's columns of that kernel (and its bias entries), 0 = its rows.
+SPANS = {"heads": (("attention/query", 1), ("attention/key", 1), ("attention/value", 1),
+                   ("attention/output", 0)),
+         "neurons": (("ffn/input", 1), ("ffn/output", 0))}
+
+
+# ------------------------------------------------------------------ units over named kernels
+# (the masks format of every method: {kernel name: 0/1 array of the kernel's shape})
+
+_LAYER = re.compile(r"layer_(\d+)/")
+
+
+def masks_sparsity(masks):
+    """Share of zeros in `masks` (over all their entries)."""
+    return sum(float((m == 0).sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+
+
+@dataclasses.dataclass
+class Unit:
+    """A structured unit: the parts of kernels it zeroes, as (kernel, axis, indices) with axis
+    1 = columns (outputs) and 0 = rows (inputs)."""
+    key: tuple
+    parts: list
+
+    def size(self, kernels):
+        total = 0
+        for name, axis, index in self.parts:
+            n_in, n_out = kernels[name].shape
+            total += len(np.arange(n_out if axis == 1 else n_in)[index]) * \
+                (n_in if axis == 1 else n_out)
+        return total
+
+
+def units_masks(kernels, units):
+    """Masks (ones everywhere) with every part of every unit zeroed."""
+    masks = {n: np.ones(np.shape(k), dtype=np.float32) for n, k in kernels.items()}
+    for unit in units:
+        for name, axis, index in unit.parts:
+            if axis == 1:
+                masks[name][:, index] = 0
+            else:
+                masks[name][index, :] = 0
+    return masks
+
+
+def select_for_target(units, kernels, target, what="units"):
+    """The shortest prefix of `units` (already in pruning order) whose weights reach `target`
+    (share of all weights in `kernels`); raises UnreachableSparsity when all are too few."""
+    if target <= 0:
+        return []
+    total = sum(np.size(k) for k in kernels.values())
+    cumulative = np.cumsum([u.size(kernels) for u in units])
+    need = target * total - 1e-6
+    if not len(units) or cumulative[-1] < need:
+        reachable = (cumulative[-1] if len(units) else 0) / total
+        raise UnreachableSparsity(f"target {target:.0%} cannot be reached by pruning {what}: "
+                                  f"all of them are {reachable:.1%} of the weights")
+    return list(units[:int(np.searchsorted(cumulative, need)) + 1])
+
+
+def layer_ids(kernels):
+    return sorted({int(_LAYER.match(n).group(1)) for n in kernels if _LAYER.match(n)})
+
+
+def head_units(kernels, head_size):
+    """One unit per attention head: query/key/value columns and attention-output rows."""
+    units = []
+    for i in layer_ids(kernels):
+        if f"layer_{i}/attention/value" not in kernels:
+            continue
+        for h in range(kernels[f"layer_{i}/attention/value"].shape[1] // head_size):
+            cols = slice(h * head_size, (h + 1) * head_size)
+            units.append(Unit((i, h), [(f"layer_{i}/{name}", axis, cols)
+                                       for name, axis in SPANS["heads"]]))
+    return units
+
+
+def head_masks(kernels, heads, head_size):
+    """Masks pruning `heads` (iterable of (layer, head))."""
+    by_key = {u.key: u for u in head_units(kernels, head_size)}
+    return units_masks(kernels, [by_key[tuple(h)] for h in heads])
+
+
+def neuron_units(kernels):
+    """One unit per FFN neuron j of each layer: column j of ffn/input and row j of ffn/output."""
+    units = []
+    for i in layer_ids(kernels):
+        if f"layer_{i}/ffn/input" not in kernels:
+            continue
+        for j in range(kernels[f"layer_{i}/ffn/input"].shape[1]):
+            units.append(Unit((i, j), [(f"layer_{i}/{name}", axis, [j])
+                                       for name, axis in SPANS["neurons"]]))
+    return units
+
+
+def layer_units(kernels):
+    """One unit per encoder layer: all of its kernels, whole."""
+    return [Unit((i,), [(n, 0, slice(None)) for n in kernels if n.startswith(f"layer_{i}/")])
+            for i in layer_ids(kernels)]
+
+
+def layer_masks(kernels, layers):
+    """Masks removing the encoder layers `layers` (every kernel of each masked)."""
+    by_key = {u.key[0]: u for u in layer_units(kernels)}
+    return units_masks(kernels, [by_key[i] for i in layers])
+
+
+def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, budget):
+    """The heads and neurons to keep: indices into `head_importance` and `neuron_importance`
+    (1-D, any order) maximising the total importance kept with
+    n_heads * head_cost + n_neurons * neuron_cost <= budget (the reference's search_mac)."""
+    head_importance = np.asarray(head_importance, np.float64)
+    neuron_importance = np.asarray(neuron_importance, np.float64)
+    if head_cost <= 0 or neuron_cost <= 0:
+        raise ValueError(f"unit costs must be positive, got head_cost={head_cost}, "
+                         f"neuron_cost={neuron_cost}")
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    head_order = np.argsort(-head_importance, kind="stable")
+    neuron_order = np.argsort(-neuron_importance, kind="stable")
+    head_kept = np.concatenate([[0.0], np.cumsum(head_importance[head_order])])
+    neuron_kept = np.concatenate([[0.0], np.cumsum(neuron_importance[neuron_order])])
+    best = (-np.inf, 0, 0)
+    for n_heads in range(len(head_order) + 1):
+        rest = budget - n_heads * head_cost
+        if rest < 0:
+            break
+        n_neurons = min(int(rest // neuron_cost), len(neuron_order))
+        total = head_kept[n_heads] + neuron_kept[n_neurons]
+        if total > best[0]:
+            best = (total, n_heads, n_neurons)
+    _, n_heads, n_neurons = best
+    return np.sort(head_order[:n_heads]), np.sort(neuron_order[:n_neurons])
+
+
+class UnreachableSparsity(ValueError):
+    """Even pruning every unit of a structured method leaves the target out of reach."""
+
+
+# ------------------------------------------------------------------ units over a model's variables
+
 
 def unit_parts(model):
     """{(layer, kind): (unit width, [(variable, axis the units run along)])} for every layer
-    with heads / neurons left. A head's width is head_size (its columns in Q/K/V, rows in the
-    output); a neuron's is 1."""
+    with heads / neurons left, from SPANS: the kernels' columns, then the biases of those
+    columns, then the kernels' rows. A head's width is head_size; a neuron's is 1."""
     parts = {}
-    size = model.encoder_config.head_size
     for i, layer in enumerate(model_lib.transformer_layers(model)):
         attention, ffn = layer.attention, layer.ffn
-        if attention.num_heads > 0:
-            parts[(i, "heads")] = (size, [
-                *((dense.kernel, 1) for dense in (attention.query, attention.key, attention.value)),
-                *((dense.bias, 0) for dense in (attention.query, attention.key, attention.value)),
-                (attention.output_dense.kernel, 0)])
-        if ffn.intermediate_size > 0:
-            parts[(i, "neurons")] = (1, [(ffn.input_dense.kernel, 1), (ffn.input_dense.bias, 0),
-                                         (ffn.output_dense.kernel, 0)])
+        dense = {"attention/query": attention.query, "attention/key": attention.key,
+                 "attention/value": attention.value, "attention/output": attention.output_dense,
+                 "ffn/input": ffn.input_dense, "ffn/output": ffn.output_dense}
+        for kind, present, width in (("heads", attention.num_heads > 0,
+                                      model.encoder_config.head_size),
+                                     ("neurons", ffn.intermediate_size > 0, 1)):
+            if present:
+                spans = SPANS[kind]
+                parts[(i, kind)] = (width, [
+                    *((dense[name].kernel, 1) for name, axis in spans if axis == 1),
+                    *((dense[name].bias, 0) for name, axis in spans if axis == 1),
+                    *((dense[name].kernel, 0) for name, axis in spans if axis == 0)])
     return parts
 
 
@@ -103,7 +256,7 @@ def scale_units(model, factors):
             variable.assign(ops.convert_to_numpy(variable) * per_element.reshape(shape))
 
 
-def unit_masks(model):
+def alive_units(model):
     """{(layer, kind): 1.0 for units with any non-zero weight, 0.0 for empty ones}."""
     return {key: (norms > 0).astype(np.float32) for key, norms in unit_norms(model).items()}
 
@@ -561,133 +714,3 @@ def progressive_prune_saved(model_dir, tokenizer, dataset, targets, train_config
     return {"reached": pruner.reached, "state": state, "prox_seconds": pruner.seconds,
             "period_ends": pruner.ends}
 
-
-_LAYER = re.compile(r"layer_(\d+)/")
-
-
-def masks_sparsity(masks):
-    """Share of zeros in `masks` (over all their entries)."""
-    return sum(float((m == 0).sum()) for m in masks.values()) / sum(m.size for m in masks.values())
-
-
-@dataclasses.dataclass
-class Unit:
-    """A structured unit: the parts of kernels it zeroes, as (kernel, axis, indices) with axis
-    1 = columns (outputs) and 0 = rows (inputs)."""
-    key: tuple
-    parts: list
-
-    def size(self, kernels):
-        total = 0
-        for name, axis, index in self.parts:
-            n_in, n_out = kernels[name].shape
-            total += len(np.arange(n_out if axis == 1 else n_in)[index]) * \
-                (n_in if axis == 1 else n_out)
-        return total
-
-
-def units_masks(kernels, units):
-    """Masks (ones everywhere) with every part of every unit zeroed."""
-    masks = {n: np.ones(np.shape(k), dtype=np.float32) for n, k in kernels.items()}
-    for unit in units:
-        for name, axis, index in unit.parts:
-            if axis == 1:
-                masks[name][:, index] = 0
-            else:
-                masks[name][index, :] = 0
-    return masks
-
-
-def select_for_target(units, kernels, target, what="units"):
-    """The shortest prefix of `units` (already in pruning order) whose weights reach `target`
-    (share of all weights in `kernels`); raises UnreachableSparsity when all are too few."""
-    if target <= 0:
-        return []
-    total = sum(np.size(k) for k in kernels.values())
-    cumulative = np.cumsum([u.size(kernels) for u in units])
-    need = target * total - 1e-6
-    if not len(units) or cumulative[-1] < need:
-        reachable = (cumulative[-1] if len(units) else 0) / total
-        raise UnreachableSparsity(f"target {target:.0%} cannot be reached by pruning {what}: "
-                                  f"all of them are {reachable:.1%} of the weights")
-    return list(units[:int(np.searchsorted(cumulative, need)) + 1])
-
-
-def layer_ids(kernels):
-    return sorted({int(_LAYER.match(n).group(1)) for n in kernels if _LAYER.match(n)})
-
-
-def head_units(kernels, head_size):
-    """One unit per attention head: query/key/value columns and attention-output rows."""
-    units = []
-    for i in layer_ids(kernels):
-        if f"layer_{i}/attention/value" not in kernels:
-            continue
-        for h in range(kernels[f"layer_{i}/attention/value"].shape[1] // head_size):
-            cols = slice(h * head_size, (h + 1) * head_size)
-            units.append(Unit((i, h), [(f"layer_{i}/attention/{m}", 1, cols)
-                                       for m in ("query", "key", "value")]
-                              + [(f"layer_{i}/attention/output", 0, cols)]))
-    return units
-
-
-def head_masks(kernels, heads, head_size):
-    """Masks pruning `heads` (iterable of (layer, head))."""
-    by_key = {u.key: u for u in head_units(kernels, head_size)}
-    return units_masks(kernels, [by_key[tuple(h)] for h in heads])
-
-
-def neuron_units(kernels):
-    """One unit per FFN neuron j of each layer: column j of ffn/input and row j of ffn/output."""
-    units = []
-    for i in layer_ids(kernels):
-        if f"layer_{i}/ffn/input" not in kernels:
-            continue
-        for j in range(kernels[f"layer_{i}/ffn/input"].shape[1]):
-            units.append(Unit((i, j), [(f"layer_{i}/ffn/input", 1, [j]),
-                                       (f"layer_{i}/ffn/output", 0, [j])]))
-    return units
-
-
-def layer_units(kernels):
-    """One unit per encoder layer: all of its kernels, whole."""
-    return [Unit((i,), [(n, 0, slice(None)) for n in kernels if n.startswith(f"layer_{i}/")])
-            for i in layer_ids(kernels)]
-
-
-def layer_masks(kernels, layers):
-    """Masks removing the encoder layers `layers` (every kernel of each masked)."""
-    by_key = {u.key[0]: u for u in layer_units(kernels)}
-    return units_masks(kernels, [by_key[i] for i in layers])
-
-
-def search_masks(head_importance, neuron_importance, head_cost, neuron_cost, budget):
-    """The heads and neurons to keep: indices into `head_importance` and `neuron_importance`
-    (1-D, any order) maximising the total importance kept with
-    n_heads * head_cost + n_neurons * neuron_cost <= budget (the reference's search_mac)."""
-    head_importance = np.asarray(head_importance, np.float64)
-    neuron_importance = np.asarray(neuron_importance, np.float64)
-    if head_cost <= 0 or neuron_cost <= 0:
-        raise ValueError(f"unit costs must be positive, got head_cost={head_cost}, "
-                         f"neuron_cost={neuron_cost}")
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    head_order = np.argsort(-head_importance, kind="stable")
-    neuron_order = np.argsort(-neuron_importance, kind="stable")
-    head_kept = np.concatenate([[0.0], np.cumsum(head_importance[head_order])])
-    neuron_kept = np.concatenate([[0.0], np.cumsum(neuron_importance[neuron_order])])
-    best = (-np.inf, 0, 0)
-    for n_heads in range(len(head_order) + 1):
-        rest = budget - n_heads * head_cost
-        if rest < 0:
-            break
-        n_neurons = min(int(rest // neuron_cost), len(neuron_order))
-        total = head_kept[n_heads] + neuron_kept[n_neurons]
-        if total > best[0]:
-            best = (total, n_heads, n_neurons)
-    _, n_heads, n_neurons = best
-    return np.sort(head_order[:n_heads]), np.sort(neuron_order[:n_neurons])
-
-
-class UnreachableSparsity(ValueError):
-    """Even pruning every unit of a structured method leaves the target out of reach."""

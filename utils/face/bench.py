@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
+from utils.common import cli
 from utils.common.io import REPO_ROOT, git_commit, write_json, write_text
 from utils.data import corpus as data_lib
 from utils.encoder import hub
@@ -398,8 +399,7 @@ def markdown_table(output):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.face.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser("utils.face.bench", __doc__)
     parser.add_argument("--dense", default="checkpoints/baseline/best",
                         help="dense baseline model directory (utils.encoder.model.save_model)")
     parser.add_argument("--pruned", default=None,

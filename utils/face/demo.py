@@ -19,7 +19,6 @@ is truncated, and each answer lists what was done to the text (`notes`).
 """
 from __future__ import annotations
 
-import argparse
 import html
 import re
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
+from utils.common import cli
 from utils.common.io import REPO_ROOT
 from utils.data import batching
 from utils.data import corpus as data
@@ -74,21 +74,11 @@ class DemoModel:
     description: str
     saved: object            # utils.saved.SavedModel: logits(input_ids, attention_mask), tokenizer
 
-    @property
-    def directory(self):
-        return self.saved.directory
-
-    @property
-    def tokenizer(self):
-        return self.saved.tokenizer
-
-    @property
-    def parameters(self):
-        return self.saved.parameters
-
-    @property
-    def disk_bytes(self):
-        return self.saved.disk_bytes
+    def __getattr__(self, attribute):
+        """The saved model's directory, tokenizer, parameters, disk_bytes, ..."""
+        if attribute == "saved":   # not set yet (copy, pickle): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.saved, attribute)
 
 
 @dataclass
@@ -386,9 +376,8 @@ def build_widget(models, examples=EXAMPLES):
 # ------------------------------------------------------------------------------ command line
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.face.demo",
-                                     description="Classify tweets with the dense and the pruned "
-                                                 "models and compare their answers and latency.")
+    parser = cli.argument_parser("utils.face.demo", "Classify tweets with the dense and the "
+                                 "pruned models and compare their answers and latency.")
     parser.add_argument("texts", nargs="*", help="tweets (default: the built-in examples)")
     parser.add_argument("--root", default=str(REPO_ROOT),
                         help="repository root the model directories are relative to")

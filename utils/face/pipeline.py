@@ -23,7 +23,6 @@ test suite runs both pipelines that way.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -35,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.common import io, logs
+from utils.common import cli, io, logs
 from utils.face.results import PIPELINE_RECORD, problems
 
 NOTEBOOKS = io.REPO_ROOT / "notebooks"
@@ -392,8 +391,7 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.face.pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser("utils.face.pipeline", __doc__)
     parser.add_argument("pipeline", choices=PIPELINES)
     parser.add_argument("--smoke", action="store_true", help="SMOKE=True in every notebook")
     parser.add_argument("--root", default=str(io.REPO_ROOT),

@@ -24,7 +24,6 @@ blocks in the markdown (one line each, and only LaTeX that matplotlib's mathtext
 the HTML must open offline (no MathJax), so each is drawn by mathtext into an inline PNG whose
 alt text is the LaTeX. No TensorFlow/Keras import here: the report builds in a second.
 """
-import argparse
 import base64
 import datetime
 import functools
@@ -37,7 +36,7 @@ from pathlib import Path
 import jinja2
 import jinja2.ext
 
-from utils.common import io
+from utils.common import cli, io
 from utils.face import comparison as comparison_lib
 from utils.face import pipeline as pipeline_lib
 from utils.face import results
@@ -1120,8 +1119,7 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.face.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser("utils.face.report", __doc__)
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--figures-dir", default="figures")
     parser.add_argument("--data-dir", default="data", help="where stats.json is (notebook 01)")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
-from utils.common import io
+from utils.common import cli, io
 from utils.data import corpus as data
 from utils.encoder import hub
 from utils.measurement import dominance, timing
@@ -264,9 +264,7 @@ def speed_points(timed, finals, keys):
 def main(argv=None):
     """python -m utils.measurement.latency: measure (or read) this machine's latency table and check its
     predictions on the dense model and block pruning's recovered snapshots."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m utils.measurement.latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser("utils.measurement.latency", __doc__)
     parser.add_argument("--dense", default="checkpoints/baseline/best")
     parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
                         help="directory of sparsity_XX models to check the predictions on")

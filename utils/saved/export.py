@@ -35,12 +35,12 @@ naming the directory and the command that makes it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from utils.common import cli
 from utils.common.fingerprint import file_sha256
 from utils.common.io import REPO_ROOT, atomic_path, read_json, write_json
 from utils.compression import tflite
@@ -309,8 +309,7 @@ def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
 # ------------------------------------------------------------------------------ command line
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.saved.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser("utils.saved.export", __doc__)
     parser.add_argument("source", help="saved model directory (utils.saved) or bundle")
     parser.add_argument("out", help="directory to write (replaced if it exists)")
     parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",

@@ -120,6 +120,26 @@ def test_export_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     assert "is not a saved model" in capsys.readouterr().err
 
 
+def test_export_never_empties_a_directory_it_did_not_write(bundle, tmp_path, capsys):
+    """OUT holding someone's files is refused (exit 2, the files stay); one holding an earlier
+    bundle is replaced; --force replaces anything."""
+    directory, _ = bundle
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("months of work")
+    assert export.main([str(directory), str(foreign), "--data-dir", str(tmp_path)]) == 2
+    assert "choose another OUT, or pass --force" in capsys.readouterr().err
+    assert (foreign / "chapter1.tex").read_text() == "months of work"
+    with pytest.raises(ValueError, match="no export wrote"):
+        export.export_saved(directory, foreign, None)
+    again = tmp_path / "bundle"
+    for _ in range(2):   # a new directory, then the same one again: ours, replaced
+        assert export.main([str(directory), str(again), "--data-dir", str(tmp_path)]) == 0
+    assert export.main([str(directory), str(foreign), "--data-dir", str(tmp_path),
+                        "--force"]) == 0
+    assert not (foreign / "chapter1.tex").exists() and export.is_bundle(foreign)
+
+
 def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp_path, capsys):
     import shutil
     directory, _ = bundle

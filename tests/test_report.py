@@ -674,3 +674,14 @@ def test_dominators_match_a_numpy_reference(speed_ratio, margin, strictly_better
         got = [r["variant"] for r in dominance.dominators(point, rows, speed_ratio, margin,
                                                         strictly_better)]
         assert got == want
+
+
+def test_a_results_directory_without_results_is_refused_and_nothing_is_rewritten(tmp_path, capsys):
+    """A typo in --results-dir must not rewrite the report and the README as "not run yet"."""
+    readme = tmp_path / "README.md"
+    readme.write_text("kept\n")
+    code = report.main(["--results-dir", str(tmp_path / "resluts"), "--out-dir",
+                        str(tmp_path / "report"), "--readme", str(readme)])
+    assert code == 2 and "holds no results file" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists() and readme.read_text() == "kept\n"
+

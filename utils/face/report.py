@@ -31,6 +31,7 @@ import html
 import io as bytes_io
 import os
 import re
+import sys
 from pathlib import Path
 
 import jinja2
@@ -1128,6 +1129,12 @@ def main(argv=None):
                         help="README whose measured-pipeline block to refresh (default: the "
                              "repository's README.md when --results-dir is its results/)")
     args = parser.parse_args(argv)
+    found = [name for name, where, _ in SOURCES.values()
+             if where == "results" and (Path(args.results_dir) / name).exists()]
+    if not found:   # a typo would otherwise rewrite the report as "not run yet" throughout
+        print(f"error: {args.results_dir} holds no results file (e.g. baseline.json); pass the "
+              "results directory of a run (`make run` writes results/)", file=sys.stderr)
+        return 2
     paths = build_report(args.results_dir, args.figures_dir, args.out_dir, args.data_dir)
     for path in paths.values():
         print(f"wrote {path}")
@@ -1140,7 +1147,8 @@ def main(argv=None):
         for name, text in readme_blocks(rep).items():
             if update_readme_block(readme, name, text):
                 print(f"updated the '{name}' block of {readme}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

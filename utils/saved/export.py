@@ -1,9 +1,10 @@
 """Deployable bundles: a pruned classifier anyone can run without this repository.
 
-    python -m utils.saved.export SRC OUT [--format bundle|hf|keras] [--tokenizer NAME]
+    python -m utils.saved.export SRC OUT [--format bundle|hf|keras] [--tokenizer NAME] [--force]
 
 SRC is a saved model directory (utils.saved, e.g. checkpoints/bench/compact_vocab) or a bundle
-(e.g. checkpoints/bench/compact_vocab_tflite_int8, which the benchmark writes). OUT becomes a
+(e.g. checkpoints/bench/compact_vocab_tflite_int8, which the benchmark writes). OUT, new or
+holding an earlier export (anything else only with --force: it would be deleted), becomes a
 bundle with these files:
 
 - `model.tflite`: inputs input_ids and attention_mask (int32, [batch, length]); output logits
@@ -120,13 +121,33 @@ def preprocessing_spec(base_tokenizer, max_length=64):
 
 
 
+def check_out(out, force=False):
+    """Raise ValueError unless `out` may be replaced: absent, empty, or holding what an export
+    writes (a bundle, a saved model, a Hugging Face or Keras export), or `force`. The atomic
+    replace deletes whatever `out` held, so a foreign directory is refused, not emptied."""
+    out = Path(out)
+    if force or not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file, not a directory: choose another OUT")
+    entries = list(out.iterdir())
+    ours = (is_bundle(out) or saved.is_model_dir(out) or (out / "model.keras").exists()
+            or ((out / "config.json").exists() and (out / "model.safetensors").exists()))
+    if entries and not ours:
+        raise ValueError(f"{out} exists and holds {len(entries)} entries no export wrote (e.g. "
+                         f"{sorted(e.name for e in entries)[0]!r}); choose another OUT, or pass "
+                         "--force to replace it and everything in it")
+
+
 def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_range", card="",
-                  max_length=64):
+                  max_length=64, force=False):
     """Write the bundle of the float Keras classifier `model` to `out`, all or nothing.
 
     kept_ids: for a pruned vocabulary, the base id of every embedding row (its
     RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
-    TFLite). Returns the output path."""
+    TFLite). `out` is replaced only where `check_out` allows (or `force`). Returns the output
+    path."""
+    check_out(out, force)
     counts = saved.parameter_counts(model)
     flatbuffer = tflite.convert(model, quantize)
     with atomic_path(Path(out)) as tmp:
@@ -143,9 +164,10 @@ def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_r
     return Path(out)
 
 
-def export_saved(source, out, base_tokenizer, quantize="dynamic_range"):
+def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=False):
     """The bundle of the saved model directory `source` (utils.saved; float Keras models),
     or a copy of `source` if it is a bundle already. Returns the output path."""
+    check_out(out, force)
     source = Path(source)
     if is_bundle(source):
         check_bundle(source)
@@ -155,7 +177,8 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range"):
     spec = saved.read_spec(source)
     kept_ids = (spec["vocabulary"] or {}).get("kept_ids")
     saved.tokenizer_of(source, base_tokenizer, spec)     # checks the base tokenizer fits
-    return export_bundle(saved.load_model(source), out, base_tokenizer, kept_ids, quantize)
+    return export_bundle(saved.load_model(source), out, base_tokenizer, kept_ids, quantize,
+                         force=force)
 
 
 def _write_manifest(directory, facts=None):
@@ -176,11 +199,13 @@ def write_card(directory, card):
     _write_manifest(directory)
 
 
-def export_hf(source, out, base_tokenizer):
+def export_hf(source, out, base_tokenizer, force=False):
     """A standard Hugging Face BERT checkpoint of the saved model `source` (dense, or any
     model whose layers all have the same widths): config.json, model.safetensors and the
-    tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing."""
+    tokenizer files, loadable by transformers' BertForSequenceClassification. All or nothing;
+    `out` is replaced only where `check_out` allows (or `force`)."""
     from safetensors.numpy import save_file
+    check_out(out, force)
 
     from utils.encoder import hf  # Keras: only when exporting
     model = saved.load_model(source)
@@ -193,11 +218,13 @@ def export_hf(source, out, base_tokenizer):
     return Path(out)
 
 
-def export_keras(source, out, base_tokenizer):
+def export_keras(source, out, base_tokenizer, force=False):
     """The saved model `source` as Keras' own `model.keras` (any widths; reading it needs
     `import utils.encoder.model`, which registers the encoder's layers), with the tokenizer files (for
-    a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json."""
+    a pruned vocabulary: the renumbered tokenizer.json of the bundle) and labels.json. `out` is
+    replaced only where `check_out` allows (or `force`)."""
     from utils.encoder import model as model_lib  # Keras: only when exporting
+    check_out(out, force)
     spec = saved.read_spec(source)
     saved.tokenizer_of(source, base_tokenizer, spec)
     model = saved.load_model(source)
@@ -290,11 +317,11 @@ def evaluate_bundle(bundle, split):
 
 
 def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
-            results_dir=REPO_ROOT / "results"):
+            results_dir=REPO_ROOT / "results", force=False):
     """The bundle of `source` (a saved model or a bundle) at `out`, scored on the test split
     of `data_dir` (skipped if absent), with its model card and examples.json; returns the
     test scores or None."""
-    out = export_saved(source, out, base_tokenizer)
+    out = export_saved(source, out, base_tokenizer, force=force)
     try:
         test = corpus.load_splits(data_dir)["test"]
     except FileNotFoundError as error:
@@ -311,7 +338,8 @@ def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
 def main(argv=None):
     parser = cli.argument_parser("utils.saved.export", __doc__)
     parser.add_argument("source", help="saved model directory (utils.saved) or bundle")
-    parser.add_argument("out", help="directory to write (replaced if it exists)")
+    parser.add_argument("out", help="directory to write; an existing one is replaced only if it "
+                                    "holds a bundle, a saved model or an export (see --force)")
     parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",
                         help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
                              "Hugging Face BERT checkpoint (models whose layers all have the "
@@ -323,14 +351,19 @@ def main(argv=None):
                         help="prepared splits; the bundle is scored on its test split "
                              "(skipped if absent)")
     parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUT even if it holds other files (they are deleted)")
     args = parser.parse_args(argv)
     try:
+        check_out(args.out, args.force)   # before the slow part
         base = hub.load_tokenizer(args.tokenizer)
         if args.format in ("hf", "keras"):
             write = export_hf if args.format == "hf" else export_keras
-            print(f"{args.format} export written to {write(args.source, args.out, base)}")
+            print(f"{args.format} export written to "
+                  f"{write(args.source, args.out, base, force=args.force)}")
             return 0
-        scores = publish(args.source, args.out, base, args.data_dir, args.results_dir)
+        scores = publish(args.source, args.out, base, args.data_dir, args.results_dir,
+                         force=args.force)
     except (SavedModelError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,7 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run study data bench report test smoke
+.PHONY: help install run study data bench report test smoke
+
+# A bare `make` only prints this list (it installs nothing).
+help:
+	@echo "make run      install (.venv), then the main job: notebooks 01-06 and the report, ~1 h on 2 CPU cores"
+	@echo "make test     install the test tools, check the layers of utils, run the tests (~15 min)"
+	@echo "make study    the extended studies (notebooks 07-11) on the models of make run, ~1.7 h"
+	@echo "make smoke    both pipelines in SMOKE mode (tiny model) under /tmp/smoke, ~13 min"
+	@echo "make report   rebuild report/ and the README's result blocks from results/"
+	@echo "make bench    the benchmark alone (notebook 05's code)"
+	@echo "make data     notebook 01 alone: the tweet splits under data/"
+	@echo "make install  the pinned requirements into .venv and the package utils, editable"
+	@echo "Options: RESTART=1 (start over), PROFILE=gpu, REDO=07_comparison (see README)"
 
 install: $(VENV)/.installed
 

@@ -92,6 +92,40 @@ def test_standalone_script_needs_nothing_from_the_repository(bundle, tmp_path):
         np.testing.assert_allclose([answer["probabilities"][k] for k in labels], p, atol=1e-6)
 
 
+def test_standalone_script_answers_bad_input_with_one_line_and_exit_2(bundle, tmp_path):
+    """The script checks every file of the bundle's manifest: one flipped byte of model.tflite
+    or a missing labels.json is an error, not a different answer; an empty or zero-width text
+    and an unknown flag are errors too; --help answers. Never a traceback."""
+    import shutil
+    directory, _ = bundle
+    script = ROOT / "examples" / "standalone_predict.py"
+
+    def run(*args):
+        result = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        return result
+    flipped = tmp_path / "flipped"
+    shutil.copytree(directory, flipped)
+    data = bytearray((flipped / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (flipped / "model.tflite").write_bytes(bytes(data))
+    missing = tmp_path / "missing"
+    shutil.copytree(directory, missing)
+    (missing / "labels.json").unlink()
+    for args, message in (((flipped, "good crew"), "model.tflite does not match bundle.json"),
+                          ((missing, "good crew"), "labels.json is missing"),
+                          ((tmp_path / "nowhere", "good crew"), "not a readable bundle"),
+                          ((directory, "   "), "nothing to classify"),
+                          ((directory, "\u200b\u200b"), "nothing to classify"),
+                          ((directory, "--threads", "2", "good crew"), "unrecognized arguments")):
+        result = run(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert not result.stdout
+    assert run("--help").returncode == 0
+    assert json.loads(run(directory, "good crew").stdout)[0]["label"]
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "labels"])
 def test_damaged_bundles_get_a_clear_error(bundle, tmp_path, damage):
     import shutil

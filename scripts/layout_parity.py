@@ -3,8 +3,8 @@ the same seeded start, under the old flat layout (de35404) and the new one: one 
 the resulting weights per operation (masks for the Fisher search). Run from the repository root,
 after a SMOKE `make run` under --root DIR (it reads DIR's data and dense model):
 
-    git worktree add /tmp/old de35404
-    PYTHONPATH=/tmp/old .venv/bin/python scripts/layout_parity.py old DIR > old.json
+    git worktree add OLD_CHECKOUT de35404          # any directory outside this one
+    PYTHONPATH=OLD_CHECKOUT .venv/bin/python scripts/layout_parity.py old DIR > old.json
     .venv/bin/python scripts/layout_parity.py new DIR > new.json
 
 The model is built right after keras.utils.set_random_seed: its dropout layers draw their seeds

@@ -956,7 +956,7 @@ def limitations(rep):
 def pipeline_lines(rep):
     """One line per pipeline in results/pipeline.json: its measured total and peak memory."""
     if "pipeline" in rep.invalid:   # not "not measured yet": it was, by older code
-        return [words("pipeline_line", command="make run`, `make study",
+        return [words("pipeline_line", command="make run", also="make study",
                       not_run=rep.not_run("pipeline"))]
     lines = []
     for name, command in (("run", "make run"), ("study", "make study")):

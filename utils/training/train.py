@@ -513,7 +513,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
                     shuffle=False)   # the batches come shuffled
     if monitor.bad_loss:
         epoch, batch, loss = monitor.bad_loss
-        if saved_state is not None or (last is not None and checkpoint.read_state(last)):
+        if last is not None and checkpoint.read_state(last) is not None:
             checkpoint.restore(last, model, optimizer.variables)
             where = f"the model holds the last good checkpoint ({last})"
         else:

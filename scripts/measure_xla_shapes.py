@@ -22,6 +22,7 @@ VARIANTS = {"plain, pad 8": (False, 8), "xla, pad 8": (True, 8), "xla, pad 16": 
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
+from utils.common import sizes   # ru_maxrss is KiB on Linux; peak_rss_mb is MiB
 from utils.data import batching
 from utils.data import corpus as data
 from utils.encoder import model as model_lib
@@ -50,7 +51,7 @@ state = train.fine_tune(model, tokenizer, sample, config, progress=False, prunin
 print("RESULT " + json.dumps({
     "wall_seconds": time.perf_counter() - started, "train_seconds": state["train_seconds"],
     "steps": len(batches), "shapes": len(set(widths)), "mean_padded_length": float(np.mean(widths)),
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": sizes.mebibytes(1024 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
     "val_macro_f1": state["history"][-1]["val_macro_f1"]}))
 """
 

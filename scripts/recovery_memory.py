@@ -27,6 +27,7 @@ def measure(mode, repeats, examples):
     from utils.encoder import model as model_lib
     from utils.pruning import block as pruning
     from utils import saved
+    from utils.common import sizes
     from utils.pruning import sweep
     from utils.training import train
     tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
@@ -37,7 +38,7 @@ def measure(mode, repeats, examples):
     recovery = sweep.recovery_data(dataset, tokenizer, model, examples, 0, 64)
     config = train.TrainConfig(learning_rate=1e-4, epochs=1, max_length=64, patience=1)
     process = psutil.Process()
-    rss = [process.memory_info().rss / 2**20]
+    rss = [sizes.mebibytes(process.memory_info().rss)]
     for i in range(repeats):
         model.set_weights(start_weights)
         kernels = model_lib.prunable_kernels(model, include_pooler=False)
@@ -50,7 +51,7 @@ def measure(mode, repeats, examples):
         if mode == "clear_session":
             keras.backend.clear_session()
             gc.collect()
-        rss.append(process.memory_info().rss / 2**20)
+        rss.append(sizes.mebibytes(process.memory_info().rss))
     return rss
 
 
@@ -76,8 +77,8 @@ def main():
         growth = [b - a for a, b in zip(rss[1:], rss[2:])]   # after the first (warm-up) run
         result["modes"][mode] = {"rss_mb": rss, "mb_per_recovery_after_the_first":
                                  sum(growth) / len(growth)}
-        print(f"{mode}: RSS {[round(r) for r in rss]} MB; "
-              f"{result['modes'][mode]['mb_per_recovery_after_the_first']:.0f} MB per recovery")
+        print(f"{mode}: RSS {[round(r) for r in rss]} MiB; "   # rss_mb: MiB (2^20 bytes)
+              f"{result['modes'][mode]['mb_per_recovery_after_the_first']:.0f} MiB per recovery")
     out_path = ROOT / "results" / "exploratory" / "recovery_memory.json"
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {out_path}")

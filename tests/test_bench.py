@@ -45,8 +45,12 @@ def test_smoke_run_writes_benchmark(tmp_path):
                     "flops_per_token", "accuracy", "macro_f1", "macro_recall",
                     "latency_speedup_vs_dense", "flop_reduction_vs_dense"):
             assert isinstance(row[key], (int, float)), (name, key)
-    assert isinstance(variants["compact+vocab"]["rss_growth_predict_mb"], float)
-    assert "rss_growth_predict_mb" not in variants["masked"]
+    assert isinstance(variants["compact+vocab"]["rss_growth_predict_bytes"], int)
+    assert "rss_growth_predict_bytes" not in variants["masked"]
+    # the machine the times come from (utils.common.machine), printed beside them
+    machine = output["meta"]["machine"]
+    assert machine["cpu"] and machine["logical_cpus"] == os.cpu_count()
+    assert machine["tensorflow"] == output["meta"]["tensorflow"]
     # the derived variants predict what they should
     assert variants["compact"]["logits_vs"]["max_abs_diff"] < 1e-5
     assert variants["compact+vocab"]["logits_vs"]["max_abs_diff"] < 1e-6
@@ -56,4 +60,6 @@ def test_smoke_run_writes_benchmark(tmp_path):
     assert variants["compact+vocab+int8"]["weight_bytes"] < variants["compact+vocab"]["weight_bytes"] / 3
     assert variants["compact"]["parameters"] == output["compaction"]["parameters_after"]
     table = (tmp_path / "benchmark.md").read_text()
+    from utils.common.machine import describe_cpu
+    assert describe_cpu(machine) in table
     assert table.count("\n| ") == 1 + len(B.VARIANTS)

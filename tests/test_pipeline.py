@@ -50,6 +50,9 @@ def test_a_killed_step_resumes_and_the_record_is_complete(tmp_path):
     assert written["run"]["complete"] and written["run"]["started_clean"] is True
     assert written["run"]["total_seconds"] == pytest.approx(sum(s["seconds"] for s in record["steps"]))
     assert all(s["seconds"] > 0 and s["max_rss_mb"] > 0 for s in written["run"]["steps"])
+    # the machine its wall times come from (utils.common.machine), for the report
+    from utils.common.machine import machine_facts
+    assert written["run"]["machine"] == machine_facts()
 
 
 def test_restart_forgets_finished_steps_and_records_are_kept_per_pipeline(tmp_path):

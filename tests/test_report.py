@@ -265,8 +265,11 @@ def test_demo_section_renders_notebook_06_results(tmp_path):
     _, md, _ = build(tmp_path, results=new_results(tmp_path, binarization=False, meta=False),
                      figures=tmp_path / "none", data=tmp_path / "none")
     section = section_of(md, "Live demo")
-    assert "| `dense` | 14.32 | 17.65 | 1.00x | 100.0% | 90.88 | 22,713,987 |" in section
-    assert "| `compact+int8` | 4.57 | 5.68 | 3.14x | 93.8% | 12.35 | 7,654,321 |" in section
+    # sizes in MB = 10^6 bytes, one decimal, as everywhere (utils.common.sizes); demo.json of
+    # older code holds disk_mb only
+    assert "| `dense` | 14.32 | 17.65 | 1.00x | 100.0% | 90.9 | 22,713,987 |" in section
+    assert "| `compact+int8` | 4.57 | 5.68 | 3.14x | 93.8% | 12.3 | 7,654,321 |" in section
+    assert "Machine: CPU not recorded." in section   # DEMO has no machine facts
     assert "- `dense`: fine-tuned MiniLM, float32" in section
     assert "- `compact+int8`: compact, int8 weights" in section
     for text in ("first answer 23.5 s after", "9.9 s of it spent loading the 2 models",
@@ -321,8 +324,19 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
     paths, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
     expected = ("- `make run`: 26.0 min in 2 steps (longest: 02_baseline_finetune, 25.0 min), "
                 "peak resident memory 2.9 GiB (02_baseline_finetune); from a clean start, code at "
-                "commit `abcdef1`.")
+                "commit `abcdef1`; machine: CPU not recorded.")
     assert expected in md
+    # the CPU beside the wall times: a record with machine facts names it, an older one
+    # (host: cpus only) says it was not recorded
+    machine = {"cpu": "Fake CPU 9000", "vector_extensions": ["AVX2", "AMX-TILE"],
+               "logical_cpus": 4}
+    for extra, cpu in (({"machine": machine}, "machine: Fake CPU 9000, 4 logical CPUs, vector "
+                                              "extensions AVX2 / AMX-TILE."),
+                       ({"host": {"cpus": 2, "platform": "linux"}},
+                        "machine: CPU not recorded, 2 logical CPUs.")):
+        (results / "pipeline.json").write_text(json.dumps({"run": {**record, **extra}}))
+        _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+        assert expected.replace("machine: CPU not recorded.", cpu) in md
     assert "- `make study`: not measured yet" in md
     # mutation: other numbers in the file, other sentence; while the report step runs, the
     # record holds every step but the report

@@ -32,7 +32,6 @@ import gzip
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,8 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
-from utils.common import cli
+from utils.common import cli, sizes
 from utils.common.io import REPO_ROOT, git_commit, write_json, write_text
+from utils.common.machine import describe_cpu, machine_facts
 from utils.data import corpus as data_lib
 from utils.encoder import hub
 from utils.measurement.timing import time_variants
@@ -159,9 +159,8 @@ def memory_child(spec):
     loaded = process.memory_info().rss
     model.predict_logits(texts, batch_size=32)
     predicting = process.memory_info().rss
-    return {"rss_before_mb": before / 2**20,
-            "rss_growth_load_mb": (loaded - before) / 2**20,
-            "rss_growth_predict_mb": (predicting - before) / 2**20}
+    return {"rss_before_bytes": before, "rss_growth_load_bytes": loaded - before,
+            "rss_growth_predict_bytes": predicting - before}
 
 
 def measure_memory(directory, first_token, texts, tokenizer_name, max_length):
@@ -228,6 +227,7 @@ def run(args):
 
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
+    machine = machine_facts()   # the CPU every latency and throughput below was measured on
     out_dir = Path(args.out_dir)
     snapshot = None
     if args.dense is not None and args.pruned is None:   # chosen on validation, not hard-wired
@@ -330,9 +330,8 @@ def run(args):
                  "max_length": args.max_length, "rounds": args.rounds,
                  "latency_examples": min(args.latency_examples, len(test_texts)),
                  "throughput_examples": min(args.throughput_examples, len(test_texts)),
-                 "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                 "processor": platform.processor(), "tensorflow": tf.__version__,
-                 "keras": keras.__version__,
+                 "machine": machine, "cpu_count": machine["logical_cpus"],
+                 "tensorflow": tf.__version__, "keras": keras.__version__,
                  "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                                 "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
                  "tflite_threads": TFLITE_THREADS,
@@ -358,23 +357,39 @@ def run(args):
     return output
 
 
+def rss_growth_bytes(row):
+    """A benchmark row's resident-memory growth after predicting, in bytes, or None when it was
+    not measured; a row of older code stored it in MiB (`rss_growth_predict_mb`)."""
+    if row.get("rss_growth_predict_bytes") is not None:
+        return row["rss_growth_predict_bytes"]
+    if row.get("rss_growth_predict_mb") is not None:
+        return row["rss_growth_predict_mb"] * sizes.MIB
+    return None
+
+
 def markdown_table(output):
     meta, rows = output["meta"], output["variants"]
 
     def mb(x):
-        return f"{x / 2**20:.1f}" if x is not None else "–"
+        return sizes.format_mb(x, unit=False) if x is not None else "–"
+
+    def rss(r):
+        growth = rss_growth_bytes(r)
+        return sizes.format_mib(growth, unit=False) if growth is not None else "–"
 
     def opt(r, key, fmt):
         return fmt.format(r[key]) if r.get(key) is not None else "–"
     lines = [
         f"Benchmark ({'SMOKE, tiny random models' if meta['smoke'] else 'test split'}; "
-        f"{meta['cpu_count']} CPUs, TF {meta['tensorflow']}, Keras {meta['keras']}; mean "
+        f"{describe_cpu(meta.get('machine'), meta.get('cpu_count'))}; TF {meta['tensorflow']}, "
+        f"Keras {meta['keras']}; mean "
         f"length {meta['mean_test_length']:.1f} tokens; latency = median over "
         f"{meta['latency_examples']} tweets x {meta['rounds']} rounds at batch 1, throughput at "
         f"batch 32; all variants timed round-robin in one process; RSS = growth of resident "
-        f"memory over a fresh process before loading, after predicting).",
+        f"memory over a fresh process before loading, after predicting; MB = 10^6 bytes, "
+        f"MiB = 2^20 bytes).",
         "",
-        "| Variant | Params | Non-zero | Disk MB | gzip MB | Weights MB | RSS +MB | "
+        "| Variant | Params | Non-zero | Disk MB | gzip MB | Weights MB | RSS +MiB | "
         "Latency ms (x) | Throughput ex/s (x) | MFLOPs/token (x fewer) | Speedup / FLOP cut | "
         "Accuracy | Macro-F1 | Macro-recall |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -383,7 +398,7 @@ def markdown_table(output):
         lines.append(
             f"| {name} | {r['parameters']:,} | {r['nonzero_parameters']:,} | "
             f"{mb(r['disk_bytes'])} | {mb(r['disk_bytes_gzip'])} | {mb(r['weight_bytes'])} | "
-            f"{opt(r, 'rss_growth_predict_mb', '{:.0f}')} | "
+            f"{rss(r)} | "
             f"{r['latency_ms_median']:.2f} ({opt(r, 'latency_speedup_vs_dense', '{:.2f}')}) | "
             f"{r['throughput_ex_per_s']:.0f} ({opt(r, 'throughput_speedup_vs_dense', '{:.2f}')})"
             f" | {r['flops_per_token'] / 1e6:.2f} ({opt(r, 'flop_reduction_vs_dense', '{:.2f}')})"
@@ -393,8 +408,8 @@ def markdown_table(output):
     lines += ["", f"Compaction removed {output['compaction']['heads_removed']} heads and "
               f"{output['compaction']['neurons_removed']} FFN neurons; {t['zeros']:,} zeros "
               f"remain inside kept weights (block-sparse storage would save "
-              f"{t['sparse_saves_bytes'] / 2**20:.2f} MB of {t['linear_dense_bytes'] / 2**20:.2f}"
-              f" MB of linear weights)."]
+              f"{sizes.format_mb(t['sparse_saves_bytes'], 2)} of "
+              f"{sizes.format_mb(t['linear_dense_bytes'], 2)} of linear weights)."]
     return "\n".join(lines) + "\n"
 
 

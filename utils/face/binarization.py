@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from utils import saved
+from utils.common import sizes
 from utils.compression import vocab
 from utils.compression.binarize import BinarizedClassifier, train_binarized
 from utils.training.evaluation import classification_metrics
@@ -20,7 +21,7 @@ def variant_row(name, loaded, test_split, dense_parameters, **extra):
     disk = loaded.disk_bytes
     return {"variant": name, "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
             "macro_recall": metrics["macro_recall"], "disk_bytes": disk,
-            "disk_mb": disk / 1e6, "bits_per_dense_weight": 8 * disk / dense_parameters, **extra}
+            "disk_mb": sizes.megabytes(disk), "bits_per_dense_weight": 8 * disk / dense_parameters, **extra}
 
 
 def binarize_variant(name, model, tokenizer, train_split, teacher_logits, config, directory,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
-from utils.common import cli
+from utils.common import cli, sizes
 from utils.common.io import REPO_ROOT
 from utils.data import batching
 from utils.data import corpus as data
@@ -259,7 +259,8 @@ def measure_latency(models, texts, repeats=TIMING_REPEATS):
                      "label_agreement_with_" + reference: float(np.mean(
                          [a.label == r.label for a, r in zip(answers[m.name],
                                                              answers[reference])])),
-                     "disk_mb": m.disk_bytes / 1e6, "parameters": m.parameters,
+                     "disk_bytes": m.disk_bytes, "disk_mb": sizes.megabytes(m.disk_bytes),
+                     "parameters": m.parameters,
                      "errors": sum(bool(a.error) for a in answers[m.name])})
     return rows
 
@@ -283,14 +284,10 @@ def plot_latency(rows, path=None):
 
 # ------------------------------------------------------------------------------ presenting
 
-def _mb(n):
-    return f"{n / 1e6:.1f} MB"
-
-
 def size_lines(models):
     """One line per model: bytes on disk (its directory's model files) and parameters."""
     dense = models[0]
-    return [f"{m.name}: {_mb(m.disk_bytes)} on disk, {m.parameters / 1e6:.1f}M parameters"
+    return [f"{m.name}: {sizes.format_mb(m.disk_bytes)} on disk, {m.parameters / 1e6:.1f}M parameters"
             + ("" if m is dense else f", ×{dense.disk_bytes / m.disk_bytes:.1f} smaller than {dense.name}")
             for m in models]
 

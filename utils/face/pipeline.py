@@ -7,8 +7,11 @@ Each step runs in its own process (papermill for a notebook), watched for wall t
 the peak resident memory of its whole process tree (papermill + kernel + any children), and is
 recorded in results/pipeline.json under the pipeline's name:
 
-    {"run": {"commit", "started_clean", "steps": [{"name", "started", "seconds",
+    {"run": {"commit", "started_clean", "machine", "steps": [{"name", "started", "seconds",
              "max_rss_mb", "parameters", ...}], "total_seconds", ...}, "study": {...}}
+
+(max_rss_mb is in MiB, 2^20 bytes; machine is utils.common.machine.machine_facts() of the
+machine the record was started on.)
 
 Resumable: the record in progress lives in checkpoints/pipeline/<name>.json and is rewritten
 atomically after every step (and copied to results/pipeline.json with "complete": false, so the
@@ -34,7 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.common import cli, io, logs
+from utils.common import cli, io, logs, sizes
+from utils.common.machine import machine_facts
 from utils.face.results import PIPELINE_RECORD, problems
 
 NOTEBOOKS = io.REPO_ROOT / "notebooks"
@@ -268,7 +272,7 @@ def checkpoints_empty(root):
 def new_record(name, root, smoke, profile="cpu"):
     return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke, "profile": profile,
             "started": _now(), "started_clean": checkpoints_empty(root),
-            "host": {"cpus": os.cpu_count(), "platform": sys.platform},
+            "machine": machine_facts(),   # the CPU every step's wall time was measured on
             "steps": [], "total_seconds": 0.0, "complete": False}
 
 
@@ -372,21 +376,21 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
                                 f"resume from this step ({state})")
         record["steps"] = [s for s in record["steps"] if s["name"] != step.name]
         record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
-                                "max_rss_mb": peak / 2**20, "parameters": parameters,
+                                "max_rss_mb": sizes.mebibytes(peak), "parameters": parameters,
                                 "commit": io.git_commit(), "resumed_run": bool(done)})
         order = {s.name: i for i, s in enumerate(steps)}
         record["steps"].sort(key=lambda s: order.get(s["name"], len(order)))
         record["total_seconds"] = sum(s["seconds"] for s in record["steps"])
         io.write_json(state, record)
         write_result(name, record, root / "results")   # the report step reads it
-        log.info(f"[pipeline {name}] {step.name}: {seconds:.0f} s, peak RSS {peak / 2**20:,.0f} MB")
+        log.info(f"[pipeline {name}] {step.name}: {seconds:.0f} s, peak RSS {sizes.format_mib(peak)}")
     record["complete"] = True
     record["finished"] = _now()
     path = write_result(name, record, root / "results")
     state.unlink(missing_ok=True)
     log.info(f"[pipeline {name}] finished: {record['total_seconds'] / 60:.1f} min in "
         f"{len(record['steps'])} steps, peak RSS "
-        f"{max(s['max_rss_mb'] for s in record['steps']):,.0f} MB -> {path}")
+        f"{sizes.format_mib(max(s['max_rss_mb'] for s in record['steps']) * sizes.MIB)} -> {path}")
     return record
 
 

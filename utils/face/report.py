@@ -37,12 +37,14 @@ from pathlib import Path
 import jinja2
 import jinja2.ext
 
-from utils.common import cli, io
+from utils.common import cli, io, sizes
+from utils.common.machine import describe_cpu
 from utils.face import comparison as comparison_lib
 from utils.face import pipeline as pipeline_lib
 from utils.face import results
-from utils.face.bench import (
-    VARIANTS,  # the benchmark's own order (bench imports no TensorFlow)
+from utils.face.bench import (  # bench imports no TensorFlow
+    VARIANTS,  # the benchmark's own order
+    rss_growth_bytes,
 )
 from utils.face.results import SOURCES  # key -> (file, directory, what writes it)
 from utils.measurement import dominance
@@ -800,6 +802,13 @@ def benchmark_targets(v):
                                           "met": size >= SIZE_TARGET, "variant": SIZE_VARIANT}}
 
 
+def bench_cpu(bench):
+    """The CPU benchmark.json's times were measured on, in words ('CPU not recorded' for a
+    record of older code, which kept only the CPU count)."""
+    meta = bench["meta"]
+    return describe_cpu(meta.get("machine"), meta.get("cpu_count"))
+
+
 def benchmark_section(rep):
     bench = rep.r["benchmark"]
     if bench is None:
@@ -807,10 +816,10 @@ def benchmark_section(rep):
     meta, v, c = bench["meta"], bench["variants"], bench["compaction"]
 
     def mb(n):
-        return f"{n / 2 ** 20:.1f}"
+        return sizes.format_mb(n, unit=False)
     rows = [[name, f"{r['parameters']:,}", mb(r["disk_bytes"]), mb(r["disk_bytes_gzip"]),
              mb(r["weight_bytes"]),
-             f"{r['rss_growth_predict_mb']:.0f}" if r.get("rss_growth_predict_mb") else "–",
+             sizes.format_mib(rss_growth_bytes(r), unit=False) if rss_growth_bytes(r) else "–",
              f"{r['latency_ms_median']:.2f} ({r['latency_speedup_vs_dense']:.2f}x)",
              f"{r['throughput_ex_per_s']:.0f} ({r['throughput_speedup_vs_dense']:.2f}x)",
              f"{r['flops_per_token'] / 1e6:.2f}", pct(r["macro_f1"])]
@@ -820,10 +829,10 @@ def benchmark_section(rep):
     compact = v["compact"]
     return words(
         "benchmark", level=pruned_level(bench), pruned_dir=meta["pruned_dir"],
-        dense_dir=meta["dense_dir"], cpu_count=meta["cpu_count"], tensorflow=meta["tensorflow"],
+        dense_dir=meta["dense_dir"], cpu=bench_cpu(bench), tensorflow=meta["tensorflow"],
         keras=meta["keras"], latency_examples=meta["latency_examples"], rounds=meta["rounds"],
         throughput_examples=f"{meta['throughput_examples']:,}",
-        variants=table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MB",
+        variants=table(["variant", "parameters", "disk MB", "gzip MB", "weights MB", "RSS +MiB",
                         "latency ms (x dense)", "throughput ex/s (x dense)", "MFLOPs/token",
                         "macro-F1"], rows),
         c={"heads": c["heads_removed"], "neurons": f"{c['neurons_removed']:,}",
@@ -839,6 +848,13 @@ def benchmark_section(rep):
         targets=benchmark_targets(v), provenance=rep.provenance("benchmark"))
 
 
+def demo_disk_bytes(model_row):
+    """A demo.json model's bytes on disk; older records stored only disk_mb (10^6 bytes)."""
+    if model_row.get("disk_bytes") is not None:
+        return model_row["disk_bytes"]
+    return model_row["disk_mb"] * sizes.MB
+
+
 def demo_section(rep):
     d = rep.r["demo"]
     if d is None:
@@ -849,10 +865,11 @@ def demo_section(rep):
         "speedup_vs_")
     rows = [[f"`{m['model']}`", f"{m['latency_ms_median']:.2f}",
              f"{m['latency_ms_p90']:.2f}", f"{m['speedup_vs_' + reference]:.2f}x",
-             pct(m["label_agreement_with_" + reference]), f"{m['disk_mb']:.2f}",
+             pct(m["label_agreement_with_" + reference]), sizes.format_mb(demo_disk_bytes(m), unit=False),
              f"{m['parameters']:,}"] for m in models]
     return words(
         "demo", first_answer=f"{d['time_to_first_answer_s']:.1f}",
+        cpu=describe_cpu(d.get("machine")),
         load_seconds=f"{d['load_seconds']:.1f}", models=plural(len(models), "model"),
         timing_tweets=f"{d['timing_tweets']:,}", max_length=d["max_length"],
         repeats=d["repeats"], reference=reference,
@@ -905,7 +922,7 @@ def binarization_section(rep):
             return "–"
         return "yes" if row["trained"] else "no"
     cells = [[r["variant"], retrained(r), pct(r["macro_f1"]),
-              signed_points(r["gap_to_dense_points"]), f"{r['disk_mb']:.2f}",
+              signed_points(r["gap_to_dense_points"]), sizes.format_mb(r["disk_bytes"], 2, unit=False),
               f"{r['smaller_than_dense']:.1f}x", f"{r['bits_per_dense_weight']:.2f}"]
              for r in rows]
     kept = [r for r in rows if r["trained"]]   # what a user would keep: no untrained binary rows
@@ -949,8 +966,19 @@ def limitations(rep):
         comparison=comparison and ("validation" if any("val_macro_f1" in r for r in comparison)
                                    else "test"),
         budgets_equal=bool(comparison) and comparison_lib.budgets_equal(comparison),
-        tolerance=f"{comparison_lib.BUDGET_TOLERANCE:.0%}", cpu_count=bench and bench["meta"]["cpu_count"],
+        tolerance=f"{comparison_lib.BUDGET_TOLERANCE:.0%}", cpu=bench and bench_cpu(bench),
         stale=stale_study_steps(rep.r.get("pipeline")), binarization=rep.r.get("binarization"))
+
+
+def step_rss_bytes(step):
+    """A pipeline step's peak resident memory in bytes (the record keeps MiB, max_rss_mb)."""
+    return step["max_rss_mb"] * sizes.MIB
+
+
+def pipeline_cpu(record):
+    """The CPU a pipeline record's wall times were measured on, in words; records of older
+    code kept only {"host": {"cpus"}}: 'CPU not recorded'."""
+    return describe_cpu(record.get("machine"), (record.get("host") or {}).get("cpus"))
 
 
 def pipeline_lines(rep):
@@ -973,9 +1001,9 @@ def pipeline_lines(rep):
             lines.append(words(
                 "pipeline_line", command=command, incomplete=True, measured_steps=len(steps),
                 expected_steps=len(expected), missing=", ".join(missing), smoke=smoke,
-                commit=commit({"git_commit": record["commit"]}),
+                commit=commit({"git_commit": record["commit"]}), cpu=pipeline_cpu(record),
                 steps=", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
-                                f"{s['max_rss_mb'] / 1024:.1f} GiB" for s in steps)))
+                                f"{sizes.format_gib(step_rss_bytes(s))}" for s in steps)))
             continue
         minutes = record["total_seconds"] / 60
         longest = max(steps, key=lambda s: s["seconds"])
@@ -984,12 +1012,14 @@ def pipeline_lines(rep):
             # the report is the last step: while it runs, the record holds all but itself
             report_counted=bool(record.get("complete") or not steps),
             longest=longest["name"], longest_minutes=f"{longest['seconds'] / 60:.1f}",
-            peak_gib=f"{peak['max_rss_mb'] / 1024:.1f}", peak_step=peak["name"],
+            peak=sizes.format_gib(step_rss_bytes(peak)), peak_step=peak["name"],
+            cpu=pipeline_cpu(record),
             clean=bool(record["started_clean"]), commits=step_commits(record), smoke=smoke,
             over_minutes=PIPELINE_MINUTES[name] if minutes > PIPELINE_MINUTES[name] else "",
             step_gib=PIPELINE_STEP_GIB,
-            over_memory=", ".join(f"{s['name']} {s['max_rss_mb'] / 1024:.1f} GiB" for s in steps
-                                  if s["max_rss_mb"] > PIPELINE_STEP_GIB * 1024)))
+            over_memory=", ".join(f"{s['name']} {sizes.format_gib(step_rss_bytes(s))}"
+                                  for s in steps
+                                  if step_rss_bytes(s) > PIPELINE_STEP_GIB * sizes.GIB)))
     return lines
 
 
@@ -1015,10 +1045,37 @@ def readme_markers(name):
             f"<!-- /{name} -->")
 
 
+# The README's results table: dense, the pruned model, and the bundle it publishes
+# (models/tweet-sentiment-int8), with what each variant is.
+README_VARIANTS = {"dense": "the fine-tuned dense model, float32",
+                   "compact": "pruned: empty heads and FFN neurons removed, float32",
+                   "compact+vocab+tflite-int8": "pruned, unused vocabulary removed, int8 "
+                                                "TFLite: the bundle `models/tweet-sentiment-int8`"}
+
+
+def readme_results_table(rep):
+    """The README's table of benchmark.json: test macro-F1, size on disk and batch-1 latency
+    of dense, the pruned model and its int8 bundle, and the CPU they were timed on."""
+    bench = rep.r["benchmark"]
+    if bench is None:
+        return words("readme_results_table", not_run=rep.not_run("benchmark"))
+    v = bench["variants"]
+    rows = [[f"`{name}`", what, pct(v[name]["macro_f1"]), sizes.format_mb(v[name]["disk_bytes"]),
+             f"{v[name]['latency_ms_median']:.2f} ms"
+             + (f" ({v[name]['latency_speedup_vs_dense']:.2f}x)" if name != "dense" else "")]
+            for name, what in README_VARIANTS.items() if name in v]
+    return words("readme_results_table", level=pruned_level(bench), cpu=bench_cpu(bench),
+                 rows=table(["variant", "what it is", "test macro-F1", "size on disk",
+                             "latency, batch 1 (x dense)"], rows, ["l", "l", "r", "r", "r"]),
+                 smoke=bool(bench["meta"].get("smoke")))
+
+
 def readme_blocks(rep):
-    """What the README shows from the results: the abstract and the measured pipelines."""
+    """What the README shows from the results: the results table, the abstract and the measured
+    pipelines."""
     comparison = rep.r.get("comparison")
-    return {"results": words(
+    return {"results_table": readme_results_table(rep),
+            "results": words(
                 "readme_results", abstract=abstract(rep).split("\n\n", 1)[1],
                 targets="\n".join(target_lines(rep)),
                 comparison="\n".join(comparison_conclusions(comparison)) if comparison else "",

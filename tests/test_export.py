@@ -259,3 +259,23 @@ def test_keras_export_of_a_vocabulary_pruned_model(bundle, tmp_path, tokenizer):
         np.testing.assert_allclose(model.predict_on_batch(inputs),
                                    small.predict_on_batch(inputs), atol=1e-5)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_examples_json_is_in_the_manifest_and_checked(bundle, tmp_path):
+    """write_examples lists examples.json in bundle.json (it was left out, so a replaced
+    examples.json went unnoticed); a bundle.json that is missing is named, not taken for a
+    missing saved-model spec."""
+    directory, _ = bundle
+    copy = export.export_saved(directory, tmp_path / "copy", None)
+    export.write_examples(copy, ["the crew was great", "worst airline ever"])
+    manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
+    assert set(manifest["files"]) == {*bundle_lib.BUNDLE_FILES, bundle_lib.EXAMPLES_FILE}
+    saved.load(copy)
+    recorded = json.loads((copy / bundle_lib.EXAMPLES_FILE).read_text())
+    recorded["probabilities"][0] = [1.0, 0.0, 0.0]
+    (copy / bundle_lib.EXAMPLES_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(bundle_lib.BundleError, match="examples.json does not match"):
+        saved.load(copy)
+    (copy / bundle_lib.MANIFEST).unlink()
+    with pytest.raises(bundle_lib.BundleError, match="its manifest is missing .no bundle.json"):
+        saved.load(copy)

@@ -50,18 +50,19 @@ from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
 from utils.saved import models as saved
 from utils.saved.bundle import (
-    BUNDLE_FILES,
     BUNDLE_VERSION,
     EXAMPLES_FILE,
     MANIFEST,
     check_bundle,
     is_bundle,
     load_bundle,
+    looks_like_bundle,
+    manifest_files,
 )
 from utils.saved.predictor import SavedModelError
-from utils.training.evaluation import classification_metrics
 
-# `--help` answers without Keras: the Keras-backed modules are imported where they are used.
+# `--help` answers in a fraction of a second: Keras and scikit-learn (utils.training.evaluation)
+# are imported where they are used.
 
 
 
@@ -169,7 +170,7 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=Fa
     or a copy of `source` if it is a bundle already. Returns the output path."""
     check_out(out, force)
     source = Path(source)
-    if is_bundle(source):
+    if looks_like_bundle(source) and not saved.is_model_dir(source):
         check_bundle(source)
         with atomic_path(Path(out)) as tmp:
             shutil.copytree(source, tmp)
@@ -182,6 +183,8 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=Fa
 
 
 def _write_manifest(directory, facts=None):
+    """bundle.json: `facts` (default: those of the manifest there) and the sha256 and size of
+    every file of the bundle (`manifest_files`: examples.json too, once written)."""
     if facts is None:   # keep what an earlier export recorded
         manifest = read_json(Path(directory) / MANIFEST)
         facts = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
@@ -189,7 +192,7 @@ def _write_manifest(directory, facts=None):
         "format": "tweet-sentiment-bundle", "version": BUNDLE_VERSION, **facts,
         "files": {name: {"sha256": file_sha256(Path(directory) / name),
                          "bytes": (Path(directory) / name).stat().st_size}
-                  for name in BUNDLE_FILES}})
+                  for name in manifest_files(directory)}})
 
 
 def write_card(directory, card):
@@ -299,17 +302,20 @@ def model_card(bundle_dir, source, results_dir, test_scores=None):
 
 
 def write_examples(directory, texts=None):
-    """examples.json beside the bundle's files: its probabilities for a few fixed tweets (the
-    demo's examples), so a copy can be checked against what it gave when it was made."""
+    """examples.json beside the bundle's files, and in its manifest like them: its
+    probabilities for a few fixed tweets (the demo's examples), so a copy can be checked
+    against what it gave when it was made."""
     texts = list(EXAMPLES if texts is None else texts)
     bundle = load_bundle(directory)
     write_json(Path(directory) / EXAMPLES_FILE, {
         "labels": bundle.labels, "texts": texts,
         "probabilities": bundle.predict_texts(texts).round(8).tolist()})
+    _write_manifest(directory)
 
 
 def evaluate_bundle(bundle, split):
     """Macro-F1 and accuracy of a loaded bundle on a labelled split ({"text", "label"})."""
+    from utils.training.evaluation import classification_metrics  # scikit-learn: slow import
     predicted = bundle.predict_texts(split["text"]).argmax(axis=1)
     metrics = classification_metrics(split["label"], predicted)
     return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"],

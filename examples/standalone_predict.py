@@ -7,8 +7,10 @@ Needs only numpy, emoji, tokenizers and a TFLite runtime (ai_edge_litert, or ten
     pip install numpy emoji tokenizers ai-edge-litert
 
 Every file the bundle's manifest (bundle.json) lists is checked against its sha256 before the
-model runs; a missing, damaged or replaced file, an empty text or a bad flag is a one-line error
-(exit 2), never a traceback.
+model runs; a missing, damaged, replaced or unlisted file, a text with nothing to classify (empty,
+whitespace, invisible or control characters only) or a bad flag is a one-line error (exit 2),
+never a traceback. Undecodable bytes in a text are read as U+FFFD; a long text is truncated to the
+model's max_length tokens.
 """
 import argparse
 import hashlib
@@ -34,36 +36,65 @@ class BundleError(ValueError):
     pass
 
 
+REQUIRED = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.json", "model_card.md")
+EXAMPLES = "examples.json"   # optional, but listed in bundle.json when there
+
+
 def check(bundle):
-    """The bundle's manifest, once every file it lists matches its sha256."""
+    """The bundle's manifest, once every file it lists (and every bundle file) is there and
+    matches its sha256."""
     bundle = Path(bundle)
     hint = "export the bundle again (python -m utils.saved.export) or copy it again"
     try:
         files = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        listed = {name: entry["sha256"] for name, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{bundle} is not a readable bundle: bundle.json "
                           f"({type(error).__name__}); {hint}") from None
-    for name, entry in files.items():
+    optional = [EXAMPLES] if (bundle / EXAMPLES).exists() else []
+    for name in dict.fromkeys([*REQUIRED, *listed, *optional]):
         try:
             digest = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
         except OSError:
             raise BundleError(f"{bundle / name} is missing; {hint}") from None
-        if digest != entry.get("sha256"):
+        if name not in listed:
+            raise BundleError(f"{bundle / name} is not in bundle.json (added or replaced after "
+                              f"the export); {hint}")
+        if digest != listed[name]:
             raise BundleError(f"{bundle / name} does not match bundle.json (damaged or "
                               f"replaced); {hint}")
     return files
 
 
-def clean_argument(text):
-    """A command-line text as valid Unicode (undecodable bytes become U+FFFD); ValueError when
-    nothing is left to classify (empty, whitespace, zero-width or control characters only)."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if not any(unicodedata.category(c)[0] not in "CZ" for c in text):
-        raise ValueError(f"{text!r} has nothing to classify: give the text of a tweet")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def readable_text(text, index=None):
+    """`text` as valid Unicode for the tokenizer, or a ValueError naming it and the fix: lone
+    surrogates (undecodable bytes of sys.argv, broken UTF-16) become U+FFFD; a text with nothing
+    to classify (empty, or only whitespace, control, format, combining or undecodable
+    characters) is refused. A copy of utils.saved.predictor.readable_text (this script imports
+    nothing of the repository); the repository's tests hold the two equal."""
+    which = "text" if index is None else f"text #{index}"
+    if not isinstance(text, str):
+        raise ValueError(f"{which} is {type(text).__name__} ({text!r:.80}), expected str: "
+                         "give the text of a tweet")
+    text = _SURROGATE.sub(_REPLACEMENT, text)
+    if not any(unicodedata.category(c)[0] in "LNPS" and c != _REPLACEMENT for c in text):
+        raise ValueError(f"{which} {text!r:.80} has nothing to classify (empty, or only "
+                         "whitespace, invisible, control or undecodable characters): give the "
+                         "text of a tweet")
     return text
 
 
 def predict(bundle, texts):
+    """[{label, probabilities}] of each text; ValueError (BundleError for the bundle) naming
+    what is wrong."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(f"texts is a single {type(texts).__name__} ({texts!r:.80}): give a list "
+                         "of tweets, e.g. [text]")
+    texts = [readable_text(text, i) for i, text in enumerate(texts)]
     bundle = Path(bundle)
     check(bundle)
     prep = json.loads((bundle / "preprocessing.json").read_text())
@@ -92,15 +123,20 @@ def predict(bundle, texts):
     return out
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A bad flag or a missing argument: one line and exit 2, as every other error."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="the bundle directory (e.g. models/tweet-sentiment-int8)")
     parser.add_argument("texts", nargs="+", help="tweets to classify")
-    args = parser.parse_args(argv)   # a bad flag: usage and exit 2
+    args = parser.parse_args(argv)
     try:
-        texts = [clean_argument(text) for text in args.texts]
-        print(json.dumps(predict(args.bundle, texts), indent=1, ensure_ascii=False))
+        print(json.dumps(predict(args.bundle, args.texts), indent=1, ensure_ascii=False))
     except (BundleError, ValueError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """The live demo's logic (utils.face.demo), its widget driven programmatically, and its CLI."""
+import json
 import math
 
 import numpy as np
@@ -26,8 +27,9 @@ def models(smoke_root):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "empty"), ("   \n\t ", "empty"), (None, "got NoneType"), (42, "got int"),
-    (["a tweet"], "got list")])
+    ("", "empty"), ("   \n\t ", "empty"), (None, "is NoneType"), (42, "is int"),
+    (["a tweet"], "is list"), ("\u200b\u2060", "nothing to classify"),
+    ("\x01\x1f", "nothing to classify"), ("\ud800", "nothing to classify")])
 def test_bad_input_gives_a_message_not_an_exception(models, text, message):
     answer = demo.classify(text, models)
     assert message in answer.error
@@ -88,9 +90,13 @@ def test_long_text_is_truncated_and_says_so(models):
 
 
 @pytest.mark.parametrize("text", ["😂😂😂", "今日はフライトが遅れた", "@a @b @c", "http://x.co " * 3,
-                                  "a", "\u200b", "<script>alert(1)</script>"])
+                                  "a", "\u200b", "<script>alert(1)</script>", "great \ud800 crew",
+                                  "caf\udce9 au lait", "x" * 100_000])
 def test_anything_typed_gets_an_answer_or_a_message(models, text):
+    """Lone surrogates (undecodable bytes) used to crash every model with the tokenizer's
+    TypeError."""
     answer = demo.classify(text, models)
+    assert answer.error or answer.answers
     if answer.error:
         assert not answer.answers
     else:
@@ -157,10 +163,45 @@ def test_widget_driven_programmatically(models, monkeypatch):
 
 
 def test_cli_prints_the_comparison(smoke_root, capsys):
-    assert demo.main(["--root", str(smoke_root), "@united thanks", ""]) == 0
+    assert demo.main(["--root", str(smoke_root), "@united thanks", "caf\udce9 ok"]) == 0
     out = capsys.readouterr().out
     assert "dense" in out and "compact+int8" in out and "MB on disk" in out
-    assert "empty" in out
+    assert "undecodable bytes read as" in out
+
+
+def test_cli_refuses_a_text_with_nothing_to_classify_before_loading(smoke_root, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setattr(demo, "load_models", lambda **_: pytest.fail("models loaded"))
+    assert demo.main(["--root", str(smoke_root), "@united thanks", "\u200b"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and captured.err.count("\n") == 1
+    assert "text #1 '\\u200b' has nothing to classify" in captured.err
+
+
+class _Named:
+    def __init__(self, name):
+        self.name = name
+
+
+def test_latency_record_is_written_only_for_every_model(tmp_path, caplog):
+    """A demo of the committed bundle alone (a fresh clone) must not replace the record and
+    figure of a full run; the full set writes both."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    results, figures = tmp_path / "results", tmp_path / "figures"
+    figure = plt.figure()
+    record = {"models": [{"model": "compact+int8"}]}
+    assert demo.write_latency_record([_Named("compact+int8")], record, figure, results,
+                                     figures) == []
+    assert not results.exists() and not figures.exists()
+    assert "not writing" in caplog.text and "dense, compact not timed" in caplog.text
+    written = demo.write_latency_record([_Named(n) for n in demo.DEFAULT_MODELS], record,
+                                        figure, results, figures)
+    assert written == [figures / "06_demo_latency.png", results / "demo.json"]
+    assert json.loads((results / "demo.json").read_text())["models"] == record["models"]
+    assert (figures / "06_demo_latency.png").stat().st_size > 0
+    plt.close(figure)
 
 
 def test_latency_rows_and_figure(models, tmp_path):

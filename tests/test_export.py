@@ -331,3 +331,23 @@ def test_evaluate_bundle_scores_per_class_and_by_topic(bundle):
     assert scores["by_topic"]["other"]["examples"] == 3
     only_other = export.evaluate_bundle(export.load_bundle(out), {"text": ["nice"], "label": [2]})
     assert only_other["by_topic"]["air travel"] is None
+
+
+def test_examples_json_is_in_the_manifest_and_checked(bundle, tmp_path):
+    """write_examples lists examples.json in bundle.json (it was left out, so a replaced
+    examples.json went unnoticed); a bundle.json that is missing is named, not taken for a
+    missing saved-model spec."""
+    directory, _ = bundle
+    copy = export.export_saved(directory, tmp_path / "copy", None)
+    export.write_examples(copy, ["the crew was great", "worst airline ever"])
+    manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
+    assert set(manifest["files"]) == {*bundle_lib.BUNDLE_FILES, bundle_lib.EXAMPLES_FILE}
+    saved.load(copy)
+    recorded = json.loads((copy / bundle_lib.EXAMPLES_FILE).read_text())
+    recorded["probabilities"][0] = [1.0, 0.0, 0.0]
+    (copy / bundle_lib.EXAMPLES_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(bundle_lib.BundleError, match="examples.json does not match"):
+        saved.load(copy)
+    (copy / bundle_lib.MANIFEST).unlink()
+    with pytest.raises(bundle_lib.BundleError, match="its manifest is missing .no bundle.json"):
+        saved.load(copy)

@@ -126,3 +126,18 @@ def test_save_refuses_what_is_not_a_project_classifier(tmp_path):
     with pytest.raises(TypeError, match="encoder_config"):
         saved.save(plain, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_predict_texts_reads_undecodable_text_and_refuses_invisible_text(float_model, tokenizer,
+                                                                        tmp_path):
+    """Lone surrogates (undecodable bytes, broken UTF-16) used to crash the tokenizer with a
+    TypeError, and zero-width or control-only text passed the empty-text check."""
+    saved.save(float_model, tmp_path / "m")
+    loaded = saved.load(tmp_path / "m", tokenizer)
+    texts = ["great \ud800 crew", "caf\udce9 au lait", "x" * 100_000]
+    probabilities = loaded.predict_texts(texts)
+    assert probabilities.shape == (3, 3) and np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities[0], loaded.predict_texts(["great \ufffd crew"])[0])
+    for text in ("\u200b\u2060", "\x01\x1f", "\ud800", "\u0301"):
+        with pytest.raises(ValueError, match="nothing to classify"):
+            loaded.predict_texts([text])

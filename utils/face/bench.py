@@ -47,7 +47,9 @@ from utils.data import corpus as data_lib
 from utils.encoder import hub
 from utils.measurement.timing import time_variants
 from utils.saved import SavedModelError, export
-from utils.training import evaluation
+
+# `--help` answers in a fraction of a second: TensorFlow, Keras and scikit-learn
+# (utils.training.evaluation) are imported in `run`.
 
 VARIANTS = ("dense", "masked", "compact", "compact+vocab", "compact+vocab+first",
             "compact+vocab+int8", "dense+tflite-int8", "compact+vocab+tflite",
@@ -221,9 +223,34 @@ def build_variants(dense_dir, pruned_dir, work_dir, tokenizer, train_texts):
     return dirs, report
 
 
+def check_directories(args):
+    """FileNotFoundError (one line, naming the option and the fix) for an input directory that
+    is missing or empty, before TensorFlow loads: the splits (--data) unless --smoke, and the
+    results the pruned snapshot is chosen from (--results-dir) unless --pruned names it."""
+    needed = []
+    if not args.smoke:
+        needed.append(("--data", args.data, [f"{split}.csv" for split in data_lib.SPLITS],
+                       data_lib.RUN_DATA_PREP_HINT))
+    if args.dense is not None and args.pruned is None:
+        needed.append(("--results-dir", args.results_dir, ["sparsity_sweep.csv",
+                                                           "baseline.json"],
+                       "pass the results/ of `make run` (notebooks 02 and 04 write them), or "
+                       "name the pruned model with --pruned"))
+    for option, directory, files, fix in needed:
+        absent = [name for name in files if not (Path(directory) / name).is_file()]
+        if absent:
+            state = ("does not exist" if not Path(directory).exists() else
+                     "is not a directory" if not Path(directory).is_dir() else
+                     "is empty" if not any(Path(directory).iterdir()) else
+                     f"lacks {', '.join(absent)}")
+            raise FileNotFoundError(f"{option} {directory} {state}; {fix}")
+
+
 def run(args):
     import keras
     import tensorflow as tf
+
+    from utils.training import evaluation  # scikit-learn: slow to import
 
     tf.get_logger().setLevel("ERROR")  # one trace per variant is expected, not a problem
     started = time.time()
@@ -413,6 +440,19 @@ def markdown_table(output):
     return "\n".join(lines) + "\n"
 
 
+def at_least(minimum):
+    """An argparse type: an int >= minimum (else argparse's one-line error naming the value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}: give {minimum} or more")
+        return value
+    return parse
+
+
 def main(argv=None):
     parser = cli.argument_parser("utils.face.bench", __doc__)
     parser.add_argument("--dense", default="checkpoints/baseline/best",
@@ -440,11 +480,12 @@ def main(argv=None):
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     parser.add_argument("--memory-variants", nargs="*", choices=VARIANTS, default=None,
                         help="variants to measure RSS for (default all; none: skip)")
-    parser.add_argument("--latency-examples", type=int, default=200)
-    parser.add_argument("--throughput-examples", type=int, default=1024)
-    parser.add_argument("--memory-examples", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--latency-examples", type=at_least(1), default=200)
+    parser.add_argument("--throughput-examples", type=at_least(1), default=1024)
+    parser.add_argument("--memory-examples", type=at_least(1), default=256)
+    parser.add_argument("--rounds", type=at_least(1), default=5)
+    parser.add_argument("--max-length", type=at_least(3), default=64,
+                        help="tokens per tweet, two special tokens included")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random models (unless --dense/--pruned are given explicitly) "
                              "and a few synthetic tweets")
@@ -465,6 +506,7 @@ def main(argv=None):
         if args.memory_variants is None:   # a fresh process per variant is most of a SMOKE run
             args.memory_variants = ["compact+vocab"]
     try:
+        check_directories(args)
         return run(args)
     except (FileNotFoundError, SavedModelError) as error:   # a missing model or results file: say which, no traceback
         print(f"error: {error}", file=sys.stderr)

@@ -12,14 +12,22 @@ bundle is committed, so a fresh clone can demo before any training: `load_models
 allow_missing=True)` answers with what exists and `MissingModelsError` says which command makes
 the rest.
 
-Anything typed is answered without a traceback: empty or non-string input gives a message
-instead of predictions; the text goes through the same normalisation as the training tweets
+Anything typed is answered without a traceback: a text with nothing to classify (empty, or only
+whitespace, invisible or control characters; `utils.saved.readable_text`, the check of every
+prediction path) or non-string input gives a message instead of predictions, and undecodable
+bytes are read as U+FFFD; the text goes through the same normalisation as the training tweets
 (mentions -> @USER, links -> HTTPURL, emoji -> :names:); text longer than the models' 64 tokens
 is truncated, and each answer lists what was done to the text (`notes`).
+
+Notebook 06 times the models (`measure_latency`) and keeps the record (`write_latency_record`:
+results/demo.json and figures/06_demo_latency.png) only when it timed every model of
+DEFAULT_MODELS: a demo of the committed bundle alone, on a fresh clone, leaves the committed
+record of a full run as it is.
 """
 from __future__ import annotations
 
 import html
+import logging
 import re
 import sys
 import time
@@ -36,9 +44,11 @@ from utils.data import batching
 from utils.data import corpus as data
 from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
-from utils.face import bench, plots
+from utils.face import bench
 from utils.measurement import timing
 from utils.saved import SavedModelError, export
+
+log = logging.getLogger("utils.face.demo")   # also under `python -m`
 
 MAX_LENGTH = 64            # tokens, as in training (utils.training.train.TrainConfig.max_length)
 MAX_CHARS = 5000           # longer input is cut before tokenising, so a paste cannot stall the demo
@@ -107,7 +117,8 @@ def missing_models(models=None, root=REPO_ROOT):
     model directory nor a bundle)."""
     models = DEFAULT_MODELS if models is None else models
     return [(name, Path(root, path), command) for name, (path, _, command) in models.items()
-            if not (saved.is_model_dir(Path(root, path)) or export.is_bundle(Path(root, path)))]
+            if not (saved.is_model_dir(Path(root, path))
+                    or saved.looks_like_bundle(Path(root, path)))]
 
 
 def missing_message(missing):
@@ -128,6 +139,9 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
     if missing and (not allow_missing or len(missing) == len(models)):
         raise MissingModelsError(missing_message(missing))
     absent = {name for name, _, _ in missing}
+    for name, (path, _, _) in models.items():   # a damaged bundle: its error before seconds of loading
+        if name not in absent and not saved.is_model_dir(Path(root, path)):
+            saved.bundle.check_bundle(Path(root, path))
     base_tokenizer = hub.load_tokenizer(tokenizer_name or hub.DEFAULT_MODEL)
     loaded = [DemoModel(name, description, saved.load(Path(root, path).resolve(), base_tokenizer))
               for name, (path, description, _) in models.items() if name not in absent]
@@ -169,12 +183,12 @@ def _mostly_non_latin(text):
 
 
 def prepare_text(text):
-    """(normalized text, notes) or raises ValueError with a message for the presenter."""
-    if not isinstance(text, str):
-        raise ValueError(f"Expected text, got {type(text).__name__}: type a tweet.")
-    if not text.strip():
-        raise ValueError("The text is empty: type a tweet (or pick an example).")
+    """(normalized text, notes) or raises ValueError with a message for the presenter
+    (`saved.readable_text`'s)."""
+    text = saved.readable_text(text)
     notes = []
+    if "\ufffd" in text:
+        notes.append("undecodable bytes read as \ufffd")
     if len(text) > MAX_CHARS:
         notes.append(f"only the first {MAX_CHARS:,} of {len(text):,} characters were read")
         text = text[:MAX_CHARS]
@@ -264,8 +278,10 @@ def measure_latency(models, texts, repeats=TIMING_REPEATS):
     return rows
 
 
-# the figure lives with the others (utils.face.plots), one colour scheme for all
-plot_latency = plots.plot_demo_latency
+def plot_latency(rows, path=None):
+    """The demo's latency and size bars (utils.face.plots, one colour scheme for all figures)."""
+    from utils.face import plots  # matplotlib: not for `--help`
+    return plots.plot_demo_latency(rows, path)
 
 
 # ------------------------------------------------------------------------------ presenting
@@ -356,6 +372,29 @@ def build_widget(models, examples=EXAMPLES):
     return box
 
 
+# ------------------------------------------------------------------------------ record
+
+def write_latency_record(models, record, figure, results_dir, figures_dir):
+    """Write `record` (the facts of a timing run; `measure_latency`'s rows under "models") to
+    results_dir/demo.json and `figure` (`plot_latency`'s) to figures_dir/06_demo_latency.png,
+    only when `models` are every model of DEFAULT_MODELS, the set `make run` makes: a demo of
+    fewer (a fresh clone has only the committed bundle) must not replace the record of a full
+    run. Returns the paths written, or [] after one log line saying why nothing was."""
+    from utils.common import io
+    from utils.face.plots import save_figure
+    timed = [m.name for m in models]
+    absent = [name for name in DEFAULT_MODELS if name not in timed]
+    if absent:
+        log.warning(f"not writing {Path(results_dir) / 'demo.json'} nor the latency figure: "
+                    f"{', '.join(absent)} not timed (only {', '.join(timed) or 'no model'}); "
+                    "`make run` makes every model of the record")
+        return []
+    paths = [save_figure(figure, Path(figures_dir) / "06_demo_latency.png"),
+             Path(results_dir) / "demo.json"]
+    io.write_json(paths[1], {**record, "git_commit": io.git_commit()})
+    return paths
+
+
 # ------------------------------------------------------------------------------ command line
 
 def main(argv=None):
@@ -365,17 +404,24 @@ def main(argv=None):
     parser.add_argument("--root", default=str(REPO_ROOT),
                         help="repository root the model directories are relative to")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
+    try:   # every text and the root before the models load (seconds)
+        texts = [saved.readable_text(text, i) for i, text in enumerate(args.texts)] or EXAMPLES
         missing = missing_models(root=args.root)
+        if not Path(args.root).is_dir() or len(missing) == len(DEFAULT_MODELS):
+            raise MissingModelsError(
+                f"--root {args.root} holds none of the demo's models ("
+                + ", ".join(path for path, _, _ in DEFAULT_MODELS.values()) + "): pass the "
+                "repository root (a clone has the bundle), or make them: `make run`, or "
+                "notebooks 01-04 then `python -m utils.face.bench`")
+        start = time.perf_counter()
         models = load_models(root=args.root, allow_missing=True)
-    except (MissingModelsError, SavedModelError) as error:
+    except (MissingModelsError, SavedModelError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if missing:
         print(missing_message(missing) + "\nAnswering with the models that are here.")
     print(f"models loaded in {time.perf_counter() - start:.1f} s")
-    for text in args.texts or EXAMPLES:
+    for text in texts:
         print()
         print(format_text(classify(text, models)))
     print()

@@ -409,6 +409,10 @@ def main(argv=None):
                              "(e.g. 07_comparison); the report is rebuilt")
     args = parser.parse_args(argv)
     redo = tuple(name for name in args.redo.split(",") if name)
+    if Path(args.root).exists() and not Path(args.root).is_dir():   # made if absent
+        print(f"error: --root {args.root} is a file, not a directory: pass the directory "
+              "data/, checkpoints/, results/ and figures/ go in", file=sys.stderr)
+        return 2
     try:
         run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart,
                      profile=args.profile, redo=redo)

@@ -39,7 +39,6 @@ import jinja2.ext
 
 from utils.common import cli, io, sizes
 from utils.common.machine import describe_cpu
-from utils.face import comparison as comparison_lib
 from utils.face import pipeline as pipeline_lib
 from utils.face import results
 from utils.face.bench import (  # bench imports no TensorFlow
@@ -957,6 +956,7 @@ def binarization_section(rep):
 
 
 def limitations(rep):
+    from utils.face import comparison as comparison_lib  # matplotlib: not for `--help`
     b, t, bench = (rep.r[k] for k in ("baseline", "thresholding", "benchmark"))
     comparison = rep.r.get("comparison")
     return words(
@@ -1191,6 +1191,12 @@ def main(argv=None):
     if not found:   # a typo would otherwise rewrite the report as "not run yet" throughout
         print(f"error: {args.results_dir} holds no results file (e.g. baseline.json); pass the "
               "results directory of a run (`make run` writes results/)", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir() or not any(data_dir.iterdir()):   # a typo, as above
+        print(f"error: --data-dir {args.data_dir} "
+              f"{'is empty' if data_dir.is_dir() else 'is not a directory'}; pass the data "
+              "directory of a run (notebook 01 writes data/stats.json)", file=sys.stderr)
         return 2
     paths = build_report(args.results_dir, args.figures_dir, args.out_dir, args.data_dir)
     for path in paths.values():

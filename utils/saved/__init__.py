@@ -5,7 +5,7 @@ model every caller predicts with (`predictor`), deployable bundles read (`bundle
 
 The everyday names are here: `saved.save`, `saved.load`, `saved.load_model`, ...
 """
-from utils.saved.bundle import BundleError, is_bundle, load_bundle
+from utils.saved.bundle import BundleError, is_bundle, load_bundle, looks_like_bundle
 from utils.saved.models import (
                                 PACKED_FILE,
                                 SPEC_FILE,
@@ -22,8 +22,10 @@ from utils.saved.predictor import (
                                 SavedModelError,
                                 in_memory,
                                 parameter_counts,
+                                readable_text,
 )
 
 __all__ = ["BundleError", "PACKED_FILE", "SPEC_FILE", "SavedModel", "SavedModelError",
            "WEIGHTS_FILE", "in_memory", "is_bundle", "is_model_dir", "load", "load_bundle",
-           "load_model", "parameter_counts", "read_spec", "save", "tokenizer_of"]
+           "load_model", "looks_like_bundle", "parameter_counts", "read_spec", "readable_text",
+           "save", "tokenizer_of"]

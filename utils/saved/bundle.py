@@ -14,7 +14,7 @@ BUNDLE_VERSION = 1
 
 
 BUNDLE_FILES = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.json",
-                "model_card.md")
+                "model_card.md")   # every bundle has them
 
 
 MANIFEST = "bundle.json"
@@ -38,22 +38,43 @@ def is_bundle(directory):
     return (Path(directory) / MANIFEST).exists()
 
 
+def looks_like_bundle(directory):
+    """Whether `directory` is a bundle, with or without its manifest: a lost bundle.json is
+    named as such, not as a missing saved-model spec."""
+    return is_bundle(directory) or (Path(directory) / "model.tflite").exists()
+
+
+def manifest_files(directory):
+    """The files a manifest of `directory` lists: every bundle file, and examples.json when
+    there is one."""
+    optional = [EXAMPLES_FILE] if (Path(directory) / EXAMPLES_FILE).exists() else []
+    return [*BUNDLE_FILES, *optional]
+
+
 def check_bundle(directory):
-    """Raise BundleError unless `directory` holds every bundle file, unchanged."""
+    """The manifest of `directory`; BundleError unless every bundle file, and every file the
+    manifest lists, is there and matches its sha256, and no bundle file is unlisted."""
     directory = Path(directory)
     hint = f"make it with: {MAKE_COMMAND}"
     if not (directory / MANIFEST).exists():
-        raise BundleError(f"{directory} is not a model bundle (no {MANIFEST}); {hint}")
+        what = ("its manifest is missing" if looks_like_bundle(directory)
+                else "not a model bundle")
+        raise BundleError(f"{directory} is {what} (no {MANIFEST}); {hint}")
     try:
         manifest = read_json(directory / MANIFEST)
         files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise BundleError(f"{directory / MANIFEST} is unreadable ({error}); {hint}") from None
-    for name in BUNDLE_FILES:
+        listed = {name: entry["sha256"] for name, entry in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BundleError(f"{directory / MANIFEST} is unreadable ({type(error).__name__}: "
+                          f"{error}); {hint}") from None
+    for name in dict.fromkeys([*BUNDLE_FILES, *listed, *manifest_files(directory)]):
         path = directory / name
-        if not path.exists():
+        if not path.is_file():
             raise BundleError(f"{directory} lacks {name}: the bundle is incomplete; {hint}")
-        if name not in files or file_sha256(path) != files[name]["sha256"]:
+        if name not in listed:
+            raise BundleError(f"{path} is not in {MANIFEST} (added or replaced after the "
+                              f"export); {hint}")
+        if file_sha256(path) != listed[name]:
             raise BundleError(f"{path} does not match {MANIFEST} (truncated or replaced); "
                               f"{hint}")
     return manifest

@@ -55,18 +55,19 @@ from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
 from utils.saved import models as saved
 from utils.saved.bundle import (
-    BUNDLE_FILES,
     BUNDLE_VERSION,
     EXAMPLES_FILE,
     MANIFEST,
     check_bundle,
     is_bundle,
     load_bundle,
+    looks_like_bundle,
+    manifest_files,
 )
 from utils.saved.predictor import SavedModelError
-from utils.training.evaluation import classification_metrics
 
-# `--help` answers without Keras: the Keras-backed modules are imported where they are used.
+# `--help` answers in a fraction of a second: Keras and scikit-learn (utils.training.evaluation)
+# are imported where they are used.
 
 
 
@@ -174,7 +175,7 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=Fa
     or a copy of `source` if it is a bundle already. Returns the output path."""
     check_out(out, force)
     source = Path(source)
-    if is_bundle(source):
+    if looks_like_bundle(source) and not saved.is_model_dir(source):
         check_bundle(source)
         with atomic_path(Path(out)) as tmp:
             shutil.copytree(source, tmp)
@@ -187,6 +188,8 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=Fa
 
 
 def _write_manifest(directory, facts=None):
+    """bundle.json: `facts` (default: those of the manifest there) and the sha256 and size of
+    every file of the bundle (`manifest_files`: examples.json too, once written)."""
     if facts is None:   # keep what an earlier export recorded
         manifest = read_json(Path(directory) / MANIFEST)
         facts = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
@@ -194,7 +197,7 @@ def _write_manifest(directory, facts=None):
         "format": "tweet-sentiment-bundle", "version": BUNDLE_VERSION, **facts,
         "files": {name: {"sha256": file_sha256(Path(directory) / name),
                          "bytes": (Path(directory) / name).stat().st_size}
-                  for name in BUNDLE_FILES}})
+                  for name in manifest_files(directory)}})
 
 
 def write_card(directory, card):
@@ -416,19 +419,22 @@ def _licence(base_model, dataset):
 
 
 def write_examples(directory, texts=None):
-    """examples.json beside the bundle's files: its probabilities for a few fixed tweets (the
-    demo's examples), so a copy can be checked against what it gave when it was made."""
+    """examples.json beside the bundle's files, and in its manifest like them: its
+    probabilities for a few fixed tweets (the demo's examples), so a copy can be checked
+    against what it gave when it was made."""
     texts = list(EXAMPLES if texts is None else texts)
     bundle = load_bundle(directory)
     write_json(Path(directory) / EXAMPLES_FILE, {
         "labels": bundle.labels, "texts": texts,
         "probabilities": bundle.predict_texts(texts).round(8).tolist()})
+    _write_manifest(directory)
 
 
 def evaluate_bundle(bundle, split):
     """Macro-F1, accuracy and F1 per class of a loaded bundle on a labelled split
     ({"text", "label"}), and macro-F1 on its tweets with a word of air travel and on the
     others (`by_topic`; None for a topic without tweets)."""
+    from utils.training.evaluation import classification_metrics  # scikit-learn: slow import
     texts = list(split["text"])
     labels = np.asarray(split["label"])
     predicted = bundle.predict_texts(texts).argmax(axis=1)

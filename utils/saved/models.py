@@ -168,7 +168,7 @@ def load(directory, base_tokenizer=None, num_threads=None, first_token=False):
     (utils.compression.compact.first_token_classifier; Keras models only, for speed measurements).
     """
     directory = Path(directory)
-    if bundle.is_bundle(directory):
+    if bundle.looks_like_bundle(directory) and not (directory / SPEC_FILE).exists():
         if first_token:
             raise ValueError("first_token applies to Keras models, not to TFLite bundles")
         return bundle.load_bundle(directory, num_threads=num_threads)

@@ -2,6 +2,8 @@
 missing or corrupt model directory raises (`SavedModelError`)."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,32 @@ MAX_LENGTH = 64   # tokens, as in training (utils.training.train.TrainConfig.max
 
 class SavedModelError(ValueError):
     """A model directory that is missing, incomplete or corrupt."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def readable_text(text, index=None):
+    """`text` as valid Unicode for a tokenizer, or a ValueError naming it and the fix.
+
+    Lone surrogates (a str cannot be UTF-8 with them: the tokenizers raise TypeError) become
+    U+FFFD: they come from undecodable bytes (sys.argv and os.fsdecode escape each such byte as
+    one surrogate) or from broken UTF-16. A text with nothing to classify -- empty, or only
+    whitespace, control, format (zero-width), combining or undecodable characters -- is refused:
+    the model would answer it with the prior of an empty tweet. The one check of every
+    prediction path (SavedModel.predict_texts, the demo); examples/standalone_predict.py, which
+    cannot import this repository, keeps a copy (tests/test_entry_points.py holds them equal)."""
+    which = "text" if index is None else f"text #{index}"
+    if not isinstance(text, str):
+        raise ValueError(f"{which} is {type(text).__name__} ({text!r:.80}), expected str: "
+                         "give the text of a tweet")
+    text = _SURROGATE.sub(_REPLACEMENT, text)
+    if not any(unicodedata.category(c)[0] in "LNPS" and c != _REPLACEMENT for c in text):
+        raise ValueError(f"{which} {text!r:.80} has nothing to classify (empty, or only "
+                         "whitespace, invisible, control or undecodable characters): give the "
+                         "text of a tweet")
+    return text
 
 
 def parameter_counts(model):
@@ -85,7 +113,13 @@ class SavedModel:
         return out
 
     def predict_texts(self, texts):
-        logits = self.predict_logits([clean_text(t) for t in batching.check_texts(list(texts))])
+        """Probabilities [len(texts), len(labels)] of raw tweets; a ValueError (readable_text's)
+        for a text with nothing to classify."""
+        if isinstance(texts, (str, bytes)):
+            raise ValueError(f"texts is a single {type(texts).__name__} ({texts!r:.80}): give a "
+                             "list of tweets, e.g. [text]")
+        texts = [clean_text(readable_text(t, i)) for i, t in enumerate(texts)]
+        logits = self.predict_logits(texts)
         logits = logits.astype(np.float64)
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)

@@ -47,7 +47,7 @@ import numpy as np
 
 from utils.common import cli, sizes
 from utils.common.fingerprint import file_sha256
-from utils.common.io import REPO_ROOT, atomic_path, read_json, write_json
+from utils.common.io import REPO_ROOT, atomic_path, read_json, shown, write_json
 from utils.common.machine import describe_cpu
 from utils.compression import tflite
 from utils.data import corpus
@@ -318,7 +318,7 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
     lines = ["# Tweet sentiment classifier (block-pruned, int8 TFLite)", "",
              "Three classes (negative, neutral, positive) for English tweets. Made by "
              "`python -m utils.saved.export` from the model directory "
-             f"`{Path(source).as_posix()}` of the repository \"Improving BERT Memory "
+             f"`{shown(source)}` of the repository \"Improving BERT Memory "
              "Efficiency\".", ""]
     if baseline:
         lines += [f"- **Base model**: `{base_model or '?'}`, fine-tuned on `{dataset or '?'}`."]

@@ -82,7 +82,7 @@ def test_benchmark_numbers_and_command_come_from_benchmark_json(tmp_path):
     compact = bench["variants"]["compact"]
     assert (f"{compact['latency_ms_median']:.2f} ({compact['latency_speedup_vs_dense']:.2f}x)"
             in md)
-    assert f"--pruned {bench['meta']['pruned_dir']}" in md
+    assert f"--pruned {report.from_repo_root(bench['meta']['pruned_dir'])}" in md
     assert f"--rounds {bench['meta']['rounds']}" in md
 
 
@@ -699,3 +699,12 @@ def test_a_results_directory_without_results_is_refused_and_nothing_is_rewritten
     assert code == 2 and "holds no results file" in capsys.readouterr().err
     assert not (tmp_path / "report").exists() and readme.read_text() == "kept\n"
 
+
+
+def test_commands_in_the_report_run_from_the_repository_root():
+    """Paths a notebook recorded relative to notebooks/ become repository-root paths in the
+    report's commands (they were '../checkpoints/...', which works only from notebooks/)."""
+    assert report.from_repo_root("../checkpoints/baseline/best") == "checkpoints/baseline/best"
+    assert report.from_repo_root("results") == "notebooks/results"
+    text = (REPO / "report" / "report.md").read_text()
+    assert "--dense checkpoints/" in text and " ../" not in text

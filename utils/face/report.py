@@ -30,9 +30,10 @@ import functools
 import html
 import io as bytes_io
 import os
+import posixpath
 import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 import jinja2.ext
@@ -1108,8 +1109,18 @@ def reproduction(rep):
     bench = rep.r["benchmark"]
     m = bench["meta"] if bench else None   # the command is rebuilt from what it recorded
     return words("reproduction", pipelines="\n".join(pipeline_lines(rep)), notebooks=notebooks,
-                 bench=m and {"dense": m["dense_dir"], "pruned": m["pruned_dir"],
-                              "out": rep.dirs["results"], "rounds": m["rounds"]})
+                 bench=m and {"dense": from_repo_root(m["dense_dir"]),
+                              "pruned": from_repo_root(m["pruned_dir"]),
+                              "out": io.shown(rep.dirs["results"]), "rounds": m["rounds"]})
+
+
+def from_repo_root(recorded):
+    """A path a notebook recorded (relative to notebooks/, where papermill runs it) as a
+    command run from the repository root needs it: '../checkpoints/x' -> 'checkpoints/x'."""
+    path = PurePosixPath(recorded)
+    if path.is_absolute():
+        return io.shown(path)
+    return posixpath.normpath(PurePosixPath("notebooks") / path)
 
 
 # ------------------------------------------------------------------ markdown -> HTML

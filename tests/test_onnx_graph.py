@@ -37,7 +37,7 @@ def exported(request, tokenizer, tmp_path_factory):
     model = random_model(config, seed=3)
     directory = tmp_path_factory.mktemp(f"{model_type}_{shape}")
     return (model, O.export_onnx(model, directory / "float.onnx", quantize=None),
-            O.export_onnx(model, directory / "int8.onnx", quantize="dynamic_int8"))
+            O.export_onnx(model, directory / "int8.onnx", quantize="dynamic_range"))
 
 
 def test_float_graph_matches_keras_across_batch_shapes(tokenizer, exported):
@@ -62,7 +62,7 @@ def test_dynamic_int8_within_tolerance_and_smaller(tokenizer, exported):
     reference = np.concatenate([np.asarray(model(b)) for b in batches])
     logits = np.concatenate([classifier.predict_on_batch(b) for b in batches])
     error = Q.logit_error(reference, logits)
-    assert error["max_relative"] < O.DYNAMIC_INT8_RELATIVE_TOLERANCE, error
+    assert error["max_relative"] < O.DYNAMIC_RANGE_RELATIVE_TOLERANCE, error
     assert error["prediction_agreement"] >= 0.9, error
     assert int8_path.stat().st_size < 0.3 * float_path.stat().st_size
 

@@ -9,8 +9,9 @@ exact Gelu); removed heads and neurons are simply absent, as in the Keras model.
 is the reference: tests/test_onnx_graph.py checks float parity across batch shapes, padding,
 pruned layers and both position schemes (BERT, RoBERTa).
 
-`quantize_int8` is the route a user of Sentence-Transformers / Optimum takes for this encoder:
-`onnxruntime.quantization.quantize_dynamic` - MatMul weights int8 with one scale per output
+quantize="dynamic_range" (the word utils.compression.tflite uses for the same idea: int8
+weights, activations quantized on the fly) calls `quantize_int8`, the route a user of
+Sentence-Transformers / Optimum takes for this encoder: `onnxruntime.quantization.quantize_dynamic` - MatMul weights int8 with one scale per output
 column (per_channel), activations quantized on the fly; the embedding tables int8 (Gather).
 `OnnxClassifier(path, num_threads)` runs a file with ONNX Runtime's CPU provider and offers the
 `predict_on_batch({"input_ids", "attention_mask"}) -> logits` of utils.compression.tflite's
@@ -29,11 +30,11 @@ ONNX_FILE = "model.onnx"
 OPSET = 20                      # Gelu (exact) is a standard op from opset 20
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
-QUANTIZE_MODES = (None, "dynamic_int8")
+QUANTIZE_MODES = (None, "dynamic_range")
 # Measured on tiny random models and MiniLM (tests/test_onnx_graph.py): float ONNX matches Keras
 # to ~1e-6; dynamic int8 moves logits by a few percent of their largest magnitude.
 FLOAT_TOLERANCE = 1e-4
-DYNAMIC_INT8_RELATIVE_TOLERANCE = 0.1
+DYNAMIC_RANGE_RELATIVE_TOLERANCE = 0.1
 
 
 # ------------------------------------------------------------------------------ weights
@@ -47,7 +48,7 @@ def onnx_weights(model) -> dict:
     classifier/{kernel,bias}."""
     if any(str(w.dtype) == "int8" for w in model.weights):
         raise ValueError("export the float model: ONNX Runtime quantizes it itself "
-                         "(quantize='dynamic_int8')")
+                         "(quantize='dynamic_range')")
     array = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
     encoder = model.get_layer("encoder")
     emb = encoder.embeddings
@@ -200,7 +201,7 @@ def build_graph(config, weights):
 
 # ------------------------------------------------------------------------------ export
 
-def export_onnx(model, path, quantize="dynamic_int8"):
+def export_onnx(model, path, quantize="dynamic_range"):
     """Write `model` (float Keras classifier) as an ONNX file at `path`, atomically: float32
     (quantize=None) or dynamic int8 (ONNX Runtime's `quantize_dynamic`, per-channel int8
     weights); returns the path."""

@@ -104,3 +104,70 @@ def test_rejects_unknown_mode_and_keras_int8(tmp_path):
     with pytest.raises(ValueError, match="supported"):
         O.export_onnx(model, tmp_path / "m.onnx", quantize="int4")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ------------------------------------------------------------------------------ ONNX bundles
+
+def test_onnx_bundle_round_trip_and_standalone_script(tokenizer, tmp_path):
+    """A vocabulary-pruned, compacted model exported as an ONNX bundle: the loader (kind "onnx")
+    and the standalone script, which imports ONNX Runtime and not TFLite, give the float Keras
+    model's probabilities; a flipped byte of model.onnx is caught by both."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from utils import saved
+    from utils.compression import vocab as V
+    from utils.saved import export
+    model = random_model(pruned_config(len(tokenizer), "bert"), seed=5)
+    small, remapped = V.prune_vocabulary(model, tokenizer, TWEETS)
+    out = export.export_bundle(small, tmp_path / "onnx", tokenizer, remapped.kept_ids,
+                               quantize=None, runtime="onnx")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.onnx", "tokenizer.json", "labels.json", "preprocessing.json", "model_card.md",
+         "bundle.json"])
+    loaded = saved.load(out)
+    assert loaded.kind == "onnx" and loaded.quantization is None
+    assert loaded.encoder_config == small.encoder_config
+    np.testing.assert_allclose(loaded.predict_logits(TWEETS),
+                               train.predict_texts(model, tokenizer, TWEETS),
+                               atol=O.FLOAT_TOLERANCE, rtol=0)
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "standalone_predict.py"
+    guard = tmp_path / "guard"          # `import utils` or a TFLite runtime would fail there
+    for name in ("utils", "ai_edge_litert", "tensorflow"):
+        (guard / name).mkdir(parents=True)
+        (guard / name / "__init__.py").write_text(f"raise ImportError('{name} imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(guard)}
+    result = subprocess.run([sys.executable, str(script), str(out), *TWEETS[:3]], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = loaded.predict_texts(TWEETS[:3])
+    for answer, p in zip(json.loads(result.stdout), expected):
+        np.testing.assert_allclose(list(answer["probabilities"].values()), p, atol=1e-6)
+
+    data = bytearray((out / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (out / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(saved.SavedModelError, match="model.onnx does not match"):
+        saved.load(out)
+    result = subprocess.run([sys.executable, str(script), str(out), "good crew"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "model.onnx does not match" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_int8_onnx_bundle_predicts_like_the_keras_model(tokenizer, tmp_path):
+    from utils import saved
+    from utils.saved import export
+    model = random_model(M.tiny_config(len(tokenizer)), seed=6)
+    out = export.export_bundle(model, tmp_path / "int8", tokenizer, runtime="onnx")
+    loaded = saved.load(out)
+    assert loaded.quantization == "dynamic_range" and loaded.kind == "onnx"
+    error = Q.logit_error(train.predict_texts(model, tokenizer, TWEETS),
+                          loaded.predict_logits(TWEETS))
+    assert error["max_relative"] < O.DYNAMIC_RANGE_RELATIVE_TOLERANCE, error
+    with pytest.raises(ValueError, match="runtime='coreml'"):
+        export.export_bundle(model, tmp_path / "x", tokenizer, runtime="coreml")

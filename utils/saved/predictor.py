@@ -147,9 +147,34 @@ def _serving_fn(model):
     return predict
 
 
-def in_memory(model, tokenizer):
+# where a model is timed: Keras as it is, or exported to a runtime's int8 file
+TIMING_RUNTIMES = ("keras", *RUNTIME_KINDS)
+
+
+def in_memory(model, tokenizer, runtime="keras"):
     """A SavedModel interface over a Keras classifier that is not on disk (for timing models
-    built or compacted in this process): disk_bytes is 0."""
+    built or compacted in this process): disk_bytes is 0. runtime="tflite" or "onnx": the model
+    exported with dynamic-range int8 weights to that runtime (a file in a temporary directory
+    that lives as long as the returned object), as a bundle would run it: one text at a time."""
     counts = parameter_counts(model)
-    return SavedModel(None, "keras", model, tokenizer, getattr(model, "encoder_config", None),
-                      counts["parameters"], counts["nonzero_parameters"], [])
+    config = getattr(model, "encoder_config", None)
+    if runtime == "keras":
+        return SavedModel(None, "keras", model, tokenizer, config, counts["parameters"],
+                          counts["nonzero_parameters"], [])
+    if runtime not in RUNTIME_KINDS:
+        raise ValueError(f"runtime={runtime!r}: models are timed on {TIMING_RUNTIMES}")
+    import tempfile
+
+    from utils.compression import onnx_graph, tflite
+    scratch = tempfile.TemporaryDirectory(prefix=f"{runtime}_")
+    if runtime == "onnx":
+        path = onnx_graph.export_onnx(model, Path(scratch.name) / onnx_graph.ONNX_FILE)
+        runner = OnnxClassifier(path)
+    else:
+        path = tflite.export_tflite(model, Path(scratch.name) / tflite.TFLITE_FILE)
+        runner = TFLiteClassifier(path)
+    loaded = SavedModel(None, runtime, runner, tokenizer, config, counts["parameters"],
+                        counts["nonzero_parameters"], [], text_batch_size=1,
+                        quantization="dynamic_range")
+    loaded.scratch = scratch      # removed with the object
+    return loaded

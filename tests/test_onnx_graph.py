@@ -171,3 +171,14 @@ def test_int8_onnx_bundle_predicts_like_the_keras_model(tokenizer, tmp_path):
     assert error["max_relative"] < O.DYNAMIC_RANGE_RELATIVE_TOLERANCE, error
     with pytest.raises(ValueError, match="runtime='coreml'"):
         export.export_bundle(model, tmp_path / "x", tokenizer, runtime="coreml")
+
+
+def test_runners_refuse_inputs_of_different_shapes(tmp_path):
+    model = random_model(M.tiny_config(40))
+    runner = O.OnnxClassifier(O.export_onnx(model, tmp_path / "m.onnx", quantize=None))
+    ids = np.ones((2, 5), np.int32)
+    with pytest.raises(ValueError, match="must be equal"):
+        runner({"input_ids": ids, "attention_mask": np.ones((2, 4), np.int32)})
+    with pytest.raises(ValueError, match="must be equal"):
+        runner({"input_ids": ids[0], "attention_mask": ids[0]})
+    assert runner({"input_ids": ids, "attention_mask": ids.astype(np.int64)}).shape == (2, 3)

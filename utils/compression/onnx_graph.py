@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.io import atomic_path
+from utils.data import batching
 
 ONNX_FILE = "model.onnx"
 OPSET = 20                      # Gelu (exact) is a standard op from opset 20
@@ -254,12 +255,7 @@ class OnnxClassifier:
             raise ValueError(f"{self.path}: expected inputs {INPUT_NAMES}, found {names}")
 
     def predict_on_batch(self, inputs):
-        arrays = {name: np.ascontiguousarray(np.asarray(inputs[name]), dtype=np.int32)
-                  for name in INPUT_NAMES}
-        shape = arrays["input_ids"].shape
-        if arrays["attention_mask"].shape != shape or len(shape) != 2:
-            raise ValueError(f"input_ids {shape} and attention_mask "
-                             f"{arrays['attention_mask'].shape} must be equal [batch, length]")
+        arrays = batching.int32_inputs(inputs, INPUT_NAMES)
         return self.session.run([OUTPUT_NAME], arrays)[0]
 
     __call__ = predict_on_batch

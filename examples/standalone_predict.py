@@ -2,9 +2,12 @@
 
     python examples/standalone_predict.py BUNDLE_DIR "text" ...   ->  JSON [{label, probabilities}]
 
-Needs only numpy, emoji, tokenizers and a TFLite runtime (ai_edge_litert, or tensorflow):
+Needs only numpy, emoji, tokenizers and the runtime of the bundle: a bundle holds model.tflite
+(TFLite: ai_edge_litert, or tensorflow) or model.onnx (ONNX Runtime), and only that runtime is
+imported:
 
-    pip install numpy emoji tokenizers ai-edge-litert
+    pip install numpy emoji tokenizers ai-edge-litert     # model.tflite
+    pip install numpy emoji tokenizers onnxruntime        # model.onnx
 
 Every file the bundle's manifest (bundle.json) lists is checked against its sha256 before the
 model runs; a missing, damaged, replaced or unlisted file, a text with nothing to classify (empty,
@@ -25,19 +28,72 @@ import emoji
 import numpy as np
 from tokenizers import Tokenizer
 
-try:
-    from ai_edge_litert.interpreter import Interpreter
-except ImportError:
-    import tensorflow as tf
-    Interpreter = tf.lite.Interpreter
 
 
 class BundleError(ValueError):
     pass
 
 
-REQUIRED = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.json", "model_card.md")
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}   # a bundle holds one
+COMMON = ("tokenizer.json", "labels.json", "preprocessing.json", "model_card.md")
 EXAMPLES = "examples.json"   # optional, but listed in bundle.json when there
+
+
+def runtime_of(manifest):
+    """The runtime bundle.json names (bundles made before ONNX name none: TFLite)."""
+    runtime = manifest.get("runtime", "tflite")
+    if runtime not in MODEL_FILES:
+        raise BundleError(f"bundle.json names runtime {runtime!r}; this script runs "
+                          f"{sorted(MODEL_FILES)}")
+    return runtime
+
+
+class TFLiteModel:
+    """model.tflite in the LiteRT interpreter (or TensorFlow's)."""
+
+    def __init__(self, path):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tensorflow.lite import Interpreter
+            except ImportError:
+                raise BundleError("this bundle needs a TFLite runtime: pip install "
+                                  "ai-edge-litert") from None
+        self.interpreter = Interpreter(model_path=str(path))
+        self.inputs = {name: next(d["index"] for d in self.interpreter.get_input_details()
+                                  if name in d["name"])
+                       for name in ("input_ids", "attention_mask")}
+
+    def logits(self, ids, mask):
+        model = self.interpreter
+        for name, array in (("input_ids", ids), ("attention_mask", mask)):
+            model.resize_tensor_input(self.inputs[name], array.shape)
+        model.allocate_tensors()
+        for name, array in (("input_ids", ids), ("attention_mask", mask)):
+            model.set_tensor(self.inputs[name], array)
+        model.invoke()
+        return model.get_tensor(model.get_output_details()[0]["index"])
+
+
+class OnnxModel:
+    """model.onnx in ONNX Runtime (CPU)."""
+
+    def __init__(self, path):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BundleError("this bundle needs ONNX Runtime: pip install onnxruntime") from None
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options,
+                                                    providers=["CPUExecutionProvider"])
+
+    def logits(self, ids, mask):
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+RUNNERS = {"tflite": TFLiteModel, "onnx": OnnxModel}
 
 
 def check(bundle):
@@ -46,13 +102,14 @@ def check(bundle):
     bundle = Path(bundle)
     hint = "export the bundle again (python -m utils.saved.export) or copy it again"
     try:
-        files = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))["files"]
-        listed = {name: entry["sha256"] for name, entry in files.items()}
+        manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+        listed = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{bundle} is not a readable bundle: bundle.json "
                           f"({type(error).__name__}); {hint}") from None
+    required = (MODEL_FILES[runtime_of(manifest)], *COMMON)
     optional = [EXAMPLES] if (bundle / EXAMPLES).exists() else []
-    for name in dict.fromkeys([*REQUIRED, *listed, *optional]):
+    for name in dict.fromkeys([*required, *listed, *optional]):
         try:
             digest = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
         except OSError:
@@ -63,7 +120,7 @@ def check(bundle):
         if digest != listed[name]:
             raise BundleError(f"{bundle / name} does not match bundle.json (damaged or "
                               f"replaced); {hint}")
-    return files
+    return manifest
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -96,13 +153,11 @@ def predict(bundle, texts):
                          "of tweets, e.g. [text]")
     texts = [readable_text(text, i) for i, text in enumerate(texts)]
     bundle = Path(bundle)
-    check(bundle)
+    runtime = runtime_of(check(bundle))
     prep = json.loads((bundle / "preprocessing.json").read_text())
     labels = json.loads((bundle / prep["labels_file"]).read_text())
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))  # truncates to max_length
-    model = Interpreter(model_path=str(bundle / "model.tflite"))
-    inputs = {name: next(d["index"] for d in model.get_input_details() if name in d["name"])
-              for name in ("input_ids", "attention_mask")}
+    model = RUNNERS[runtime](bundle / MODEL_FILES[runtime])
     out = []
     for text in texts:  # one tweet at a time, unpadded, as in training normalisation
         text = html.unescape(text) if prep["html_unescape"] else text
@@ -111,13 +166,7 @@ def predict(bundle, texts):
         text = emoji.demojize(text, delimiters=tuple(prep["emoji_demojize_delimiters"]))
         text = re.sub(prep["collapse_whitespace"], " ", text).strip()
         ids = np.array([tokenizer.encode(text).ids], dtype=np.int32)
-        for name, array in (("input_ids", ids), ("attention_mask", np.ones_like(ids))):
-            model.resize_tensor_input(inputs[name], array.shape)
-        model.allocate_tensors()
-        for name, array in (("input_ids", ids), ("attention_mask", np.ones_like(ids))):
-            model.set_tensor(inputs[name], array)
-        model.invoke()
-        z = model.get_tensor(model.get_output_details()[0]["index"])[0].astype(np.float64)
+        z = model.logits(ids, np.ones_like(ids))[0].astype(np.float64)
         p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
         out.append({"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))})
     return out

@@ -62,4 +62,21 @@ def test_smoke_run_writes_benchmark(tmp_path):
     table = (tmp_path / "benchmark.md").read_text()
     from utils.common.machine import describe_cpu
     assert describe_cpu(machine) in table
-    assert table.count("\n| ") == 1 + len(B.VARIANTS)
+    main_table = table.split("\n\n")[1]
+    assert main_table.count("| ") >= 1 + len(B.VARIANTS) and all(
+        f"| {name} |" in main_table for name in B.VARIANTS)
+    # ONNX Runtime: the float graph computes the dense model; each int8 bundle is compared with
+    # the dense model quantized the same way and with dense ONNX Runtime int8
+    assert variants["dense+onnx"]["logits_vs"]["max_abs_diff"] < 1e-4
+    assert variants["dense+onnx"]["quantization"] == "onnx-float32"
+    assert variants["compact+vocab+onnx-int8"]["quantization"] == "onnx-dynamic_range"
+    rows = {row["runtime"]: row for row in B.deployment(variants)}
+    assert set(rows) == {"tflite", "onnx"}
+    assert set(rows["tflite"]["against"]) == {"dense+tflite-int8", B.USER_ALTERNATIVE}
+    assert set(rows["onnx"]["against"]) == {B.USER_ALTERNATIVE}
+    user = rows["onnx"]["against"][B.USER_ALTERNATIVE]
+    assert user["ratio"] == pytest.approx(variants[B.USER_ALTERNATIVE]["latency_ms_median"]
+                                          / variants["compact+vocab+onnx-int8"]["latency_ms_median"])
+    assert user["round_low"] <= user["round_high"]
+    assert "| ONNX Runtime | `compact+vocab+onnx-int8` | `dense+onnx-int8` |" in table
+    assert output["meta"]["onnx_threads"] == os.cpu_count()

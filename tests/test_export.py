@@ -341,7 +341,7 @@ def test_examples_json_is_in_the_manifest_and_checked(bundle, tmp_path):
     copy = export.export_saved(directory, tmp_path / "copy", None)
     export.write_examples(copy, ["the crew was great", "worst airline ever"])
     manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
-    assert set(manifest["files"]) == {*bundle_lib.BUNDLE_FILES, bundle_lib.EXAMPLES_FILE}
+    assert set(manifest["files"]) == {*bundle_lib.bundle_files("tflite"), bundle_lib.EXAMPLES_FILE}
     saved.load(copy)
     recorded = json.loads((copy / bundle_lib.EXAMPLES_FILE).read_text())
     recorded["probabilities"][0] = [1.0, 0.0, 0.0]

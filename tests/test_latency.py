@@ -8,6 +8,7 @@ import pytest
 from utils import saved
 from utils.measurement import latency as L
 from utils.encoder import model as M
+from helpers import random_model
 
 TRUE = {"base": 2.0, "attention_fixed": 0.7, "head": 0.05, "ffn_fixed": 0.3, "neuron": 0.001}
 
@@ -106,7 +107,9 @@ def test_measure_and_cache(tokenizer, tmp_path, monkeypatch, caplog):
     path.write_text("{not json")
     L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
                    points=2)              # corrupt: measured again
-    assert len(measured) == 2
+    L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
+                   points=2, runtime="onnx")   # another runtime: measured again
+    assert len(measured) == 3
     messages = [r.getMessage() for r in caplog.records]
     assert any("another machine" in m for m in messages) and any("unreadable" in m for m in messages)
 
@@ -284,3 +287,23 @@ def test_speed_points_mark_the_validation_front_brute_force_finds():
     assert speed.set_index("model").loc["m3", "curve"] == "sparsity targets"
     with pytest.raises(ValueError, match="no timings for"):
         L.speed_points(timed[timed.model != "m3"], finals, keys)
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "tflite"])
+def test_measure_on_a_deployment_runtime_times_the_int8_export(tokenizer, runtime):
+    """runtime="onnx" / "tflite": the uniform models are timed as a bundle runs them, exported
+    with int8 weights to that runtime (predictions close to Keras'), one row per variant."""
+    from utils import saved
+    config = M.tiny_config(len(tokenizer))
+    rows = L.measure(config, tokenizer, ["good game tonight", "worst service ever"],
+                     max_length=16, batch_size=2, rounds=1, points=2, runtime=runtime)
+    assert {r["variant"] for r in rows} == set(L.variants(config, 2))
+    assert all(r["latency_ms"] > 0 and r["ms_per_example_batched"] > 0 for r in rows)
+    model = random_model(config, seed=1)
+    deployed = saved.in_memory(model, tokenizer, runtime)
+    assert deployed.kind == runtime and deployed.quantization == "dynamic_range"
+    keras_logits = saved.in_memory(model, tokenizer).predict_logits(["good game tonight"])
+    np.testing.assert_allclose(deployed.predict_logits(["good game tonight"]), keras_logits,
+                               atol=0.2 * np.abs(keras_logits).max())
+    with pytest.raises(ValueError, match="runtime='coreml'"):
+        saved.in_memory(model, tokenizer, "coreml")

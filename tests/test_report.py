@@ -722,3 +722,40 @@ def test_a_fresh_clone_rebuilds_the_committed_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths = report.build_report(Path("results"), Path("figures"), Path("report"), Path("data"))
     assert paths["markdown"].read_text() == (REPO / "report" / "report.md").read_text()
+
+
+def test_deployment_section_compares_each_bundle_with_int8_alone(tmp_path):
+    """With ONNX Runtime rows, the deployment section states each bundle's speedup over the dense
+    model quantized the same way and over dense ONNX Runtime int8 (ratios and per-round ranges
+    from benchmark.json), the targets, and a tie when the per-round range includes 1; without
+    them (an older record) it says they were not measured."""
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    _, md, _ = build(tmp_path, results=results, out="old")
+    assert "Not measured yet: the committed benchmark predates the ONNX Runtime rows" in md
+    bench = json.loads((results / "benchmark.json").read_text())
+    v = bench["variants"]
+
+    def row(latency, rounds, f1, file_bytes):
+        return {**v["compact+vocab+tflite-int8"], "latency_ms_median": latency,
+                "latency_ms_round_medians": rounds, "macro_f1": f1, "weight_bytes": file_bytes,
+                "throughput_ex_per_s": 1000 / latency}
+    dense_f1 = v["dense"]["macro_f1"]
+    v["dense+tflite-int8"] = row(2.0, [2.0, 2.1, 1.9], dense_f1, 23e6)
+    v["compact+vocab+tflite-int8"] = row(1.0, [1.0, 1.0, 1.0], dense_f1 - 0.005, 9e6)
+    v["dense+onnx-int8"] = row(1.5, [1.5, 1.4, 1.6], dense_f1 + 0.001, 23e6)
+    v["compact+vocab+onnx-int8"] = row(1.45, [1.45, 1.5, 1.35], dense_f1 - 0.03, 7e6)
+    bench["meta"].update(tflite_threads=2, onnx_threads=2, onnxruntime="1.32.0")
+    (results / "benchmark.json").write_text(json.dumps(bench))
+    _, md, _ = build(tmp_path, results=results, out="new")
+    section = md.split("## Deployed")[1].split("\n## ")[0]
+    # TFLite: 2.00x over its int8 alone (rounds 1.90-2.10), 1.50x over dense ONNX int8
+    assert "pruning adds 2.00x (per round 1.90-2.10x) over int8 alone on this runtime" in section
+    assert "against `dense+onnx-int8` it is 1.50x (per round 1.40-1.60x) faster" in section
+    # ONNX: 1.5/1.45 = 1.03x, per round 1.5/1.45 .. 1.6/1.35 -> 0.93-1.19: a tie
+    compact = " ".join(section.split())
+    assert ("pruning adds 1.03x (per round 0.93-1.19x) over int8 alone on this runtime "
+            "(`dense+onnx-int8`, what a user would ship) (a tie), at -3.1 points") in compact
+    assert "≥ 2.0x faster than both at ≤ 1.0 point below dense: **not met**" in compact
+    assert "model file under 10 MB: met" in compact
+    assert "ship: `compact+vocab+tflite-int8` (TFLite), the fastest on this machine" in compact

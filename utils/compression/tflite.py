@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.common.io import atomic_path
+from utils.data import batching
 
 TFLITE_FILE = "model.tflite"
 QUANTIZE_MODES = (None, "dynamic_range")
@@ -104,12 +105,8 @@ class TFLiteClassifier:
         self._shape = None
 
     def predict_on_batch(self, inputs):
-        arrays = {name: np.ascontiguousarray(np.asarray(inputs[name]), dtype=np.int32)
-                  for name in INPUT_NAMES}
+        arrays = batching.int32_inputs(inputs, INPUT_NAMES)
         shape = arrays["input_ids"].shape
-        if arrays["attention_mask"].shape != shape or len(shape) != 2:
-            raise ValueError(f"input_ids {shape} and attention_mask "
-                             f"{arrays['attention_mask'].shape} must be equal [batch, length]")
         if shape != self._shape:
             for name in INPUT_NAMES:
                 self.interpreter.resize_tensor_input(self._inputs[name], shape, strict=True)

@@ -56,6 +56,18 @@ def pad_batch(sequences, pad_token_id, multiple=PAD_MULTIPLE):
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def int32_inputs(inputs, names=("input_ids", "attention_mask")):
+    """{name: contiguous int32 array} of a padded batch for a runtime (TFLite, ONNX Runtime);
+    ValueError unless every array is [batch, length] with the same shape."""
+    arrays = {name: np.ascontiguousarray(np.asarray(inputs[name]), dtype=np.int32)
+              for name in names}
+    shapes = {name: array.shape for name, array in arrays.items()}
+    first = shapes[names[0]]
+    if len(first) != 2 or any(shape != first for shape in shapes.values()):
+        raise ValueError(f"inputs {shapes} must be equal [batch, length]")
+    return arrays
+
+
 def bucketed_batch_indices(lengths, batch_size, shuffle, seed=0, bucket_batches=50):
     """Group example indices into batches of similar length.
 

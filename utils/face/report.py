@@ -43,7 +43,10 @@ from utils.common.machine import describe_cpu
 from utils.face import pipeline as pipeline_lib
 from utils.face import results
 from utils.face.bench import (  # bench imports no TensorFlow
+    USER_ALTERNATIVE,
     VARIANTS,  # the benchmark's own order
+    deployment,
+    deployment_table,
     rss_growth_bytes,
 )
 from utils.face.results import SOURCES  # key -> (file, directory, what writes it)
@@ -848,6 +851,60 @@ def benchmark_section(rep):
         targets=benchmark_targets(v), provenance=rep.provenance("benchmark"))
 
 
+def deployment_section(rep):
+    """What pruning adds over quantization alone, per runtime, and which bundle to ship."""
+    bench = rep.r["benchmark"]
+    if bench is None:
+        return words("deployment", not_run=rep.not_run("benchmark"))
+    rows = deployment(bench["variants"])
+    if not rows or not any(USER_ALTERNATIVE in row["against"] for row in rows):
+        return words("deployment", not_run=(
+            "Not measured yet: the committed benchmark predates the ONNX Runtime rows "
+            f"(`{USER_ALTERNATIVE}`, `compact+vocab+onnx-int8`); `make run` (notebook 05) or "
+            "`make bench` measures them."))
+    meta = bench["meta"]
+
+    def ratio(a):
+        spread = (f" (per round {a['round_low']:.2f}-{a['round_high']:.2f}x)"
+                  if a["round_low"] is not None else "")
+        return f"{a['ratio']:.2f}x{spread}"
+
+    def ties(a):
+        # the per-round ratios straddle 1: the two are not told apart by this run
+        return a["round_low"] is not None and a["round_low"] <= 1.0 <= a["round_high"]
+    runtimes = []
+    for row in rows:
+        same = row["against"].get(f"dense+{row['runtime']}-int8")
+        # on ONNX Runtime the dense model quantized the same way is the user's alternative
+        user = (row["against"].get(USER_ALTERNATIVE)
+                if f"dense+{row['runtime']}-int8" != USER_ALTERNATIVE else None)
+        runtimes.append({
+            "name": row["runtime_name"], "bundle": row["pruned"],
+            "latency": f"{row['latency_ms']:.2f}",
+            "gap": f"{100 * row['gap_vs_dense']:.1f}",
+            "same": same and {"ratio": ratio(same), "tie": ties(same),
+                              "diff": f"{100 * same['macro_f1_diff']:+.1f}"},
+            "user": user and {"ratio": ratio(user), "tie": ties(user),
+                              "diff": f"{100 * user['macro_f1_diff']:+.1f}"},
+            "file": sizes.format_mb(row["file_bytes"]) if row["file_bytes"] else "not measured",
+            "targets": row["targets"]})
+    fastest = min(rows, key=lambda row: row["latency_ms"])
+    others = [row for row in rows if row is not fastest]
+    # ship the faster bundle, unless its lead is inside this run's round-to-round spread
+    lead = (others and fastest["against"].get(USER_ALTERNATIVE)
+            and others[0]["against"].get(USER_ALTERNATIVE))
+    tie = bool(lead) and (fastest["against"][USER_ALTERNATIVE]["round_low"] or 0) <= (
+        others[0]["against"][USER_ALTERNATIVE]["round_high"] or 0)
+    return words("deployment", cpu=bench_cpu(bench), runtimes=runtimes,
+                 table="\n".join(deployment_table(rows)), user=USER_ALTERNATIVE,
+                 tflite_threads=meta.get("tflite_threads"),
+                 onnx_threads=meta.get("onnx_threads"),
+                 onnxruntime=meta.get("onnxruntime"), ship=fastest["runtime_name"],
+                 ship_bundle=fastest["pruned"], tie=tie,
+                 other=others[0]["runtime_name"] if others else None,
+                 provenance=rep.provenance("benchmark"))
+
+
 def demo_disk_bytes(model_row):
     """A demo.json model's bytes on disk; older records stored only disk_mb (10^6 bytes)."""
     if model_row.get("disk_bytes") is not None:
@@ -1165,7 +1222,7 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
     title = TITLE
     sections = [abstract(rep), data_section(rep), baseline_section(rep), method_section(rep),
                 sparsity_section(rep), latency_target_section(rep), comparison_section(rep),
-                benchmark_section(rep),
+                benchmark_section(rep), deployment_section(rep),
                 demo_section(rep), binarization_section(rep), grouping_section(rep),
                 recovery_budget_section(rep),
                 limitations(rep),

@@ -18,6 +18,10 @@ depend on their values.
 
 At batch 1 the cost is the median latency (ms); at `batch_size` it is milliseconds per example
 (1000 / throughput), so both are additive over sublayers.
+
+runtime: where the models are timed: "keras" (the Keras models), or "tflite" / "onnx" (each
+exported with dynamic-range int8 weights to the runtime a bundle ships on, so that pruning
+removes what costs time there; `saved.in_memory`). A cached table is valid for one runtime.
 """
 from __future__ import annotations
 
@@ -128,10 +132,11 @@ def predict(table, num_heads, intermediate_sizes, cost="latency_ms"):
     return total
 
 
-def machine_key(config, max_length, batch_size):
-    """What a cached table is valid for: this machine, this software, these shapes."""
+def machine_key(config, max_length, batch_size, runtime="keras"):
+    """What a cached table is valid for: this machine, this software, these shapes, this
+    runtime."""
     import tensorflow as tf
-    return {"platform": platform.platform(), "machine": platform.machine(),
+    return {"runtime": runtime, "platform": platform.platform(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0],
             "tensorflow": tf.__version__, "hidden_size": config.hidden_size,
             "head_size": config.head_size, "num_layers": config.num_layers,
@@ -140,7 +145,7 @@ def machine_key(config, max_length, batch_size):
 
 
 def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, points=4,
-            seed=0):
+            seed=0, runtime="keras"):
     """Time the uniform models of `variants(config, points)` round-robin in this process on
     `texts` (batch 1 each, then all of them at `batch_size`) and return their rows."""
     import keras
@@ -151,7 +156,7 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
     loaded = {}
     for name, (heads, neurons) in shapes.items():
         model = model_lib.build_classifier(uniform_config(config, heads, neurons))
-        loaded[name] = saved.in_memory(model, tokenizer)
+        loaded[name] = saved.in_memory(model, tokenizer, runtime)
     timings = timing.time_variants(loaded, texts, max_length, rounds, texts, batch_size)
     return [{"variant": name, "heads": heads, "neurons": neurons,
              "latency_ms": timings[name]["latency_ms_median"],
@@ -160,12 +165,12 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
 
 
 def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, rounds=3,
-                 points=4):
+                 points=4, runtime="keras"):
     """The table for this machine: the timed models cached in `path`, fitted by `fit_table`
     (so a change of the fit applies to cached timings), measured (and written there) when the
     file is missing, unreadable, or was made on another machine or for other shapes."""
     path = Path(path)
-    key = machine_key(config, max_length, batch_size)
+    key = machine_key(config, max_length, batch_size, runtime)
     if path.exists():
         try:
             cached = io.read_json(path)
@@ -176,7 +181,8 @@ def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, r
             return fit_table(cached["rows"], config.num_layers)   # the timings, fitted by this code
         if cached is not None:
             log.warning(f"{path} was measured for another machine or model shape; measuring again")
-    rows = measure(config, tokenizer, texts, max_length, batch_size, rounds, points)
+    rows = measure(config, tokenizer, texts, max_length, batch_size, rounds, points,
+                   runtime=runtime)
     table = fit_table(rows, config.num_layers)
     io.write_json(path, {"key": key, "rows": rows, "table": table,
                          "texts": len(texts), "rounds": rounds})
@@ -184,7 +190,7 @@ def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, r
 
 
 def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_size=32,
-                     rounds=3, group_size=4):
+                     rounds=3, group_size=4, runtime="keras"):
     """Predicted against measured cost of the compacted models in `directories` ({name:
     model directory}, with a "dense" entry).
 
@@ -201,7 +207,8 @@ def prediction_check(table, directories, tokenizer, texts, max_length=64, batch_
         config = compact.compaction_plan(saved.load_model(directory))[0]
         widths[name] = (config.num_heads, config.intermediate_sizes)
     timed = timing.time_compacted(directories, tokenizer, texts, rounds, max_length,
-                                  batch_size, group_size=group_size).set_index("variant")
+                                  batch_size, group_size=group_size,
+                                  runtime=runtime).set_index("variant")
     rows = []
     for name, (heads, neurons) in widths.items():
         t = timed.loc[name]
@@ -274,6 +281,9 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=200, help="test tweets timed")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--runtime", choices=saved.TIMING_RUNTIMES, default="keras",
+                        help="time the Keras models, or each exported with int8 weights to "
+                             "the runtime a bundle ships on")
     args = parser.parse_args(argv)
     try:
         if args.examples < 1 or args.rounds < 1:
@@ -286,16 +296,16 @@ def main(argv=None):
         tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
         config = saved.load_model(args.dense).encoder_config
         table = cached_table(args.cache, config, tokenizer, texts, args.max_length,
-                             rounds=args.rounds)
+                             rounds=args.rounds, runtime=args.runtime)
         directories = {"dense": args.dense, **{
             d.name: d for d in sorted(Path(args.snapshots_dir).glob("sparsity_*"))
             if saved.is_model_dir(d)}}
         rows = prediction_check(table, directories, tokenizer, texts, args.max_length,
-                                rounds=args.rounds)
+                                rounds=args.rounds, runtime=args.runtime)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2)
-    io.write_json(args.out, {"table": table, "key": machine_key(config, args.max_length, 32),
+    io.write_json(args.out, {"table": table, "key": machine_key(config, args.max_length, 32, args.runtime),
                              "checked_on": rows, "examples": len(texts), "rounds": args.rounds,
                              "command": "python -m utils.measurement.latency", "git_commit": io.git_commit()})
     for row in rows:

@@ -130,7 +130,7 @@ TIMING_COLUMNS = ("latency_ms_median", "latency_ms_p90", "throughput_ex_per_s")
 
 
 def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_size=32,
-                   compact=True, group_size=6):
+                   compact=True, group_size=6, runtime="keras"):
     """Latency (batch 1, median over `texts`) and throughput (batch `batch_size` over the same
     `texts`) of every variant after `utils.compression.compact.compact_model`, timed in groups.
 
@@ -154,6 +154,9 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
     `attach_latency` uses for the speedups. The "dense" row reports the median over groups of
     its latency median / p90 / throughput, and its in-group columns equal those medians.
 
+    runtime: "keras" (the compacted Keras models), or "tflite" / "onnx" (each exported to that
+    runtime with dynamic-range int8 weights, as a bundle ships it: `saved.in_memory`).
+
     Returns a DataFrame, one row per variant in `variants` order (variant, parameters after
     compaction, non-zero parameters, heads, FFN neurons, latency_ms_median, latency_ms_p90,
     throughput_ex_per_s, dense_latency_ms_in_group, dense_throughput_in_group).
@@ -173,7 +176,7 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
                 model = _load_for_timing(variants[name], compact)
                 if name not in info:
                     info[name] = _describe(name, model)
-                loaded[name] = saved.in_memory(model, tokenizer)
+                loaded[name] = saved.in_memory(model, tokenizer, runtime)
                 del model
             timings = time_variants(loaded, texts, max_length, rounds, texts, batch_size)
         finally:

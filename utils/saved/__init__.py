@@ -18,6 +18,8 @@ from utils.saved.models import (
                                 tokenizer_of,
 )
 from utils.saved.predictor import (
+                                RUNTIME_KINDS,
+                                TIMING_RUNTIMES,
                                 SavedModel,
                                 SavedModelError,
                                 in_memory,
@@ -25,7 +27,7 @@ from utils.saved.predictor import (
                                 readable_text,
 )
 
-__all__ = ["BundleError", "PACKED_FILE", "SPEC_FILE", "SavedModel", "SavedModelError",
+__all__ = ["BundleError", "PACKED_FILE", "RUNTIME_KINDS", "TIMING_RUNTIMES", "SPEC_FILE", "SavedModel", "SavedModelError",
            "WEIGHTS_FILE", "in_memory", "is_bundle", "is_model_dir", "load", "load_bundle",
            "load_model", "looks_like_bundle", "parameter_counts", "read_spec", "readable_text",
            "save", "tokenizer_of"]

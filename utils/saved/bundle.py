@@ -1,20 +1,24 @@
-"""Reading deployable bundles (model.tflite, tokenizer.json, labels.json, preprocessing.json,
-a model card, bundle.json with every file's sha256): checked file by file, loaded as a
-`SavedModel`. Writing them is `utils.saved.export`."""
+"""Reading deployable bundles (one model file: model.tflite for TFLite / LiteRT or model.onnx
+for ONNX Runtime; tokenizer.json, labels.json, preprocessing.json, a model card, bundle.json
+with every file's sha256): checked file by file, loaded as a `SavedModel`. Writing them is
+`utils.saved.export`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from utils.common.fingerprint import file_sha256
 from utils.common.io import REPO_ROOT, read_json
-from utils.compression.tflite import TFLiteClassifier
+from utils.compression.onnx_graph import ONNX_FILE, OnnxClassifier
+from utils.compression.tflite import TFLITE_FILE, TFLiteClassifier
 from utils.saved.predictor import SavedModel, SavedModelError
 
 BUNDLE_VERSION = 1
 
 
-BUNDLE_FILES = ("model.tflite", "tokenizer.json", "labels.json", "preprocessing.json",
-                "model_card.md")   # every bundle has them
+# the runtime a bundle is for -> its one model file, and the class that runs it
+MODEL_FILES = {"tflite": TFLITE_FILE, "onnx": ONNX_FILE}
+RUNNERS = {"tflite": TFLiteClassifier, "onnx": OnnxClassifier}
+COMMON_FILES = ("tokenizer.json", "labels.json", "preprocessing.json", "model_card.md")
 
 
 MANIFEST = "bundle.json"
@@ -41,14 +45,36 @@ def is_bundle(directory):
 def looks_like_bundle(directory):
     """Whether `directory` is a bundle, with or without its manifest: a lost bundle.json is
     named as such, not as a missing saved-model spec."""
-    return is_bundle(directory) or (Path(directory) / "model.tflite").exists()
+    return is_bundle(directory) or any((Path(directory) / name).exists()
+                                       for name in MODEL_FILES.values())
+
+
+def runtime_of(directory, manifest=None):
+    """"tflite" or "onnx": the runtime the bundle's manifest names (bundles made before ONNX
+    name none: TFLite), else the one whose model file is there."""
+    if manifest is not None:
+        runtime = manifest.get("runtime", "tflite")
+        if runtime not in MODEL_FILES:
+            raise BundleError(f"{Path(directory) / MANIFEST} names runtime {runtime!r}; this "
+                              f"code runs {sorted(MODEL_FILES)}")
+        return runtime
+    present = [r for r, name in MODEL_FILES.items() if (Path(directory) / name).exists()]
+    if len(present) != 1:
+        raise BundleError(f"{directory} holds {len(present)} model files "
+                          f"({', '.join(MODEL_FILES.values())}): a bundle holds exactly one")
+    return present[0]
+
+
+def bundle_files(runtime):
+    """The files every bundle for `runtime` has."""
+    return (MODEL_FILES[runtime], *COMMON_FILES)
 
 
 def manifest_files(directory):
     """The files a manifest of `directory` lists: every bundle file, and examples.json when
     there is one."""
     optional = [EXAMPLES_FILE] if (Path(directory) / EXAMPLES_FILE).exists() else []
-    return [*BUNDLE_FILES, *optional]
+    return [*bundle_files(runtime_of(directory)), *optional]
 
 
 def check_bundle(directory):
@@ -67,7 +93,9 @@ def check_bundle(directory):
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{directory / MANIFEST} is unreadable ({type(error).__name__}: "
                           f"{error}); {hint}") from None
-    for name in dict.fromkeys([*BUNDLE_FILES, *listed, *manifest_files(directory)]):
+    required = bundle_files(runtime_of(directory, manifest))
+    optional = [EXAMPLES_FILE] if (directory / EXAMPLES_FILE).exists() else []
+    for name in dict.fromkeys([*required, *listed, *optional]):
         path = directory / name
         if not path.is_file():
             raise BundleError(f"{directory} lacks {name}: the bundle is incomplete; {hint}")
@@ -106,8 +134,9 @@ class BundleTokenizer:
 
 
 def load_bundle(directory=DEFAULT_BUNDLE, num_threads=None):
-    """A utils.saved.SavedModel (kind "tflite") of the bundle in `directory`, checked file by
-    file against its manifest; it predicts texts one at a time, as the standalone script."""
+    """A utils.saved.SavedModel (kind "tflite" or "onnx", the bundle's runtime) of the bundle in
+    `directory`, checked file by file against its manifest; it predicts texts one at a time, as
+    the standalone script."""
     from utils.encoder.model import EncoderConfig  # Keras: loaded only when needed
     directory = Path(directory)
     manifest = check_bundle(directory)
@@ -119,13 +148,15 @@ def load_bundle(directory=DEFAULT_BUNDLE, num_threads=None):
     preprocessing = read_json(directory / "preprocessing.json")
     tokenizer = BundleTokenizer(directory / "tokenizer.json",
                                 preprocessing.get("special_tokens", {}))
-    classifier = TFLiteClassifier(directory / "model.tflite", num_threads=num_threads)
+    runtime = runtime_of(directory, manifest)
+    model_file = directory / MODEL_FILES[runtime]
+    classifier = RUNNERS[runtime](model_file, num_threads=num_threads)
     encoder = manifest.get("encoder")
-    return SavedModel(directory, "tflite", classifier, tokenizer,
+    return SavedModel(directory, runtime, classifier, tokenizer,
                             EncoderConfig.from_dict(encoder) if encoder else None,
                             manifest.get("parameters") or 0,
                             manifest.get("nonzero_parameters") or 0,
-                            [directory / "model.tflite", directory / MANIFEST],
+                            [model_file, directory / MANIFEST],
                             text_batch_size=1, labels=labels,
                             max_length=preprocessing.get("max_length", 64),
                             quantization=manifest.get("quantize"))

@@ -1,14 +1,17 @@
 """Deployable bundles: a pruned classifier anyone can run without this repository.
 
-    python -m utils.saved.export SRC OUT [--format bundle|hf|keras] [--tokenizer NAME] [--force]
+    python -m utils.saved.export SRC OUT [--format bundle|onnx|hf|keras] [--tokenizer NAME]
+                                 [--force]
 
 SRC is a saved model directory (utils.saved, e.g. checkpoints/bench/compact_vocab) or a bundle
 (e.g. checkpoints/bench/compact_vocab_tflite_int8, which the benchmark writes). OUT, new or
 holding an earlier export (anything else only with --force: it would be deleted), becomes a
 bundle with these files:
 
-- `model.tflite`: inputs input_ids and attention_mask (int32, [batch, length]); output logits
-  [batch, 3]. Made through Keras' public `model.export(format="litert")` (utils.compression.tflite), with
+- `model.tflite` (`--format bundle`, for TFLite / LiteRT) or `model.onnx` (`--format onnx`,
+  for ONNX Runtime): inputs input_ids and attention_mask (int32, [batch, length]); output
+  logits [batch, 3]. Made through Keras' public `model.export(format="litert")`
+  (utils.compression.tflite) or our own ONNX graph (utils.compression.onnx_graph), with
   dynamic-range int8 weights unless asked otherwise.
 - `tokenizer.json`: a Hugging Face `tokenizers` file whose ids are the model's embedding rows.
   For a pruned vocabulary every base token keeps its place in the WordPiece or BPE vocabulary,
@@ -49,7 +52,7 @@ from utils.common import cli, sizes
 from utils.common.fingerprint import file_sha256
 from utils.common.io import REPO_ROOT, atomic_path, read_json, shown, write_json
 from utils.common.machine import describe_cpu
-from utils.compression import tflite
+from utils.compression import onnx_graph, tflite
 from utils.data import corpus
 from utils.data.corpus import EXAMPLES, LABELS
 from utils.encoder import hub
@@ -62,9 +65,13 @@ from utils.saved.bundle import (
     is_bundle,
     load_bundle,
     looks_like_bundle,
+    MODEL_FILES,
     manifest_files,
+    runtime_of,
 )
 from utils.saved.predictor import SavedModelError
+
+RUNTIME_NAMES = {"tflite": "TFLite", "onnx": "ONNX Runtime"}
 
 # `--help` answers in a fraction of a second: Keras and scikit-learn (utils.training.evaluation)
 # are imported where they are used.
@@ -146,33 +153,39 @@ def check_out(out, force=False):
 
 
 def export_bundle(model, out, base_tokenizer, kept_ids=None, quantize="dynamic_range", card="",
-                  max_length=64, force=False):
+                  max_length=64, force=False, runtime="tflite"):
     """Write the bundle of the float Keras classifier `model` to `out`, all or nothing.
 
     kept_ids: for a pruned vocabulary, the base id of every embedding row (its
-    RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None (float32
-    TFLite). `out` is replaced only where `check_out` allows (or `force`). Returns the output
+    RemappedTokenizer's `kept_ids`). quantize: "dynamic_range" (int8 weights) or None
+    (float32). runtime: "tflite" (model.tflite for LiteRT) or "onnx" (model.onnx for ONNX
+    Runtime). `out` is replaced only where `check_out` allows (or `force`). Returns the output
     path."""
+    if runtime not in MODEL_FILES:
+        raise ValueError(f"runtime={runtime!r}: bundles are for {sorted(MODEL_FILES)}")
     check_out(out, force)
     counts = saved.parameter_counts(model)
-    flatbuffer = tflite.convert(model, quantize)
     with atomic_path(Path(out)) as tmp:
         tmp.mkdir(parents=True)
-        (tmp / "model.tflite").write_bytes(flatbuffer)
+        if runtime == "tflite":
+            (tmp / MODEL_FILES[runtime]).write_bytes(tflite.convert(model, quantize))
+        else:
+            onnx_graph.export_onnx(model, tmp / MODEL_FILES[runtime], quantize)
         (tmp / "tokenizer.json").write_text(
             bundle_tokenizer_json(base_tokenizer, kept_ids, max_length), encoding="utf-8")
         write_json(tmp / "labels.json", list(LABELS))
         write_json(tmp / "preprocessing.json", preprocessing_spec(base_tokenizer, max_length))
         (tmp / "model_card.md").write_text(card or "# Tweet sentiment classifier\n",
                                            encoding="utf-8")
-        _write_manifest(tmp, {**counts, "quantize": quantize,
+        _write_manifest(tmp, {**counts, "runtime": runtime, "quantize": quantize,
                               "encoder": model.encoder_config.to_dict()})
     return Path(out)
 
 
-def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=False):
-    """The bundle of the saved model directory `source` (utils.saved; float Keras models),
-    or a copy of `source` if it is a bundle already. Returns the output path."""
+def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=False,
+                 runtime="tflite"):
+    """The bundle (for `runtime`) of the saved model directory `source` (utils.saved; float
+    Keras models), or a copy of `source` if it is a bundle already. Returns the output path."""
     check_out(out, force)
     source = Path(source)
     if looks_like_bundle(source) and not saved.is_model_dir(source):
@@ -184,7 +197,7 @@ def export_saved(source, out, base_tokenizer, quantize="dynamic_range", force=Fa
     kept_ids = (spec["vocabulary"] or {}).get("kept_ids")
     saved.tokenizer_of(source, base_tokenizer, spec)     # checks the base tokenizer fits
     return export_bundle(saved.load_model(source), out, base_tokenizer, kept_ids, quantize,
-                         force=force)
+                         force=force, runtime=runtime)
 
 
 def _write_manifest(directory, facts=None):
@@ -292,10 +305,11 @@ def per_class_f1(confusion):
 
 
 def _bundle_size_facts(bundle_dir):
-    """Bytes of the bundle's model files (model.tflite + the manifest, as the benchmark and the
-    demo count a bundle: `SavedModel.disk_bytes`) and of its tokenizer.json; None if absent."""
+    """Bytes of the bundle's model files (its model file + the manifest, as the benchmark and
+    the demo count a bundle: `SavedModel.disk_bytes`) and of its tokenizer.json; None if
+    absent."""
     bundle_dir = Path(bundle_dir)
-    model_files = [bundle_dir / "model.tflite", bundle_dir / MANIFEST]
+    model_files = [bundle_dir / MODEL_FILES[runtime_of(bundle_dir)], bundle_dir / MANIFEST]
     if not all(f.exists() for f in model_files):
         return None
     tokenizer = bundle_dir / "tokenizer.json"
@@ -315,7 +329,9 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
     bench, baseline = read("benchmark.json"), read("baseline.json")
     base_model = (baseline or {}).get("model")
     dataset = (baseline or {}).get("dataset")
-    lines = ["# Tweet sentiment classifier (block-pruned, int8 TFLite)", "",
+    runtime = runtime_of(bundle_dir)
+    runtime_name = RUNTIME_NAMES[runtime]
+    lines = [f"# Tweet sentiment classifier (block-pruned, int8 {runtime_name})", "",
              "Three classes (negative, neutral, positive) for English tweets. Made by "
              "`python -m utils.saved.export` from the model directory "
              f"`{shown(source)}` of the repository \"Improving BERT Memory "
@@ -331,7 +347,7 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
                      f"{100 * snapshot.get('sparsity_encoder_linear', 0):.1f}% "
                      f"of the encoder's linear weights; chosen on validation: {chosen}. Empty "
                      "heads and FFN neurons removed, unused vocabulary removed, int8 weights "
-                     "(TFLite dynamic range).")
+                     f"({runtime_name} dynamic range).")
     if test_scores:
         lines.append(f"- **Test scores of this bundle** ({test_scores['examples']:,} tweets): "
                      f"macro-F1 {100 * test_scores['macro_f1']:.1f}%, accuracy "
@@ -343,11 +359,12 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
     size = _bundle_size_facts(bundle_dir)
     if size:
         lines.append(f"- **Size on disk**: {sizes.format_mb(size['model_bytes'])} "
-                     "(model.tflite and bundle.json, counted as the benchmark and the demo "
-                     "count a bundle; MB = 10^6 bytes)"
+                     f"({MODEL_FILES[runtime]} and bundle.json, counted as the benchmark and "
+                     "the demo count a bundle; MB = 10^6 bytes)"
                      + (f"; tokenizer.json adds {sizes.format_mb(size['tokenizer_bytes'])}"
                         if size["tokenizer_bytes"] else "") + ".")
-    variant = (bench or {}).get("variants", {}).get("compact+vocab+tflite-int8")
+    variants = (bench or {}).get("variants", {})
+    variant = variants.get(f"compact+vocab+{runtime}-int8")
     if variant:
         facts = {k: variant.get(k) for k in ("latency_ms_median", "latency_speedup_vs_dense",
                                              "macro_f1")}
@@ -358,6 +375,15 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
                          f"{facts['latency_ms_median']:.2f} ms median"
                          + (f", {facts['latency_speedup_vs_dense']:.2f}x the dense model"
                             if facts["latency_speedup_vs_dense"] else "") + ".")
+            dense_int8 = variants.get(f"dense+{runtime}-int8")
+            if dense_int8 and dense_int8.get("latency_ms_median"):
+                lines.append(
+                    f"- **Against the dense model quantized the same way** (dense "
+                    f"{runtime_name} int8, batch 1, timed in the same process): "
+                    f"{dense_int8['latency_ms_median']:.2f} ms, so pruning adds "
+                    f"{dense_int8['latency_ms_median'] / facts['latency_ms_median']:.2f}x on "
+                    f"top of quantization; test macro-F1 {100 * dense_int8['macro_f1']:.1f}% "
+                    f"there, {100 * variant['macro_f1']:.1f}% here.")
     lines += ["", "Inputs are normalised as in training (preprocessing.json: links -> HTTPURL, "
               "mentions -> @USER, emoji -> :names:), tokenised with tokenizer.json (truncated "
               "to 64 tokens) and run one tweet at a time. See examples/standalone_predict.py.",
@@ -453,11 +479,11 @@ def evaluate_bundle(bundle, split):
 
 
 def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
-            results_dir=REPO_ROOT / "results", force=False):
-    """The bundle of `source` (a saved model or a bundle) at `out`, scored on the test split
-    of `data_dir` (skipped if absent), with its model card and examples.json; returns the
-    test scores or None."""
-    out = export_saved(source, out, base_tokenizer, force=force)
+            results_dir=REPO_ROOT / "results", force=False, runtime="tflite"):
+    """The bundle of `source` (a saved model, or a bundle: copied as it is) at `out`, for
+    `runtime`, scored on the test split of `data_dir` (skipped if absent), with its model card
+    and examples.json; returns the test scores or None."""
+    out = export_saved(source, out, base_tokenizer, force=force, runtime=runtime)
     try:
         splits = corpus.load_splits(data_dir)
     except FileNotFoundError as error:
@@ -477,8 +503,9 @@ def main(argv=None):
     parser.add_argument("source", help="saved model directory (utils.saved) or bundle")
     parser.add_argument("out", help="directory to write; an existing one is replaced only if it "
                                     "holds a bundle, a saved model or an export (see --force)")
-    parser.add_argument("--format", choices=("bundle", "hf", "keras"), default="bundle",
-                        help="bundle: TFLite + tokenizer + labels + card (default); hf: a "
+    parser.add_argument("--format", choices=("bundle", "onnx", "hf", "keras"), default="bundle",
+                        help="bundle: TFLite + tokenizer + labels + card (default); onnx: the "
+                             "same with model.onnx for ONNX Runtime; hf: a "
                              "Hugging Face BERT checkpoint (models whose layers all have the "
                              "same widths, e.g. the dense baseline); keras: Keras' model.keras "
                              "(any widths; needs `import utils.encoder.model` to read)")
@@ -500,7 +527,8 @@ def main(argv=None):
                   f"{write(args.source, args.out, base, force=args.force)}")
             return 0
         scores = publish(args.source, args.out, base, args.data_dir, args.results_dir,
-                         force=args.force)
+                         force=args.force,
+                         runtime="onnx" if args.format == "onnx" else "tflite")
     except (SavedModelError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

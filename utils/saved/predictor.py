@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.compression.onnx_graph import OnnxClassifier
 from utils.compression.tflite import TFLiteClassifier
 from utils.data import batching
 from utils.data.corpus import LABELS, clean_text
 
+# kinds whose model is a file run by its own runtime (a bundle), not a Keras model
+RUNTIME_KINDS = ("tflite", "onnx")
 MAX_LENGTH = 64   # tokens, as in training (utils.training.train.TrainConfig.max_length)
 
 
@@ -56,17 +59,18 @@ def parameter_counts(model):
 class SavedModel:
     """A saved model loaded for prediction, whatever its format.
 
-    Attributes: directory, kind ("keras", "keras-int8", "binarized", "tflite"), quantization
-    (None, "int8" for Keras, "dynamic_range" for TFLite), model (the Keras classifier, or a
-    utils.compression.tflite.TFLiteClassifier), tokenizer, labels, encoder_config, parameters, nonzero_parameters, disk_bytes (the model's files: spec + weights, or
-    a bundle's model.tflite + manifest; tokenizer files are not counted for any format),
-    weight_bytes (in memory; a bundle's flatbuffer size).
+    Attributes: directory, kind ("keras", "keras-int8", "binarized", "tflite", "onnx"),
+    quantization (None, "int8" for Keras, "dynamic_range" for a TFLite or ONNX bundle), model
+    (the Keras classifier, or a TFLiteClassifier / OnnxClassifier from utils.compression),
+    tokenizer, labels, encoder_config, parameters, nonzero_parameters, disk_bytes (the model's
+    files: spec + weights, or a bundle's model file + manifest; tokenizer files are not counted
+    for any format), weight_bytes (in memory; a bundle's model file size).
 
     `logits(input_ids, attention_mask)` runs one padded batch (one traced function for every
     shape); `predict_logits(texts)` runs prepared texts (normalised as the training data);
     `predict_texts(texts)` normalises raw tweets as in training and returns probabilities.
-    TFLite dynamic-range int8 quantises activations per batch, so bundles predict texts one at
-    a time, unpadded, as examples/standalone_predict.py does.
+    Dynamic-range int8 (TFLite and ONNX Runtime) quantises activations per batch, so bundles
+    predict texts one at a time, unpadded, as examples/standalone_predict.py does.
     """
 
     def __init__(self, directory, kind, model, tokenizer, encoder_config, parameters,
@@ -90,7 +94,7 @@ class SavedModel:
         from utils.compression.quantize import (
             weight_bytes,  # Keras: loaded only when needed
         )
-        return self.disk_bytes if self.kind == "tflite" else weight_bytes(self.model)
+        return self.disk_bytes if self.kind in RUNTIME_KINDS else weight_bytes(self.model)
 
     def logits(self, input_ids, attention_mask):
         if self._fn is None:
@@ -130,11 +134,11 @@ class SavedModel:
 
 def _serving_fn(model):
     """One tf.function for all batch shapes (no retracing per padded length); a TFLite
-    interpreter resizes its own inputs."""
-    import tensorflow as tf
-    if isinstance(model, TFLiteClassifier):
+    interpreter or an ONNX Runtime session takes any shape itself."""
+    if isinstance(model, (TFLiteClassifier, OnnxClassifier)):
         return lambda ids, mask: model.predict_on_batch({"input_ids": ids,
                                                          "attention_mask": mask})
+    import tensorflow as tf
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
     def predict(input_ids, attention_mask):
@@ -143,9 +147,34 @@ def _serving_fn(model):
     return predict
 
 
-def in_memory(model, tokenizer):
+# where a model is timed: Keras as it is, or exported to a runtime's int8 file
+TIMING_RUNTIMES = ("keras", *RUNTIME_KINDS)
+
+
+def in_memory(model, tokenizer, runtime="keras"):
     """A SavedModel interface over a Keras classifier that is not on disk (for timing models
-    built or compacted in this process): disk_bytes is 0."""
+    built or compacted in this process): disk_bytes is 0. runtime="tflite" or "onnx": the model
+    exported with dynamic-range int8 weights to that runtime (a file in a temporary directory
+    that lives as long as the returned object), as a bundle would run it: one text at a time."""
     counts = parameter_counts(model)
-    return SavedModel(None, "keras", model, tokenizer, getattr(model, "encoder_config", None),
-                      counts["parameters"], counts["nonzero_parameters"], [])
+    config = getattr(model, "encoder_config", None)
+    if runtime == "keras":
+        return SavedModel(None, "keras", model, tokenizer, config, counts["parameters"],
+                          counts["nonzero_parameters"], [])
+    if runtime not in RUNTIME_KINDS:
+        raise ValueError(f"runtime={runtime!r}: models are timed on {TIMING_RUNTIMES}")
+    import tempfile
+
+    from utils.compression import onnx_graph, tflite
+    scratch = tempfile.TemporaryDirectory(prefix=f"{runtime}_")
+    if runtime == "onnx":
+        path = onnx_graph.export_onnx(model, Path(scratch.name) / onnx_graph.ONNX_FILE)
+        runner = OnnxClassifier(path)
+    else:
+        path = tflite.export_tflite(model, Path(scratch.name) / tflite.TFLITE_FILE)
+        runner = TFLiteClassifier(path)
+    loaded = SavedModel(None, runtime, runner, tokenizer, config, counts["parameters"],
+                        counts["nonzero_parameters"], [], text_batch_size=1,
+                        quantization="dynamic_range")
+    loaded.scratch = scratch      # removed with the object
+    return loaded

@@ -116,13 +116,22 @@ def test_bad_tolerance(tmp_path, bad):
 
 
 def test_bench_cli_missing_results_is_an_error_not_a_traceback(tmp_path, capsys):
+    """A results directory without notebook 04's sweep: one line naming the notebook (data
+    splits present, so the check of --data passes, as on a machine that ran notebook 01)."""
     from utils.face import bench
+    data, results = tmp_path / "data", tmp_path / "results"
+    data.mkdir()
+    results.mkdir()
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.csv").write_text("text,label\n")
+    (results / "baseline.json").write_text("{}")
     with pytest.raises(SystemExit) as exit_:
-        bench.main(["--dense", str(tmp_path), "--results-dir", str(tmp_path),
-                    "--snapshots-dir", str(tmp_path), "--data", "data"])
+        bench.main(["--dense", str(tmp_path), "--results-dir", str(results),
+                    "--snapshots-dir", str(tmp_path), "--data", str(data)])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "04_thresholding" in err
+    assert err.startswith("error: ") and "lacks sparsity_sweep.csv" in err and "04" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_sweep_val_scores_are_the_saved_snapshots_own(tokenizer, tmp_path):

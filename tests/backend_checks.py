@@ -1,10 +1,11 @@
 """The training path's checks under one Keras backend, run by tests/test_backends.py in a fresh
 process with KERAS_BACKEND set (Keras fixes its backend at import):
 
-    KERAS_BACKEND=jax python tests/backend_checks.py OUT.json
+    KERAS_BACKEND=jax python tests/backend_checks.py OUT.json [CHECK ...]
 
 Writes {check: result} to OUT.json: the forward logits of a fixed random model (compared across
-backends by the test), and for each training check the numbers the test asserts on. CPU only.
+backends by the test), and for each training check the numbers the test asserts on. CPU only;
+under JAX and PyTorch `import tensorflow` fails, as on a GPU machine that has none.
 """
 import json
 import os
@@ -119,16 +120,34 @@ def progressive(results, tokenizer):
                                             - numpy(model(inputs, training=False)))))}
 
 
-CHECKS = (forward, masked_fit, penalized_fit, progressive)
+def fisher(results, tokenizer):
+    """The Fisher information of the unit masks (gradients outside fit, notebook 03's unit
+    selection) of the forward-parity model on labelled toy batches."""
+    from utils.encoder import model as model_lib
+    from utils.pruning import importance
+    model = random_model(model_lib.tiny_config(tokenizer.vocab_size), seed=FORWARD_SEED)
+    batches = importance.labelled_batches(tokenizer, toy_dataset(n_train=40)["train"], None,
+                                          max_length=16, batch_size=16, seed=0)
+    information = importance.fisher_information(model, batches)
+    results["fisher"] = {kind: {str(layer): values.tolist()
+                                for layer, values in information[kind].items()}
+                         for kind in ("heads", "neurons")}
 
 
-def main(out):
+CHECKS = (forward, fisher, masked_fit, penalized_fit, progressive)
+
+
+def main(out, names=()):
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        # the other backends must not need it: `import tensorflow` now fails as where it is
+        # not installed, and find_spec says it is absent
+        sys.modules["tensorflow"] = None
     import keras
 
     from utils.encoder import hub
     tokenizer = hub.load_tokenizer(hub.DEFAULT_MODEL)
     results = {"backend": keras.backend.backend(), "seconds": {}}
-    for check in CHECKS:
+    for check in [c for c in CHECKS if not names or c.__name__ in names]:
         started = time.perf_counter()
         check(results, tokenizer)
         results["seconds"][check.__name__] = time.perf_counter() - started
@@ -136,4 +155,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

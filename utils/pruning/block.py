@@ -260,10 +260,13 @@ class PenalizedClassifier(keras.Model):
     def lambda_ramp(self, training=True):
         """The lambdas' factor at this step, 0 -> 1 over the warm-up; a training step counts
         itself."""
-        step = ops.convert_to_tensor(self.penalty_steps)
+        # a copy: the variable itself would be read after the assignment below (TensorFlow's
+        # graph, PyTorch's in-place update)
+        step = ops.copy(self.penalty_steps)
+        ramp = ops.minimum(1.0, step / self.warmup_steps)
         if training:
             self.penalty_steps.assign(step + 1.0)
-        return ops.minimum(1.0, step / self.warmup_steps)
+        return ramp
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         config = self.pruning_config

@@ -173,3 +173,60 @@ def serving_function(model):
         return model({"input_ids": input_ids, "attention_mask": attention_mask},
                      training=False)
     return predict
+
+
+# ------------------------------------------------------------------ gradients outside fit
+
+def gradient_function(model, variables, loss, reduce):
+    """A compiled (input_ids, attention_mask, labels) -> reduce(gradients) where gradients are
+    d loss(labels, model(inputs, training=False)) / d v for every v in `variables` (trainable
+    variables of `model`), as backend tensors, and `reduce(variables, gradients)` combines them
+    in `keras.ops` inside the compiled function. For measurements that need a gradient but no
+    optimizer step (the Fisher information of unit masks): TensorFlow's GradientTape in one
+    tf.function for every batch shape, JAX's grad of the model's stateless call (jitted, one
+    program per shape), PyTorch's autograd."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        ids = tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
+        def tape_gradients(input_ids, attention_mask, labels):
+            with tf.GradientTape() as tape:
+                logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
+                               training=False)
+                value = loss(labels, logits)
+            return reduce(variables, tape.gradient(value, variables))
+        return tape_gradients
+    if backend == "jax":
+        import jax
+        trainable = model.trainable_variables
+        positions = [next(i for i, t in enumerate(trainable) if t is v) for v in variables]
+
+        @jax.jit
+        def jax_gradients(trainable_values, non_trainable_values, input_ids, attention_mask,
+                          labels):
+            def value(values):
+                logits, _ = model.stateless_call(
+                    values, non_trainable_values,
+                    {"input_ids": input_ids, "attention_mask": attention_mask}, training=False)
+                return loss(labels, logits)
+            grads = jax.grad(value)(trainable_values)
+            return reduce([trainable_values[i] for i in positions],
+                          [grads[i] for i in positions])
+
+        def gradients(input_ids, attention_mask, labels):
+            return jax_gradients([v.value for v in trainable],
+                                 [v.value for v in model.non_trainable_variables],
+                                 input_ids, attention_mask, labels)
+        return gradients
+    import torch
+
+    def torch_gradients(input_ids, attention_mask, labels):
+        inputs = {"input_ids": keras.ops.convert_to_tensor(input_ids, "int32"),
+                  "attention_mask": keras.ops.convert_to_tensor(attention_mask, "int32")}
+        value = loss(keras.ops.convert_to_tensor(labels, "int32"), model(inputs, training=False))
+        grads = torch.autograd.grad(value, [v.value for v in variables])
+        with torch.no_grad():
+            return reduce([v.value for v in variables], list(grads))
+    return torch_gradients

@@ -18,9 +18,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent))          # helpers
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # utils
 
-import numpy as np  # noqa: E402
-
-from helpers import random_model, toy_dataset  # noqa: E402
+import numpy as np
+from helpers import random_model, toy_dataset
 
 # the forward-parity model and inputs: every backend builds the same weights from this seed
 FORWARD_SEED = 3

@@ -1,4 +1,5 @@
-"""The training path on JAX and PyTorch, from the same code as on TensorFlow.
+"""The training path on JAX and PyTorch, from the same code as on TensorFlow (and the record of
+the GPU recipe, `utils.face.gpu`, which runs it there).
 
 Keras fixes its backend when it is first imported, so each backend runs
 `tests/backend_checks.py` in a process of its own (CPU only, `import tensorflow` blocked);
@@ -14,10 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import backend_checks
 import numpy as np
 import pytest
-
-import backend_checks
 
 OTHER_BACKENDS = ("jax", "torch")
 TIMEOUT_S = 600
@@ -112,3 +112,34 @@ def test_regularised_fit_ramps_its_penalties_in_and_its_task_loss_falls(results,
     assert terms[-1]["loss"] > terms[-1]["task_loss"]
     task = [t["task_loss"] for t in terms]
     assert np.mean(task[-3:]) < np.mean(task[:3]) - 0.05
+
+
+# ------------------------------------------------------------------ the GPU recipe's record
+
+def test_gpu_record_puts_this_runs_accuracy_beside_the_cpu_runs():
+    from utils.face import gpu
+    baseline = {"history": [{"train_seconds": 10.0, "train_examples_per_s": 100.0},
+                            {"train_seconds": 30.0, "train_examples_per_s": 300.0}],
+                "split_sizes": {"train": 1000}, "train_config": {"batch_size": 32},
+                "train_seconds": 40.0, "smoke": False, "model": "m",
+                "test": {"accuracy": 0.8, "macro_f1": 0.75}}
+    cpu = {**baseline, "test": {"accuracy": 0.81, "macro_f1": 0.76}}
+    run = {"smoke": False, "profile": "gpu", "commit": "abc", "started": "t",
+           "total_seconds": 99.0,
+           "steps": [{"name": "02_baseline_finetune", "seconds": 50.0, "max_rss_mb": 1.0}]}
+    record = gpu.gpu_record(run, baseline, cpu, "NVIDIA H100", "torch", "2.13.0",
+                            "mixed_bfloat16")
+    assert record["fine_tune"]["steps_per_epoch"] == 32          # ceil(1000 / 32)
+    assert record["fine_tune"]["mean_step_seconds"] == pytest.approx(40.0 / 64)
+    assert record["fine_tune"]["train_examples_per_s"] == pytest.approx(200.0)
+    assert record["accuracy"]["this_run"]["test_macro_f1"] == 0.75
+    assert record["accuracy"]["cpu_run"]["test_accuracy"] == 0.81
+    assert (record["device"], record["backend"], record["precision"], record["wall_seconds"]) == \
+        ("NVIDIA H100", "torch", "mixed_bfloat16", 99.0)
+
+
+def test_gpu_recipe_refuses_tensorflow_in_one_line(monkeypatch, capsys):
+    from utils.face import gpu
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert gpu.main(["--smoke"]) == 2
+    assert "KERAS_BACKEND='tensorflow': set it to torch or jax" in capsys.readouterr().err

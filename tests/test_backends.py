@@ -143,3 +143,25 @@ def test_gpu_recipe_refuses_tensorflow_in_one_line(monkeypatch, capsys):
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert gpu.main(["--smoke"]) == 2
     assert "KERAS_BACKEND='tensorflow': set it to torch or jax" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_pipeline_skips_tensorflow_only_steps_on_other_backends_and_says_so(
+        tmp_path, monkeypatch, caplog, backend):
+    from utils.face import pipeline
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    touch = "import sys; open(sys.argv[1], 'w')"
+    steps = (pipeline.Step("tflite", python_args=("-c", touch, str(tmp_path / "tflite")),
+                           tensorflow_only="it needs TFLite"),
+             pipeline.Step("train", python_args=("-c", touch, str(tmp_path / "train"))))
+    with caplog.at_level("INFO", logger="utils.face.pipeline"):
+        record = pipeline.run_pipeline("run", tmp_path, steps=steps)
+    ran = [s["name"] for s in record["steps"]]
+    assert record["backend"] == backend
+    assert (tmp_path / "train").exists()
+    assert (tmp_path / "tflite").exists() == (backend == "tensorflow")
+    if backend == "tensorflow":
+        assert ran == ["tflite", "train"] and "skipped" not in record
+    else:
+        assert ran == ["train"] and record["skipped"] == ["tflite"]
+        assert "1/2 tflite: skipped on the jax backend, as it needs TFLite" in caplog.text

@@ -37,12 +37,15 @@ def version():
     return importlib.import_module(name()).__version__
 
 
-def gpu_count():
-    """GPUs the backend can compute on (0 on a CPU-only machine)."""
+def gpu_count(logical=False):
+    """GPUs the backend can compute on (0 on a CPU-only machine). logical: on TensorFlow,
+    its logical GPUs (a physical one may be split in several; listing them starts TensorFlow's
+    runtime, after which devices can no longer be configured)."""
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
-        return len(tf.config.list_logical_devices("GPU"))
+        return len(tf.config.list_logical_devices("GPU") if logical
+                   else tf.config.list_physical_devices("GPU"))
     if backend == "torch":
         import torch
         return torch.cuda.device_count()
@@ -92,7 +95,7 @@ def device_description():
 def multi_gpu_scope():
     """MirroredStrategy's scope over all GPUs when TensorFlow sees more than one, else a no-op
     scope (JAX and PyTorch train on one device here)."""
-    if is_tensorflow() and gpu_count() > 1:
+    if is_tensorflow() and gpu_count(logical=True) > 1:
         import tensorflow as tf
         return tf.distribute.MirroredStrategy().scope()
     return contextlib.nullcontext()

@@ -125,7 +125,7 @@ def resolve_jit_compile(jit_compile, total_steps):
     if jit_compile != "auto":
         return jit_compile
     # JAX always compiles its step, PyTorch's "auto" is eager: Keras' choice
-    if not backend.is_tensorflow() or backend.gpu_count():
+    if not backend.is_tensorflow() or backend.gpu_count(logical=True):
         return "auto"
     return total_steps >= XLA_MIN_STEPS_CPU
 

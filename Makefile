@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install run study data bench report test smoke
+.PHONY: help install run study data bench report test smoke gpu
 
 # A bare `make` only prints this list (it installs nothing).
 help:
@@ -14,8 +14,9 @@ help:
 	@echo "make report   rebuild report/ and the README's result blocks from results/"
 	@echo "make bench    the benchmark alone (notebook 05's code)"
 	@echo "make data     notebook 01 alone: the tweet splits under data/"
+	@echo "make gpu      the training notebooks (01-04) on a GPU via PyTorch or JAX -> results/gpu.json"
 	@echo "make install  the pinned requirements into .venv and the package utils, editable"
-	@echo "Options: RESTART=1 (start over), PROFILE=gpu, REDO=07_comparison (see README)"
+	@echo "Options: RESTART=1 (start over), PROFILE=gpu, REDO=07_comparison, BACKEND=torch|jax (see README)"
 
 install: $(VENV)/.installed
 
@@ -72,3 +73,11 @@ test: $(VENV)/.installed-dev
 smoke: install
 	$(PY) -m utils.face.pipeline run --smoke --root /tmp/smoke --restart
 	$(PY) -m utils.face.pipeline study --smoke --root /tmp/smoke --restart
+
+# The training notebooks (01-04) on a GPU machine that has PyTorch or JAX with CUDA but no
+# TensorFlow, through Keras' BACKEND (torch or jax), in the GPU profile (mixed precision where
+# the GPU supports it), under checkpoints/gpu; then results/gpu.json. Installs nothing: the
+# machine's Python must hold requirements-gpu.txt (README, "On a GPU"). SMOKE=1: the tiny run.
+BACKEND ?= torch
+gpu:
+	KERAS_BACKEND=$(BACKEND) $(PYTHON) -m utils.face.gpu $(if $(SMOKE),--smoke) $(if $(RESTART),--restart)

@@ -197,6 +197,14 @@ class Encoder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "config": self.config.to_dict()}
 
+    def compute_output_spec(self, input_ids, attention_mask, training=None,
+                            output_hidden_states=False):
+        # The shapes, stated rather than traced: on JAX, tracing `call` on a symbolic length T
+        # fails, as JAX cannot prove that BERT's position rows [:T] of the table are T rows.
+        spec = keras.KerasTensor((*input_ids.shape, self.config.hidden_size),
+                                 dtype=self.compute_dtype)
+        return [spec] * (self.config.num_layers + 1) if output_hidden_states else spec
+
     def call(self, input_ids, attention_mask, training=None, output_hidden_states=False):
         hidden = self.embeddings(input_ids, training=training)
         hidden_states = [hidden]

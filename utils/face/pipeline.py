@@ -55,7 +55,8 @@ class Step:
     when the root is not the repository, so the plain run injects no parameters; `smoke` holds
     extra parameters of the SMOKE run, `gpu` those of the GPU profile; `reads`, for a study
     step, the run steps whose models or results it reads (it is out of date once one of them
-    has run again: utils.face.report flags it)."""
+    has run again: utils.face.report flags it); `tensorflow_only`, why the step is skipped
+    under another Keras backend (KERAS_BACKEND=jax or torch; README, "Keras backends")."""
     name: str
     notebook: str = ""
     python_args: tuple = ()
@@ -63,6 +64,7 @@ class Step:
     smoke: dict = field(default_factory=dict)
     gpu: dict = field(default_factory=dict)
     reads: tuple = ()
+    tensorflow_only: str = ""
 
 
 # The GPU profile: budgets a single cloud GPU affords (the CPU defaults are sized for 2 cores),
@@ -101,8 +103,10 @@ STEPS = {
                    "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency", "WORK_DIR": "checkpoints/bench",
                    "BUNDLE_DIR": "models/tweet-sentiment-int8",
                    "ONNX_BUNDLE_DIR": "models/tweet-sentiment-onnx-int8"},
-             gpu={"ROUNDS": 3}),
-        Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."}),
+             gpu={"ROUNDS": 3}, tensorflow_only="it exports TFLite models and times them in "
+                                               "TensorFlow"),
+        Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."},
+             tensorflow_only="it demonstrates notebook 05's TFLite bundle and models"),
         _REPORT,
     ),
     "study": (
@@ -274,6 +278,7 @@ def new_record(name, root, smoke, profile="cpu"):
     return {"pipeline": name, "commit": io.git_commit(), "smoke": smoke, "profile": profile,
             "started": _now(), "started_clean": checkpoints_empty(root),
             "machine": machine_facts(),   # the CPU every step's wall time was measured on
+            "backend": keras_backend(),
             "steps": [], "total_seconds": 0.0, "complete": False}
 
 
@@ -306,6 +311,12 @@ def write_result(name, record, results_dir):
     records[name] = record
     io.write_json(path, records)
     return path
+
+
+def keras_backend():
+    """The Keras backend the steps run on (their environment's KERAS_BACKEND; `import utils`
+    defaults it to TensorFlow)."""
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
 def _now():
@@ -363,6 +374,11 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
         if step.name in done:
             log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: done in an earlier "
                 f"attempt, skipped")
+            continue
+        if step.tensorflow_only and keras_backend() != "tensorflow":
+            log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: skipped on the "
+                     f"{keras_backend()} backend, as {step.tensorflow_only}")
+            record["skipped"] = sorted({*record.get("skipped", []), step.name})
             continue
         command, parameters = step_command(step, root, smoke, profile)
         log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")

@@ -133,12 +133,14 @@ def predict(table, num_heads, intermediate_sizes, cost="latency_ms"):
 
 
 def machine_key(config, max_length, batch_size, runtime="keras"):
-    """What a cached table is valid for: this machine, this software, these shapes, this
-    runtime."""
-    import tensorflow as tf
-    return {"runtime": runtime, "platform": platform.platform(), "machine": platform.machine(),
+    """What a cached table is valid for: this machine, this software (the Keras backend and
+    its version, e.g. "tensorflow": "2.21.0"), these shapes, and the runtime when it is not
+    Keras (so a table of Keras timings cached before runtimes existed stays valid)."""
+    from utils.training import backend  # Keras: `--help` answers without it
+    return {**({"runtime": runtime} if runtime != "keras" else {}),
+            "platform": platform.platform(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "tensorflow": tf.__version__, "hidden_size": config.hidden_size,
+            backend.name(): backend.version(), "hidden_size": config.hidden_size,
             "head_size": config.head_size, "num_layers": config.num_layers,
             "full_heads": max(config.num_heads), "full_neurons": max(config.intermediate_sizes),
             "vocab_size": config.vocab_size, "max_length": max_length, "batch_size": batch_size}

@@ -217,6 +217,14 @@ class PenalizedClassifier(keras.Model):
         for name, kernel in self.kernels.items():
             check_divisible(kernel.shape, config.num_blocks, config.mode, name)
         self.warmup_steps = max(1, round(config.lambda_warmup_fraction * total_steps))
+        # The training steps taken, counted by the loss itself for the lambdas' ramp: JAX's
+        # stateless training step holds the optimizer's state apart from the model's, so
+        # compute_loss cannot read optimizer.iterations there. `fit` starts the count at the
+        # optimizer's (a resumed run goes on with its ramp). Unlike optimizer.iterations it
+        # also counts a step a float16 LossScaleOptimizer skips (non-finite gradients).
+        self.penalty_steps = keras.Variable(0.0, trainable=False, dtype="float32",
+                                            name="penalty_steps",
+                                            aggregation="only_first_replica")
         self.group_weights = None
         if config.reweight:
             self.group_weights = {
@@ -245,17 +253,28 @@ class PenalizedClassifier(keras.Model):
     def metrics(self):
         return super().metrics + list(self.trackers.values())
 
-    def lambda_ramp(self):
-        step = ops.cast(self.optimizer.iterations, "float32")
-        return ops.minimum(1.0, step / self.warmup_steps)
+    def fit(self, *args, **kwargs):
+        self.penalty_steps.assign(float(optimizer_steps(self.optimizer)))
+        return super().fit(*args, **kwargs)
+
+    def lambda_ramp(self, training=True):
+        """The lambdas' factor at this step, 0 -> 1 over the warm-up; a training step counts
+        itself."""
+        # a copy: the variable itself would be read after the assignment below (TensorFlow's
+        # graph, PyTorch's in-place update)
+        step = ops.copy(self.penalty_steps)
+        ramp = ops.minimum(1.0, step / self.warmup_steps)
+        if training:
+            self.penalty_steps.assign(step + 1.0)
+        return ramp
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         config = self.pruning_config
         task = task_loss(y, y_pred, config.distill_alpha, config.temperature)
         group_lasso = group_lasso_penalty(self.kernels, config, self.group_weights)
         polarization = polarization_penalty(self.kernels, config)
-        loss = task + self.lambda_ramp() * (config.lambda_group * group_lasso
-                                            + config.lambda_polar * polarization)
+        loss = task + self.lambda_ramp(training) * (config.lambda_group * group_lasso
+                                                    + config.lambda_polar * polarization)
         hidden = ops.zeros(()) if self.hidden_term is None else self.hidden_term
         if self.hidden_term is not None:
             loss = loss + config.hidden_alpha * hidden

@@ -28,14 +28,16 @@ def task_loss_fn(model):
 
 
 def head_gate_gradients_fn(model, neurons=False):
-    """A tf.function (input_ids, attention_mask, labels) -> [per layer: dL/dg_h for each head]
-    at gates g = 1, L = mean cross-entropy of the batch, dropout off.
+    """A compiled function (input_ids, attention_mask, labels) -> [per layer: dL/dg_h for each
+    head] at gates g = 1, L = mean cross-entropy of the batch, dropout off (on every Keras
+    backend: `backend.gradient_function`).
 
     neurons=True: returns (heads, neurons), neurons = [per layer: dL/dg_j for each FFN neuron
     j]; a gate on neuron j's activation equals scaling row j of the FFN output kernel (its
     bias is added after the sum over neurons), so dL/dg_j = <W_out[j], dL/dW_out[j]>."""
-    import tensorflow as tf
     from keras import ops
+
+    from utils.training import backend
     config = model.encoder_config
     layers = model_lib.transformer_layers(model)
     head_kernels = [l.attention.output_dense.kernel for l in layers if l.attention.num_heads > 0]
@@ -43,24 +45,20 @@ def head_gate_gradients_fn(model, neurons=False):
               if l.attention.num_heads > 0]
     neuron_kernels = [l.ffn.output_dense.kernel for l in layers
                       if neurons and l.ffn.intermediate_size > 0]
-    ids = tf.TensorSpec([None, None], tf.int32)
 
-    @tf.function(input_signature=[ids, ids, tf.TensorSpec([None], tf.int32)])
-    def gate_gradients(input_ids, attention_mask, labels):
-        with tf.GradientTape() as tape:
-            logits = model({"input_ids": input_ids, "attention_mask": attention_mask},
-                           training=False)
-            loss = losses.task_loss(labels, logits)
-        grads = tape.gradient(loss, head_kernels + neuron_kernels)
+    def gates(kernels, grads):
         heads = []
-        for kernel, grad, (count, size) in zip(head_kernels, grads, shapes):
+        for kernel, grad, (count, size) in zip(kernels, grads, shapes):
             product = ops.reshape(ops.convert_to_tensor(kernel) * grad, (count, size, -1))
             heads.append(ops.sum(product, axis=(1, 2)))
         if not neurons:
             return heads
         return heads, [ops.sum(ops.convert_to_tensor(kernel) * grad, axis=1)
-                       for kernel, grad in zip(neuron_kernels, grads[len(head_kernels):])]
-    return gate_gradients
+                       for kernel, grad in zip(kernels[len(head_kernels):],
+                                               grads[len(head_kernels):])]
+    return backend.gradient_function(model, head_kernels + neuron_kernels,
+                                     lambda labels, logits: losses.task_loss(labels, logits),
+                                     gates)
 
 
 def labelled_batches(tokenizer, split, examples, max_length, batch_size, seed):

@@ -133,18 +133,14 @@ class SavedModel:
 
 
 def _serving_fn(model):
-    """One tf.function for all batch shapes (no retracing per padded length); a TFLite
-    interpreter or an ONNX Runtime session takes any shape itself."""
+    """One compiled function for all batch shapes (`backend.serving_function`: on TensorFlow
+    no retracing per padded length); a TFLite interpreter or an ONNX Runtime session takes any
+    shape itself."""
     if isinstance(model, (TFLiteClassifier, OnnxClassifier)):
         return lambda ids, mask: model.predict_on_batch({"input_ids": ids,
                                                          "attention_mask": mask})
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2)
-    def predict(input_ids, attention_mask):
-        return model({"input_ids": input_ids, "attention_mask": attention_mask},
-                     training=False)
-    return predict
+    from utils.training import backend  # Keras: loaded only when a model runs
+    return backend.serving_function(model)
 
 
 # where a model is timed: Keras as it is, or exported to a runtime's int8 file

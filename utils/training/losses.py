@@ -6,16 +6,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from utils.training import backend
+
 
 def per_replica(loss):
     """A replica's share of the loss under a distribution strategy (1/replicas: the replicas'
     gradients are summed), as Keras' own compiled losses do; unchanged on one device."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replicas > 1:
-            loss = loss / replicas
-    return loss
+    replicas = backend.replicas_in_sync()
+    return loss / replicas if replicas > 1 else loss
 
 
 def task_loss(y, logits, distill_alpha=0.0, temperature=2.0):

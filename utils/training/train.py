@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from utils.data import batching
-from utils.training import checkpoint, evaluation
+from utils.training import backend, checkpoint, evaluation
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,11 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 def auto_precision():
     """mixed_bfloat16 on GPUs of compute capability 8.0 and newer (A100, L4, H100),
-    mixed_float16 on older ones (T4, V100), float32 without a GPU."""
-    if keras.backend.backend() != "tensorflow":
+    mixed_float16 on older ones (T4, V100), float32 without a GPU (on every backend)."""
+    if not backend.gpu_count():
         return "float32"
-    import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "float32"
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
-    return "mixed_bfloat16" if capability and tuple(capability) >= (8, 0) else "mixed_float16"
+    capability = backend.gpu_compute_capability()
+    return "mixed_bfloat16" if capability and capability >= (8, 0) else "mixed_float16"
 
 
 def set_precision(precision):
@@ -128,10 +124,8 @@ def resolve_jit_compile(jit_compile, total_steps):
     XLA_MIN_STEPS_CPU optimizer steps, else False."""
     if jit_compile != "auto":
         return jit_compile
-    if keras.backend.backend() != "tensorflow":
-        return "auto"
-    import tensorflow as tf
-    if tf.config.list_logical_devices("GPU"):
+    # JAX always compiles its step, PyTorch's "auto" is eager: Keras' choice
+    if not backend.is_tensorflow() or backend.gpu_count(logical=True):
         return "auto"
     return total_steps >= XLA_MIN_STEPS_CPU
 
@@ -168,23 +162,9 @@ class AdamW(keras.optimizers.AdamW):
     """
 
     def _clip_gradients(self, grads):
-        if not self.global_clipnorm or keras.backend.backend() != "tensorflow":
-            return super()._clip_gradients(grads)
-        import tensorflow as tf
-        replica = tf.distribute.get_replica_context()
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        if replica is None or replicas == 1:
-            return super()._clip_gradients(grads)
-        # Embedding gradients stay sparse: summed across replicas their slices are the ones
-        # one device has, so the global norm is one device's too.
-        total = replica.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None])
-        clipped = iter(super()._clip_gradients(total))
-
-        def share(g):
-            if isinstance(g, tf.IndexedSlices):
-                return tf.IndexedSlices(g.values / replicas, g.indices, g.dense_shape)
-            return g / replicas
-        return [None if g is None else share(next(clipped)) for g in grads]
+        clipped = None if not self.global_clipnorm else \
+            backend.clip_across_replicas(grads, super()._clip_gradients)
+        return super()._clip_gradients(grads) if clipped is None else clipped
 
 
 def distribution_scope(strategy=None):
@@ -194,11 +174,7 @@ def distribution_scope(strategy=None):
     compiles inside the same strategy (the model remembers it)."""
     if strategy is not None:
         return strategy.scope()
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        if len(tf.config.list_logical_devices("GPU")) > 1:
-            return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
+    return backend.multi_gpu_scope()
 
 
 def distribution_scope_of(model):
@@ -238,23 +214,14 @@ class _KerasBatches(keras.utils.PyDataset):
 def fit_input(batches):
     """What model.fit iterates over: the batches of every epoch from the current one on.
 
-    On TensorFlow, a PyDataset's tensor shapes are guessed from its first two batches, and
-    when both have the same padded length every longer batch is then rejected; a generator
-    with an explicit (batch, length) = (None, None) signature avoids that and lets one
-    traced step serve every length. Each pass over the generator starts again at the current
-    epoch's first batch: under a distribution strategy Keras 3's fit first draws one batch to
-    build the model (TensorFlowTrainer._maybe_symbolic_build), and training must still start
-    at batch 1 and see what it would see on one device.
+    On TensorFlow, the generator below in a typed tf.data pipeline (`backend.typed_input`:
+    one traced step for every padded length); on JAX and PyTorch, the batches as a
+    keras.utils.PyDataset (no TensorFlow needed), re-bucketed at every epoch's end. Each pass
+    over the generator starts again at the current epoch's first batch: under a distribution
+    strategy Keras 3's fit first draws one batch to build the model
+    (TensorFlowTrainer._maybe_symbolic_build), and training must still start at batch 1 and
+    see what it would see on one device.
     """
-    if keras.backend.backend() != "tensorflow":
-        return _KerasBatches(batches)
-    import tensorflow as tf
-    ids = tf.TensorSpec((None, None), tf.int32)
-    x_spec = {"input_ids": ids, "attention_mask": ids}
-    y_spec = tf.TensorSpec((None,), tf.int32)
-    if batches.teacher_logits is not None:
-        y_spec = {"label": y_spec, "teacher": tf.TensorSpec(
-            (None, batches.teacher_logits.shape[1]), tf.float32)}
     first_epoch = batches.epoch
 
     def generate():
@@ -263,10 +230,9 @@ def fit_input(batches):
             for indices in batches.epoch_batches(epoch):
                 yield batches.batch(indices)
             epoch += 1
-    # prefetch pads the next batches while the current step runs; what each step sees does
-    # not depend on it
-    return tf.data.Dataset.from_generator(generate, output_signature=(x_spec, y_spec)) \
-        .prefetch(tf.data.AUTOTUNE)
+    teacher = batches.teacher_logits
+    typed = backend.typed_input(generate, None if teacher is None else teacher.shape[1])
+    return _KerasBatches(batches) if typed is None else typed
 
 
 def compile_for_training(model, config, steps_per_epoch, make_optimizer=None, no_decay=()):

@@ -187,12 +187,10 @@ def test_fine_tune_saved_in_a_fresh_process_matches_fine_tune(tokenizer, tmp_pat
     from utils import saved
     data = toy_dataset(n_train=64, n_val=16)
     config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
-    import dataclasses
-    # no dropout: its masks come from generators seeded when a model is built, and this
-    # process has built others before
-    config_model = dataclasses.replace(model_lib.tiny_config(tokenizer.vocab_size),
-                                       hidden_dropout=0.0, attention_dropout=0.0)
-    saved.save(model_lib.build_classifier(config_model), tmp_path / "start")
+    # dropout on: fine_tune reseeds the model's generators (train.reseed_dropout), so the
+    # masks do not depend on what this process built before
+    saved.save(model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size)),
+               tmp_path / "start")
     here = saved.load_model(tmp_path / "start")
     expected = train.fine_tune(here, tokenizer, data, config, progress=False)
     state = isolation.run_in_fresh_process(block.fine_tune_saved, dict(
@@ -203,3 +201,29 @@ def test_fine_tune_saved_in_a_fresh_process_matches_fine_tune(tokenizer, tmp_pat
     trained = saved.load_model(tmp_path / "trained")
     for a, b in zip(here.get_weights(), trained.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_fit_repeats_exactly_however_the_model_was_built(tokenizer, tmp_path):
+    """The same start weights in two models whose dropout generators were seeded from different
+    Python random states (as in two fresh processes) give bit-identical weights after the same fit:
+    train.reseed_dropout makes the masks a function of the run's seed. Without it the two
+    fits drop different units and their weights differ."""
+    import random
+
+    from utils import saved
+    data = toy_dataset(n_train=64, n_val=16)
+    config = train.TrainConfig(learning_rate=1e-3, epochs=1, batch_size=16, max_length=16)
+    start = model_lib.build_classifier(model_lib.tiny_config(tokenizer.vocab_size))
+    fits = []
+    for python_seed in (1, 2):
+        random.seed(python_seed)          # what an unseeded fresh process would draw from
+        model = model_lib.build_classifier(start.encoder_config)
+        for w, value in zip(model.trainable_weights, start.trainable_weights):
+            w.assign(value)               # the same start weights, other dropout generators
+        train.fine_tune(model, tokenizer, data, config, progress=False)
+        fits.append([np.asarray(w) for w in model.trainable_weights])
+    for a, b in zip(*fits):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(a - np.asarray(w)).max() > 0   # and the fit did train
+               for a, w in zip(fits[0], start.trainable_weights))
+    assert train.reseed_dropout(start, 0) == 8   # 3 per layer, embeddings, classifier

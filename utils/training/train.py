@@ -405,6 +405,23 @@ def _with_defaults(recorded, run_config):
     return filled
 
 
+def reseed_dropout(model, seed):
+    """Give every random-number generator inside `model` (Keras' SeedGenerators: dropout) a
+    state that depends on `seed` and its place in the model only.
+
+    Why: a Keras layer built without a seed draws its generator's seed from Python's `random`
+    when it is built, so the same model loaded in two fresh processes (the notebooks' steps)
+    drops different units and two runs of one commit diverge. After this, a fit is a function
+    of the weights, the data and `seed` alone, however and wherever the model was built."""
+    from keras.src.random.seed_generator import SeedGenerator   # no public accessor
+    generators = [value for layer in model._flatten_layers(include_self=True, recursive=True)
+                  for value in vars(layer).values() if isinstance(value, SeedGenerator)]
+    seeds = np.random.SeedSequence(seed).generate_state(max(len(generators), 1)) % (2 ** 31 - 1)
+    for generator, value in zip(generators, seeds):
+        generator.state.assign(np.array([int(value), 0], dtype=generator.state.dtype))
+    return len(generators)
+
+
 def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progress=True,
               callbacks=(), fit_model=None, make_optimizer=None, teacher_logits=None,
               run_config=None):
@@ -430,6 +447,7 @@ def fine_tune(model, tokenizer, dataset, config=None, checkpoint_dir=None, progr
         raise ValueError("teacher_logits need a fit_model whose loss distils towards them "
                          "(utils.pruning.block.penalized_fine_tune builds one)")
     keras.utils.set_random_seed(config.seed)
+    reseed_dropout(model, config.seed)
     train_batches, truncated = batching.make_batches(
         tokenizer, dataset["train"]["text"], dataset["train"]["label"],
         max_length=config.max_length, batch_size=config.batch_size, shuffle=True,

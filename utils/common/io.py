@@ -24,6 +24,15 @@ def cost_dir_name(target):
     return f"cost_{round(100 * target):02d}"
 
 
+def best_epoch_val_macro_f1(baseline):
+    """Validation macro-F1 of the epoch a results/baseline.json record (notebook 02) kept (its
+    best_epoch), or None when the record has none."""
+    if "validation" in baseline:
+        return float(baseline["validation"]["macro_f1"])
+    best = [h for h in baseline.get("history", []) if h.get("epoch") == baseline.get("best_epoch")]
+    return float(best[0]["val_macro_f1"]) if best else None
+
+
 def snapshot_target(directory):
     """('sparsity', 0.7) for .../sparsity_70, ('cost', 0.45) for .../cost_45, else None."""
     match = _SNAPSHOT_DIR.search(str(directory).rstrip("/\\"))

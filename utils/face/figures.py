@@ -96,7 +96,7 @@ def drawings(results_dir, data_dir):
         "04_speedup_vs_f1.png": (
             [r / "thresholding.json", r / "baseline.json"],
             lambda p: plots.plot_speed_curves(
-                speed_points(), _best_epoch_val_macro_f1(read("baseline.json")), p)),
+                speed_points(), io.best_epoch_val_macro_f1(read("baseline.json")), p)),
         "06_demo_latency.png": (
             [r / "demo.json"],
             lambda p: plots.plot_demo_latency(read("demo.json")["models"], p)),
@@ -121,16 +121,6 @@ def drawings(results_dir, data_dir):
                                                  read("grouping.json")["dense_test_macro_f1"],
                                                  p)),
     }
-
-
-def _best_epoch_val_macro_f1(baseline):
-    """Validation macro-F1 of the epoch results/baseline.json kept (its best_epoch), the
-    dense reference notebook 04 draws (utils.pruning.sweep.dense_val_macro_f1 reads it the
-    same way, but imports Keras)."""
-    if "validation" in baseline:
-        return float(baseline["validation"]["macro_f1"])
-    best = [h for h in baseline["history"] if h["epoch"] == baseline["best_epoch"]]
-    return float(best[0]["val_macro_f1"])
 
 
 def _size_vs_f1(frame, plots, path):

@@ -2,7 +2,7 @@
 record of that run, results/gpu.json:
 
     KERAS_BACKEND=torch python -m utils.face.gpu            # make gpu BACKEND=torch
-    KERAS_BACKEND=jax python -m utils.face.gpu --smoke --root /tmp/gpu-smoke
+    KERAS_BACKEND=jax python -m utils.face.gpu --smoke --root SMOKE_DIR   # a scratch directory
 
 Runs notebooks 01-04 (data, dense fine-tune, block pruning, thresholding with recovery) as
 the pipeline `gpu` in the GPU profile (`utils.face.pipeline`: its budgets, mixed precision

@@ -168,13 +168,11 @@ class Snapshot:
 def dense_val_macro_f1(baseline):
     """Validation macro-F1 of the dense model in a results/baseline.json record (notebook 02):
     its best epoch's, the weights it kept."""
-    if "validation" in baseline:
-        return float(baseline["validation"]["macro_f1"])
-    best = [h for h in baseline.get("history", []) if h.get("epoch") == baseline.get("best_epoch")]
-    if not best:
+    score = io.best_epoch_val_macro_f1(baseline)
+    if score is None:
         raise NoSnapshotError("results/baseline.json has no validation macro-F1 of the best "
                               "epoch: re-run notebooks/02_baseline_finetune.ipynb")
-    return float(best[0]["val_macro_f1"])
+    return score
 
 
 def _snapshot_candidates(csv_path, method, directory_of, curve):

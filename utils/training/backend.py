@@ -10,8 +10,9 @@ function imports its backend's library only when that backend runs, so under JAX
 nothing here needs TensorFlow.
 
 Only TensorFlow: TFLite export (`utils.compression.tflite`), the gradient tapes of CoFi
-(`utils.pruning.cofi`) and of the Fisher mask search (`utils.pruning.importance`), and
-multi-GPU training through tf.distribute (README, "Keras backends").
+(`utils.pruning.cofi`) and of the baselines' loss (`importance.task_loss_fn`), and multi-GPU
+training through tf.distribute (README, "Keras backends"). Gradients outside `fit` for the
+Fisher information go through `gradient_function` on every backend.
 """
 from __future__ import annotations
 

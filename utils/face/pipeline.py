@@ -102,7 +102,8 @@ STEPS = {
                    "PRUNED_DIR": "checkpoints/pruned",
                    "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency", "WORK_DIR": "checkpoints/bench",
                    "BUNDLE_DIR": "models/tweet-sentiment-int8",
-                   "ONNX_BUNDLE_DIR": "models/tweet-sentiment-onnx-int8"},
+                   "ONNX_BUNDLE_DIR": "models/tweet-sentiment-onnx-int8",
+                   "DENSE_BUNDLE_DIR": "models/tweet-sentiment-dense-int8"},
              gpu={"ROUNDS": 3}, tensorflow_only="it exports TFLite models and times them in "
                                                "TensorFlow"),
         Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."},

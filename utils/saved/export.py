@@ -317,10 +317,13 @@ def _bundle_size_facts(bundle_dir):
             "tokenizer_bytes": tokenizer.stat().st_size if tokenizer.exists() else None}
 
 
-def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=None):
+def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=None,
+               variant=None):
     """The card's markdown, from results/ (benchmark, baseline), this bundle's own test scores
     (`evaluate_bundle`) and the data it was trained on (`corpus_facts`); facts that are
-    missing are left out or said to be missing, never guessed."""
+    missing are left out or said to be missing, never guessed. `variant` is the benchmark row
+    the bundle is (default: the pruned one of its runtime, compact+vocab+<runtime>-int8; a
+    `dense+...` row gets a card of the dense model, quantized but not pruned)."""
     results_dir = Path(results_dir)
 
     def read(name):
@@ -331,7 +334,10 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
     dataset = (baseline or {}).get("dataset")
     runtime = runtime_of(bundle_dir)
     runtime_name = RUNTIME_NAMES[runtime]
-    lines = [f"# Tweet sentiment classifier (block-pruned, int8 {runtime_name})", "",
+    variant = variant or f"compact+vocab+{runtime}-int8"
+    dense = variant.startswith("dense")
+    kind = "dense: not pruned" if dense else "block-pruned"
+    lines = [f"# Tweet sentiment classifier ({kind}, int8 {runtime_name})", "",
              "Three classes (negative, neutral, positive) for English tweets. Made by "
              "`python -m utils.saved.export` from the model directory "
              f"`{shown(source)}` of the repository \"Improving BERT Memory "
@@ -339,7 +345,12 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
     if baseline:
         lines += [f"- **Base model**: `{base_model or '?'}`, fine-tuned on `{dataset or '?'}`."]
     snapshot = (bench or {}).get("meta", {}).get("snapshot")
-    if snapshot:
+    if dense:
+        lines.append(f"- **Compression**: none but int8 weights ({runtime_name} dynamic "
+                     "range), the same quantization as the pruned bundle; every head, FFN "
+                     "neuron and vocabulary entry kept. The reference a pruned bundle is "
+                     "measured against.")
+    elif snapshot:
         chosen = snapshot.get("message") or f"snapshot {snapshot.get('directory')}"
         run = " (its latency-targeted run)" if snapshot.get("curve") == "latency targets" else ""
         lines.append(f"- **Pruning**: block pruning{run} (progressive unit pruning with a "
@@ -364,26 +375,26 @@ def model_card(bundle_dir, source, results_dir, test_scores=None, data_facts=Non
                      + (f"; tokenizer.json adds {sizes.format_mb(size['tokenizer_bytes'])}"
                         if size["tokenizer_bytes"] else "") + ".")
     variants = (bench or {}).get("variants", {})
-    variant = variants.get(f"compact+vocab+{runtime}-int8")
-    if variant:
-        facts = {k: variant.get(k) for k in ("latency_ms_median", "latency_speedup_vs_dense",
-                                             "macro_f1")}
+    row = variants.get(variant)
+    if row:
+        facts = {k: row.get(k) for k in ("latency_ms_median", "latency_speedup_vs_dense",
+                                         "macro_f1")}
         if facts["latency_ms_median"]:
             meta = bench["meta"]
             lines.append(f"- **Latency** (batch 1; "
                          f"{describe_cpu(meta.get('machine'), meta.get('cpu_count'))}): "
                          f"{facts['latency_ms_median']:.2f} ms median"
-                         + (f", {facts['latency_speedup_vs_dense']:.2f}x the dense model"
-                            if facts["latency_speedup_vs_dense"] else "") + ".")
+                         + (f", {facts['latency_speedup_vs_dense']:.2f}x the dense float32 "
+                            "Keras model" if facts["latency_speedup_vs_dense"] else "") + ".")
             dense_int8 = variants.get(f"dense+{runtime}-int8")
-            if dense_int8 and dense_int8.get("latency_ms_median"):
+            if not dense and dense_int8 and dense_int8.get("latency_ms_median"):
                 lines.append(
                     f"- **Against the dense model quantized the same way** (dense "
                     f"{runtime_name} int8, batch 1, timed in the same process): "
                     f"{dense_int8['latency_ms_median']:.2f} ms, so pruning adds "
                     f"{dense_int8['latency_ms_median'] / facts['latency_ms_median']:.2f}x on "
                     f"top of quantization; test macro-F1 {100 * dense_int8['macro_f1']:.1f}% "
-                    f"there, {100 * variant['macro_f1']:.1f}% here.")
+                    f"there, {100 * row['macro_f1']:.1f}% here.")
     lines += ["", "Inputs are normalised as in training (preprocessing.json: links -> HTTPURL, "
               "mentions -> @USER, emoji -> :names:), tokenised with tokenizer.json (truncated "
               "to 64 tokens) and run one tweet at a time. See examples/standalone_predict.py.",
@@ -479,10 +490,11 @@ def evaluate_bundle(bundle, split):
 
 
 def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
-            results_dir=REPO_ROOT / "results", force=False, runtime="tflite"):
+            results_dir=REPO_ROOT / "results", force=False, runtime="tflite", variant=None):
     """The bundle of `source` (a saved model, or a bundle: copied as it is) at `out`, for
-    `runtime`, scored on the test split of `data_dir` (skipped if absent), with its model card
-    and examples.json; returns the test scores or None."""
+    `runtime` (a bundle source keeps its own), scored on the test split of `data_dir` (skipped
+    if absent), with its model card (`model_card`; `variant` names the benchmark row it is) and
+    examples.json; returns the test scores or None."""
     out = export_saved(source, out, base_tokenizer, force=force, runtime=runtime)
     try:
         splits = corpus.load_splits(data_dir)
@@ -491,7 +503,7 @@ def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
         splits = None
     scores = evaluate_bundle(load_bundle(out), splits["test"]) if splits is not None else None
     facts = corpus_facts(splits) if splits is not None else None
-    write_card(out, model_card(out, source, results_dir, scores, facts))
+    write_card(out, model_card(out, source, results_dir, scores, facts, variant))
     write_examples(out)
     return scores
 

@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install run study data bench report test smoke gpu
+.PHONY: help install run study data bench report test test-browser demo demo-screenshots smoke gpu
 
 # A bare `make` only prints this list (it installs nothing).
 help:
 	@echo "make run      install (.venv), then the main job: notebooks 01-06 and the report, ~1 h on 2 CPU cores"
 	@echo "make test     install the test tools, check the layers of utils, run the tests (~15 min)"
 	@echo "make study    the extended studies (notebooks 07-11) on the models of make run, ~1.7 h"
+	@echo "make demo     present the live demo (notebook 06 in Voila) at http://127.0.0.1:8866/"
+	@echo "make test-browser  the demo in headless Chromium (installs Debian's chromium if missing)"
 	@echo "make smoke    both pipelines in SMOKE mode (tiny model) under /tmp/smoke, ~13 min"
 	@echo "make report   rebuild report/ and the README's result blocks from results/"
 	@echo "make bench    the benchmark alone (notebook 05's code)"
@@ -67,7 +69,24 @@ report: install
 # the tests on both cores.
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 --ignore=tests/browser tests
+
+# The live demo for a presenter: notebook 06 in Voila (code hidden, widgets live), bound to
+# this machine only; Ctrl+C stops it. Add ARGS=--no-browser on a machine without a screen.
+demo: install
+	$(PY) -m utils.face.demo --present $(ARGS)
+
+# The demo driven in a real browser (tests/browser): Voila serving a fresh copy of the
+# repository's files, headless Chromium from Debian's packages (never a downloaded browser).
+CHROMIUM ?= /usr/bin/chromium
+test-browser: $(VENV)/.installed-dev
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium (apt-get)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q tests/browser
+
+# The README's screenshots of the demo on a fresh clone (figures/06_demo_fresh_clone.png).
+demo-screenshots: $(VENV)/.installed-dev
+	DEMO_SCREENSHOT_DIR=figures CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q tests/browser
 
 # Both pipelines in SMOKE mode (tiny random encoder, a few hundred examples) under /tmp/smoke.
 smoke: install

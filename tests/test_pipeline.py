@@ -1,5 +1,6 @@
 """utils.face.pipeline: the step record, resuming after a killed step, process-tree memory."""
 import json
+import os
 import sys
 
 import pytest
@@ -195,3 +196,66 @@ def test_every_study_notebook_names_run_steps_it_reads():
     for step in pipeline.STEPS["study"]:
         if step.notebook:
             assert step.reads and set(step.reads) <= run_steps, step.name
+
+
+def _executed_notebook(path):
+    """A notebook as papermill leaves it: absolute paths of the machine that ran it, the
+    kernel's bare display name, a widget output, no trailing newline."""
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "id": "a1", "metadata": {}, "source": ["# title"]},
+            {"cell_type": "code", "execution_count": 1, "id": "b2",
+             "metadata": {"papermill": {"duration": 0.1}, "tags": []},
+             "outputs": [{"name": "stdout", "output_type": "stream", "text": ["hello\n"]},
+                         {"data": {"application/vnd.jupyter.widget-view+json": {
+                             "model_id": "x", "version_major": 2, "version_minor": 0},
+                                   "text/plain": ["VBox(children=(Dropdown(...)))"]},
+                          "metadata": {}, "output_type": "display_data"}],
+             "source": ["print('hello')"]}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                    "name": "python3"},
+                     "language_info": {"name": "python"},
+                     "papermill": {"input_path": str(path), "output_path": str(path),
+                                   "parameters": {}},
+                     "widgets": {"application/vnd.jupyter.widget-state+json": {}}},
+        "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(notebook, indent=1))
+    return path
+
+
+def test_tidy_notebook_leaves_what_jupyter_would_write_and_no_machine_path(tmp_path):
+    import nbformat
+
+    from utils.common.io import REPO_ROOT
+    path = _executed_notebook(REPO_ROOT / "notebooks" / f"tidy_test_{os.getpid()}.ipynb")
+    try:
+        pipeline.tidy_notebook(path)
+        text = path.read_text()
+        notebook = json.loads(text)
+        assert str(REPO_ROOT) not in text
+        assert notebook["metadata"]["papermill"]["input_path"] == path.relative_to(
+            REPO_ROOT).as_posix()
+        assert notebook["metadata"]["kernelspec"] == pipeline.KERNELSPEC
+        assert "widgets" not in notebook["metadata"]
+        outputs = notebook["cells"][1]["outputs"]
+        assert [o["output_type"] for o in outputs] == ["stream"]   # the widget view is gone
+        # opened and saved by Jupyter (nbformat's own writer), the file stays byte for byte
+        copy = tmp_path / "saved.ipynb"
+        nbformat.write(nbformat.read(path, as_version=4), copy)
+        assert copy.read_text() == text
+        pipeline.tidy_notebook(path, clear_outputs=True)
+        notebook = json.loads(path.read_text())
+        code = notebook["cells"][1]
+        assert code["outputs"] == [] and code["execution_count"] is None
+        assert "papermill" not in code["metadata"] and "papermill" not in notebook["metadata"]
+        assert code["source"] == ["print('hello')"]
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_committed_notebooks_name_the_kernel_as_jupyterlab_does():
+    """Else opening one in JupyterLab rewrites its metadata, and `git status` shows it."""
+    from utils.common.io import REPO_ROOT
+    demo_notebook = json.loads((REPO_ROOT / "notebooks" / "06_demo.ipynb").read_text())
+    assert demo_notebook["metadata"]["kernelspec"] == pipeline.KERNELSPEC
+    assert all(c.get("outputs", []) == [] for c in demo_notebook["cells"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROOT_VARIABLE = "UTILS_ROOT"   # the pipeline's --root, set for every step it runs
+STEP_VARIABLE = "UTILS_PIPELINE_STEP"   # the name of the pipeline step running, set likewise
 _SNAPSHOT_DIR = re.compile(r"(sparsity|cost)_(\d+)$")
 
 

@@ -6,6 +6,7 @@ progress never lands in a saved notebook), else to stderr (a notebook run by han
 command line). `import utils` calls `setup()`."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -34,6 +35,26 @@ def setup():
     # notebook; its errors still show
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return logger
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the duration of the block, for the lines the
+    C++ cores of TensorFlow and TFLite write there when they load (absl's "All log messages
+    before absl::InitializeLog() is called...", the oneDNN and CUDA notices, "Created
+    TensorFlow Lite XNNPACK delegate"). TensorFlow 2.21 writes them whatever
+    TF_CPP_MIN_LOG_LEVEL says, and a notebook page (JupyterLab, Voila) shows them as a warning
+    box. Python's exceptions and `sys.stderr` writes are not affected, only native writes."""
+    sys.stderr.flush()
+    kept = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(kept, 2)
+        os.close(kept)
+        os.close(devnull)
 
 
 class Progress:

@@ -4,13 +4,12 @@ The notebook (06_demo) wraps `build_widget`; outside Jupyter the same comparison
 
     python -m utils.face.demo "@united thanks, the crew was great"
 
-Only saved models are loaded (no training), each with `utils.saved.load`: by default the
-fine-tuned baseline, the compact model `python -m utils.face.bench` derives from the pruned snapshot
-it chose on validation, and the bundle models/tweet-sentiment-int8 (`utils.saved.export`: that model
-with its unused vocabulary removed, int8 TFLite) which the benchmark publishes. A copy of that
-bundle is committed, so a fresh clone can demo before any training: `load_models(
-allow_missing=True)` answers with what exists and `MissingModelsError` says which command makes
-the rest.
+Only saved models are loaded (no training), each with `utils.saved.load`, as cards side by side
+(DEFAULT_MODELS): the fine-tuned dense model (float32, `make run`), and two int8 TFLite bundles
+that the benchmark publishes and of which copies are committed: the dense model quantized alone
+and the block-pruned one (its snapshot chosen on validation, unused vocabulary removed). So a
+fresh clone already compares pruned with dense on the same runtime; every ratio is against that
+dense int8 bundle (REFERENCE), and the float32 model's card says which command makes it.
 
 Anything typed is answered without a traceback: a text with nothing to classify (empty, or only
 whitespace, invisible or control characters; `utils.saved.readable_text`, the check of every
@@ -20,13 +19,14 @@ bytes are read as U+FFFD; the text goes through the same normalisation as the tr
 is truncated, and each answer lists what was done to the text (`notes`).
 
 Notebook 06 times the models (`measure_latency`) and keeps the record (`write_latency_record`:
-results/demo.json and figures/06_demo_latency.png) only when it timed every model of
-DEFAULT_MODELS: a demo of the committed bundle alone, on a fresh clone, leaves the committed
-record of a full run as it is.
+results/demo.json and figures/06_demo_latency.png) only when `make run` runs it and it timed
+every model of DEFAULT_MODELS: a presenter's run, or a fresh clone with the bundles alone, leaves
+the committed record of a full run as it is.
 """
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import sys
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
-from utils.common import cli, sizes
+from utils.common import cli, logs, sizes
 from utils.common.io import REPO_ROOT
 from utils.data import batching
 from utils.data import corpus as data
@@ -54,23 +54,40 @@ MAX_LENGTH = 64            # tokens, as in training (utils.training.train.TrainC
 MAX_CHARS = 5000           # longer input is cut before tokenising, so a paste cannot stall the demo
 TIMING_REPEATS = 3         # latency shown = median of this many forward passes
 
-# name -> (directory relative to the repository, what it is, the command that creates it)
-# The pruned snapshot is chosen on validation by the benchmark (utils.pruning.sweep.choose_snapshot),
-# which saves the derived models the demo loads; results/benchmark.json says which snapshot.
-BENCH = "notebooks/05_benchmark.ipynb (or `python -m utils.face.bench`)"
-DEFAULT_MODELS = {
-    "dense": ("checkpoints/baseline/best", "fine-tuned MiniLM, float32",
-              "make run (notebooks 01_data_prep and 02_baseline_finetune)"),
-    "compact": ("checkpoints/bench/compact",
-                "block-pruned snapshot chosen on validation, empty heads and FFN neurons "
-                "removed, float32",
-                f"notebooks 03-04, then {BENCH}"),
-    "compact+int8": ("models/tweet-sentiment-int8",
-                     "compact + unused vocabulary removed, int8 weights (TFLite dynamic range); "
-                     "a bundle that runs without this repository",
-                     f"notebooks 03-04, then {BENCH}; a copy is committed"),
-}
 
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str          # directory relative to the repository root
+    title: str         # the card's subtitle, short enough for a projector
+    description: str   # what it is, for the record (results/demo.json, the report)
+    command: str       # what makes it
+
+
+# The presenter's comparison, in card order. Both int8 bundles are committed, so a fresh clone
+# compares the pruned model with the dense one quantized the same way and run by the same
+# runtime: what pruning adds over quantization alone. The float32 dense model is what `make run`
+# fine-tunes; on a fresh clone its card says which command makes it. The pruned snapshot is
+# chosen on validation by the benchmark (utils.pruning.sweep.choose_snapshot), which publishes
+# both bundles; results/benchmark.json says which snapshot.
+DEFAULT_MODELS = {
+    "dense": ModelSpec(
+        "checkpoints/baseline/best", "float32 · Keras",
+        "the fine-tuned MiniLM, float32, run by Keras",
+        "make run (notebook 02_baseline_finetune saves it)"),
+    "dense-int8": ModelSpec(
+        "models/tweet-sentiment-dense-int8", "int8 · TFLite · nothing pruned",
+        "the dense model with int8 weights (TFLite dynamic range), nothing pruned: what "
+        "quantization alone gives; a committed bundle",
+        "make run (notebook 05_benchmark publishes it; a copy is committed)"),
+    "pruned-int8": ModelSpec(
+        "models/tweet-sentiment-int8", "int8 · TFLite · block-pruned",
+        "block-pruned snapshot chosen on validation, empty heads, FFN neurons and unused "
+        "vocabulary removed, int8 weights (TFLite dynamic range); a committed bundle",
+        "make run (notebook 05_benchmark publishes it; a copy is committed)"),
+}
+# Every card's speed and size ratio is against this one: the same runtime and quantization.
+REFERENCE = "dense-int8"
 
 
 class MissingModelsError(FileNotFoundError):
@@ -82,6 +99,7 @@ class DemoModel:
     name: str
     description: str
     saved: object            # utils.saved.SavedModel: logits(input_ids, attention_mask), tokenizer
+    title: str = ""          # the card's subtitle (ModelSpec.title)
 
     def __getattr__(self, attribute):
         """The saved model's directory, tokenizer, parameters, disk_bytes, ..."""
@@ -116,9 +134,9 @@ def missing_models(models=None, root=REPO_ROOT):
     """[(name, directory, command)] of the models that are not saved (neither a utils.saved
     model directory nor a bundle)."""
     models = DEFAULT_MODELS if models is None else models
-    return [(name, Path(root, path), command) for name, (path, _, command) in models.items()
-            if not (saved.is_model_dir(Path(root, path))
-                    or saved.looks_like_bundle(Path(root, path)))]
+    return [(name, Path(root, spec.path), spec.command) for name, spec in models.items()
+            if not (saved.is_model_dir(Path(root, spec.path))
+                    or saved.looks_like_bundle(Path(root, spec.path)))]
 
 
 def missing_message(missing):
@@ -130,7 +148,8 @@ def missing_message(missing):
 
 def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
                 allow_missing=False):
-    """[DemoModel] for {name: (directory, description, command)}, each loaded with
+    """[DemoModel] for {name: ModelSpec}, each loaded (with the start-up lines of TensorFlow's
+    and TFLite's C++ cores silenced: `logs.native_stderr_silenced`) with
     `utils.saved.load`. A missing model raises MissingModelsError naming every missing
     directory and its command before anything is loaded; with allow_missing, the models that
     exist are loaded (the error is raised only if none does)."""
@@ -139,35 +158,38 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
     if missing and (not allow_missing or len(missing) == len(models)):
         raise MissingModelsError(missing_message(missing))
     absent = {name for name, _, _ in missing}
-    for name, (path, _, _) in models.items():   # a damaged bundle: its error before seconds of loading
-        if name not in absent and not saved.is_model_dir(Path(root, path)):
-            saved.bundle.check_bundle(Path(root, path))
+    for name, spec in models.items():   # a damaged bundle: its error before seconds of loading
+        if name not in absent and not saved.is_model_dir(Path(root, spec.path)):
+            saved.bundle.check_bundle(Path(root, spec.path))
     base_tokenizer = hub.load_tokenizer(tokenizer_name or hub.DEFAULT_MODEL)
-    loaded = [DemoModel(name, description, saved.load(Path(root, path).resolve(), base_tokenizer))
-              for name, (path, description, _) in models.items() if name not in absent]
-    if warm_up:   # trace / allocate once so the first tweet is timed like every other
-        classify("warm up", loaded, repeats=1)
+    with logs.native_stderr_silenced():
+        loaded = [DemoModel(name, spec.description,
+                            saved.load(Path(root, spec.path).resolve(), base_tokenizer),
+                            spec.title)
+                  for name, spec in models.items() if name not in absent]
+        if warm_up:   # trace / allocate once so the first tweet is timed like every other
+            classify("warm up", loaded, repeats=1)
     return loaded
 
 
 def make_smoke_models(root, tokenizer, texts):
     """Tiny random stand-ins for DEFAULT_MODELS, saved at the same paths under `root` (SMOKE
-    runs and tests): a dense model, its compacted masked copy (utils.face.bench's smoke models) and
-    that copy with a vocabulary pruned to `texts` as an int8 TFLite bundle."""
+    runs and tests): a dense model (utils.face.bench's smoke models), it as an int8 TFLite
+    bundle, and its compacted masked copy with a vocabulary pruned to `texts` as another."""
     import shutil
     import tempfile
 
     from utils.compression import compact, vocab  # Keras: only for the SMOKE stand-ins
-    paths = {name: Path(root, path) for name, (path, _, _) in DEFAULT_MODELS.items()}
+    paths = {name: Path(root, spec.path) for name, spec in DEFAULT_MODELS.items()}
     with tempfile.TemporaryDirectory() as scratch:
         dense_dir, masked_dir = bench.make_smoke_models(scratch, tokenizer)
         paths["dense"].parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(paths["dense"], ignore_errors=True)
         shutil.copytree(dense_dir, paths["dense"])
         compacted = compact.compact_model(saved.load_model(masked_dir))
-    saved.save(compacted, paths["compact"])
+    export.export_bundle(saved.load_model(paths["dense"]), paths["dense-int8"], tokenizer)
     small, remapped = vocab.prune_vocabulary(compacted, tokenizer, texts)
-    export.export_bundle(small, paths["compact+int8"], tokenizer, remapped.kept_ids)
+    export.export_bundle(small, paths["pruned-int8"], tokenizer, remapped.kept_ids)
     return paths
 
 
@@ -257,11 +279,11 @@ def measure_latency(models, texts, repeats=TIMING_REPEATS):
     """Per model: median / 90th-percentile latency of one tweet (batch 1) over `texts`
     (already normalized, e.g. test tweets), timed as the benchmark times (`timing.time_variants`:
     `repeats` rounds, the models' order rotated each round, so background load hits them
-    alike); speed-up and label agreement relative to the first model."""
+    alike); speed-up and label agreement relative to `reference_model(models)`."""
     timed = timing.time_variants({m.name: m.saved for m in models}, list(texts), MAX_LENGTH,
                                  rounds=repeats)
     answers = {m.name: [answer_with(m, text, repeats=1) for text in texts] for m in models}
-    reference = models[0].name
+    reference = reference_model(models).name
     rows = []
     for m in models:
         rows.append({"model": m.name, "description": m.description,
@@ -286,88 +308,192 @@ def plot_latency(rows, path=None):
 
 # ------------------------------------------------------------------------------ presenting
 
+def reference_model(models):
+    """The model every ratio is against: REFERENCE (the dense model quantized as the pruned one
+    is) when loaded, else the first."""
+    return next((m for m in models if m.name == REFERENCE), models[0])
+
+
 def size_lines(models):
     """One line per model: bytes on disk (its directory's model files) and parameters."""
-    dense = models[0]
+    reference = reference_model(models)
     return [f"{m.name}: {sizes.format_mb(m.disk_bytes)} on disk, {m.parameters / 1e6:.1f}M parameters"
-            + ("" if m is dense else f", ×{dense.disk_bytes / m.disk_bytes:.1f} smaller than {dense.name}")
+            + ("" if m is reference
+               else f", ×{reference.disk_bytes / m.disk_bytes:.1f} smaller than {reference.name}")
             for m in models]
 
 
+def test_scores(models, results_dir=REPO_ROOT / "results"):
+    """{model name: test macro-F1} where it is known for that very model: a bundle's own
+    (`utils.saved.export.publish` writes it into bundle.json), the dense model's from
+    results/baseline.json (notebook 02 scores the checkpoint it saves)."""
+    scores = {}
+    for m in models:
+        manifest = Path(m.directory, saved.bundle.MANIFEST)
+        try:
+            if manifest.is_file():
+                value = json.loads(manifest.read_text())["test_scores"]["macro_f1"]
+            elif m.name == "dense":
+                value = json.loads(Path(results_dir, "baseline.json").read_text())[
+                    "test"]["macro_f1"]
+            else:
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        scores[m.name] = value
+    return scores
+
+
 def format_text(answer):
-    """The comparison as plain text (the CLI's output)."""
+    """The comparison as plain text (the CLI's output); ratios against REFERENCE."""
     if answer.error:
         return answer.error
     lines = [f"text: {answer.normalized}"] + [f"note: {n}" for n in answer.notes]
-    reference = next((a.latency_ms for a in answer.answers if not a.error), None)
+    timed = {a.model: a.latency_ms for a in answer.answers if not a.error}
+    reference = REFERENCE if REFERENCE in timed else next(iter(timed), None)
     for a in answer.answers:
         if a.error:
-            lines.append(f"{a.model:>14}  failed: {a.error}")
+            lines.append(f"{a.model:>12}  failed: {a.error}")
             continue
         probs = "  ".join(f"{k} {v:6.1%}" for k, v in a.probabilities.items())
-        speed = f"  ×{reference / a.latency_ms:.1f} vs {answer.answers[0].model}" if reference else ""
-        lines.append(f"{a.model:>14}  {a.label:<8}  {probs}  {a.latency_ms:7.1f} ms{speed}")
+        speed = (f"  ×{timed[reference] / a.latency_ms:.1f} vs {reference}"
+                 if reference and a.model != reference else "")
+        lines.append(f"{a.model:>12}  {a.label:<8}  {probs}  {a.latency_ms:7.1f} ms{speed}")
     return "\n".join(lines)
 
 
-LABEL_COLOURS = {"negative": "#c0392b", "neutral": "#7f8c8d", "positive": "#27ae60"}
+LABEL_COLOURS = {"negative": "#c0392b", "neutral": "#5d6d7e", "positive": "#1e8449"}
+# Sized for a projector: the label and latency are read from the back of a room.
+STYLE = """<style>
+.demo-input input[type="text"] {font-size: 22px !important; height: 46px !important}
+.demo-examples select {font-size: 17px !important; height: 36px !important}
+.demo-button {font-size: 18px !important}
+.demo-cards {display: flex; flex-wrap: wrap; gap: 16px; margin-top: 8px}
+.demo-card {border: 2px solid #d5d8dc; border-radius: 10px; padding: 12px 16px; width: 330px;
+            font-size: 17px; line-height: 1.35; color: #1b2631; background: #fff}
+.demo-card.demo-missing {border-style: dashed; color: #566573; background: #f8f9f9}
+.demo-name {font-size: 22px; font-weight: 700}
+.demo-title {font-size: 15px; color: #566573; margin-bottom: 6px}
+.demo-label {font-size: 34px; font-weight: 800; margin: 4px 0}
+.demo-bar {display: flex; align-items: center; gap: 8px; font-size: 16px}
+.demo-bar > span:first-child {width: 80px}
+.demo-latency {font-size: 21px; font-weight: 700; margin-top: 8px}
+.demo-facts {font-size: 16px; margin-top: 4px}
+.demo-message {font-size: 20px; font-weight: 700; color: #c0392b}
+.demo-read {font-size: 15px; color: #566573}
+</style>"""
 
 
-def format_html(answer):
-    """The comparison as HTML: one card per model with a probability bar per label."""
-    if answer.error:
-        return f'<p style="color:#c0392b"><b>{html.escape(answer.error)}</b></p>'
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in answer.notes)
-    parts = [f'<p style="color:#555">read as: <code>{html.escape(answer.normalized[:300])}</code></p>',
-             f'<ul style="color:#555">{notes}</ul>' if notes else ""]
-    reference = next((a.latency_ms for a in answer.answers if not a.error), None)
-    for a in answer.answers:
-        if a.error:
-            parts.append(f'<div><b>{html.escape(a.model)}</b>: failed: {html.escape(a.error)}</div>')
-            continue
-        bars = "".join(
-            f'<div style="display:flex;align-items:center;gap:6px">'
-            f'<span style="width:70px">{label}</span>'
-            f'<span style="display:inline-block;height:14px;width:{200 * p:.0f}px;'
-            f'background:{LABEL_COLOURS.get(label, "#3465a4")}"></span>'
-            f'<span>{p:.1%}</span></div>' for label, p in a.probabilities.items())
-        speed = f" (×{reference / a.latency_ms:.1f})" if reference else ""
-        parts.append(
-            f'<div style="display:inline-block;vertical-align:top;margin:6px 18px 6px 0">'
-            f'<b>{html.escape(a.model)}</b>: <b style="color:{LABEL_COLOURS.get(a.label, "#000")}">'
-            f'{a.label}</b><br>{bars}<span style="color:#555">{a.latency_ms:.1f} ms{speed}</span></div>')
+def _card(model, answer, reference, reference_ms, score, missing_command=None):
+    """One model's card: name, label, probability bars, latency with its ratio to the
+    reference, size and parameters with theirs, test macro-F1."""
+    name = html.escape(model if missing_command else model.name)
+    if missing_command:
+        spec = DEFAULT_MODELS.get(model)
+        return (f'<div class="demo-card demo-missing"><div class="demo-name">{name}</div>'
+                f'<div class="demo-title">{html.escape(spec.title if spec else "")}</div>'
+                f'not on this machine: <code>{html.escape(missing_command)}</code> makes it'
+                '</div>')
+    parts = [f'<div class="demo-card" data-model="{name}"><div class="demo-name">{name}</div>'
+             f'<div class="demo-title">{html.escape(model.title)}</div>']
+    if answer is None:
+        parts.append('<div class="demo-label" style="color:#aeb6bf">…</div>')
+    elif answer.error:
+        parts.append(f'<div class="demo-message">failed: {html.escape(answer.error)}</div>')
+    else:
+        parts.append(f'<div class="demo-label" data-label="{answer.label}" '
+                     f'style="color:{LABEL_COLOURS.get(answer.label, "#000")}">{answer.label}</div>')
+        parts += [f'<div class="demo-bar"><span>{label}</span>'
+                  f'<span style="display:inline-block;height:16px;width:{170 * p:.0f}px;'
+                  f'background:{LABEL_COLOURS.get(label, "#3465a4")}"></span>'
+                  f'<span>{p:.0%}</span></div>' for label, p in answer.probabilities.items()]
+        ratio = ("" if model is reference or not reference_ms else
+                 f" · ×{reference_ms / answer.latency_ms:.1f} vs {html.escape(reference.name)}")
+        parts.append(f'<div class="demo-latency">{answer.latency_ms:.1f} ms{ratio}</div>')
+    size_ratio = ("" if model is reference else
+                  f" · ×{reference.disk_bytes / model.disk_bytes:.1f} smaller")
+    parts.append(f'<div class="demo-facts">{sizes.format_mb(model.disk_bytes)}{size_ratio} · '
+                 f'{model.parameters / 1e6:.1f}M parameters'
+                 + (f' · test macro-F1 {100 * score:.1f}%' if score is not None else "")
+                 + '</div></div>')
     return "".join(parts)
 
 
-def build_widget(models, examples=EXAMPLES):
-    """The ipywidgets interface: text box, example dropdown, classify button, one card per
-    model and the size line. Returns the container; its children are reachable for tests
-    as `.text`, `.examples`, `.button`, `.result`."""
+def format_html(answer, models=(), missing=(), scores=None):
+    """The comparison as HTML: one card per model (`models`, then one per `missing` entry of
+    `missing_models`, saying what makes it), each with its label, probability bars, latency
+    and size, ratios against REFERENCE. `answer` None: the cards before the first tweet."""
+    scores = scores or {}
+    if answer is not None and answer.error:
+        return f'<p class="demo-message">{html.escape(answer.error)}</p>'
+    by_model = {a.model: a for a in answer.answers} if answer is not None else {}
+    reference = reference_model(models) if models else None
+    reference_answer = by_model.get(reference.name) if reference else None
+    reference_ms = (reference_answer.latency_ms if reference_answer and not reference_answer.error
+                    else None)
+    head = ""
+    if answer is not None:
+        notes = "; ".join(html.escape(n) for n in answer.notes)
+        head = (f'<div class="demo-read">read as: <code>{html.escape(answer.normalized[:300])}'
+                f'</code>{" — " + notes if notes else ""}</div>')
+    cards = {m.name: _card(m, by_model.get(m.name), reference, reference_ms,
+                           scores.get(m.name)) for m in models}
+    cards.update({name: _card(name, None, None, None, None, missing_command=command)
+                  for name, _, command in missing})
+    order = [name for name in DEFAULT_MODELS if name in cards]
+    order += [name for name in cards if name not in order]
+    return head + '<div class="demo-cards">' + "".join(cards[n] for n in order) + "</div>"
+
+
+def build_widget(models, examples=EXAMPLES, missing=(), scores=None):
+    """The ipywidgets interface, for a presenter: an example dropdown and a one-line text box
+    (Enter classifies, as does the button), then one card per model side by side (`missing`
+    models get a card saying what makes them). Returns the container; its parts are reachable
+    for tests as `.text`, `.examples`, `.button`, `.result`.
+
+    The dropdown and the text stay in step: picking an example puts it in the box and
+    classifies it; editing the box returns the dropdown to its placeholder, so the same example
+    can be picked again."""
     import ipywidgets as widgets
-    text = widgets.Textarea(placeholder="Type a tweet…", layout=widgets.Layout(width="640px"))
-    options = [("(example tweets)", None)] + [(e if len(e) < 70 else e[:67] + "…", e)
-                                               for e in examples]
-    dropdown = widgets.Dropdown(options=options, value=None, layout=widgets.Layout(width="640px"))
-    button = widgets.Button(description="classify", button_style="primary")
-    result = widgets.HTML()
-    sizes = widgets.HTML('<p style="color:#555">' + "<br>".join(html.escape(line) for line in
-                                                         size_lines(models)) + "</p>")
+    text = widgets.Text(placeholder="Type a tweet, then press Enter", continuous_update=False,
+                        layout=widgets.Layout(width="680px"))
+    text.add_class("demo-input")
+    # the placeholder's value is "", not None: ipywidgets turns a value of None into no
+    # selection at all, a blank box
+    options = [("Example tweets…", "")] + [(e if len(e) < 80 else e[:77] + "…", e)
+                                           for e in examples]
+    dropdown = widgets.Dropdown(options=options, value="", layout=widgets.Layout(width="680px"))
+    dropdown.add_class("demo-examples")
+    button = widgets.Button(description="classify", button_style="primary",
+                            layout=widgets.Layout(height="46px", width="120px"))
+    button.add_class("demo-button")
+    result = widgets.HTML(format_html(None, models, missing, scores))
+    result.add_class("demo-result")
 
     def show(_=None):
         try:
-            result.value = format_html(classify(text.value, models))
+            result.value = format_html(classify(text.value, models), models, missing, scores)
         except Exception as error:   # noqa: BLE001 -- never a traceback in the presenter's cell
-            result.value = (f'<p style="color:#c0392b">Something went wrong: '
+            result.value = (f'<p class="demo-message">Something went wrong: '
                             f'{html.escape(type(error).__name__)}: {html.escape(str(error))}</p>')
 
-    def pick(change):
-        if change["new"] is not None:
-            text.value = change["new"]
+    def typed(change):   # Enter (or leaving the box) commits the text: classify it
+        if dropdown.value and change["new"] != dropdown.value:
+            dropdown.value = ""   # the placeholder: the same example can be picked again
+        show()
+
+    def picked(change):
+        if not change["new"]:
+            return
+        if text.value == change["new"]:
             show()
+        else:
+            text.value = change["new"]   # `typed` classifies it
 
     button.on_click(show)
-    dropdown.observe(pick, names="value")
-    box = widgets.VBox([dropdown, text, button, result, sizes])
+    text.observe(typed, names="value")
+    dropdown.observe(picked, names="value")
+    box = widgets.VBox([widgets.HTML(STYLE), dropdown, widgets.HBox([text, button]), result])
     box.text, box.examples, box.button, box.result = text, dropdown, button, result
     return box
 
@@ -377,22 +503,45 @@ def build_widget(models, examples=EXAMPLES):
 def write_latency_record(models, record, figure, results_dir, figures_dir):
     """Write `record` (the facts of a timing run; `measure_latency`'s rows under "models") to
     results_dir/demo.json and `figure` (`plot_latency`'s) to figures_dir/06_demo_latency.png,
-    only when `models` are every model of DEFAULT_MODELS, the set `make run` makes: a demo of
-    fewer (a fresh clone has only the committed bundle) must not replace the record of a full
-    run. Returns the paths written, or [] after one log line saying why nothing was."""
+    only when the pipeline runs the notebook (`make run`: io.STEP_VARIABLE is set) and `models`
+    are every model of DEFAULT_MODELS: a presenter's run, or a demo of the committed bundles
+    alone on a fresh clone, must not replace the record of a full run. Returns the paths
+    written, or [] after one log line saying why nothing was."""
+    import os
+
     from utils.common import io
     from utils.face.plots import save_figure
     timed = [m.name for m in models]
     absent = [name for name in DEFAULT_MODELS if name not in timed]
+    target = Path(results_dir) / "demo.json"
+    if not os.environ.get(io.STEP_VARIABLE):
+        log.info(f"not writing {io.shown(target)} nor the latency figure: the record is "
+                 "`make run`'s (this run is not a pipeline step)")
+        return []
     if absent:
-        log.warning(f"not writing {Path(results_dir) / 'demo.json'} nor the latency figure: "
+        log.warning(f"not writing {io.shown(target)} nor the latency figure: "
                     f"{', '.join(absent)} not timed (only {', '.join(timed) or 'no model'}); "
                     "`make run` makes every model of the record")
         return []
-    paths = [save_figure(figure, Path(figures_dir) / "06_demo_latency.png"),
-             Path(results_dir) / "demo.json"]
-    io.write_json(paths[1], {**record, "git_commit": io.git_commit()})
+    paths = [save_figure(figure, Path(figures_dir) / "06_demo_latency.png"), target]
+    io.write_json(target, {**record, "git_commit": io.git_commit()})
     return paths
+
+
+# ------------------------------------------------------------------------------ presenting
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "06_demo.ipynb"
+VOILA_PORT = 8866
+
+
+def voila_command(port=VOILA_PORT, open_browser=True):
+    """The command that presents notebook 06 (`make demo`): Voila shows its text, the widget
+    and the outputs with the code hidden, bound to this machine only (127.0.0.1); progressive
+    rendering puts the widget on screen before the record cells below it have run. Voila never
+    writes the notebook, so presenting leaves `git status` clean."""
+    return ([sys.executable, "-m", "voila", str(NOTEBOOK), "--Voila.ip=127.0.0.1",
+             f"--port={port}", "--progressive_rendering=True", "--theme=light"]
+            + ([] if open_browser else ["--no-browser"]))
 
 
 # ------------------------------------------------------------------------------ command line
@@ -403,15 +552,29 @@ def main(argv=None):
     parser.add_argument("texts", nargs="*", help="tweets (default: the built-in examples)")
     parser.add_argument("--root", default=str(REPO_ROOT),
                         help="repository root the model directories are relative to")
+    parser.add_argument("--present", action="store_true",
+                        help="serve notebook 06 in Voila on http://127.0.0.1:PORT instead "
+                             "(`make demo`)")
+    parser.add_argument("--port", type=int, default=VOILA_PORT, help="with --present")
+    parser.add_argument("--no-browser", action="store_true", help="with --present")
     args = parser.parse_args(argv)
+    if args.present:
+        import subprocess
+        command = voila_command(args.port, open_browser=not args.no_browser)
+        print(f"presenting {NOTEBOOK.relative_to(REPO_ROOT)} at http://127.0.0.1:{args.port}/ "
+              "(Ctrl+C stops it)", flush=True)
+        try:
+            return subprocess.call(command, cwd=NOTEBOOK.parent)
+        except KeyboardInterrupt:
+            return 0
     try:   # every text and the root before the models load (seconds)
         texts = [saved.readable_text(text, i) for i, text in enumerate(args.texts)] or EXAMPLES
         missing = missing_models(root=args.root)
         if not Path(args.root).is_dir() or len(missing) == len(DEFAULT_MODELS):
             raise MissingModelsError(
                 f"--root {args.root} holds none of the demo's models ("
-                + ", ".join(path for path, _, _ in DEFAULT_MODELS.values()) + "): pass the "
-                "repository root (a clone has the bundle), or make them: `make run`, or "
+                + ", ".join(spec.path for spec in DEFAULT_MODELS.values()) + "): pass the "
+                "repository root (a clone has the two int8 bundles), or make them: `make run`, or "
                 "notebooks 01-04 then `python -m utils.face.bench`")
         start = time.perf_counter()
         models = load_models(root=args.root, allow_missing=True)

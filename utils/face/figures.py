@@ -28,6 +28,8 @@ here, because their inputs are not in committed files (their notebooks draw them
                                 weights (checkpoints/): notebooks/03_block_pruning.ipynb
   04_sparsity_heatmap.png       zero weights per matrix of a recovered model
                                 (checkpoints/pruned/): notebooks/04_thresholding.ipynb
+  06_demo_fresh_clone.png       a screenshot of the live demo in headless Chromium, not a plot:
+                                `make demo-screenshots` (tests/browser)
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from pathlib import Path
 from utils.common import cli, io
 
 NOT_REDRAWN = ("01_token_lengths.png", "03_group_norm_histograms.png",
-               "04_sparsity_heatmap.png")
+               "04_sparsity_heatmap.png", "06_demo_fresh_clone.png")
 
 
 def _comparison_points(results_dir):

@@ -65,6 +65,7 @@ class Step:
     gpu: dict = field(default_factory=dict)
     reads: tuple = ()
     tensorflow_only: str = ""
+    clear_outputs: bool = False   # commit the executed notebook without outputs (`tidy_notebook`)
 
 
 # The GPU profile: budgets a single cloud GPU affords (the CPU defaults are sized for 2 cores),
@@ -107,7 +108,8 @@ STEPS = {
              gpu={"ROUNDS": 3}, tensorflow_only="it exports TFLite models and times them in "
                                                "TensorFlow"),
         Step("06_demo", "06_demo.ipynb", dirs={**_DATA, **_FIGS, "ROOT": "."},
-             tensorflow_only="it demonstrates notebook 05's TFLite bundle and models"),
+             tensorflow_only="it demonstrates notebook 05's TFLite bundle and models",
+             clear_outputs=True),
         _REPORT,
     ),
     "study": (
@@ -168,17 +170,19 @@ def log_path(name, step_name, root):
     return Path(root, "checkpoints", "pipeline", "logs", name, f"{step_name}.log")
 
 
-def step_environment(step_log, root):
+def step_environment(step_log, root, step_name=""):
     """What every step's process is told: where its progress log goes, the root its paths are
-    shown relative to, and, for the notebook's kernel, an IPython profile that leaves native
-    output (TensorFlow's start-up lines) on the terminal instead of in the saved notebook."""
+    shown relative to, that it runs as a pipeline step (a record only the pipeline writes, such
+    as the demo's, checks `io.STEP_VARIABLE`), and, for the notebook's kernel, an IPython
+    profile that leaves native output (TensorFlow's start-up lines) on the terminal instead of
+    in the saved notebook."""
     profile = Path(root, "checkpoints", "pipeline", "ipython")
     config = profile / "profile_default" / "ipython_kernel_config.py"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("# written by utils.face.pipeline: native stderr/stdout stay on the terminal\n"
                       "c.IPKernelApp.capture_fd_output = False\n")
     return {logs.LOG_FILE_VARIABLE: str(step_log), io.ROOT_VARIABLE: str(Path(root).resolve()),
-            "IPYTHONDIR": str(profile)}
+            io.STEP_VARIABLE: step_name, "IPYTHONDIR": str(profile)}
 
 
 def run_watched(command, cwd=None, env=None, poll=RSS_POLL_SECONDS, log_file=None):
@@ -242,12 +246,61 @@ def step_parameters(step, root, smoke, profile="cpu"):
     return parameters
 
 
+def step_notebook(step, root):
+    """Where `step`'s executed notebook is written: over its source in the repository's own
+    run, else under root/notebooks."""
+    source = NOTEBOOKS / step.notebook
+    return source if Path(root).resolve() == io.REPO_ROOT else Path(root, "notebooks",
+                                                                    step.notebook)
+
+
+# What JupyterLab writes for the kernel every notebook names: a notebook committed with
+# another display name is rewritten (and shows in `git status`) as soon as it is opened there.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def tidy_notebook(path, clear_outputs=False):
+    """Make an executed notebook read the same on any machine and stay unchanged when opened:
+    papermill's input and output paths relative to the repository (they are absolute paths of
+    the machine that ran it), the kernelspec JupyterLab would write, widget state dropped
+    (a saved widget shows as raw `VBox(...)` text until its cell runs again), and the file in
+    nbformat's own layout (trailing newline included), as Jupyter saves it. `clear_outputs`:
+    no outputs at all (the live demo: a presenter opens it clean, its record is in
+    results/demo.json)."""
+    path = Path(path)
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    metadata = notebook.setdefault("metadata", {})
+    metadata["kernelspec"] = dict(KERNELSPEC)
+    metadata.pop("widgets", None)
+    run = metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if run.get(key):
+            run[key] = io.shown(run[key])
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        if clear_outputs:
+            cell["outputs"], cell["execution_count"] = [], None
+            cell.get("metadata", {}).pop("papermill", None)
+            cell.get("metadata", {}).pop("execution", None)
+        else:
+            cell["outputs"] = [o for o in cell.get("outputs", []) if WIDGET_VIEW
+                               not in o.get("data", {})]
+    if clear_outputs:
+        metadata.pop("papermill", None)
+    io.write_text(path, json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False)
+                  + "\n")
+    return path
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def step_command(step, root, smoke, profile="cpu"):
     parameters = step_parameters(step, root, smoke, profile)
     if step.notebook:
         source = NOTEBOOKS / step.notebook
-        out = source if Path(root).resolve() == io.REPO_ROOT else Path(root, "notebooks",
-                                                                           step.notebook)
+        out = step_notebook(step, root)
         out.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "papermill", "--log-output", "--cwd", str(NOTEBOOKS),
                    str(source), str(out)]
@@ -386,12 +439,15 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
         started = _now()
         step_log = log_path(name, step.name, root)
         returncode, seconds, peak = run_watched(command, cwd=io.REPO_ROOT, log_file=step_log,
-                                                env={**env, **step_environment(step_log, root)})
+                                                env={**env, **step_environment(step_log, root,
+                                                                               step.name)})
         if returncode != 0:
             io.write_json(state, record)
             raise PipelineError(f"step {step.name} failed (exit code {returncode}) after "
                                 f"{seconds:.0f} s; fix it and run the same command again to "
                                 f"resume from this step ({state})")
+        if step.notebook:
+            tidy_notebook(step_notebook(step, root), clear_outputs=step.clear_outputs)
         record["steps"] = [s for s in record["steps"] if s["name"] != step.name]
         record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
                                 "max_rss_mb": sizes.mebibytes(peak), "parameters": parameters,

@@ -912,10 +912,22 @@ def demo_disk_bytes(model_row):
     return model_row["disk_mb"] * sizes.MB
 
 
+SCREENSHOT = "06_demo_fresh_clone.png"   # `make demo-screenshots` (tests/browser)
+
+
+def demo_screenshot(rep):
+    """The screenshot of the demo on a fresh clone, when `make demo-screenshots` made one."""
+    if not (rep.figures_dir / SCREENSHOT).exists():
+        return ""
+    return rep.figure(SCREENSHOT, "the live demo on a fresh clone, answering a tweet in "
+                      "headless Chromium (`make demo`'s Voila page, 1280 x 900 px; "
+                      "`make demo-screenshots` retakes it)", "demo")
+
+
 def demo_section(rep):
     d = rep.r["demo"]
     if d is None:
-        return words("demo", not_run=rep.not_run("demo"))
+        return words("demo", not_run=rep.not_run("demo"), screenshot=demo_screenshot(rep))
     models = d["models"]
     # measure_latency names these columns after the first (reference) model: speedup_vs_dense
     reference = next(k for k in models[0] if k.startswith("speedup_vs_")).removeprefix(
@@ -937,7 +949,7 @@ def demo_section(rep):
                       ["l"] + ["r"] * 6),
         failed=", ".join(f"`{m['model']}` {m['errors']} of {d['timing_tweets']:,}"
                          for m in models if m.get("errors")),
-        provenance=rep.provenance("demo"),
+        provenance=rep.provenance("demo"), screenshot=demo_screenshot(rep),
         figure=rep.figure("06_demo_latency.png", "per-tweet CPU latency and size of the demo's "
                           "models", "demo"))
 

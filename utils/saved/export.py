@@ -503,6 +503,12 @@ def publish(source, out, base_tokenizer, data_dir=REPO_ROOT / "data",
         splits = None
     scores = evaluate_bundle(load_bundle(out), splits["test"]) if splits is not None else None
     facts = corpus_facts(splits) if splits is not None else None
+    if scores is not None:   # in the manifest too, so a reader (the demo) gets them from the bundle
+        manifest = read_json(Path(out) / MANIFEST)
+        _write_manifest(out, {**{k: v for k, v in manifest.items()
+                                 if k not in ("format", "version", "files")},
+                              "test_scores": {k: scores[k] for k in ("macro_f1", "accuracy",
+                                                                     "examples")}})
     write_card(out, model_card(out, source, results_dir, scores, facts, variant))
     write_examples(out)
     return scores

@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install run study data bench report test test-browser demo demo-screenshots smoke gpu
+.PHONY: help install run study decisions data bench report test test-browser demo demo-screenshots smoke gpu
 
 # A bare `make` only prints this list (it installs nothing).
 help:
 	@echo "make run      install (.venv), then the main job: notebooks 01-06 and the report, ~1 h on 2 CPU cores"
 	@echo "make test     install the test tools, check the layers of utils, run the tests (~15 min)"
 	@echo "make study    the extended studies (notebooks 07-11) on the models of make run, ~1.7 h"
+	@echo "make decisions  recompute the defaults chosen on validation outside run/study (results/exploratory), ~1 h"
 	@echo "make demo     present the live demo (notebook 06 in Voila) at http://127.0.0.1:8866/"
 	@echo "make test-browser  the demo in headless Chromium (installs Debian's chromium if missing)"
 	@echo "make smoke    both pipelines in SMOKE mode (tiny model) under /tmp/smoke, ~13 min"
@@ -55,6 +56,16 @@ study: install
 
 data: install
 	$(VENV)/bin/papermill --cwd notebooks notebooks/01_data_prep.ipynb notebooks/01_data_prep.ipynb
+
+# The defaults chosen on validation by runs of their own, on the models of `make run`, each
+# written to results/exploratory/ and read at run time: block pruning's unit-selection rule
+# (notebook 03's SELECTION_RUNS), fisher_mask's options (notebook 07's FISHER_RUNS) and CoFi's
+# regulariser learning rate (notebook 07's COFI_REG_RUNS). A change here changes what the next
+# `make run` / `make study` does. About 1 h on the committed record's machine.
+decisions: install
+	$(PY) scripts/explore_fisher_selection.py
+	$(PY) scripts/explore_fisher_tuning.py
+	$(PY) scripts/explore_cofi_reg_lr.py
 
 # The benchmark alone (notebook 05 runs the same code): dense vs the pruned snapshot chosen on
 # validation -> results/benchmark.*, derived models under checkpoints/bench.

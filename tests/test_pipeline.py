@@ -259,3 +259,26 @@ def test_committed_notebooks_name_the_kernel_as_jupyterlab_does():
     demo_notebook = json.loads((REPO_ROOT / "notebooks" / "06_demo.ipynb").read_text())
     assert demo_notebook["metadata"]["kernelspec"] == pipeline.KERNELSPEC
     assert all(c.get("outputs", []) == [] for c in demo_notebook["cells"])
+
+
+def test_every_default_chosen_on_validation_outside_the_pipeline_has_a_make_target():
+    """The runs notebooks 03 and 07 choose defaults from (SELECTION_RUNS, FISHER_RUNS,
+    COFI_REG_RUNS) are written by scripts `make decisions` runs, each writing the file read."""
+    import re
+
+    from utils.common.io import REPO_ROOT
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ndecisions:", 1)[1].split("\n\n", 1)[0]
+    scripts = re.findall(r"\$\(PY\) (scripts/\S+\.py)", recipe)
+    assert scripts == ["scripts/explore_fisher_selection.py", "scripts/explore_fisher_tuning.py",
+                       "scripts/explore_cofi_reg_lr.py"]
+    written = set()
+    for script in scripts:
+        written |= set(re.findall(r'(?:exploratory/|out / ")(\w+\.json)',
+                                  (REPO_ROOT / script).read_text()))
+    read = set()
+    for notebook in ("03_block_pruning.ipynb", "07_comparison.ipynb"):
+        source = (REPO_ROOT / "notebooks" / notebook).read_text()
+        read |= set(re.findall(r'_RUNS = \\"\.\./results/exploratory/(\w+\.json)', source))
+    assert read == {"fisher_selection.json", "fisher_tuning.json", "cofi_reg_lr.json"}
+    assert read <= written

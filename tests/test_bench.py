@@ -38,7 +38,8 @@ def test_smoke_run_writes_benchmark(tmp_path):
     output = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(output) == {"meta", "compaction", "variants"}
     variants = output["variants"]
-    assert set(variants) == set(B.VARIANTS)
+    # no snapshot is chosen in SMOKE (--pruned is given), so there is no sparser one
+    assert set(variants) == set(B.VARIANTS) - set(B.SPARSER)
     for name, row in variants.items():
         for key in ("parameters", "nonzero_parameters", "disk_bytes", "disk_bytes_gzip",
                     "weight_bytes", "latency_ms_median", "throughput_ex_per_s",
@@ -63,8 +64,8 @@ def test_smoke_run_writes_benchmark(tmp_path):
     from utils.common.machine import describe_cpu
     assert describe_cpu(machine) in table
     main_table = table.split("\n\n")[1]
-    assert main_table.count("| ") >= 1 + len(B.VARIANTS) and all(
-        f"| {name} |" in main_table for name in B.VARIANTS)
+    assert main_table.count("| ") >= 1 + len(variants) and all(
+        f"| {name} |" in main_table for name in variants)
     # ONNX Runtime: the float graph computes the dense model; each int8 bundle is compared with
     # the dense model quantized the same way and with dense ONNX Runtime int8
     assert variants["dense+onnx"]["logits_vs"]["max_abs_diff"] < 1e-4
@@ -80,3 +81,30 @@ def test_smoke_run_writes_benchmark(tmp_path):
     assert user["round_low"] <= user["round_high"]
     assert "| ONNX Runtime | `compact+vocab+onnx-int8` | `dense+onnx-int8` |" in table
     assert output["meta"]["onnx_threads"] == os.cpu_count()
+
+
+def _variant(latency, f1, rounds=None):
+    return {"latency_ms_median": latency, "macro_f1": f1, "throughput_ex_per_s": 1000 / latency,
+            "latency_ms_round_medians": rounds or [latency, latency], "weight_bytes": 5_000_000}
+
+
+def test_the_far_target_is_read_off_the_sparser_bundle_when_there_is_one():
+    variants = {"dense": _variant(10.0, 0.84), "dense+onnx-int8": _variant(4.0, 0.84),
+                "dense+tflite-int8": _variant(5.0, 0.84),
+                "compact+vocab+onnx-int8": _variant(1.9, 0.835),
+                "compact+vocab+tflite-int8": _variant(2.4, 0.835)}
+    rows = {r["runtime"]: r for r in B.deployment(variants)}
+    assert rows["onnx"]["targets"]["far"]["variant"] == "compact+vocab+onnx-int8"
+    assert not rows["onnx"]["targets"]["far"]["met"]          # 4.0 / 1.9 = 2.1x < 3x
+    assert rows["onnx"]["targets"]["near"]["met"]             # 2.1x at 0.5 points
+    variants["sparser+vocab+onnx-int8"] = _variant(1.25, 0.825)   # 3.2x at 1.5 points
+    rows = {r["runtime"]: r for r in B.deployment(variants)}
+    far = rows["onnx"]["targets"]["far"]
+    assert far["variant"] == "sparser+vocab+onnx-int8" and far["met"]
+    assert far["ratio"] == pytest.approx(3.2) and far["gap"] == pytest.approx(1.5)
+    assert rows["onnx"]["targets"]["near"]["met"]             # still the shipped bundle's
+    assert rows["tflite"]["sparser"] is None                  # no sparser TFLite bundle timed
+    assert rows["tflite"]["targets"]["far"]["variant"] == "compact+vocab+tflite-int8"
+    table = "\n".join(B.deployment_table(list(rows.values())))
+    assert "| ONNX Runtime | `sparser+vocab+onnx-int8` | `dense+onnx-int8` | 4.00 | 1.25 | 3.20x" \
+        in table

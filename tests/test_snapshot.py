@@ -179,3 +179,24 @@ def test_snapshot_directory_names_read_back(target, kind, name, tmp_path):
     assert io.snapshot_target(f"{tmp_path / name}/") == (kind, pytest.approx(target))
     assert io.snapshot_target(tmp_path / f"{name}_old") is None
     assert io.snapshot_target(tmp_path / "best") is None
+
+
+def test_the_far_targets_snapshot_is_the_sparsest_within_two_points_if_sparser(tmp_path):
+    """The benchmark's second snapshot (utils.face.bench.far_snapshot): chosen on validation
+    with the far deployment target's tolerance, and only when sparser than the shipped one."""
+    from types import SimpleNamespace
+
+    from utils.face import bench
+    results, snapshots = write_results(tmp_path, {0.3: 0.829, 0.5: 0.821, 0.6: 0.8195,
+                                                  0.7: 0.812, 0.8: 0.79})
+    args = SimpleNamespace(results_dir=results, snapshots_dir=snapshots,
+                           latency_snapshots_dir=None)
+    shipped = sweep.choose_snapshot(results, snapshots)
+    far = bench.far_snapshot(shipped, args)
+    # 0.7 is 1.8 points below dense (within 2), 0.8 is 4 below
+    assert shipped.target_sparsity == 0.5 and far.target_sparsity == 0.7
+    assert "within 2 point" in far.message
+    results, snapshots = write_results(tmp_path / "same", {0.5: 0.821, 0.7: 0.79})
+    args = SimpleNamespace(results_dir=results, snapshots_dir=snapshots,
+                           latency_snapshots_dir=None)
+    assert bench.far_snapshot(sweep.choose_snapshot(results, snapshots), args) is None

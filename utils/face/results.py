@@ -143,7 +143,8 @@ SCHEMAS = {
         "compaction": {"heads_removed": NUMBER, "neurons_removed": NUMBER,
                        "parameters_before": NUMBER, "parameters_after": NUMBER,
                        "residual_totals": {"zeros": NUMBER}}},
-    # each model also has speedup_vs_<first model> and label_agreement_with_<first model>,
+    # each model also has speedup_vs_<reference> and label_agreement_with_<reference> (the
+    # demo's REFERENCE, dense-int8, when it was timed),
     # named after the data, so not listed
     "demo": {"time_to_first_answer_s": NUMBER, "load_seconds": NUMBER, "timing_tweets": NUMBER,
              "max_length": NUMBER, "repeats": NUMBER,

@@ -29,14 +29,9 @@ CORPUS = ["@USER thanks the crew was great", "worst airline ever", "we landed"]
 def bundle(tmp_path_factory, tokenizer):
     """The demo's tiny smoke models (its pruned-int8 is a bundle: compact, vocabulary pruned,
     int8 TFLite), and a copy of that bundle exported here."""
-    from utils.compression import compact
-    from utils.face import bench
     root = tmp_path_factory.mktemp("models")
     paths = demo.make_smoke_models(root, tokenizer, CORPUS)
     out = export.export_saved(paths["pruned-int8"], root / "bundle", tokenizer)   # a copy
-    _, masked = bench.make_smoke_models(root / "bench", tokenizer)   # the same seed: the same
-    paths["compact"] = root / "compact"                               # model pruned-int8 is
-    saved.save(compact.compact_model(saved.load_model(masked)), paths["compact"])
     return out, paths
 
 

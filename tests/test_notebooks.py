@@ -321,7 +321,7 @@ def test_06_demo_says_what_to_run_when_models_are_missing(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as error:
         run_notebook("06_demo.ipynb", tmp_path, SMOKE=False, ROOT=str(tmp_path),
                      DATA_DIR=str(tmp_path), RESULTS_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path))
-    assert "MissingModelsError" in str(error.value) and "utils.face.bench" in str(error.value)
+    assert "MissingModelsError" in str(error.value) and "05_benchmark" in str(error.value)
 
 
 def test_06_demo_on_a_fresh_clone_answers_with_the_committed_bundles(tmp_path):

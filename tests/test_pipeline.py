@@ -253,12 +253,22 @@ def test_tidy_notebook_leaves_what_jupyter_would_write_and_no_machine_path(tmp_p
         path.unlink(missing_ok=True)
 
 
-def test_committed_notebooks_name_the_kernel_as_jupyterlab_does():
-    """Else opening one in JupyterLab rewrites its metadata, and `git status` shows it."""
-    from utils.common.io import REPO_ROOT
-    demo_notebook = json.loads((REPO_ROOT / "notebooks" / "06_demo.ipynb").read_text())
-    assert demo_notebook["metadata"]["kernelspec"] == pipeline.KERNELSPEC
-    assert all(c.get("outputs", []) == [] for c in demo_notebook["cells"])
+@pytest.mark.parametrize("name", sorted(p.name for p in pipeline.NOTEBOOKS.glob("*.ipynb")))
+def test_committed_notebooks_read_the_same_anywhere_and_stay_unchanged_when_opened(name):
+    """Tidy (`pipeline.tidy_notebook`): the kernel named as JupyterLab names it and the file in
+    nbformat's own layout (else opening it in JupyterLab rewrites it, and `git status` shows
+    it), no absolute path of the machine that ran it, no saved widget state."""
+    import nbformat
+    path = pipeline.NOTEBOOKS / name
+    text = path.read_text()
+    notebook = json.loads(text)
+    assert notebook["metadata"]["kernelspec"] == pipeline.KERNELSPEC
+    assert "widgets" not in notebook["metadata"]
+    for key in ("input_path", "output_path"):
+        assert not notebook["metadata"].get("papermill", {}).get(key, "").startswith("/")
+    assert nbformat.writes(nbformat.reads(text, as_version=4)) + "\n" == text
+    if name == "06_demo.ipynb":   # committed without outputs: a presenter opens it clean
+        assert all(c.get("outputs", []) == [] for c in notebook["cells"])
 
 
 def test_every_default_chosen_on_validation_outside_the_pipeline_has_a_make_target():

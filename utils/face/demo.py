@@ -175,7 +175,9 @@ def load_models(models=None, tokenizer_name=None, root=REPO_ROOT, warm_up=True,
 def make_smoke_models(root, tokenizer, texts):
     """Tiny random stand-ins for DEFAULT_MODELS, saved at the same paths under `root` (SMOKE
     runs and tests): a dense model (utils.face.bench's smoke models), it as an int8 TFLite
-    bundle, and its compacted masked copy with a vocabulary pruned to `texts` as another."""
+    bundle, and its compacted masked copy with a vocabulary pruned to `texts` as another. The
+    returned paths add "compact", that copy before the vocabulary (notebook 08's pruned model),
+    saved where the benchmark saves it."""
     import shutil
     import tempfile
 
@@ -188,6 +190,8 @@ def make_smoke_models(root, tokenizer, texts):
         shutil.copytree(dense_dir, paths["dense"])
         compacted = compact.compact_model(saved.load_model(masked_dir))
     export.export_bundle(saved.load_model(paths["dense"]), paths["dense-int8"], tokenizer)
+    paths["compact"] = Path(root, "checkpoints", "bench", "compact")
+    saved.save(compacted, paths["compact"])
     small, remapped = vocab.prune_vocabulary(compacted, tokenizer, texts)
     export.export_bundle(small, paths["pruned-int8"], tokenizer, remapped.kept_ids)
     return paths

@@ -292,3 +292,17 @@ def test_every_default_chosen_on_validation_outside_the_pipeline_has_a_make_targ
         read |= set(re.findall(r'_RUNS = \\"\.\./results/exploratory/(\w+\.json)', source))
     assert read == {"fisher_selection.json", "fisher_tuning.json", "cofi_reg_lr.json"}
     assert read <= written
+
+
+def test_clean_streams_drops_stderr_and_renders_progress_as_a_terminal_does():
+    outputs = [{"name": "stderr", "output_type": "stream", "text": ["I0000 oneDNN ...\n"]},
+               {"name": "stdout", "output_type": "stream", "text": ["\r 1/2 ━ loss 0.9"]},
+               {"name": "stdout", "output_type": "stream", "text": ["\r 2/2 ━━ loss 0.5\n"]},
+               {"name": "stdout", "output_type": "stream", "text": ["done\n", "macro-F1 0.84\n"]},
+               {"data": {"text/plain": ["42"]}, "metadata": {}, "output_type": "execute_result",
+                "execution_count": 3}]
+    cleaned = pipeline.clean_streams(outputs)
+    assert [o["output_type"] for o in cleaned] == ["stream", "execute_result"]
+    assert cleaned[0]["name"] == "stdout"
+    assert "".join(cleaned[0]["text"]) == "done\nmacro-F1 0.84\n"   # the bar's last state: gone
+    assert cleaned[1] == outputs[-1]

@@ -263,7 +263,8 @@ def tidy_notebook(path, clear_outputs=False):
     """Make an executed notebook read the same on any machine and stay unchanged when opened:
     papermill's input and output paths relative to the repository (they are absolute paths of
     the machine that ran it), the kernelspec JupyterLab would write, widget state dropped
-    (a saved widget shows as raw `VBox(...)` text until its cell runs again), and the file in
+    (a saved widget shows as raw `VBox(...)` text until its cell runs again), streams cleaned
+    (`clean_streams`: no stderr, progress bars in their last state), and the file in
     nbformat's own layout (trailing newline included), as Jupyter saves it. `clear_outputs`:
     no outputs at all (the live demo: a presenter opens it clean, its record is in
     results/demo.json)."""
@@ -279,6 +280,7 @@ def tidy_notebook(path, clear_outputs=False):
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
+        cell["outputs"] = clean_streams(cell.get("outputs", []))
         if clear_outputs:
             cell["outputs"], cell["execution_count"] = [], None
             cell.get("metadata", {}).pop("papermill", None)
@@ -294,6 +296,31 @@ def tidy_notebook(path, clear_outputs=False):
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+KERAS_BAR = "━"
+
+
+def clean_streams(outputs):
+    """A cell's outputs without stderr streams (native start-up lines and progress, which the
+    pipeline sends to the terminal and the step's log; runs from before it saved them here) and
+    with consecutive stdout streams joined and carriage returns rendered, each line as a
+    terminal leaves it, then Keras' progress-bar lines dropped: a bar is progress, not a
+    result (notebook 08's runs from before the pipeline kept Keras bars out printed them)."""
+    cleaned = []
+    for output in outputs:
+        if output.get("output_type") != "stream":
+            cleaned.append(output)
+            continue
+        if output.get("name") == "stderr":
+            continue
+        text = "".join(output.get("text", []))
+        if cleaned and cleaned[-1].get("output_type") == "stream":
+            text = "".join(cleaned.pop()["text"]) + text
+        lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+        lines = [line for line in lines if KERAS_BAR not in line]
+        cleaned.append({**output, "text": "\n".join(lines).splitlines(keepends=True)})
+    return cleaned
 
 
 def step_command(step, root, smoke, profile="cpu"):

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 papermill = pytest.importorskip("papermill")
@@ -363,3 +364,24 @@ def test_08_binarization_smoke(smoke_dirs):
     assert by[("binary layers", True)].disk_bytes < by[("float32", True)].disk_bytes
     assert table.macro_f1.between(0, 1).all()
     assert (smoke_dirs["figures"] / "08_bits_vs_f1.png").stat().st_size > 1000
+
+
+def test_12_replicates_smoke(smoke_dirs):
+    executed(smoke_dirs, "12_replicates.ipynb")
+    record = json.loads((smoke_dirs["results"] / "replicates.json").read_text())
+    assert record["seeds"] == [42, 43]   # SMOKE: two seeds
+    # every replicated method at every level it reaches, over both seeds
+    points = {(p["method"], p["level"]): p for p in record["points"]}
+    assert {("block", t) for t in (0.5, 0.7, 0.9)} <= set(points)
+    assert all(p["n"] == 2 and p["seeds"] == [42, 43] for p in points.values())
+    # block's seed-42 rows are notebook 04's: the replicate table's mean includes them
+    rows = pd.read_csv(smoke_dirs["results"] / "replicates.csv")
+    block42 = rows[(rows.method == "block") & (rows.seed == 42) & rows.final].set_index("target_sparsity")
+    sweep04 = pd.read_csv(smoke_dirs["results"] / "sparsity_sweep.csv").query("method == 'block' and final")
+    assert block42.macro_f1.to_dict() == pytest.approx(sweep04.set_index("target_sparsity").macro_f1.to_dict())
+    # the other seed ran its own block-pruning run: different rows
+    block43 = rows[(rows.method == "block") & (rows.seed == 43) & rows.final].set_index("target_sparsity")
+    assert set(block43.index) == set(block42.index[block42.index >= 0.5])
+    assert {p["method"] for p in record["paired"]} == {"fisher_mask", "ffn_neurons"} & {m for m, _ in points}
+    assert set(record["recommendation"]) == {"0.5", "0.7", "0.9"}
+    assert (smoke_dirs["figures"] / "12_replicates.png").stat().st_size > 1000

@@ -364,9 +364,9 @@ def test_pipeline_lines_come_from_pipeline_json_and_refresh_the_readme(tmp_path)
              "total_seconds": 3600.0}
     (results / "pipeline.json").write_text(json.dumps({"run": record, "study": study}))
     _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
-    assert ("- `make study`: **incomplete** — 1 of 6 steps measured in the recorded attempt "
+    assert ("- `make study`: **incomplete** — 1 of 7 steps measured in the recorded attempt "
             "(07_comparison 60.0 min, 2.9 GiB); not run in it: 08_binarization, "
-            "09_lambda_k_sweep, 10_block_seed, 11_recovery_budget, report") in md
+            "09_lambda_k_sweep, 10_block_seed, 11_recovery_budget, 12_replicates, report") in md
 
     readme = tmp_path / "README.md"
     start, end = report.readme_markers("pipeline")
@@ -771,3 +771,41 @@ def test_deployment_section_compares_each_bundle_with_int8_alone(tmp_path):
             "`sparser+vocab+onnx-int8`, the sparsest snapshot within 2.0 points of dense on "
             "validation: 3.33x faster, 1.5 points below dense on test): met") in compact
     assert "| ONNX Runtime | `sparser+vocab+onnx-int8` | `dense+onnx-int8` |" in md
+
+
+def test_replicates_section_and_readme_lines_come_from_replicates_json(tmp_path):
+    """The replicate table, the paired differences with their verdicts and the recommendation
+    are rendered from results/replicates.json as notebook 12 writes it; changing a number there
+    changes the sentence (mutation)."""
+    import pandas as pd
+
+    from test_replicates import example_rows
+    from utils.face import replicates
+    results = new_results(tmp_path)
+    rows = example_rows()
+    levels = [0.5, 0.7, 0.9]
+    table = replicates.point_table(rows, 0.85, levels)
+    paired = replicates.paired_table(rows, levels)
+    record = {"seeds": [42, 43, 44], "dense_test_macro_f1": 0.85, "git_commit": "abc",
+              "not_replicated": replicates.NOT_REPLICATED, "points": table.to_dict("records"),
+              "paired": paired.to_dict("records"), "targets": replicates.block_targets(rows, 0.85),
+              "recommendation": {f"{k:g}": v for k, v in
+                                 replicates.recommendation(table, paired, levels).items()}}
+    (results / "replicates.json").write_text(json.dumps(record))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    section = section_of(md, "Replicates: which differences survive another seed")
+    assert "At 50%, block is tied with fisher_mask" in section
+    assert "At 70%, block is ahead of fisher_mask" in section
+    assert "Choose **fisher_mask** at 50%" in section and "`cofi`:" in section
+    block70 = table[(table.method == "block") & (table.level == 0.7)].iloc[0]
+    assert f"{100 * block70.macro_f1_mean:.2f} ± {100 * block70.macro_f1_std:.2f}" in section
+    assert "| 50% | block − fisher_mask | +0.20 |" in section
+    readme = "\n".join(report.replicate_lines(report.Report(
+        {"results": results, "data": tmp_path}, tmp_path, tmp_path / "out")))
+    assert "Choose **fisher_mask** at 50%" in readme and "At 50%" not in readme
+    # mutation: fisher_mask ahead at 70% in the record -> the sentence follows
+    record["paired"][1].update(test_verdict="lower", test_diff_points=-3.0)
+    (results / "replicates.json").write_text(json.dumps(record))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert "At 70%, block is behind fisher_mask on test: -3.00 points" in md
+    assert pd.DataFrame(record["paired"]).level.tolist() == [0.5, 0.7, 0.9]

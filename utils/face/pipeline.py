@@ -96,7 +96,7 @@ STEPS = {
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
                    "PRUNED_DIR": "checkpoints/pruned", "LATENCY_DIR": "checkpoints/block_latency",
                    "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
-                   "LATENCY_TABLE": "checkpoints/latency_table.json"},
+                   "LATENCY_TABLE": "results/latency_table.json"},
              gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
@@ -138,6 +138,11 @@ STEPS = {
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning"},
              gpu={"BUDGETS": [4000, 12000, None]},
              reads=("02_baseline_finetune", "03_block_pruning")),
+        Step("12_replicates", "12_replicates.ipynb",
+             dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
+                   "REPLICATES_DIR": "checkpoints/replicates"},
+             reads=("02_baseline_finetune", "03_block_pruning", "04_thresholding",
+                    "07_comparison")),
         _REPORT,
     ),
 }

@@ -613,3 +613,42 @@ def plot_demo_latency(rows, path=None):
         ax.margins(x=0.2)
         ax.grid(axis="x", alpha=0.3)
     return finish_figure(fig, path)
+
+
+# ------------------------------------------------------------------ replicates (notebook 12)
+
+def plot_replicates(finals, table, dense_macro_f1, levels, path=None):
+    """Test macro-F1 (%) of each replicated method at each level: every seed's recovered point
+    as a small dot, the mean over seeds as the method's marker with its 95% interval (Student
+    t over seeds), methods side by side within a level; the dense model's line and band."""
+    fig, ax = plt.subplots(figsize=(9, 4.4))
+    methods = list(dict.fromkeys(table.method))
+    width = 0.7 / max(len(methods), 1)
+    dense = dense_band(ax, 100 * dense_macro_f1, "dense")
+    level_key = [round(float(x), 4) for x in levels]
+    for j, method in enumerate(methods):
+        style = method_style(method)
+        offset = (j - (len(methods) - 1) / 2) * width
+        mine = table[table.method == method]
+        for row in mine.itertuples():
+            x = level_key.index(round(row.level, 4)) + offset
+            seeds = finals[(finals.method == method) & (finals.target_sparsity.round(4) == round(row.level, 4))]
+            ax.scatter(np.full(len(seeds), x), 100 * seeds.macro_f1, s=14, color=style.color,
+                       alpha=0.45, linewidths=0, zorder=3)
+            ax.plot([x], [100 * row.macro_f1_mean], marker=style.marker, color=style.color,
+                    markersize=8, ls="none", zorder=4)
+            if row.macro_f1_low is not None and np.isfinite(row.macro_f1_low):
+                interval_bars(ax, [x], [100 * row.macro_f1_mean], [100 * row.macro_f1_low],
+                              [100 * row.macro_f1_high], style.color)
+    ax.set_xticks(range(len(levels)), [f"{x:.0%}" for x in levels])
+    ax.set(xlabel="target sparsity of the encoder's linear weights",
+           ylabel="test macro-F1, recovered (%)",
+           title=f"Replicates: mean over seeds with its 95% interval; dots are single seeds")
+    ax.grid(alpha=0.3, axis="y")
+    handles = [method_handle(m) for m in methods] + dense
+    handles.append(Line2D([], [], color="0.3", marker="o", ls="none", markersize=4, alpha=0.45,
+                          label="one seed"))
+    handles.append(Line2D([], [], color="0.3", marker="|", ls="none", markersize=12,
+                          label="95% interval of the mean"))
+    legend_outside(ax, handles, title="method")
+    return finish_figure(fig, path)

@@ -41,7 +41,7 @@ import jinja2.ext
 from utils.common import cli, io, sizes
 from utils.common.machine import describe_cpu
 from utils.face import pipeline as pipeline_lib
-from utils.face import results
+from utils.face import replicates, results
 from utils.face.bench import (  # bench imports no TensorFlow
     USER_ALTERNATIVE,
     VARIANTS,  # the benchmark's own order
@@ -146,7 +146,8 @@ def words(name, **values):
 STUDY_STEPS = {"comparison": "07_comparison", "latency": "07_comparison",
                "baselines": "07_comparison", "binarization": "08_binarization",
                "binarization_meta": "08_binarization", "lambda_k": "09_lambda_k_sweep",
-               "grouping": "10_block_seed", "recovery_budget": "11_recovery_budget"}
+               "grouping": "10_block_seed", "recovery_budget": "11_recovery_budget",
+               "replicates": "12_replicates"}
 
 
 def stale_study_steps(pipeline):
@@ -647,6 +648,59 @@ def recovery_budget_section(rep):
             b.get("hidden_distillation"), budgets[0],
             (rep.r.get("thresholding") or {}).get("retrain", {}).get("hidden_alpha", 0.0))),
         provenance=rep.provenance("recovery_budget"))
+
+
+def _num(x, fmt="{:.2f}"):
+    return "–" if x is None else fmt.format(x)
+
+
+def replicate_frames(r):
+    """The replicate record's points and paired differences as the frames
+    `utils.face.replicates` computes on, its targets and its recommendation by level."""
+    import pandas as pd
+    return (pd.DataFrame(r["points"]), pd.DataFrame(r["paired"]), r["targets"],
+            {float(level): c for level, c in r["recommendation"].items()})
+
+
+def replicates_section(rep):
+    r = rep.r.get("replicates")
+    if r is None:
+        return words("replicates", not_run=rep.not_run("replicates"))
+    points, paired, targets, chosen = replicate_frames(r)
+    rows = [[p["method"], pct(p["level"], 0), p["n"],
+             f"{100 * p['macro_f1_mean']:.2f} ± {_num(p.get('macro_f1_std') and 100 * p['macro_f1_std'])}",
+             f"[{_num(p.get('macro_f1_low') and 100 * p['macro_f1_low'])}, "
+             f"{_num(p.get('macro_f1_high') and 100 * p['macro_f1_high'])}]",
+             f"{p['gap_points_mean']:.2f}", pct(p["val_macro_f1_mean"], 2),
+             _num(p.get("train_seconds") and p["train_seconds"] / 60, "{:.1f}")]
+            for p in r["points"]]
+    differences = [[pct(d["level"], 0), f"block − {d['method']}", f"{d['test_diff_points']:+.2f}",
+                    f"[{_num(d.get('test_diff_low'), '{:+.2f}')}, {_num(d.get('test_diff_high'), '{:+.2f}')}]",
+                    d["test_verdict"], f"{d['val_diff_points']:+.2f}", d["val_verdict"]]
+                   for d in r["paired"]]
+    return words(
+        "replicates", seeds=", ".join(str(s) for s in r["seeds"]), n=len(r["seeds"]),
+        methods=", ".join(f"`{m}`" for m in dict.fromkeys(p["method"] for p in r["points"])),
+        not_replicated="; ".join(f"`{m}`: {why}" for m, why in r["not_replicated"].items()),
+        points=table(["method", "level", "seeds", "test macro-F1 % (mean ± sd)", "95% interval",
+                      "points below dense", "validation macro-F1", "training min"], rows),
+        paired=differences and table(["level", "difference", "test, points", "95% interval",
+                                      "test verdict", "validation, points", "validation verdict"],
+                                     differences),
+        discussion=replicates.discussion(points, paired, targets, chosen, r["seeds"]),
+        provenance=rep.provenance("replicates"),
+        figure=rep.figure("12_replicates.png", "test macro-F1 over seeds per method and level",
+                          "replicates"))
+
+
+def replicate_lines(rep):
+    """The README's replicated targets and recommendation, from results/replicates.json."""
+    r = rep.r.get("replicates")
+    if r is None:
+        return []
+    points, paired, targets, chosen = replicate_frames(r)
+    text = replicates.discussion(points, paired, targets, chosen, r["seeds"])
+    return [line for line in text.split("\n") if not line.startswith("- At ")]
 
 
 def hidden_distillation_lines(h, budget, used=0.0):
@@ -1156,6 +1210,7 @@ def readme_blocks(rep):
                 "readme_results", abstract=abstract(rep).split("\n\n", 1)[1],
                 targets="\n".join(target_lines(rep)),
                 comparison="\n".join(comparison_conclusions(comparison)) if comparison else "",
+                replicated="\n".join(replicate_lines(rep)),
                 earlier=bool(comparison and rep.earlier_models("comparison"))),
             "pipeline": "\n".join(pipeline_lines(rep))}
 
@@ -1181,7 +1236,7 @@ def reproduction(rep):
         ("benchmark", "05_benchmark.ipynb"), ("demo", "06_demo.ipynb"),
         ("comparison", "07_comparison.ipynb"), ("binarization", "08_binarization.ipynb"),
         ("lambda_k", "09_lambda_k_sweep.ipynb"), ("grouping", "10_block_seed.ipynb"),
-        ("recovery_budget", "11_recovery_budget.ipynb"))]
+        ("recovery_budget", "11_recovery_budget.ipynb"), ("replicates", "12_replicates.ipynb"))]
     bench = rep.r["benchmark"]
     m = bench["meta"] if bench else None   # the command is rebuilt from what it recorded
     return words("reproduction", pipelines="\n".join(pipeline_lines(rep)), notebooks=notebooks,
@@ -1243,7 +1298,7 @@ def build_report(results_dir="results", figures_dir="figures", out_dir="report",
                 sparsity_section(rep), latency_target_section(rep), comparison_section(rep),
                 benchmark_section(rep), deployment_section(rep),
                 demo_section(rep), binarization_section(rep), grouping_section(rep),
-                recovery_budget_section(rep),
+                recovery_budget_section(rep), replicates_section(rep),
                 limitations(rep),
                 reproduction(rep)]
     smoke = [key for key, record in rep.r.items() if isinstance(record, dict)

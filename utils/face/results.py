@@ -49,6 +49,8 @@ SOURCES = {
                  "`notebooks/10_block_seed.ipynb` (`make study`, after `make run`)"),
     "recovery_budget": ("recovery_budget.json", "results",
                         "`notebooks/11_recovery_budget.ipynb` (`make study`, after `make run`)"),
+    "replicates": ("replicates.json", "results",
+                   "`notebooks/12_replicates.ipynb` (`make study`, after `make run` and notebook 07)"),
 }
 
 NUMBER = (int, float)   # a JSON number; bool is an int subclass in Python and is refused
@@ -173,6 +175,16 @@ SCHEMAS = {
                       "val_macro_f1": NUMBER}],
             "chosen": {EVERY_KEY: {"helps": bool, "hidden_alpha": NUMBER,
                                    "val_gain_points": NUMBER}}})},
+    "replicates": {
+        "seeds": [NUMBER], "dense_test_macro_f1": NUMBER, "not_replicated": {EVERY_KEY: str},
+        "points": [{"method": str, "level": NUMBER, "n": NUMBER, "macro_f1_mean": NUMBER,
+                    "gap_points_mean": NUMBER, "val_macro_f1_mean": NUMBER}],
+        "paired": [{"method": str, "level": NUMBER, "test_diff_points": NUMBER,
+                    "test_verdict": str, "val_verdict": str}],
+        "targets": {EVERY_KEY: {"target_sparsity": NUMBER, "gap_points": NUMBER,
+                                "limit_points": NUMBER, "met": bool}},
+        "recommendation": {EVERY_KEY: {"method": str, "macro_f1_mean": NUMBER,
+                                       "gap_points_mean": NUMBER}}},
 }
 
 # CSV sources: the columns the report reads from every row (cells are not typed: an empty

@@ -1,5 +1,6 @@
 """A latency table: what an attention head, an FFN neuron and each sublayer's fixed part cost on
-this machine, measured once and cached, so that a compacted model's latency can be predicted from
+this machine, measured once and recorded (results/latency_table.json, with the machine it is
+valid for: `cached_table`), so that a compacted model's latency can be predicted from
 its per-layer widths (as Kwon et al. 2022 and ZipLM prune against a measured latency table).
 
 The model of a compacted encoder's cost at one batch size, per example:
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import saved
-from utils.common import cli, io
+from utils.common import cli, io, machine
 from utils.data import corpus as data
 from utils.encoder import hub
 from utils.measurement import dominance, timing
@@ -133,11 +134,14 @@ def predict(table, num_heads, intermediate_sizes, cost="latency_ms"):
 
 
 def machine_key(config, max_length, batch_size, runtime="keras"):
-    """What a cached table is valid for: this machine, this software (the Keras backend and
-    its version, e.g. "tensorflow": "2.21.0"), these shapes, and the runtime when it is not
-    Keras (so a table of Keras timings cached before runtimes existed stays valid)."""
+    """What a cached table is valid for: this machine (its CPU model and vector extensions, so
+    a table recorded in results/ on one CPU type is measured again on another), this software
+    (the Keras backend and its version, e.g. "tensorflow": "2.21.0"), these shapes, and the
+    runtime when it is not Keras."""
     from utils.training import backend  # Keras: `--help` answers without it
+    facts = machine.machine_facts()
     return {**({"runtime": runtime} if runtime != "keras" else {}),
+            "cpu": facts["cpu"], "vector_extensions": facts["vector_extensions"],
             "platform": platform.platform(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0],
             backend.name(): backend.version(), "hidden_size": config.hidden_size,
@@ -278,8 +282,10 @@ def main(argv=None):
     parser.add_argument("--snapshots-dir", default="checkpoints/pruned",
                         help="directory of sparsity_XX models to check the predictions on")
     parser.add_argument("--data", default="data", help="directory of the CSV splits")
-    parser.add_argument("--cache", default="checkpoints/latency_table.json")
-    parser.add_argument("--out", default="results/latency_table.json")
+    parser.add_argument("--cache", default="results/latency_table.json",
+                        help="the recorded table (notebook 04 writes it; measured when missing or from another machine)")
+    parser.add_argument("--out", default="results/latency_check.json",
+                        help="where the prediction check goes")
     parser.add_argument("--examples", type=int, default=200, help="test tweets timed")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=64)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from utils import saved
+from utils.common import io
 from utils.common.isolation import run_in_fresh_process
 from utils.encoder import model as model_lib
 from utils.pruning import block as pruning
-from utils.pruning import cofi, fisher_mask, importance, sweep
+from utils.pruning import cofi, fisher_mask, importance, sweep, units
 from utils.pruning.baselines import (
     HeadImportancePruner,
     LayerDropper,
@@ -302,3 +303,90 @@ def budget_row(method, target, block_dir, baseline_dir, tokenizer, dataset, samp
                            reference_predictions=reference_predictions, seed=seed)
     return {**row, "recovery_examples": len(sample["train"]),
             "seconds": time.perf_counter() - started}
+
+
+# ------------------------------------------------------------------ replicates (notebook 12)
+
+def block_replicate(seed, baseline_dir, tokenizer, dataset, settings, recovery, work_dir,
+                    reference_predictions, recovered_from=0.5):
+    """Notebook 03's block-pruning run (its recorded `settings`, the progressive.json ones)
+    and notebook 04's recovery (`recovery`, thresholding.json's "retrain") with `seed` for
+    everything the two draw, each in a fresh process. Recovers the snapshots at or above
+    `recovered_from`. Rows as notebook 04's (recovered and as saved) with seed and
+    train_seconds (the run's training time pro-rated to the snapshot's step, plus its
+    recovery). Kept in work_dir: a finished seed is read back, not run again."""
+    work_dir = Path(work_dir)
+    rows_path, record_path = work_dir / "rows.csv", work_dir / "progressive.json"
+    wanted = {"settings": settings, "seed": seed, "recovery": recovery}
+    if rows_path.exists() and record_path.exists() and \
+            {k: io.read_json(record_path).get(k) for k in wanted} == wanted:
+        return pd.read_csv(rows_path)
+    train_config = train.TrainConfig(**{**settings["train"], "seed": seed})
+    run = run_in_fresh_process(units.progressive_prune_saved, dict(
+        model_dir=baseline_dir, tokenizer=tokenizer, dataset=dataset, targets=settings["targets"],
+        train_config=train_config, save_dir=work_dir / "snapshots",
+        distill_alpha=settings["distill_alpha"], temperature=settings["temperature"],
+        prune_fraction=settings["prune_fraction"], every=settings["every"],
+        selection=settings.get("selection", "rms"), fisher_examples=settings.get("fisher_examples")),
+        name=f"block pruning, seed {seed}")
+    snapshots = {t: work_dir / "snapshots" / sweep.sparsity_dir_name(t)
+                 for t in settings["targets"] if t >= recovered_from - 1e-9}
+    retrain_config = train.TrainConfig(learning_rate=recovery["learning_rate"],
+                                       epochs=recovery["epochs"], max_length=train_config.max_length,
+                                       patience=recovery["epochs"], seed=seed)
+    rows = run_in_fresh_process(sweep.snapshot_sweep_saved, dict(
+        teacher_dir=baseline_dir, snapshot_dirs=snapshots, tokenizer=tokenizer, dataset=dataset,
+        retrain_config=retrain_config, retrain_examples=recovery["examples"], method="block",
+        seed=seed, distill_alpha=recovery["distill_alpha"], temperature=recovery["temperature"],
+        reference_predictions=reference_predictions, progress=False),
+        name=f"block pruning's recovery, seed {seed}")
+    run_record = {"reached": run["reached"], "train_seconds": run["state"]["train_seconds"],
+                  "prox_seconds": run["prox_seconds"]}
+    rows = with_block_cost(rows.assign(seed=seed), run_record, train_config.batch_size,
+                           len(dataset["train"]["text"]) * train_config.epochs,
+                           recovery["examples"] * recovery["epochs"])
+    io.write_json(record_path, {**wanted, **run_record})
+    sweep.write_sweep_csv(rows, rows_path)
+    return rows
+
+
+def with_block_cost(rows, run_record, batch_size, run_examples, recovery_examples):
+    """`rows` of one block-pruning run with train_examples_total and train_seconds: the run up
+    to each snapshot's step (its training time pro-rated by examples, `run_examples` in all),
+    plus the recovery (`recovery_examples`, and the row's seconds) for the recovered rows."""
+    steps = {float(r["target"]): int(r["step"]) for r in run_record["reached"]}
+    per_example = run_record["train_seconds"] / run_examples
+    examples, seconds = [], []
+    for target, retrained, row_seconds in zip(rows.target_sparsity, rows.retrained.astype(bool),
+                                              rows.seconds):
+        pruning = steps[float(target)] * batch_size
+        examples.append(pruning + (recovery_examples if retrained else 0))
+        seconds.append(pruning * per_example + (float(row_seconds) if retrained else 0.0))
+    return rows.assign(train_examples_total=examples, train_seconds=seconds)
+
+
+def method_replicates(seed, model, tokenizer, dataset, names, comparison_record, csv_path,
+                      save_root):
+    """Notebook 07's sweep of the methods `names` with `seed` (its settings from
+    `comparison_record`, results/baselines.json: targets, recovery, equal training budget,
+    chaining, Fisher options), each method in a fresh process; methods already in `csv_path`
+    are kept (a crash loses at most one). Rows with seed."""
+    recovery = comparison_record["retrain"]
+    retrain_config = train.TrainConfig(learning_rate=recovery["learning_rate"],
+                                       epochs=recovery["epochs"], max_length=64,
+                                       patience=recovery["epochs"], seed=seed)
+    methods = make_methods(
+        list(names), tokenizer, dataset["train"],
+        importance_examples=comparison_record["importance_examples"],
+        head_step_fraction=comparison_record["head_step_fraction"],
+        gradual_steps=comparison_record["gradual_steps"], seed=seed,
+        fisher_examples=comparison_record["fisher_examples"],
+        fisher_options=comparison_record["fisher_options"])
+    budget = {float(t): int(n) for t, n in comparison_record["train_budget"].items()}
+    frame = run_baselines(
+        model, tokenizer, dataset, methods, comparison_record["targets"], retrain_config,
+        recovery["examples"], csv_path=csv_path, save_root=save_root, seed=seed, resume=True,
+        progress=False, distill_alpha=recovery["distill_alpha"],
+        temperature=recovery["temperature"], train_budget=budget, isolate=True,
+        chained=comparison_record["chained"])
+    return frame.assign(seed=seed)

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make run      install (.venv), then the main job: notebooks 01-06 and the report, ~1 h on 2 CPU cores"
 	@echo "make test     install the test tools, check the layers of utils, run the tests (~15 min)"
-	@echo "make study    the extended studies (notebooks 07-11) on the models of make run, ~1.7 h"
+	@echo "make study    the extended studies (notebooks 07-12) on the models of make run, ~2.5 h (estimated: notebook 12 not timed yet)"
 	@echo "make decisions  recompute the defaults chosen on validation outside run/study (results/exploratory), ~1 h"
 	@echo "make demo     present the live demo (notebook 06 in Voila) at http://127.0.0.1:8866/"
 	@echo "make test-browser  the demo in headless Chromium (installs Debian's chromium if missing)"
@@ -48,8 +48,8 @@ PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE))
 run: install
 	$(PY) -m utils.face.pipeline run $(PIPELINE_ARGS)
 
-# The extended studies (notebooks 07-11: comparison with other methods, binarization, the
-# lambda1 x K study, unit vs per-matrix groups, the recovery budget) on the models of
+# The extended studies (notebooks 07-12: comparison with other methods, binarization, the
+# lambda1 x K study, unit vs per-matrix groups, the recovery budget, replicates over seeds) on the models of
 # `make run`, then the report again.
 study: install
 	$(PY) -m utils.face.pipeline study $(PIPELINE_ARGS)

@@ -12,7 +12,9 @@ import pytest
 
 from utils import saved
 from utils.face import comparison
-from utils.measurement import dominance
+from scipy import stats
+
+from utils.measurement import dominance, intervals
 from utils.measurement import timing
 from utils.compression import compact as compact_lib
 from utils.encoder import model as model_lib
@@ -92,8 +94,14 @@ def grouped_run(tmp_path_factory, tokenizer):
 def test_time_compacted_in_groups_rows_in_order(grouped_run, tokenizer):
     frame, variants, held = grouped_run["frame"], grouped_run["variants"], grouped_run["held"]
     assert list(frame.variant) == list(variants)
-    assert list(frame.columns) == OLD_COLUMNS + IN_GROUP
+    assert list(frame.columns) == OLD_COLUMNS + IN_GROUP + ["latency_speedup_rounds"]
     rows = frame.set_index("variant")
+    # each round's speedup over the dense copy of its group (one round here: the medians' ratio)
+    assert intervals.parse_rounds(rows.loc["dense", "latency_speedup_rounds"]) == [1.0]
+    for name in ("v0", "v1", "v2", "v3"):
+        (speedup,) = intervals.parse_rounds(rows.loc[name, "latency_speedup_rounds"])
+        assert speedup == pytest.approx(rows.loc[name, "dense_latency_ms_in_group"]
+                                        / rows.loc[name, "latency_ms_median"], rel=1e-3)
     timings = rows[["latency_ms_median", "latency_ms_p90", "throughput_ex_per_s"] + IN_GROUP]
     assert np.isfinite(timings.to_numpy()).all() and (timings.to_numpy() > 0).all()
     assert (rows.dense_latency_ms_in_group > 0).all()
@@ -214,6 +222,36 @@ def test_front_check_says_which_points_block_pruning_dominates():
     latency.loc[2, "macro_f1"] = 0.798
     assert not dominance.front_check(latency, floor=0.79).set_index("variant").loc[
         "layers @ 70%", "dominated"]
+
+
+def with_rounds(row, rounds):
+    return {**row, "latency_speedup_rounds": intervals.format_rounds(rounds)}
+
+
+def test_front_check_compares_speed_by_the_spread_of_the_rounds():
+    """With per-round speedups a block point is at least as fast unless its rounds say it is
+    slower (the 95% interval of the mean log ratio below 1), whatever a fixed ratio says."""
+    other = with_rounds(pareto_row("fisher_mask", "fisher_mask @ 50%", 1.40, 0.84), [1.30, 1.50, 1.40])
+    noisy = with_rounds(pareto_row("block", "block @ 50%", 1.25, 0.845), [1.35, 1.15, 1.25])
+    slower = with_rounds(pareto_row("block", "block @ 60%", 1.38, 0.845), [1.28, 1.48, 1.38])
+    # the noisy block point: 0.89x the median speedup (a fixed 0.95 ratio says slower), but the
+    # rounds' ratios (1.04, 0.77, 0.89) cover 1: a tie, so it dominates
+    assert dominance.speed_verdict(noisy, other) == "tie"
+    check = dominance.front_check(pd.DataFrame([pareto_row("dense", "dense", 1.0, 0.85), noisy, other]),
+                                  floor=0.79).iloc[0]
+    assert check.dominated and check.speed_rule == "rounds" and check.block_variant == "block @ 50%"
+    # slower in every round by 1.4%: below 1 beyond the spread, though 0.986 > 0.95
+    assert dominance.speed_verdict(slower, other) == "lower"
+    check = dominance.front_check(pd.DataFrame([slower, other]), floor=0.79).iloc[0]
+    assert not check.dominated and check.block_variant == ""
+    ratios = [a / b for a, b in zip([1.28, 1.48, 1.38], [1.30, 1.50, 1.40])]
+    logs = np.log(ratios)
+    high = np.exp(logs.mean() + stats.t.ppf(0.975, 2) * logs.std(ddof=1) / np.sqrt(3))
+    assert high < 1   # the independent reference agrees
+    # without rounds (records of older code) the fixed ratio decides, as before
+    plain = dominance.front_check(pd.DataFrame([pareto_row("block", "b", 1.38, 0.845),
+                                                pareto_row("fisher_mask", "f", 1.40, 0.84)]), floor=0.79).iloc[0]
+    assert plain.dominated and plain.speed_rule == "ratio"
 
 
 def test_latency_variants_find_cost_directories_for_latency_targets(tmp_path, tokenizer):

@@ -1,7 +1,7 @@
 """The two pipelines, step by step, with a record of what each step cost.
 
     python -m utils.face.pipeline run      # the main job (make run): notebooks 01-06, then the report
-    python -m utils.face.pipeline study    # the extended studies (make study): 07-11, then the report
+    python -m utils.face.pipeline study    # the extended studies (make study): 07-12, then the report
 
 Each step runs in its own process (papermill for a notebook), watched for wall time and for
 the peak resident memory of its whole process tree (papermill + kernel + any children), and is

@@ -565,6 +565,7 @@ def front_check_lines(settings):
     return lines_of(words(
         "front_check", floor=pct(check["floor"]), points=len(points),
         speed_ratio=f"{check['speed_ratio']:g}", margin=f"{100 * check['margin']:.1f}",
+        rounds=all(p.get("speed_rule") == "rounds" for p in points),
         dominated=len(points) - len(missed),
         missed=[{"variant": p["variant"], "speedup": f"{p['latency_speedup_vs_dense']:.2f}",
                  "macro_f1": pct(p["macro_f1"]), "block_variant": p.get("block_variant"),

@@ -75,3 +75,18 @@ def ratio_summary(ratios, confidence=CONFIDENCE):
     back = {k: (math.exp(out[k]) if out[k] is not None else None) for k in ("mean", "low", "high")}
     return {"n": out["n"], "ratio": back["mean"], "low": back["low"], "high": back["high"],
             "verdict": verdict(out)}
+
+
+def format_rounds(speedups):
+    """Per-round batch-1 speedups vs dense (each round's median, dense timed in the same round
+    of the same group) as one CSV cell: "1.712;1.690;1.733"."""
+    return ";".join(f"{x:.4f}" for x in speedups)
+
+
+def parse_rounds(cell):
+    """The speedups `format_rounds` wrote ([] for an empty cell, as in a CSV of older code)."""
+    if cell is None or (isinstance(cell, float) and cell != cell) or cell == "":
+        return []
+    if isinstance(cell, (list, tuple)):
+        return [float(x) for x in cell]
+    return [float(x) for x in str(cell).split(";")]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from utils import saved
 from utils.data import batching
+from utils.measurement import intervals
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,9 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
 
     Returns a DataFrame, one row per variant in `variants` order (variant, parameters after
     compaction, non-zero parameters, heads, FFN neurons, latency_ms_median, latency_ms_p90,
-    throughput_ex_per_s, dense_latency_ms_in_group, dense_throughput_in_group).
+    throughput_ex_per_s, dense_latency_ms_in_group, dense_throughput_in_group,
+    latency_speedup_rounds: each round's speedup over the dense copy of its group, so that a
+    speed comparison can use the spread of repeated timings, `intervals.format_rounds`).
     """
     group_size = _check_group_size(group_size)
     if "dense" not in variants:
@@ -188,8 +191,12 @@ def time_compacted(variants, tokenizer, texts, rounds=3, max_length=64, batch_si
         for name in group:
             rows[name] = {**{k: timings[name][k] for k in TIMING_COLUMNS},
                           "dense_latency_ms_in_group": dense["latency_ms_median"],
-                          "dense_throughput_in_group": dense["throughput_ex_per_s"]}
+                          "dense_throughput_in_group": dense["throughput_ex_per_s"],
+                          "latency_speedup_rounds": intervals.format_rounds(
+                              d / v for d, v in zip(dense["latency_ms_round_medians"],
+                                                    timings[name]["latency_ms_round_medians"]))}
     rows["dense"] = {k: float(np.median([run[k] for run in dense_runs])) for k in TIMING_COLUMNS}
     rows["dense"]["dense_latency_ms_in_group"] = rows["dense"]["latency_ms_median"]
     rows["dense"]["dense_throughput_in_group"] = rows["dense"]["throughput_ex_per_s"]
+    rows["dense"]["latency_speedup_rounds"] = intervals.format_rounds([1.0] * rounds)
     return pd.DataFrame([{**info[n], **rows[n]} for n in variants])

@@ -181,12 +181,14 @@ def discussion(table, paired, targets, chosen, seeds, reference=BLOCK):
                      f"{_interval_text(row.test_diff_low, row.test_diff_high)}"
                      + (" (the interval covers zero: a tie)." if row.test_verdict == "tie" else "."))
     for key, t in targets.items():
+        side = "below" if t["gap_points"] >= 0 else "above"
         lines.append(f"- Target {key}: block pruning's {t['target_sparsity']:.0%} snapshot (best mean "
-                     f"validation) is {t['gap_points']:.2f} points below dense on test "
+                     f"validation) is {abs(t['gap_points']):.2f} points {side} dense on test "
                      f"{_interval_text(t['gap_low_points'], t['gap_high_points'])}, "
                      f"limit {t['limit_points']:g}: {'met' if t['met'] else 'not met'}.")
     for level, c in chosen.items():
         minutes = "" if c["train_seconds"] is None else f", {c['train_seconds'] / 60:.1f} min of training"
+        side = "below" if c["gap_points_mean"] >= 0 else "above"
         lines.append(f"- Choose **{c['method']}** at {level:.0%} ({c['why']}{minutes}; "
-                     f"test {100 * c['macro_f1_mean']:.2f}, {c['gap_points_mean']:.2f} points below dense).")
+                     f"test {100 * c['macro_f1_mean']:.2f}, {abs(c['gap_points_mean']):.2f} points {side} dense).")
     return "\n".join(lines)

@@ -809,3 +809,25 @@ def test_replicates_section_and_readme_lines_come_from_replicates_json(tmp_path)
     _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
     assert "At 70%, block is behind fisher_mask on test: -3.00 points" in md
     assert pd.DataFrame(record["paired"]).level.tolist() == [0.5, 0.7, 0.9]
+
+
+@needs_results
+def test_the_abstract_reads_block_prunings_gaps_off_the_replicates_when_there_are_any(tmp_path):
+    import shutil
+
+    from test_replicates import example_rows
+    from utils.face import replicates
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    (results / "replicates.json").unlink(missing_ok=True)
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    assert "validation; one seed" in section_of(md, "Abstract")
+    rows = example_rows()
+    targets = replicates.block_targets(rows, 0.85)
+    (results / "replicates.json").write_text(json.dumps({
+        "seeds": [42, 43, 44], "dense_test_macro_f1": 0.85, "not_replicated": {}, "points": [],
+        "paired": [], "targets": targets, "recommendation": {}}))
+    _, md, _ = build(tmp_path, results=results, figures=tmp_path, data=tmp_path)
+    abstract = section_of(md, "Abstract")
+    assert "means over 3 seeds" in abstract
+    assert " / ".join(f"{t['gap_points']:.1f}" for t in targets.values()) + " points" in abstract

@@ -64,14 +64,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--other", required=True, help="the other run's root (holding results/)")
     parser.add_argument("--out", default=str(REPO / "results" / "exploratory" / "replication.json"))
+    parser.add_argument("--other-is", default="another run of the pipeline under --root",
+                        help="what the other run is, for the record (e.g. where its results came from)")
     args = parser.parse_args(argv)
     other = Path(args.other, "results")
     if not other.is_dir():
         parser.error(f"{other} is not a directory: give the root a pipeline ran in (--root)")
     io.write_json(args.out, {"what": __doc__.split("\n\n")[0],
                              "committed": readings(REPO / "results"),
-                             "replication": readings(other),
-                             "command": ".venv/bin/python scripts/compare_runs.py --other DIR"})
+                             "replication": readings(other), "replication_is": args.other_is,
+                             "command": ".venv/bin/python scripts/compare_runs.py --other DIR"
+                                        + (f" --out {io.shown(args.out)}" if args.out != parser.get_default("out") else "")})
     print(Path(args.out).read_text())
 
 

@@ -306,3 +306,21 @@ def test_clean_streams_drops_stderr_and_renders_progress_as_a_terminal_does():
     assert cleaned[0]["name"] == "stdout"
     assert "".join(cleaned[0]["text"]) == "done\nmacro-F1 0.84\n"   # the bar's last state: gone
     assert cleaned[1] == outputs[-1]
+
+
+def test_a_step_records_the_commit_it_started_from_and_a_move_of_the_checkout(tmp_path, monkeypatch):
+    """The code a step ran is the commit at its start; when the checkout moves while it runs
+    (a merge into the working tree), the record says so instead of naming the later commit."""
+    calls = []
+
+    def head():   # the record's start, a's start and end, b's start: aaa; then the merge
+        calls.append(1)
+        return "aaa" if len(calls) <= 4 else "bbb"
+    monkeypatch.setattr(pipeline.io, "git_commit", head)
+    append = "import sys; open(sys.argv[1], 'a').write('ran\\n')"
+    steps = (Step("a", python_args=("-c", append, str(tmp_path / "a.txt"))),
+             Step("b", python_args=("-c", append, str(tmp_path / "b.txt"))))
+    record = pipeline.run_pipeline("run", tmp_path, steps=steps)
+    a, b = record["steps"]
+    assert (a["commit"], a.get("commit_at_end")) == ("aaa", None)   # started and ended at aaa
+    assert (b["commit"], b.get("commit_at_end")) == ("aaa", "bbb")

@@ -141,8 +141,7 @@ STEPS = {
         Step("12_replicates", "12_replicates.ipynb",
              dirs={**_DATA, **_FIGS, **_BASE, "BLOCK_DIR": "checkpoints/block_pruning",
                    "REPLICATES_DIR": "checkpoints/replicates"},
-             reads=("02_baseline_finetune", "03_block_pruning", "04_thresholding",
-                    "07_comparison")),
+             reads=("02_baseline_finetune", "03_block_pruning", "04_thresholding")),   # and 07's results
         _REPORT,
     ),
 }
@@ -468,7 +467,7 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
             continue
         command, parameters = step_command(step, root, smoke, profile)
         log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")
-        started = _now()
+        started, commit = _now(), io.git_commit()   # the code the step starts from
         step_log = log_path(name, step.name, root)
         returncode, seconds, peak = run_watched(command, cwd=io.REPO_ROOT, log_file=step_log,
                                                 env={**env, **step_environment(step_log, root,
@@ -481,9 +480,12 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
         if step.notebook:
             tidy_notebook(step_notebook(step, root), clear_outputs=step.clear_outputs)
         record["steps"] = [s for s in record["steps"] if s["name"] != step.name]
-        record["steps"].append({"name": step.name, "started": started, "seconds": seconds,
-                                "max_rss_mb": sizes.mebibytes(peak), "parameters": parameters,
-                                "commit": io.git_commit(), "resumed_run": bool(done)})
+        step_record = {"name": step.name, "started": started, "seconds": seconds,
+                       "max_rss_mb": sizes.mebibytes(peak), "parameters": parameters,
+                       "commit": commit, "resumed_run": bool(done)}
+        if io.git_commit() != commit:   # the checkout moved while the step ran: say so
+            step_record["commit_at_end"] = io.git_commit()
+        record["steps"].append(step_record)
         order = {s.name: i for i, s in enumerate(steps)}
         record["steps"].sort(key=lambda s: order.get(s["name"], len(order)))
         record["total_seconds"] = sum(s["seconds"] for s in record["steps"])

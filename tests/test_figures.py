@@ -64,13 +64,32 @@ def test_every_png_in_figures_is_embedded_by_the_report_and_exists():
 
 
 def test_the_reports_code_names_exactly_the_committed_figures():
-    assert report_code_figures() == {p.name for p in FIGURES.glob("*.png")}
+    """Every figure the report's code names is committed, except one whose study has not
+    written its results yet (the report then says which step draws it); nothing else."""
+    from pathlib import Path
+
+    from utils.face import figures
+    on_disk = {p.name for p in FIGURES.glob("*.png")}
+    drawings = figures.drawings(RESULTS, REPO_ROOT / "data")
+    missing = report_code_figures() - on_disk
+    assert on_disk <= report_code_figures()
+    for name in missing:   # e.g. 12_replicates.png before notebook 12 ran
+        assert name in drawings and not all(Path(f).exists() for f in drawings[name][0]), name
+
+
+def not_run_yet():
+    """Figures of the entry point whose input files are not committed: a study that has not
+    run yet (12_replicates.png before notebook 12 ran)."""
+    from pathlib import Path
+    return {name for name, (inputs, _) in figures.drawings(RESULTS, DATA).items()
+            if not all(Path(f).exists() for f in inputs)}
 
 
 def test_the_entry_point_covers_every_committed_figure_but_those_it_lists():
     drawn = set(figures.drawings(RESULTS, DATA))
     assert drawn.isdisjoint(figures.NOT_REDRAWN)
-    assert drawn | set(figures.NOT_REDRAWN) == {p.name for p in FIGURES.glob("*.png")}
+    assert not_run_yet() <= {"12_replicates.png"}
+    assert (drawn - not_run_yet()) | set(figures.NOT_REDRAWN) == {p.name for p in FIGURES.glob("*.png")}
     for name in figures.NOT_REDRAWN:   # the docstring says why each is not redrawn
         assert name in figures.__doc__
 
@@ -109,10 +128,10 @@ def drawn(tmp_path_factory):
 
 def test_render_draws_every_figure_from_the_committed_results(drawn):
     out, result, lines = drawn
-    assert set(result) == set(figures.drawings(RESULTS, DATA))
+    assert set(result) == set(figures.drawings(RESULTS, DATA)) - not_run_yet()
     for name in result:
         assert (out / name).stat().st_size > 10_000, name
-    assert not any(line.startswith("skipped") for line in lines)
+    assert len([line for line in lines if line.startswith("skipped")]) == len(not_run_yet())
 
 
 def _dense_test_macro_f1():

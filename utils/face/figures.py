@@ -18,6 +18,7 @@ files that notebook wrote, and written atomically (plots.save_figure):
   08_bits_vs_f1.png             results/binarization.csv                 (notebook 08)
   09_lambda_k_sweep.png         results/lambda_k_sweep.json              (notebook 09)
   10_grouping_vs_f1.png         results/grouping.json                    (notebook 10)
+  12_replicates.png             results/replicates.csv + replicates.json (notebook 12)
 
 A figure whose input file is missing is skipped with a line saying which file. Not redrawn
 here, because their inputs are not in committed files (their notebooks draw them):
@@ -122,7 +123,16 @@ def drawings(results_dir, data_dir):
             lambda p: plots.plot_sparsity_curves(pd.DataFrame(read("grouping.json")["rows"]),
                                                  read("grouping.json")["dense_test_macro_f1"],
                                                  p)),
+        "12_replicates.png": (
+            [r / "replicates.csv", r / "replicates.json"],
+            lambda p: plots.plot_replicates(
+                _final(pd.read_csv(r / "replicates.csv")), pd.DataFrame(read("replicates.json")["points"]),
+                read("replicates.json")["dense_test_macro_f1"], read("replicates.json")["levels"], p)),
     }
+
+
+def _final(rows):
+    return rows[rows.final.astype(bool)]
 
 
 def _size_vs_f1(frame, plots, path):

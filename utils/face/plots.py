@@ -623,14 +623,15 @@ def plot_replicates(finals, table, dense_macro_f1, levels, path=None):
     t over seeds), methods side by side within a level; the dense model's line and band."""
     fig, ax = plt.subplots(figsize=(9, 4.4))
     methods = list(dict.fromkeys(table.method))
-    width = 0.7 / max(len(methods), 1)
+    width = 0.7 / max(table.groupby("level").method.nunique().max(), 1)
     dense = dense_band(ax, 100 * dense_macro_f1, "dense")
     level_key = [round(float(x), 4) for x in levels]
-    for j, method in enumerate(methods):
+    for method in methods:
         style = method_style(method)
-        offset = (j - (len(methods) - 1) / 2) * width
         mine = table[table.method == method]
         for row in mine.itertuples():
+            here = list(table[table.level.round(4) == round(row.level, 4)].method)   # side by side
+            offset = (here.index(method) - (len(here) - 1) / 2) * width
             x = level_key.index(round(row.level, 4)) + offset
             seeds = finals[(finals.method == method) & (finals.target_sparsity.round(4) == round(row.level, 4))]
             ax.scatter(np.full(len(seeds), x), 100 * seeds.macro_f1, s=14, color=style.color,

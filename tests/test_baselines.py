@@ -537,5 +537,7 @@ def test_cofi_budget_by_target_mapping():
 def test_budget_start_names_bad_methods_and_a_missing_penalty(tmp_path):
     with pytest.raises(ValueError, match="choose among"):
         methods_lib.budget_start("nope", 0.5, tmp_path, tmp_path)
-    with pytest.raises(ValueError, match="needs `penalty`"):
+    with pytest.raises(ValueError, match="needs `penalty_dir`"):
         methods_lib.budget_start("penalty in the loss", 0.5, tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="needs `penalty_dir`"):
+        methods_lib.budget_start("penalty in the loss", 0.5, tmp_path, tmp_path, penalty_dir=tmp_path)

@@ -134,8 +134,8 @@ def test_03_block_pruning_smoke(smoke_dirs):
     reached = [r["sparsity"] for r in record["reached"]]
     assert [r["target"] for r in record["reached"]] == record["settings"]["targets"]
     assert all(s >= t - 1e-9 for s, t in zip(reached, record["settings"]["targets"]))
-    assert len(record["before_recovery"]) == 4
-    assert (smoke_dirs["figures"] / "03_group_norm_histograms.png").stat().st_size > 1000
+    assert [r["model"][:25] for r in record["before_recovery"]] == ["block snapshot", "dense, units cut one-shot"]
+    assert "penalty_config" not in record   # the penalty-in-the-loss run is notebook 09's
     snapshots = smoke_dirs["checkpoints"] / "block_pruning" / "snapshots"
     assert len(list(snapshots.glob("sparsity_*/model_spec.json"))) == len(reached)
 
@@ -271,6 +271,18 @@ def test_09_lambda_k_sweep_smoke(smoke_dirs):
     assert len(record["rows"]) == 2 * 2 * 2  # K x lambda1 x two sparsities
     assert {r["K"] for r in record["best_at_50"]} == {1, 2}
     assert (smoke_dirs["figures"] / "09_lambda_k_sweep.png").stat().st_size > 1000
+    # the comparison run: the sweep's best lambda1 at 50% for K = 1, at block pruning's budget
+    run, block = record["penalty_run"], json.loads((smoke_dirs["results"] / "block_pruning.json").read_text())
+    best = next(r for r in record["best_at_50"] if r["K"] == 1)
+    assert run["config"]["pruning"]["lambda_group"] == best["lambda1"]
+    assert run["config"]["train"] == block["settings"]["train"]
+    assert [r["model"] for r in run["before_recovery"]] == ["penalty in the loss, before thresholding",
+                                                            "penalty in the loss, thresholded"]
+    assert run["before_recovery"][1]["sparsity_encoder_linear"] >= run["before_recovery_target"] - 0.02
+    assert run["step_cost"]["ratio"] == pytest.approx(run["step_cost"]["regularized_step_seconds"]
+                                                      / run["step_cost"]["plain_step_seconds"])
+    assert (smoke_dirs["figures"] / "09_group_norm_histograms.png").stat().st_size > 1000
+    assert (smoke_dirs["checkpoints"] / "penalty_in_loss" / "model" / "model_spec.json").exists()
 
 
 def test_10_block_seed_smoke(smoke_dirs):

@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 from utils.face import replicates
-from utils.pruning import methods
 
 
 def rows_of(points):
@@ -123,8 +122,8 @@ def test_block_cost_pro_rates_the_run_to_each_snapshot():
                          "seconds": [5.0, 40.0, 30.0], "final": [False, True, True]})
     record = {"reached": [{"target": 0.5, "step": 100}, {"target": 0.9, "step": 300}],
               "train_seconds": 640.0}
-    out = methods.with_block_cost(rows, record, batch_size=32, run_examples=12800,
-                                     recovery_examples=4000)
+    out = replicates.with_block_cost(rows, record, batch_size=32, run_examples=12800,
+                                     retrain={"examples": 2000, "epochs": 2})
     assert list(out.train_examples_total) == [3200, 7200, 13600]
     assert list(out.train_seconds) == pytest.approx([160.0, 200.0, 510.0])
     assert not math.isnan(out.train_seconds.sum())

@@ -831,3 +831,37 @@ def test_the_abstract_reads_block_prunings_gaps_off_the_replicates_when_there_ar
     abstract = section_of(md, "Abstract")
     assert "means over 3 seeds" in abstract
     assert " / ".join(f"{t['gap_points']:.1f}" for t in targets.values()) + " points" in abstract
+
+
+@needs_results
+def test_method_section_reads_the_comparison_run_from_notebook_09(tmp_path):
+    """The penalty-in-the-loss run is notebook 09's: its settings, step cost and rows before
+    recovery come from lambda_k_sweep.json's penalty_run, beside notebook 03's rows."""
+    results = tmp_path / "results"
+    shutil.copytree(RESULTS, results)
+    block = json.loads((results / "block_pruning.json").read_text())
+    for key in ("penalty_config", "penalty_train_seconds", "penalty_history"):
+        block.pop(key, None)
+    block["before_recovery"] = [r for r in block["before_recovery"] if not r["model"].startswith("penalty")]
+    block["step_cost"] = {k: v for k, v in block["step_cost"].items() if k.startswith("block")}
+    (results / "block_pruning.json").write_text(json.dumps(block))
+    sweep = json.loads((results / "lambda_k_sweep.json").read_text())
+    sweep.pop("penalty_run", None)
+    (results / "lambda_k_sweep.json").write_text(json.dumps(sweep))
+    _, md, _ = build(tmp_path, results=results, data=tmp_path)
+    assert "is not in its\n  results here" in md or "is not in its results here" in md
+    assert "penalty in the loss, thresholded" not in section_of(md, "Method")
+    sweep["penalty_run"] = {
+        "config": {"pruning": {"mode": "inner", "num_blocks": 2, "lambda_group": 0.016, "lambda_polar": 0.001,
+                               "polarization": "normalized", "lambda_warmup_fraction": 0.1}},
+        "train_seconds": 600.0, "history": [{}], "before_recovery_target": 0.5,
+        "step_cost": {"ratio": 1.25, "regularized_step_seconds": 0.5, "plain_step_seconds": 0.4},
+        "before_recovery": [{"model": "penalty in the loss, thresholded", "sparsity_encoder_linear": 0.5,
+                             "val_macro_f1": 0.31, "gap_points": 52.0}]}
+    (results / "lambda_k_sweep.json").write_text(json.dumps(sweep))
+    _, md, _ = build(tmp_path, results=results, data=tmp_path)
+    method = section_of(md, "Method")
+    assert "K = 2, λ₁ =\n  0.016" in method or "K = 2, λ₁ = 0.016" in method
+    assert "(10.0 min)" in method and "costs 1.25x a plain one" in method
+    assert "| penalty in the loss, thresholded | 50.0% | – | 31.0% | 52.0 |" in method
+    assert "not in its results here" not in method

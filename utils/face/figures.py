@@ -25,8 +25,8 @@ here, because their inputs are not in committed files (their notebooks draw them
 
   01_token_lengths.png          token counts of data/train.csv (generated, gitignored) under
                                 the MiniLM tokenizer: notebooks/01_data_prep.ipynb
-  03_group_norm_histograms.png  unit-group norms of the dense, penalty and block models'
-                                weights (checkpoints/): notebooks/03_block_pruning.ipynb
+  09_group_norm_histograms.png  unit-group norms of the dense, penalty-in-the-loss and block
+                                models' weights (checkpoints/): notebooks/09_lambda_k_sweep.ipynb
   04_sparsity_heatmap.png       zero weights per matrix of a recovered model
                                 (checkpoints/pruned/): notebooks/04_thresholding.ipynb
   06_demo_fresh_clone.png       a screenshot of the live demo in headless Chromium, not a plot:
@@ -39,8 +39,8 @@ from pathlib import Path
 
 from utils.common import cli, io
 
-NOT_REDRAWN = ("01_token_lengths.png", "03_group_norm_histograms.png",
-               "04_sparsity_heatmap.png", "06_demo_fresh_clone.png")
+NOT_REDRAWN = ("01_token_lengths.png", "04_sparsity_heatmap.png", "06_demo_fresh_clone.png",
+               "09_group_norm_histograms.png")
 
 
 def _comparison_points(results_dir):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from utils.face import comparison
 from utils.measurement import intervals
 
 SEEDS = (42, 43, 44)
@@ -40,6 +41,22 @@ SCORES = ("macro_f1", "val_macro_f1")
 
 
 # ------------------------------------------------------------------ the numbers
+
+def with_block_cost(rows, run_record, batch_size, run_examples, retrain):
+    """`rows` of one block-pruning run (notebook 04's, or `methods.block_replicate`'s) with
+    train_examples_total (`comparison.block_train_examples`: the run up to each snapshot's
+    step, plus the recovery, `retrain`: examples x epochs, for the final rows) and
+    train_seconds: the run's training time (`run_record`: reached, train_seconds) pro-rated by
+    examples, `run_examples` in all, plus the row's own seconds of recovery."""
+    reached = run_record["reached"]
+    run_part = comparison.block_train_examples(rows.assign(final=False), reached, batch_size, retrain)
+    per_example = run_record["train_seconds"] / run_examples
+    seconds = [n * per_example + (float(s) if final else 0.0)
+               for n, s, final in zip(run_part, rows.seconds, rows.final.astype(bool))]
+    return rows.assign(
+        train_examples_total=comparison.block_train_examples(rows, reached, batch_size, retrain),
+        train_seconds=seconds)
+
 
 def final_points(rows, levels):
     """The recovered rows of `rows` at the comparison's `levels` (one candidate per method and

@@ -360,7 +360,6 @@ def method_section(rep):
         return words("method", eq=eq, selection=selection_text(rep),
                      not_run=rep.not_run("block_pruning"))
     st, tr = bp["settings"], bp["settings"]["train"]
-    p = bp["penalty_config"]["pruning"]
     block_cost = next(v for k, v in bp["step_cost"].items() if k.startswith("block"))
     settings = {
         "targets": ", ".join(pct(t, 0) for t in st["targets"]),
@@ -370,16 +369,12 @@ def method_section(rep):
         "batch_size": tr["batch_size"], "minutes": f"{bp['train_seconds'] / 60:.1f}",
         "prox_seconds": f"{bp['prox_seconds']:.0f}", "block_ratio": f"{block_cost['ratio']:.2f}",
         "block_ms": f"{1000 * block_cost['regularized_step_seconds']:.0f}",
-        "plain_ms": f"{1000 * block_cost['plain_step_seconds']:.0f}",
-        "penalty_ratio": f"{bp['step_cost']['penalty in the loss']['ratio']:.2f}",
-        "mode": p["mode"], "num_blocks": p["num_blocks"],
-        "lambda_group": f"{p['lambda_group']:g}", "lambda_polar": f"{p['lambda_polar']:g}",
-        "polarization": p["polarization"], "warmup": f"{p['lambda_warmup_fraction']:g}",
-        "penalty_epochs": plural(len(bp["penalty_history"]), "epoch"),
-        "penalty_minutes": f"{bp['penalty_train_seconds'] / 60:.1f}"}
+        "plain_ms": f"{1000 * block_cost['plain_step_seconds']:.0f}"}
+    penalty_run = (rep.r.get("lambda_k") or {}).get("penalty_run")
+    penalty = penalty_run and penalty_settings(penalty_run)
     dense = rep.r.get("baseline")
     rows = []
-    for r in bp["before_recovery"]:
+    for r in bp["before_recovery"] + (penalty_run["before_recovery"] if penalty_run else []):
         zero = r.get("share of unit groups exactly 0")
         rows.append([r["model"], pct(r["sparsity_encoder_linear"]),
                      ", ".join(f"{pct(v)} of {k}" for k, v in zero.items())
@@ -389,17 +384,30 @@ def method_section(rep):
               "dense": pct(bp["baseline_val"]["macro_f1"]),
               "table": table(["model", "encoder-linear sparsity", "unit groups exactly 0",
                               "macro-F1", "points below dense"], rows),
-              "provenance": rep.provenance("block_pruning")}
+              "provenance": rep.provenance("block_pruning")
+              + ("\n\n" + rep.provenance("lambda_k") if penalty_run else "")}
     return words(
-        "method", eq=eq, selection=selection_text(rep), settings=settings,
+        "method", eq=eq, selection=selection_text(rep), settings=settings, penalty=penalty,
         dense=dense and {"minutes": f"{bp['train_seconds'] / 60:.1f}",
                          "ratio": f"{bp['train_seconds'] / dense['train_seconds']:.2f}",
                          "dense_minutes": f"{dense['train_seconds'] / 60:.1f}",
                          "epochs": plural(dense["epochs_run"], "epoch")},
         before_recovery=before, lambda_k=lambda_k_context(rep),
         figures=rep.figures(("09_lambda_k_sweep.png", "the λ₁ × K sweep", "lambda_k"),
-                            ("03_group_norm_histograms.png", "unit-group norms: dense, penalty "
-                             "in the loss, block snapshot", "block_pruning")))
+                            ("09_group_norm_histograms.png", "unit-group norms: dense, penalty "
+                             "in the loss, block snapshot", "lambda_k")))
+
+
+def penalty_settings(run):
+    """The words of notebook 09's comparison run (the penalty in the loss at block pruning's
+    budget): its configuration, length and step cost."""
+    p = run["config"]["pruning"]
+    return {"ratio": f"{run['step_cost']['ratio']:.2f}",
+            "mode": p["mode"], "num_blocks": p["num_blocks"],
+            "lambda_group": f"{p['lambda_group']:g}", "lambda_polar": f"{p['lambda_polar']:g}",
+            "polarization": p["polarization"], "warmup": f"{p['lambda_warmup_fraction']:g}",
+            "epochs": plural(len(run["history"]), "epoch"),
+            "minutes": f"{run['train_seconds'] / 60:.1f}"}
 
 
 def lambda_k_context(rep):

@@ -70,6 +70,8 @@ class IfPresent:
 METRICS = {"accuracy": NUMBER, "macro_f1": NUMBER, "macro_recall": NUMBER}
 SPLIT_COUNTS = {"rows": NUMBER, EVERY_KEY: NUMBER}   # tweets per label besides the total
 STEP_COST = {"ratio": NUMBER, "regularized_step_seconds": NUMBER, "plain_step_seconds": NUMBER}
+BEFORE_RECOVERY_ROW = {"model": str, "sparsity_encoder_linear": NUMBER, "val_macro_f1": NUMBER,
+                       "gap_points": NUMBER}
 BENCHMARK_VARIANT = {key: NUMBER for key in (
     "parameters", "disk_bytes", "disk_bytes_gzip", "weight_bytes", "latency_ms_median",
     "latency_speedup_vs_dense", "throughput_ex_per_s", "throughput_speedup_vs_dense",
@@ -102,14 +104,9 @@ SCHEMAS = {
         "settings": {"targets": [NUMBER], "prune_fraction": NUMBER, "every": NUMBER,
                      "distill_alpha": NUMBER, "temperature": NUMBER,
                      "train": {"epochs": NUMBER, "learning_rate": NUMBER, "batch_size": NUMBER}},
-        "penalty_config": {"pruning": {"mode": str, "num_blocks": NUMBER,
-                                       "lambda_group": NUMBER, "lambda_polar": NUMBER,
-                                       "polarization": str, "lambda_warmup_fraction": NUMBER}},
-        "step_cost": {"penalty in the loss": STEP_COST, EVERY_KEY: STEP_COST},
-        "train_seconds": NUMBER, "prox_seconds": NUMBER, "penalty_train_seconds": NUMBER,
-        "penalty_history": list, "before_recovery_target": NUMBER,
-        "before_recovery": [{"model": str, "sparsity_encoder_linear": NUMBER,
-                             "val_macro_f1": NUMBER, "gap_points": NUMBER}],
+        "step_cost": {EVERY_KEY: STEP_COST},
+        "train_seconds": NUMBER, "prox_seconds": NUMBER, "before_recovery_target": NUMBER,
+        "before_recovery": [BEFORE_RECOVERY_ROW],
         "baseline_val": {"macro_f1": NUMBER}},
     "thresholding": {
         "baseline_test": {"macro_f1": NUMBER},
@@ -157,9 +154,19 @@ SCHEMAS = {
                           "temperature": NUMBER, "granularity": str, "clip": NUMBER,
                           "notebook_seconds": NUMBER},
     "pipeline": {"run": IfPresent(PIPELINE_RECORD), "study": IfPresent(PIPELINE_RECORD)},
+    # penalty_run: notebook 09's comparison run at block pruning's budget (a record from before
+    # it moved there from notebook 03 has none)
     "lambda_k": {"examples": NUMBER,
                  "rows": [{"K": NUMBER, "lambda1": NUMBER, "target": NUMBER,
-                           "val_macro_f1": NUMBER}]},
+                           "val_macro_f1": NUMBER}],
+                 "penalty_run": IfPresent({
+                     "config": {"pruning": {"mode": str, "num_blocks": NUMBER,
+                                            "lambda_group": NUMBER, "lambda_polar": NUMBER,
+                                            "polarization": str,
+                                            "lambda_warmup_fraction": NUMBER}},
+                     "train_seconds": NUMBER, "history": list, "step_cost": STEP_COST,
+                     "before_recovery_target": NUMBER,
+                     "before_recovery": [BEFORE_RECOVERY_ROW]})},
     "grouping": {"seed_groups": {"mode": str, "num_blocks": NUMBER},
                  "block_train_seconds": NUMBER, "seed_run": {"train_seconds": NUMBER},
                  "rows": [{"final": bool, "method": str, "target_sparsity": NUMBER,

@@ -261,20 +261,21 @@ def _sweep_child(start_dir, recipe, args):
 BUDGET_STARTS = ("block", "penalty in the loss", "ffn_neurons", "magnitude_global")
 
 
-def budget_start(method, target, block_dir, baseline_dir, penalty=None):
+def budget_start(method, target, block_dir, baseline_dir, penalty_dir=None, penalty=None):
     """A pruned start point at `target` for notebook 11's recovery-budget study: the block run's
-    snapshot (`block_dir`/snapshots), Algorithm 1's threshold on notebook 03's penalty-in-the-
-    loss model (`penalty`: its PruningConfig record, for num_blocks and mode), or the dense
+    snapshot (`block_dir`/snapshots), Algorithm 1's threshold on notebook 09's penalty-in-the-
+    loss model (`penalty_dir`/model; `penalty`: its PruningConfig record, for num_blocks and
+    mode), or the dense
     model in `baseline_dir` pruned one-shot by FFN-neuron or global magnitude masks."""
     if method not in BUDGET_STARTS:
         raise ValueError(f"method {method!r}: choose among {BUDGET_STARTS}")
     if method == "block":
         return saved.load_model(Path(block_dir) / "snapshots" / sweep.sparsity_dir_name(target))
     if method == "penalty in the loss":
-        if penalty is None:
-            raise ValueError("the penalty-in-the-loss start needs `penalty`, the PruningConfig "
-                             "record of notebook 03's comparison run")
-        model = saved.load_model(Path(block_dir) / "penalty_in_loss" / "model")
+        if penalty is None or penalty_dir is None:
+            raise ValueError("the penalty-in-the-loss start needs `penalty_dir` (notebook 09's "
+                             "PENALTY_DIR) and `penalty`, the PruningConfig record of its run")
+        model = saved.load_model(Path(penalty_dir) / "model")
         masks, _ = pruning.threshold_masks(model_lib.prunable_kernels(model, include_pooler=False, as_numpy=True), penalty["num_blocks"],
                                            penalty["mode"], target_sparsity=target)
     else:
@@ -288,14 +289,14 @@ def budget_start(method, target, block_dir, baseline_dir, penalty=None):
 
 def budget_row(method, target, block_dir, baseline_dir, tokenizer, dataset, sample, logits,
                retrain_config, distill_alpha, temperature, reference_predictions, seed=42,
-               penalty=None, hidden_alpha=0.0):
+               penalty_dir=None, penalty=None, hidden_alpha=0.0):
     """One recovered point of the recovery-budget study: `budget_start`, the recovery every
     pruned point gets (`sweep.recover` on `sample`, distilled from the dense model's `logits`
     on it, and with hidden_alpha > 0 from its hidden states), then `sweep.scored_row`, with
     recovery_examples and seconds. Picklable in and out, for `isolation.run_in_fresh_process`:
     each point in its own process keeps the study's memory that of one fine-tune."""
     started = time.perf_counter()
-    model = budget_start(method, target, block_dir, baseline_dir, penalty)
+    model = budget_start(method, target, block_dir, baseline_dir, penalty_dir, penalty)
     teacher = saved.load_model(baseline_dir) if hidden_alpha > 0 else None
     sweep.recover(model, tokenizer, sample, retrain_config, logits, distill_alpha, temperature,
                   teacher=teacher, hidden_alpha=hidden_alpha)
@@ -312,15 +313,16 @@ def block_replicate(seed, baseline_dir, tokenizer, dataset, settings, recovery, 
     """Notebook 03's block-pruning run (its recorded `settings`, the progressive.json ones)
     and notebook 04's recovery (`recovery`, thresholding.json's "retrain") with `seed` for
     everything the two draw, each in a fresh process. Recovers the snapshots at or above
-    `recovered_from`. Rows as notebook 04's (recovered and as saved) with seed and
-    train_seconds (the run's training time pro-rated to the snapshot's step, plus its
-    recovery). Kept in work_dir: a finished seed is read back, not run again."""
+    `recovered_from`. Returns the rows as notebook 04's (recovered and as saved) with seed,
+    and the run's record (reached, train_seconds, prox_seconds: what
+    `utils.face.replicates.with_block_cost` reads). Kept in work_dir: a finished seed is read
+    back, not run again."""
     work_dir = Path(work_dir)
     rows_path, record_path = work_dir / "rows.csv", work_dir / "progressive.json"
     wanted = {"settings": settings, "seed": seed, "recovery": recovery}
     if rows_path.exists() and record_path.exists() and \
             {k: io.read_json(record_path).get(k) for k in wanted} == wanted:
-        return pd.read_csv(rows_path)
+        return pd.read_csv(rows_path), io.read_json(record_path)
     train_config = train.TrainConfig(**{**settings["train"], "seed": seed})
     run = run_in_fresh_process(units.progressive_prune_saved, dict(
         model_dir=baseline_dir, tokenizer=tokenizer, dataset=dataset, targets=settings["targets"],
@@ -342,27 +344,10 @@ def block_replicate(seed, baseline_dir, tokenizer, dataset, settings, recovery, 
         name=f"block pruning's recovery, seed {seed}")
     run_record = {"reached": run["reached"], "train_seconds": run["state"]["train_seconds"],
                   "prox_seconds": run["prox_seconds"]}
-    rows = with_block_cost(rows.assign(seed=seed), run_record, train_config.batch_size,
-                           len(dataset["train"]["text"]) * train_config.epochs,
-                           recovery["examples"] * recovery["epochs"])
+    rows = rows.assign(seed=seed)
     io.write_json(record_path, {**wanted, **run_record})
     sweep.write_sweep_csv(rows, rows_path)
-    return rows
-
-
-def with_block_cost(rows, run_record, batch_size, run_examples, recovery_examples):
-    """`rows` of one block-pruning run with train_examples_total and train_seconds: the run up
-    to each snapshot's step (its training time pro-rated by examples, `run_examples` in all),
-    plus the recovery (`recovery_examples`, and the row's seconds) for the recovered rows."""
-    steps = {float(r["target"]): int(r["step"]) for r in run_record["reached"]}
-    per_example = run_record["train_seconds"] / run_examples
-    examples, seconds = [], []
-    for target, retrained, row_seconds in zip(rows.target_sparsity, rows.retrained.astype(bool),
-                                              rows.seconds):
-        pruning = steps[float(target)] * batch_size
-        examples.append(pruning + (recovery_examples if retrained else 0))
-        seconds.append(pruning * per_example + (float(row_seconds) if retrained else 0.0))
-    return rows.assign(train_examples_total=examples, train_seconds=seconds)
+    return rows, {**wanted, **run_record}
 
 
 def method_replicates(seed, model, tokenizer, dataset, names, comparison_record, csv_path,

@@ -19,7 +19,7 @@ help:
 	@echo "make data     notebook 01 alone: the tweet splits under data/"
 	@echo "make gpu      the training notebooks (01-04) on a GPU via PyTorch or JAX -> results/gpu.json"
 	@echo "make install  the pinned requirements into .venv and the package utils, editable"
-	@echo "Options: RESTART=1 (start over), PROFILE=gpu, REDO=07_comparison, BACKEND=torch|jax (see README)"
+	@echo "Options: RESTART=1 (start over), PROFILE=gpu, REDO=07_comparison, REPEAT=1 (the recorded latency table on any machine), BACKEND=torch|jax (see README)"
 
 install: $(VENV)/.installed
 
@@ -43,7 +43,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 # it was cut in (RESTART=1 starts over).
 # PROFILE=gpu: a cloud GPU VM's budgets, mixed precision and XLA (README, "On a GPU").
 # REDO=07_comparison (comma-separated): run those steps of the last record again, then the report.
-PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE)) $(if $(REDO),--redo $(REDO))
+PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE)) $(if $(REDO),--redo $(REDO)) $(if $(REPEAT),--repeat)
 
 run: install
 	$(PY) -m utils.face.pipeline run $(PIPELINE_ARGS)

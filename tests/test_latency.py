@@ -110,6 +110,17 @@ def test_measure_and_cache(tokenizer, tmp_path, monkeypatch, caplog):
     L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
                    points=2, runtime="onnx")   # another runtime: measured again
     assert len(measured) == 3
+    # another machine's table: measured again, unless any_machine (a recorded run repeated)
+    path.write_text(json.dumps({**record, "key": {**record["key"], "cpu": "another CPU"}}))
+    L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1, points=2)
+    assert len(measured) == 4
+    path.write_text(json.dumps({**record, "key": {**record["key"], "cpu": "another CPU"}}))
+    assert L.cached_table(path, config, tokenizer, texts, max_length=16, batch_size=2, rounds=1,
+                          points=2, any_machine=True) == L.fit_table(record["rows"], config.num_layers)
+    assert len(measured) == 4 and "another CPU" in caplog.records[-1].getMessage()
+    L.cached_table(path, config, tokenizer, texts, max_length=32, batch_size=2, rounds=1,
+                   points=2, any_machine=True)   # other shapes: measured again all the same
+    assert len(measured) == 5
     messages = [r.getMessage() for r in caplog.records]
     assert any("another machine" in m for m in messages) and any("unreadable" in m for m in messages)
 

@@ -97,7 +97,7 @@ def test_gpu_profile_parameters_and_environment(tmp_path):
             cells = json.loads((pipeline.NOTEBOOKS / step.notebook).read_text())["cells"]
             declared = "".join("".join(c["source"]) for c in cells
                                if "parameters" in c.get("metadata", {}).get("tags", []))
-            for key in step.gpu:
+            for key in [*step.gpu, *step.repeat]:
                 assert re.search(rf"^{key} = ", declared, re.M), \
                     f"{step.notebook} has no parameter {key}"
     step = next(s for s in pipeline.STEPS["run"] if s.name == "04_thresholding")
@@ -105,6 +105,11 @@ def test_gpu_profile_parameters_and_environment(tmp_path):
                                                 profile="gpu")
     assert parameters == {"RETRAIN_EXAMPLES": None} and "RETRAIN_EXAMPLES: null" in command
     assert pipeline.step_parameters(step, pipeline.io.REPO_ROOT, smoke=False) == {}
+    # --repeat: the recorded latency table on any machine, and only for the step that reads one
+    assert pipeline.step_parameters(step, pipeline.io.REPO_ROOT, smoke=False, repeat=True) == {
+        "LATENCY_TABLE_ANY_MACHINE": True}
+    assert all(pipeline.step_parameters(s, pipeline.io.REPO_ROOT, smoke=False, repeat=True) == {}
+               for s in pipeline.STEPS["run"] if s is not step)
     state = pipeline.state_path("run", tmp_path)
     state.parent.mkdir(parents=True)
     state.write_text(json.dumps({**pipeline.new_record("run", tmp_path, False, "gpu")}))

@@ -64,6 +64,7 @@ class Step:
     smoke: dict = field(default_factory=dict)
     gpu: dict = field(default_factory=dict)
     reads: tuple = ()
+    repeat: dict = field(default_factory=dict)   # parameters of a repeated run (--repeat)
     tensorflow_only: str = ""
     clear_outputs: bool = False   # commit the executed notebook without outputs (`tidy_notebook`)
 
@@ -97,7 +98,8 @@ STEPS = {
                    "PRUNED_DIR": "checkpoints/pruned", "LATENCY_DIR": "checkpoints/block_latency",
                    "PRUNED_LATENCY_DIR": "checkpoints/pruned_latency",
                    "LATENCY_TABLE": "results/latency_table.json"},
-             gpu={"RETRAIN_EXAMPLES": None}),   # a whole epoch of recovery
+             gpu={"RETRAIN_EXAMPLES": None},   # a whole epoch of recovery
+             repeat={"LATENCY_TABLE_ANY_MACHINE": True}),
         Step("05_benchmark", "05_benchmark.ipynb",
              dirs={**_DATA, "RESULTS_DIR": "results", **_BASE,
                    "PRUNED_DIR": "checkpoints/pruned",
@@ -240,8 +242,9 @@ def run_watched(command, cwd=None, env=None, poll=RSS_POLL_SECONDS, log_file=Non
     return returncode, time.perf_counter() - started, peak[0]
 
 
-def step_parameters(step, root, smoke, profile="cpu"):
-    """Papermill parameters (or CLI arguments) of `step` for a pipeline rooted at `root`."""
+def step_parameters(step, root, smoke, profile="cpu", repeat=False):
+    """Papermill parameters (or CLI arguments) of `step` for a pipeline rooted at `root`;
+    `repeat`: with the step's `repeat` ones (a recorded run repeated on another machine)."""
     root = Path(root).resolve()
     parameters = {}
     if root != io.REPO_ROOT:
@@ -250,6 +253,8 @@ def step_parameters(step, root, smoke, profile="cpu"):
         parameters.update(step.gpu)
     if smoke and step.notebook:
         parameters.update({"SMOKE": True, **step.smoke})
+    if repeat and step.notebook:
+        parameters.update(step.repeat)
     return parameters
 
 
@@ -330,8 +335,8 @@ def clean_streams(outputs):
     return cleaned
 
 
-def step_command(step, root, smoke, profile="cpu"):
-    parameters = step_parameters(step, root, smoke, profile)
+def step_command(step, root, smoke, profile="cpu", repeat=False):
+    parameters = step_parameters(step, root, smoke, profile, repeat)
     if step.notebook:
         source = NOTEBOOKS / step.notebook
         out = step_notebook(step, root)
@@ -414,11 +419,13 @@ def _now():
 # ------------------------------------------------------------------------------ the pipeline
 
 def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None,
-                 profile="cpu", redo=()):
+                 profile="cpu", redo=(), repeat=False):
     """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
     finished. `redo`: names of steps of the last record (finished or not) to run again, with
     every step after them that reads their outputs left as it is, except the report, which is
-    always rebuilt. Returns the finished record (also in root/results/pipeline.json)."""
+    always rebuilt. `repeat`: the steps' `repeat` parameters too (measured inputs read as
+    recorded: the run repeats the committed one on another machine). Returns the finished
+    record (also in root/results/pipeline.json)."""
     if name not in PIPELINES and steps is None:
         raise PipelineError(f"unknown pipeline {name!r}: choose one of {', '.join(PIPELINES)}")
     if profile not in PROFILES:
@@ -468,7 +475,7 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
                      f"{keras_backend()} backend, as {step.tensorflow_only}")
             record["skipped"] = sorted({*record.get("skipped", []), step.name})
             continue
-        command, parameters = step_command(step, root, smoke, profile)
+        command, parameters = step_command(step, root, smoke, profile, repeat)
         log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name} started {_now()}")
         started, commit = _now(), io.git_commit()   # the code the step starts from
         step_log = log_path(name, step.name, root)
@@ -515,6 +522,9 @@ def main(argv=None):
                         help="forget the steps an interrupted attempt finished")
     parser.add_argument("--profile", choices=PROFILES, default="cpu",
                         help="gpu: the budgets, mixed precision and XLA of a cloud GPU VM")
+    parser.add_argument("--repeat", action="store_true",
+                        help="repeat the recorded run on another machine: measured inputs (the "
+                             "latency table in results/) are used as recorded, not measured again")
     parser.add_argument("--redo", default="",
                         help="comma-separated steps of the last record to run again "
                              "(e.g. 07_comparison); the report is rebuilt")
@@ -526,7 +536,7 @@ def main(argv=None):
         return 2
     try:
         run_pipeline(args.pipeline, args.root, smoke=args.smoke, restart=args.restart,
-                     profile=args.profile, redo=redo)
+                     profile=args.profile, redo=redo, repeat=args.repeat)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

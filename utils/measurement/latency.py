@@ -170,11 +170,19 @@ def measure(config, tokenizer, texts, max_length=64, batch_size=32, rounds=3, po
             for name, (heads, neurons) in shapes.items()]
 
 
+# The fields of `machine_key` that describe the timed model and runtime, not the machine
+SHAPE_FIELDS = ("runtime", "hidden_size", "head_size", "num_layers", "full_heads", "full_neurons",
+                "vocab_size", "max_length", "batch_size")
+
+
 def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, rounds=3,
-                 points=4, runtime="keras"):
+                 points=4, runtime="keras", any_machine=False):
     """The table for this machine: the timed models cached in `path`, fitted by `fit_table`
     (so a change of the fit applies to cached timings), measured (and written there) when the
-    file is missing, unreadable, or was made on another machine or for other shapes."""
+    file is missing, unreadable, or was made on another machine or for other shapes.
+    any_machine: a table recorded on another machine is used as recorded if it is for the same
+    shapes and runtime (to repeat a recorded run elsewhere: its decisions then follow that
+    machine's timings, said in a warning)."""
     path = Path(path)
     key = machine_key(config, max_length, batch_size, runtime)
     if path.exists():
@@ -185,6 +193,13 @@ def cached_table(path, config, tokenizer, texts, max_length=64, batch_size=32, r
             cached = None
         if cached is not None and cached.get("key") == key and "rows" in cached:
             return fit_table(cached["rows"], config.num_layers)   # the timings, fitted by this code
+        recorded = (cached or {}).get("key") or {}
+        if any_machine and "rows" in (cached or {}) and \
+                all(recorded.get(f) == key.get(f) for f in SHAPE_FIELDS):
+            log.warning(f"{path} was measured on another machine ({recorded.get('cpu')}, "
+                        f"{', '.join(recorded.get('vector_extensions') or [])}); used as recorded, "
+                        "so this run repeats the recorded one")
+            return fit_table(cached["rows"], config.num_layers)
         if cached is not None:
             log.warning(f"{path} was measured for another machine or model shape; measuring again")
     rows = measure(config, tokenizer, texts, max_length, batch_size, rounds, points,

@@ -431,7 +431,6 @@ TARGET_GAPS = {">=50%": 1.0, ">=70%": 3.0}
 BEFORE_RECOVERY_GAP = 2.0
 DENSE_FLOOR = 0.840
 RUN_COST_RATIO = 1.5
-RUN_MINUTES = 75
 
 
 def lines_of(text):
@@ -476,7 +475,7 @@ def target_lines(rep):
                      "macro_f1": pct(b["test"]["macro_f1"])},
         cost=ratio is not None and {"limit": f"{RUN_COST_RATIO:g}",
                                     "met": ratio <= RUN_COST_RATIO, "ratio": f"{ratio:.2f}"},
-        make_run=pipeline and {"limit": RUN_MINUTES, "met": minutes <= RUN_MINUTES,
+        make_run=pipeline and {"limit": PIPELINE_MINUTES["run"], "met": minutes <= PIPELINE_MINUTES["run"],
                                "minutes": f"{minutes:.1f}",
                                "clean": bool(pipeline.get("started_clean"))}))
 
@@ -1161,6 +1160,9 @@ def pipeline_lines(rep):
             cpu=pipeline_cpu(record),
             clean=bool(record["started_clean"]), commits=step_commits(record), smoke=smoke,
             over_minutes=PIPELINE_MINUTES[name] if minutes > PIPELINE_MINUTES[name] else "",
+            reference_02=next((f"{s['seconds'] / 60:.1f}" for s in steps
+                               if s["name"] == "02_baseline_finetune"), None),
+            reference_minutes=REFERENCE_02_MINUTES,
             step_gib=PIPELINE_STEP_GIB,
             over_memory=", ".join(f"{s['name']} {sizes.format_gib(step_rss_bytes(s))}"
                                   for s in steps
@@ -1168,7 +1170,10 @@ def pipeline_lines(rep):
     return lines
 
 
-PIPELINE_MINUTES = {"run": 75, "study": 180}   # the targets of README "Set-up"
+PIPELINE_MINUTES = {"run": 50, "study": 180}   # the targets of README "Set-up"
+# The budgets hold on the 2-core machine type of an earlier record, whose CPU went unrecorded;
+# it ran notebook 02 in this many minutes (issue 39). Each line says how long 02 took here.
+REFERENCE_02_MINUTES = 12
 PIPELINE_STEP_GIB = 6
 
 

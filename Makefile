@@ -42,7 +42,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 # wall time and peak memory go to results/pipeline.json; an interrupted run resumes at the step
 # it was cut in (RESTART=1 starts over).
 # PROFILE=gpu: a cloud GPU VM's budgets, mixed precision and XLA (README, "On a GPU").
-# REDO=07_comparison (comma-separated): run those steps of the last record again, then the report.
+# REDO=07_comparison (comma-separated): run only those steps of the last record (again), then the
+# report; the rest of the record is kept, so a long study runs in parts.
+# REPEAT=1: the recorded latency table even from another machine (repeat the committed run).
 PIPELINE_ARGS = $(if $(RESTART),--restart) $(if $(PROFILE),--profile $(PROFILE)) $(if $(REDO),--redo $(REDO)) $(if $(REPEAT),--repeat)
 
 run: install

@@ -80,6 +80,18 @@ def test_redo_runs_named_steps_of_a_finished_record_again(tmp_path):
         == [2, 1, 2]
     assert [s["name"] for s in record["steps"]] == ["a", "b", "report"] and record["complete"]
     assert record["redone"] == ["a"]
+    # a record cut after a: --redo b runs b alone (and the report), a is kept; then complete
+    for n in ("a", "b", "report"):
+        (tmp_path / f"{n}.txt").unlink()
+    results = tmp_path / "results" / "pipeline.json"
+    cut = json.loads(results.read_text())
+    cut["study"].update(complete=False, steps=cut["study"]["steps"][:1])
+    results.write_text(json.dumps(cut))
+    part = pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("report",))
+    assert not (tmp_path / "b.txt").exists() and not part["complete"]   # b: not asked for
+    part = pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("b",))
+    assert not (tmp_path / "a.txt").exists() and (tmp_path / "b.txt").read_text() == "ran\n"
+    assert [s["name"] for s in part["steps"]] == ["a", "b", "report"] and part["complete"]
     with pytest.raises(pipeline.PipelineError, match="--redo z: not a step of 'study' \\(a, b, report\\)"):
         pipeline.run_pipeline("study", tmp_path, steps=steps, redo=("z",))
     with pytest.raises(pipeline.PipelineError, match="holds no 'run' record"):

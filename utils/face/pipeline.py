@@ -421,9 +421,10 @@ def _now():
 def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None,
                  profile="cpu", redo=(), repeat=False):
     """Run pipeline `name` ('run' or 'study'), skipping steps a previous, interrupted attempt
-    finished. `redo`: names of steps of the last record (finished or not) to run again, with
-    every step after them that reads their outputs left as it is, except the report, which is
-    always rebuilt. `repeat`: the steps' `repeat` parameters too (measured inputs read as
+    finished. `redo`: names of steps of the last record (finished or not) to run again, and
+    only those: every other step is left as recorded (or as missing), except the report, which
+    is always rebuilt; the record is complete once it holds every step. So a study too long for
+    one sitting runs in parts (`make study REDO=07_comparison`, then the next steps). `repeat`: the steps' `repeat` parameters too (measured inputs read as
     recorded: the run repeats the committed one on another machine). Returns the finished
     record (also in root/results/pipeline.json)."""
     if name not in PIPELINES and steps is None:
@@ -470,6 +471,10 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
             log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: done in an earlier "
                 f"attempt, skipped")
             continue
+        if redo and step.name not in redo and step.name != _REPORT.name:
+            log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: not in --redo, "
+                     "left as recorded")
+            continue
         if step.tensorflow_only and keras_backend() != "tensorflow":
             log.info(f"[pipeline {name}] {number}/{len(steps)} {step.name}: skipped on the "
                      f"{keras_backend()} backend, as {step.tensorflow_only}")
@@ -502,7 +507,7 @@ def run_pipeline(name, root=io.REPO_ROOT, smoke=False, restart=False, steps=None
         io.write_json(state, record)
         write_result(name, record, root / "results")   # the report step reads it
         log.info(f"[pipeline {name}] {step.name}: {seconds:.0f} s, peak RSS {sizes.format_mib(peak)}")
-    record["complete"] = True
+    record["complete"] = {s.name for s in steps} <= {s["name"] for s in record["steps"]}
     record["finished"] = _now()
     path = write_result(name, record, root / "results")
     state.unlink(missing_ok=True)

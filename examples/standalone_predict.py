@@ -98,12 +98,17 @@ RUNNERS = {"tflite": TFLiteModel, "onnx": OnnxModel}
 
 def check(bundle):
     """The bundle's manifest, once every file it lists (and every bundle file) is there and
-    matches its sha256."""
+    matches its size and sha256."""
     bundle = Path(bundle)
     hint = "export the bundle again (python -m utils.saved.export) or copy it again"
     try:
         manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
-        listed = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+        listed = {}
+        for name, entry in manifest["files"].items():
+            if set(entry) != {"bytes", "sha256"} or type(entry["bytes"]) is not int \
+                    or not isinstance(entry["sha256"], str):   # a damaged key must not pass
+                raise ValueError(name)
+            listed[name] = (entry["bytes"], entry["sha256"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{bundle} is not a readable bundle: bundle.json "
                           f"({type(error).__name__}); {hint}") from None
@@ -111,13 +116,13 @@ def check(bundle):
     optional = [EXAMPLES] if (bundle / EXAMPLES).exists() else []
     for name in dict.fromkeys([*required, *listed, *optional]):
         try:
-            digest = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+            data = (bundle / name).read_bytes()
         except OSError:
             raise BundleError(f"{bundle / name} is missing; {hint}") from None
         if name not in listed:
             raise BundleError(f"{bundle / name} is not in bundle.json (added or replaced after "
                               f"the export); {hint}")
-        if digest != listed[name]:
+        if (len(data), hashlib.sha256(data).hexdigest()) != listed[name]:
             raise BundleError(f"{bundle / name} does not match bundle.json (damaged or "
                               f"replaced); {hint}")
     return manifest

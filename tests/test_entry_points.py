@@ -353,3 +353,31 @@ def test_native_stderr_is_silenced_only_inside_the_block():
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0
     assert result.stderr == "before\nafter\n" and result.stdout == "python output\n"
+
+
+@pytest.mark.parametrize("entry", [{"byues": 1, "sha256": "x"}, {"bytes": "1", "sha256": "x"},
+                                   {"bytes": 1, "sha256": "x", "extra": 0}, ["bytes", "sha256"]])
+def test_a_damaged_manifest_entry_is_refused_not_ignored(tmp_path, standalone, entry):
+    """A flipped bit in a key of bundle.json's file entries (e.g. "bytes" -> "byues") must not
+    leave an entry the checks skip: the loader and the standalone script refuse the manifest."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(COMMITTED, copy)
+    manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
+    manifest["files"][bundle_lib.EXAMPLES_FILE] = entry
+    (copy / bundle_lib.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(saved.SavedModelError, match="bundle.json is unreadable"):
+        bundle_lib.load_bundle(copy)
+    with pytest.raises(standalone.BundleError, match="bundle.json"):
+        standalone.predict(copy, ["good flight"])
+
+
+def test_a_file_of_another_size_than_the_manifest_says_is_refused(tmp_path, standalone):
+    copy = tmp_path / "bundle"
+    shutil.copytree(COMMITTED, copy)
+    manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
+    manifest["files"][bundle_lib.EXAMPLES_FILE]["bytes"] += 1   # the digest still matches
+    (copy / bundle_lib.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(saved.SavedModelError, match="does not match bundle.json"):
+        bundle_lib.load_bundle(copy)
+    with pytest.raises(standalone.BundleError, match="does not match bundle.json"):
+        standalone.predict(copy, ["good flight"])

@@ -1160,7 +1160,7 @@ def pipeline_lines(rep):
             cpu=pipeline_cpu(record),
             clean=bool(record["started_clean"]), commits=step_commits(record), smoke=smoke,
             over_minutes=PIPELINE_MINUTES[name] if minutes > PIPELINE_MINUTES[name] else "",
-            reference_02=next((f"{s['seconds'] / 60:.1f}" for s in steps
+            notebook_02_minutes=next((f"{s['seconds'] / 60:.1f}" for s in steps
                                if s["name"] == "02_baseline_finetune"), None),
             reference_minutes=REFERENCE_02_MINUTES,
             step_gib=PIPELINE_STEP_GIB,

@@ -77,9 +77,19 @@ def manifest_files(directory):
     return [*bundle_files(runtime_of(directory)), *optional]
 
 
+def manifest_entry(entry):
+    """A manifest's file entry as (bytes, sha256); ValueError unless it holds exactly those,
+    typed (a damaged key must not pass as an entry the checks below ignore)."""
+    if not isinstance(entry, dict) or set(entry) != {"bytes", "sha256"} \
+            or isinstance(entry["bytes"], bool) or not isinstance(entry["bytes"], int) \
+            or not isinstance(entry["sha256"], str):
+        raise ValueError(f"a file entry holds bytes (int) and sha256 (str), not {entry!r}")
+    return entry["bytes"], entry["sha256"]
+
+
 def check_bundle(directory):
     """The manifest of `directory`; BundleError unless every bundle file, and every file the
-    manifest lists, is there and matches its sha256, and no bundle file is unlisted."""
+    manifest lists, is there and matches its size and sha256, and no bundle file is unlisted."""
     directory = Path(directory)
     hint = f"make it with: {MAKE_COMMAND}"
     if not (directory / MANIFEST).exists():
@@ -89,7 +99,7 @@ def check_bundle(directory):
     try:
         manifest = read_json(directory / MANIFEST)
         files = manifest["files"]
-        listed = {name: entry["sha256"] for name, entry in files.items()}
+        listed = {name: manifest_entry(entry) for name, entry in files.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise BundleError(f"{directory / MANIFEST} is unreadable ({type(error).__name__}: "
                           f"{error}); {hint}") from None
@@ -102,7 +112,7 @@ def check_bundle(directory):
         if name not in listed:
             raise BundleError(f"{path} is not in {MANIFEST} (added or replaced after the "
                               f"export); {hint}")
-        if file_sha256(path) != listed[name]:
+        if (path.stat().st_size, file_sha256(path)) != listed[name]:
             raise BundleError(f"{path} does not match {MANIFEST} (truncated or replaced); "
                               f"{hint}")
     return manifest

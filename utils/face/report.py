@@ -1145,7 +1145,7 @@ def pipeline_lines(rep):
             lines.append(words(
                 "pipeline_line", command=command, incomplete=True, measured_steps=len(steps),
                 expected_steps=len(expected), missing=", ".join(missing), smoke=smoke,
-                commit=commit({"git_commit": record["commit"]}), cpu=pipeline_cpu(record),
+                commits=step_commits(record), cpu=pipeline_cpu(record),
                 steps=", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min, "
                                 f"{sizes.format_gib(step_rss_bytes(s))}" for s in steps)))
             continue
